@@ -1,0 +1,167 @@
+"""Decoding uploaded slices and the one intensity function shared by serving and training.
+
+Gradio's default image input converts to 8-bit RGB and so clips the 16-bit Kaggle
+scans (gradio issue #2849). Everything here keeps the file's own bit depth until
+:func:`normalize_intensity` stretches it.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Largest slice we decode, in pixels (a guard against decompression bombs).
+#: Real MRI slices are at most ~1024²; 4096² leaves a wide margin.
+MAX_PIXELS = 4096 * 4096
+#: Smallest side we accept: SegFormer downsamples by 32, and anything this small is not a scan.
+MIN_SIDE = 16
+#: Spacing assumed when neither the file name nor the user gives one (the dataset's usual value).
+DEFAULT_PIXEL_SPACING_MM = 1.5
+
+_KAGGLE_NAME = re.compile(
+    r"slice_(?P<slice>\d+)_(?P<width>\d+)_(?P<height>\d+)_(?P<pw>\d+(?:\.\d+)?)_(?P<ph>\d+(?:\.\d+)?)"
+)
+
+
+class ImageError(ValueError):
+    """A slice that cannot be segmented. ``str(err)`` is one line a person can act on."""
+
+
+@dataclass(frozen=True)
+class KaggleSliceName:
+    """What a Kaggle scan name ``slice_NNNN_W_H_PW_PH.png`` says (width before height)."""
+
+    slice_number: int
+    width: int
+    height: int
+    pixel_spacing_mm: tuple[float, float]  # (row spacing PH, column spacing PW), i.e. (y, x)
+
+
+def parse_kaggle_name(name: str | Path) -> KaggleSliceName | None:
+    """Parse a Kaggle slice file name; ``None`` if it does not follow the pattern."""
+    match = _KAGGLE_NAME.search(Path(name).name)
+    if match is None:
+        return None
+    pw, ph = float(match["pw"]), float(match["ph"])
+    if pw <= 0 or ph <= 0:
+        return None
+    return KaggleSliceName(int(match["slice"]), int(match["width"]), int(match["height"]), (ph, pw))
+
+
+def normalize_intensity(image: np.ndarray) -> np.ndarray:
+    """Per-image min–max stretch to 0..255, the blog's training preprocessing.
+
+    ``image``: any shape, any integer or float dtype (e.g. ``(H, W) uint16`` or a
+    2.5D stack ``(C, H, W)``, stretched jointly). Returns the same shape as ``uint8``.
+    Non-finite pixels count as the smallest finite value; a constant image maps to 0
+    (callers that need to refuse it use :func:`check_slice`). Rounds to nearest, so an
+    8-bit slice and its 16-bit copy (``x * 257``) give the same result.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        fill = values[finite].min() if finite.any() else 0.0
+        values = np.where(finite, values, fill)
+    lo, hi = (values.min(), values.max()) if values.size else (0.0, 0.0)
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def to_three_channels(slice_u8: np.ndarray) -> np.ndarray:
+    """Replicate a normalised grey slice ``(H, W) uint8`` to ``(3, H, W) uint8``, as the blog trained."""
+    return np.repeat(slice_u8[None], 3, axis=0)
+
+
+def check_slice(image: np.ndarray) -> None:
+    """Raise :class:`ImageError` for slices the model cannot meaningfully segment.
+
+    ``image``: ``(H, W)`` numeric.
+    """
+    if image.ndim != 2:
+        raise ImageError(f"Expected a single 2-D slice, got an array of shape {image.shape}.")
+    h, w = image.shape
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(
+            f"The image is {w}×{h} pixels; a slice must be at least {MIN_SIDE} pixels on each side."
+        )
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"The image is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit.")
+    finite = np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else None
+    values = image[finite] if finite is not None else image
+    if values.size == 0 or values.min() == values.max():
+        raise ImageError("The image has a single flat intensity (min == max); there is nothing to segment.")
+
+
+def read_slice(path: str | Path) -> np.ndarray:
+    """Decode one slice file to a greyscale array ``(H, W)``, keeping its bit depth.
+
+    PNG (8/16 bit), JPEG, TIFF, BMP, GIF; grey, RGB(A), palette and CMYK modes. Multi-frame
+    files give their first frame; EXIF orientation is honoured. Colour images become luma
+    (ITU-R 601) as float32. Raises :class:`ImageError` with a one-line reason otherwise.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path.name} is empty (0 bytes).")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{path.name} is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit.")
+                im.seek(0)
+                im = ImageOps.exif_transpose(im) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else im
+                image = _to_grey_array(im)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path.name} is not an image this app can read (PNG, JPEG, TIFF or BMP).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageError(f"{path.name} could not be decoded; the file looks truncated or corrupt ({err}).") from None
+    check_slice(image)
+    return image
+
+
+def _to_grey_array(im: Image.Image) -> np.ndarray:
+    """``(H, W)`` array from a PIL image, without squeezing 16-bit data through 8 bits."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(im).astype(np.uint16)
+    if mode in ("I", "F", "L"):
+        return np.asarray(im)
+    if mode == "1":
+        return np.asarray(im.convert("L"))
+    if mode in ("LA", "La"):
+        return np.asarray(im.getchannel("L"))
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+        mode = "RGB"
+    if mode not in ("RGB", "RGBA", "RGBa"):
+        raise ImageError(f"Unsupported image mode {mode!r}; save the slice as greyscale PNG.")
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+    rgb = rgba[..., :3]
+    if mode != "RGB":  # composite over black: transparent pixels carry no signal
+        rgb = rgb * (rgba[..., 3:4] / 255.0)
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0]
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def resolve_pixel_spacing(path: str | Path | None, user_mm: float | None) -> tuple[tuple[float, float], str]:
+    """Pixel spacing ``(row_mm, col_mm)`` and where it came from: ``"entered"``, ``"file name"`` or ``"assumed"``."""
+    if user_mm is not None and float(user_mm) > 0:
+        return (float(user_mm), float(user_mm)), "entered"
+    parsed = parse_kaggle_name(path) if path else None
+    if parsed is not None:
+        return parsed.pixel_spacing_mm, "file name"
+    return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM), "assumed"

@@ -1,0 +1,55 @@
+"""The one place that names the organs, their label ids and their colours.
+
+Label ids follow the blog's training notebook (``id2color``): 1 stomach,
+2 small bowel, 3 large bowel, with 0 background for softmax heads. The Space's
+original ``app.py`` listed the names in the opposite order
+(``enumerate(("Large bowel", "Small bowel", "Stomach"), 1)``) and so showed
+stomach and large bowel swapped; we take the order the weights were trained
+with, not the order the old UI printed.
+
+Multi-label (sigmoid) heads have one channel per organ in the same order,
+without a background channel: channel 0 stomach, 1 small bowel, 2 large bowel.
+"""
+
+from __future__ import annotations
+
+BACKGROUND = "background"
+
+#: Organ keys in label-id order (softmax id = index + 1; sigmoid channel = index).
+ORGANS: tuple[str, ...] = ("stomach", "small_bowel", "large_bowel")
+
+#: Human-readable names shown in the UI legend, tables and exports.
+DISPLAY_NAMES: dict[str, str] = {
+    "stomach": "Stomach",
+    "small_bowel": "Small bowel",
+    "large_bowel": "Large bowel",
+}
+
+#: Overlay colours, as in the blog.
+COLOURS: dict[str, str] = {
+    "stomach": "#007fff",
+    "small_bowel": "#009a17",
+    "large_bowel": "#ff0000",
+}
+
+#: Softmax label id of each organ (0 is background).
+ORGAN_IDS: dict[str, int] = {organ: i + 1 for i, organ in enumerate(ORGANS)}
+
+#: Class names used in the Kaggle ``train.csv`` ``class`` column.
+KAGGLE_CLASSES: dict[str, str] = {organ: organ for organ in ORGANS}
+
+
+def id2label(multi_label: bool) -> dict[int, str]:
+    """The ``id2label`` a contract checkpoint's config carries.
+
+    Softmax heads include ``background`` at id 0; multi-label heads do not.
+    """
+    if multi_label:
+        return dict(enumerate(ORGANS))
+    return {0: BACKGROUND, **{ORGAN_IDS[o]: o for o in ORGANS}}
+
+
+def rgb(organ: str) -> tuple[int, int, int]:
+    """An organ's colour as an ``(r, g, b)`` tuple of 0..255 ints."""
+    h = COLOURS[organ].lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
