@@ -1,0 +1,82 @@
+"""Overlays, per-organ measurements and mask files for predicted organ masks.
+
+All functions take ``organ_masks``: ``(O, H, W)`` bool with ``O`` following
+:data:`model.labels.ORGANS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import labels
+
+#: Bit of each organ in the downloadable mask PNG (one bit per organ, so overlaps survive):
+#: stomach = 1, small bowel = 2, large bowel = 4. A pixel in both bowels reads 6.
+MASK_BITS: dict[str, int] = {organ: 1 << i for i, organ in enumerate(labels.ORGANS)}
+
+
+@dataclass(frozen=True)
+class OrganArea:
+    organ: str
+    present: bool
+    pixels: int
+    area_cm2: float
+
+
+def organ_areas(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> list[OrganArea]:
+    """Pixel count and area (cm²) of each organ; ``pixel_spacing_mm`` is ``(row, col)``."""
+    pixel_cm2 = pixel_spacing_mm[0] * pixel_spacing_mm[1] / 100.0
+    counts = organ_masks.reshape(len(labels.ORGANS), -1).sum(axis=1)
+    return [OrganArea(o, bool(c > 0), int(c), float(c) * pixel_cm2) for o, c in zip(labels.ORGANS, counts)]
+
+
+def annotations(organ_masks: np.ndarray, opacity: float = 0.5,
+                visible: tuple[str, ...] | list[str] = labels.ORGANS) -> list[tuple[np.ndarray, str]]:
+    """``gr.AnnotatedImage`` annotations: one ``(mask (H, W) float32, display name)`` per visible organ.
+
+    The component has no opacity setting; it uses the mask value as alpha, so we pass
+    ``mask × opacity``. Every visible organ is listed, even when empty, so the legend always
+    shows all three.
+    """
+    alpha = float(np.clip(opacity, 0.0, 1.0))
+    return [
+        (organ_masks[i].astype(np.float32) * alpha, labels.DISPLAY_NAMES[organ])
+        for i, organ in enumerate(labels.ORGANS)
+        if organ in visible
+    ]
+
+
+def encode_mask_png(organ_masks: np.ndarray) -> np.ndarray:
+    """Pack masks into one ``(H, W) uint8`` image, one bit per organ (see :data:`MASK_BITS`)."""
+    packed = np.zeros(organ_masks.shape[1:], dtype=np.uint8)
+    for i, organ in enumerate(labels.ORGANS):
+        packed |= organ_masks[i].astype(np.uint8) * np.uint8(MASK_BITS[organ])
+    return packed
+
+
+def decode_mask_png(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`encode_mask_png`: ``(H, W)`` integer → ``(O, H, W)`` bool."""
+    return np.stack([(packed & MASK_BITS[o]) > 0 for o in labels.ORGANS])
+
+
+def save_mask_png(organ_masks: np.ndarray, path: str | Path) -> Path:
+    """Write the bit-packed masks as an 8-bit greyscale PNG."""
+    path = Path(path)
+    Image.fromarray(encode_mask_png(organ_masks), mode="L").save(path, format="PNG")
+    return path
+
+
+def blend(slice_u8: np.ndarray, organ_masks: np.ndarray, opacity: float = 0.5,
+          visible: tuple[str, ...] | list[str] = labels.ORGANS) -> np.ndarray:
+    """A flat RGB overlay ``(H, W, 3) uint8`` for files and plots (the UI uses AnnotatedImage)."""
+    out = np.repeat(slice_u8[..., None], 3, axis=2).astype(np.float32)
+    for i, organ in enumerate(labels.ORGANS):
+        if organ not in visible:
+            continue
+        m = organ_masks[i]
+        out[m] = (1 - opacity) * out[m] + opacity * np.array(labels.rgb(organ), dtype=np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
