@@ -132,6 +132,17 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     return (display, annotations(organ_masks, opacity, _visible(organs))), rows, str(mask_path), note, state
 
 
+def preview_slice(image_file):
+    """The uploaded slice as the model sees it (full 16-bit range stretched), or nothing."""
+    if not image_file:
+        return None
+    try:
+        return normalize_intensity(read_slice(image_file))
+    except ImageError as err:
+        gr.Warning(str(err))
+        return None
+
+
 def render(state, opacity=0.5, organs=ORGAN_CHOICES):
     """Re-draw the overlay from a previous result, without running the model."""
     if not state:
@@ -158,8 +169,9 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             with gr.Row():
                 with gr.Column():
                     image_file = gr.File(label="MRI slice (PNG 8/16-bit, JPEG, TIFF, BMP)", type="filepath")
-                    spacing = gr.Number(label="Pixel spacing (mm)", value=None, minimum=0,
-                                        info="Blank: read from a Kaggle name slice_NNNN_W_H_PW_PH.png, else 1.5 mm assumed.")
+                    preview = gr.Image(label="Preview (intensity-stretched)", interactive=False, height=260)
+                    spacing = gr.Number(label="Pixel spacing (mm)", value=0, minimum=0,
+                                        info="0: read from a Kaggle name slice_NNNN_W_H_PW_PH.png, else 1.5 mm assumed.")
                     run = gr.Button("Segment", variant="primary")
                     if samples:
                         gr.Examples(examples=[[str(p)] for p in samples], inputs=[image_file],
@@ -178,6 +190,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             gr.Markdown(f"{NOTICE}\n\nUploads and results are deleted within {2 * CACHE_SECONDS // 3600} hours "
                         "and never logged. Data: UW-Madison GI Tract Image Segmentation (Kaggle 2022).")
 
+        image_file.change(preview_slice, image_file, preview, api_visibility="private", show_progress="hidden")
         run.click(segment, [image_file, spacing, opacity, organs],
                   [overlay, table, mask_file, spacing_note, result], api_name="segment")
         for control in (opacity, organs):

@@ -121,7 +121,9 @@ def read_slice(path: str | Path) -> np.ndarray:
                 image = _to_grey_array(im)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path.name} declares more pixels than the {MAX_PIXELS:,}-pixel limit.") from None
+    except UnidentifiedImageError:
         raise ImageError(f"{path.name} is not an image this app can read (PNG, JPEG, TIFF or BMP).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"{path.name} could not be decoded; the file looks truncated or corrupt ({err}).") from None

@@ -50,8 +50,9 @@ class Segmenter:
     """A loaded contract checkpoint, ready to predict. Load once per process."""
 
     def __init__(self, model, contract: ckpt.Contract, info: ckpt.CheckpointInfo | None = None,
-                 runtime: Runtime | None = None, batch_size: int = 8):
+                 runtime: Runtime | None = None, batch_size: int = 8, threshold: float = 0.5):
         self.contract = contract
+        self.threshold = threshold  # multi-label heads only
         self.info = info
         self.runtime = runtime or choose_runtime()
         self.batch_size = batch_size
@@ -107,8 +108,8 @@ class Segmenter:
         """Logits ``(N, K, H, W)`` at full size → organ masks ``(N, O, H, W)`` bool, in :data:`labels.ORGANS` order."""
         channels = list(self.contract.organ_channels)
         if self.contract.multi_label:
-            # sigmoid(x) > 0.5  <=>  x > 0: overlapping organs stay overlapping.
-            return logits[:, channels] > 0
+            # One sigmoid per organ, thresholded independently: overlapping organs stay overlapping.
+            return torch.sigmoid(logits[:, channels]) > self.threshold
         winner = logits.argmax(dim=1, keepdim=True)
         ids = torch.tensor(channels, device=logits.device).view(1, -1, 1, 1)
         return winner == ids

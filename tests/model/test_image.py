@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.image import (
+    DEFAULT_PIXEL_SPACING_MM, ImageError, normalize_intensity, parse_kaggle_name, read_slice,
+    resolve_pixel_spacing,
+)
+
+
+def test_parse_kaggle_name_width_before_height():
+    parsed = parse_kaggle_name("/tmp/x/slice_0070_360_310_1.50_1.63.png")
+    assert (parsed.slice_number, parsed.width, parsed.height) == (70, 360, 310)
+    assert parsed.pixel_spacing_mm == (1.63, 1.50)  # (row = PH, col = PW)
+    assert parse_kaggle_name("case101_day20_slice_0078.png") is None
+
+
+def test_resolve_pixel_spacing_sources():
+    assert resolve_pixel_spacing("slice_0001_266_266_1.50_1.50.png", None) == ((1.5, 1.5), "file name")
+    assert resolve_pixel_spacing("scan.png", 0.9) == ((0.9, 0.9), "entered")
+    assert resolve_pixel_spacing("scan.png", None) == ((DEFAULT_PIXEL_SPACING_MM,) * 2, "assumed")
+
+
+def test_normalize_intensity_stretches_to_full_range():
+    x = np.array([[100, 200], [300, 1100]], dtype=np.uint16)
+    assert normalize_intensity(x).tolist() == [[0, 26], [51, 255]]
+
+
+def test_normalize_intensity_8bit_and_16bit_copy_agree():
+    rng = np.random.default_rng(0)
+    x8 = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    np.testing.assert_array_equal(normalize_intensity(x8), normalize_intensity(x8.astype(np.uint16) * 257))
+
+
+def test_normalize_intensity_constant_and_nonfinite():
+    assert normalize_intensity(np.full((4, 4), 7.0)).max() == 0
+    out = normalize_intensity(np.array([[np.nan, 0.0], [np.inf, 10.0]]))
+    assert out.dtype == np.uint8 and out.tolist() == [[0, 0], [0, 255]]
+
+
+def test_read_16bit_png_keeps_depth(tmp_path):
+    x = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 20).astype(np.uint16)
+    Image.fromarray(x).save(tmp_path / "s.png")
+    out = read_slice(tmp_path / "s.png")
+    assert out.dtype == np.uint16 and out.shape == (48, 64)
+    np.testing.assert_array_equal(out, x)
+    assert out.max() > 255  # not clipped to 8 bits
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16"])
+def test_read_modes_give_same_grey(tmp_path, mode):
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (32, 1))
+    im = Image.fromarray(grey).convert(mode) if mode != "I;16" else Image.fromarray(grey.astype(np.uint16) * 257)
+    im.save(tmp_path / "s.png")
+    np.testing.assert_array_equal(normalize_intensity(read_slice(tmp_path / "s.png")), normalize_intensity(grey))
+
+
+@pytest.mark.parametrize("fmt,suffix", [("JPEG", ".jpg"), ("TIFF", ".tif"), ("BMP", ".bmp")])
+def test_read_other_formats(tmp_path, fmt, suffix):
+    grey = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))
+    Image.fromarray(grey).save(tmp_path / f"s{suffix}", format=fmt)
+    assert read_slice(tmp_path / f"s{suffix}").shape == (32, 32)
+
+
+def _truncated_png(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    return tmp_path / "t.png"
+
+
+def _write(name, data):
+    def make(folder):
+        (folder / name).write_bytes(data)
+        return folder / name
+    return make
+
+
+@pytest.mark.parametrize("make,match", [
+    (_write("e.png", b""), "empty"),
+    (_write("t.png", b"not an image"), "not an image"),
+    (_truncated_png, "truncated or corrupt"),
+    (lambda p: Image.new("L", (1, 1)).save(p / "one.png") or p / "one.png", "at least 16 pixels"),
+    (lambda p: Image.new("L", (64, 64), 9).save(p / "flat.png") or p / "flat.png", "single flat intensity"),
+])
+def test_bad_inputs_raise_one_line_messages(tmp_path, make, match):
+    with pytest.raises(ImageError, match=match) as info:
+        read_slice(make(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("side", [5000, 12000])  # over our cap; over PIL's own bomb warning
+def test_decompression_bomb_is_refused_before_decoding(tmp_path, side):
+    # One flat colour: the PNG is small on disk, huge once decoded.
+    Image.new("L", (side, side)).save(tmp_path / "bomb.png")
+    with pytest.raises(ImageError, match="pixel limit"):
+        read_slice(tmp_path / "bomb.png")

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model import labels
+from model.image import read_slice
+from model.inference import Segmenter
+from model.overlay import MASK_BITS, annotations, decode_mask_png, encode_mask_png, organ_areas
+
+NATIVE_VOLUMES = ["volume_234x234", "volume_266x266", "volume_276x276", "volume_360x310"]
+
+
+@pytest.fixture(scope="module")
+def softmax(softmax_ckpt):
+    return Segmenter.load(softmax_ckpt)
+
+
+@pytest.fixture(scope="module")
+def multilabel(multilabel_ckpt):
+    return Segmenter.load(multilabel_ckpt)
+
+
+def _first_slice(shared_data, volume):
+    return sorted((shared_data / "scans" / volume).glob("*.png"))[len(list((shared_data / "scans" / volume).glob("*.png"))) // 2]
+
+
+@pytest.mark.parametrize("volume", NATIVE_VOLUMES)
+def test_real_slices_keep_native_size(shared_data, softmax, volume):
+    path = _first_slice(shared_data, volume)
+    raw = read_slice(path)
+    w, h = (int(v) for v in volume.removeprefix("volume_").split("x"))
+    assert raw.shape == (h, w)
+    masks = softmax.predict(raw[None])
+    assert masks.shape == (1, 3, h, w) and masks.dtype == bool
+
+
+def test_16bit_copy_gives_same_masks(shared_data, softmax, tmp_path):
+    path = _first_slice(shared_data, "volume_266x266")
+    raw8 = read_slice(path)
+    Image.fromarray(raw8.astype(np.uint16) * 257).save(tmp_path / "s16.png")
+    raw16 = read_slice(tmp_path / "s16.png")
+    assert raw16.dtype == np.uint16 and raw16.max() > 255
+    np.testing.assert_array_equal(softmax.predict(raw16[None]), softmax.predict(raw8[None]))
+
+
+def test_softmax_masks_are_exclusive_and_follow_argmax(softmax):
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 4000, (3, 70, 90)).astype(np.uint16)
+    masks = softmax.predict(batch)
+    assert masks.sum(axis=1).max() <= 1
+    # Independent recomputation: upsample logits to full size, argmax, compare ids.
+    with torch.inference_mode():
+        logits = softmax.model(pixel_values=softmax.preprocess(batch)).logits
+        logits = torch.nn.functional.interpolate(logits, size=(70, 90), mode="bilinear", align_corners=False)
+        ids = logits.argmax(1).numpy()
+    for i, organ in enumerate(labels.ORGANS):
+        np.testing.assert_array_equal(masks[:, i], ids == labels.ORGAN_IDS[organ])
+
+
+def test_multilabel_masks_threshold_each_organ(multilabel):
+    rng = np.random.default_rng(1)
+    batch = rng.normal(size=(2, 64, 64)).astype(np.float32)
+    masks = multilabel.predict(batch)
+    with torch.inference_mode():
+        logits = multilabel.model(pixel_values=multilabel.preprocess(batch)).logits
+        logits = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
+    np.testing.assert_array_equal(masks, torch.sigmoid(logits).numpy() > 0.5)
+
+
+def test_batches_equal_single_predictions(softmax):
+    softmax.batch_size = 2
+    batch = np.random.default_rng(2).integers(0, 255, (5, 40, 40)).astype(np.uint8)
+    together = softmax.predict(batch)
+    one_by_one = np.concatenate([softmax.predict(b[None]) for b in batch])
+    np.testing.assert_array_equal(together, one_by_one)
+
+
+def test_stack_scan_clamps_edges(tmp_path):
+    from tiny import make_tiny_checkpoint
+
+    seg = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, slice_offsets=[-2, 0, 2]))
+    scan = np.arange(5)[:, None, None] * np.ones((5, 4, 4))
+    assert seg.stack_scan(scan, 0)[:, 0, 0].tolist() == [0, 0, 2]
+    assert seg.stack_scan(scan, 4)[:, 0, 0].tolist() == [2, 4, 4]
+    assert seg.predict(np.stack([seg.stack_scan(scan * 100, i) for i in range(5)])).shape == (5, 3, 4, 4)
+
+
+def test_mask_png_bits_keep_overlaps():
+    masks = np.zeros((3, 2, 3), dtype=bool)
+    masks[0, 0, 0] = masks[1, 0, 1] = masks[2, 0, 1] = masks[2, 1, 2] = True
+    packed = encode_mask_png(masks)
+    assert packed.tolist() == [[1, 6, 0], [0, 0, 4]]
+    assert MASK_BITS == {"stomach": 1, "small_bowel": 2, "large_bowel": 4}
+    np.testing.assert_array_equal(decode_mask_png(packed), masks)
+
+
+def test_areas_and_annotations():
+    masks = np.zeros((3, 10, 10), dtype=bool)
+    masks[1, :4, :5] = True
+    areas = organ_areas(masks, (1.5, 2.0))
+    assert [a.pixels for a in areas] == [0, 20, 0]
+    assert areas[1].area_cm2 == pytest.approx(20 * 3.0 / 100)
+    ann = annotations(masks, opacity=0.25, visible=["small_bowel", "large_bowel"])
+    assert [name for _, name in ann] == ["Small bowel", "Large bowel"]
+    assert ann[0][0].max() == pytest.approx(0.25)

@@ -1,0 +1,171 @@
+"""The app three ways: the handler called directly, the HTTP API through gradio_client, and a browser."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, SHARED_DATA
+from model import labels
+from model.overlay import decode_mask_png
+
+SLICE_266 = SHARED_DATA / "scans" / "volume_266x266" / "slice_0070_266_266_1.50_1.50.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def app_module(softmax_ckpt):
+    import app
+
+    app.configure(str(softmax_ckpt))
+    yield app
+    app.configure(None)
+
+
+def test_importing_app_builds_demo_without_loading(monkeypatch):
+    import app
+
+    assert app.demo is not None
+    assert app._segmenter is None or app._segmenter.info is not None
+
+
+def test_handler_on_real_slice(shared_data, app_module):
+    annotated, rows, mask_path, note, state = app_module.segment(str(SLICE_266))
+    base, anns = annotated
+    assert base.shape == (266, 266) and base.dtype == np.uint8
+    assert [name for _, name in anns] == ["Stomach", "Small bowel", "Large bowel"]
+    assert "file name" in note
+    masks = decode_mask_png(np.asarray(Image.open(mask_path)))
+    np.testing.assert_array_equal(masks, state["masks"])
+    assert [r[2] for r in rows] == masks.reshape(3, -1).sum(1).tolist()
+    assert rows[0][3] == pytest.approx(masks[0].sum() * 1.5 * 1.5 / 100, abs=0.01)
+
+
+def test_render_rescales_opacity_without_model(app_module, shared_data, monkeypatch):
+    *_, state = app_module.segment(str(SLICE_266))
+    monkeypatch.setattr(app_module, "get_segmenter", lambda: pytest.fail("render must not run the model"))
+    base, anns = app_module.render(state, 0.8, ["Large bowel"])
+    assert [name for _, name in anns] == ["Large bowel"]
+    np.testing.assert_array_equal(anns[0][0] > 0, state["masks"][2])
+    assert anns[0][0].max() in (0.0, pytest.approx(0.8))
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "No image"),
+    (b"hello", "not an image"),
+    (b"", "empty"),
+])
+def test_handler_bad_input_is_gr_error(app_module, tmp_path, content, message):
+    import gradio as gr
+
+    path = None
+    if content is not None:
+        path = tmp_path / "upload.png"
+        path.write_bytes(content)
+    with pytest.raises(gr.Error, match=message):
+        app_module.segment(str(path) if path else None)
+
+
+def test_flat_image_is_gr_error(app_module, tmp_path):
+    import gradio as gr
+
+    Image.new("L", (64, 64), 3).save(tmp_path / "flat.png")
+    with pytest.raises(gr.Error, match="min == max"):
+        app_module.segment(str(tmp_path / "flat.png"))
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(softmax_ckpt, tmp_path_factory):
+    """``python app.py --model DIR`` on 127.0.0.1, configured only through Gradio's variables."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
+    if SHARED_DATA.is_dir():
+        env["EXAMPLES_DIR"] = str(SHARED_DATA / "scans" / "volume_266x266")
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--model", str(softmax_ckpt)], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    import httpx
+
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"app did not answer on {url}: {log.read_text()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_gradio_client_segment(server, shared_data):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    result = client.predict(handle_file(str(SLICE_266)), api_name="/segment")
+    annotated, table, mask_file, note = result
+    assert Path(annotated["image"]["path"] if isinstance(annotated["image"], dict) else annotated["image"]).is_file()
+    assert [a["label"] for a in annotated["annotations"]] == ["Stomach", "Small bowel", "Large bowel"]
+    assert table["headers"] == ["Organ", "Present", "Pixels", "Area (cm²)"]
+    masks = decode_mask_png(np.asarray(Image.open(mask_file)))
+    assert masks.shape == (3, 266, 266)
+    assert [row[2] for row in table["data"]] == masks.reshape(3, -1).sum(1).tolist()
+    # A bad upload is a one-line error and the server keeps serving.
+    bad = Path(client.output_dir) / "not_an_image.png"
+    bad.write_text("hello")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(bad)), api_name="/segment")
+    assert client.predict(handle_file(str(SLICE_266)), api_name="/segment")[0]["annotations"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_browser_upload_and_segment(server, shared_data, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but /usr/bin/chromium is missing (apt-get install chromium)")
+        pytest.skip("Debian chromium is not installed")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server)
+        page.get_by_text("Research demo, not for diagnostic use").first.wait_for(timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(str(SLICE_266))
+        page.get_by_role("button", name="Segment").click()
+        for organ in labels.ORGANS:
+            page.get_by_text(labels.DISPLAY_NAMES[organ], exact=True).first.wait_for(timeout=60_000)
+        legend = page.locator(".legend").first
+        legend.wait_for(timeout=60_000)
+        assert {"Stomach", "Small bowel", "Large bowel"} <= set(legend.inner_text().split("\n"))
+        page.screenshot(path=str(tmp_path / "slice_tab.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "slice_tab.png").stat().st_size > 10_000
