@@ -63,9 +63,10 @@ def test_adjacent_runs_decode_as_one():
     ("rle", "message"),
     [
         ("1 2 3", "odd number"),
-        ("1 x", "not a non-negative integer"),
-        ("1.5 2", "not a non-negative integer"),
-        ("-1 2", "not a non-negative integer"),
+        ("1 x", "not a pixel number"),
+        ("1.5 2", "not a pixel number"),
+        ("-1 2", "not a pixel number"),
+        ("1 99999999999999999999", "not a pixel number"),
         ("0 2", "at least 1"),
         ("3 0", "at least 1"),
         ("5 2 1 2", "unsorted or overlap"),
