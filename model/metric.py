@@ -58,7 +58,8 @@ def dice_per_slice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def hausdorff_3d(pred: np.ndarray, truth: np.ndarray) -> float:
     """Normalised Hausdorff distance of one organ: ``(D, H, W) bool`` pair → float in ``[0, 1]``.
 
-    NaN when both are empty, 1.0 when exactly one is.
+    NaN when both are empty, 1.0 when exactly one is. ``D`` scales the slice axis, so pass
+    the whole scan (every slice the truth file lists), not just the slices with organs.
     """
     pred, truth = _bool_pair(pred, truth, min_ndim=3)
     if pred.ndim != 3:

@@ -99,8 +99,9 @@ def slice_id(case_day: str, slice_number: int) -> str:
 class RleVolume:
     """The organ masks of one scan (one case and day), as read from or written to a CSV.
 
-    ``masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order, ``D``
-    slices in the order of ``slice_numbers`` (ascending, as in the file, gaps kept out).
+    ``slice_numbers``: the slice numbers the file lists, ascending; numbers it skips are not
+    filled in. ``masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order,
+    one slice per entry of ``slice_numbers``.
     """
 
     case_day: str
@@ -108,6 +109,8 @@ class RleVolume:
     masks: np.ndarray
 
     def __post_init__(self) -> None:
+        if self.masks.dtype != bool:
+            raise TypeError(f"{self.case_day}: masks must be bool, got {self.masks.dtype}")
         if self.masks.ndim != 4 or self.masks.shape[:2] != (len(ORGANS), len(self.slice_numbers)):
             raise ValueError(
                 f"{self.case_day}: masks must be (O={len(ORGANS)}, D={len(self.slice_numbers)}, H, W),"

@@ -188,6 +188,8 @@ def test_write_then_read_round_trips(tmp_path):
 def test_volume_checks_its_shape():
     with pytest.raises(ValueError, match="masks must be"):
         RleVolume("case1_day2", (1, 2), np.zeros((len(ORGANS), 3, 2, 2), dtype=bool))
+    with pytest.raises(TypeError, match="bool"):
+        RleVolume("case1_day2", (1,), np.zeros((len(ORGANS), 1, 2, 2), dtype=np.uint8))
 
 
 # --- real data ---------------------------------------------------------------------------
