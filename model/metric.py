@@ -24,8 +24,8 @@ Dice and HD are skipped for the same organs (a voxel in any slice makes both cou
 they are NaN together.
 
 Written here rather than taken from MONAI or torchmetrics: their Hausdorff distances are
-between mask surfaces in physical units and need torch; this one is between voxel sets in
-the unit cube, numpy and scipy only, so the app can import it.
+between mask edges and need torch; this one is between whole voxel sets in the unit cube,
+with numpy and scipy only, so the app can import it.
 """
 
 from __future__ import annotations
