@@ -41,3 +41,12 @@ def multilabel_ckpt(tmp_path_factory) -> Path:
     from tiny import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("multilabel_ckpt"), multi_label=True, seed=1)
+
+
+@pytest.fixture(scope="session")
+def rle_volumes(shared_data: Path):
+    """The 9 real ground-truth volumes of ``rle/train.csv``, decoded once per session."""
+    from model.rle import read_rle_csv, read_volume_shapes
+
+    rle = shared_data / "rle"
+    return read_rle_csv(rle / "train.csv", read_volume_shapes(rle / "volumes.csv"))
