@@ -109,7 +109,7 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     """
     if not image_file:
         raise _user_error("No image: upload an MRI slice (PNG, JPEG, TIFF or BMP) first.")
-    path = Path(image_file if isinstance(image_file, str) else image_file.get("path", ""))
+    path = Path(image_file)
     try:
         raw = read_slice(path)
     except ImageError as err:

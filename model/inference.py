@@ -57,12 +57,14 @@ class Segmenter:
         self.runtime = runtime or choose_runtime()
         self.batch_size = batch_size
         self.model = model.eval().to(self.runtime.device, dtype=self.runtime.dtype)
-        c = contract
-        shape = (1, c.num_channels, 1, 1)
-        self._mean = torch.tensor(c.image_mean[: c.num_channels] if len(c.image_mean) >= c.num_channels
-                                  else [c.image_mean[0]] * c.num_channels).view(shape).to(self.runtime.device)
-        self._std = torch.tensor(c.image_std[: c.num_channels] if len(c.image_std) >= c.num_channels
-                                 else [c.image_std[0]] * c.num_channels).view(shape).to(self.runtime.device)
+        self._mean = self._per_channel(contract.image_mean)
+        self._std = self._per_channel(contract.image_std)
+
+    def _per_channel(self, values: tuple[float, ...]) -> torch.Tensor:
+        """``(1, C, 1, 1)`` statistics; a single value (or too few) applies to every channel."""
+        n = self.contract.num_channels
+        values = values[:n] if len(values) >= n else values[:1] * n
+        return torch.tensor(values, dtype=torch.float32, device=self.runtime.device).view(1, n, 1, 1)
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, revision: str | None = None,
