@@ -265,19 +265,19 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Measurements", interactive=False)
                     mask_file = gr.File(label="Masks PNG (bits: stomach 1, small bowel 2, large bowel 4)")
             result = gr.State()
-        with gr.Tab("Scan"):
+        with gr.Tab("Scan", elem_id="scan-tab"):
             with gr.Row():
                 with gr.Column():
                     scan_files = gr.File(label="Scan: slice files, a .zip, NIfTI (.nii, .nii.gz) or DICOM (.dcm or .zip)",
-                                         file_count="multiple", type="filepath")
+                                         file_count="multiple", type="filepath", elem_id="scan-files")
                     thickness = gr.Number(label="Slice thickness (mm)", value=None, minimum=0,
-                                          info="Blank: 3 mm for Kaggle slice files; NIfTI and DICOM carry their own.")
+                                          info="0 or blank: 3 mm for Kaggle slice files; NIfTI and DICOM carry their own.")
                     truth_files = gr.File(label="Ground truth (optional): train.csv-style RLE, label NIfTI or mask PNGs",
                                           file_count="multiple", type="filepath")
                     with gr.Row():
                         run_scan = gr.Button("Segment scan", variant="primary")
                         cancel_scan = gr.Button("Cancel", variant="stop")
-                    scan_note = gr.Markdown()
+                    scan_note = gr.Markdown(elem_id="scan-note")
                     scan_table = gr.Dataframe(headers=SCAN_TABLE_HEADERS, label="Measurements", interactive=False)
                     plot_organs = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
                     area_plot = gr.LinePlot(x="slice", y="area (cm²)", color="organ", color_map=COLOR_MAP,
@@ -285,8 +285,9 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Against ground truth (competition metric)",
                                               interactive=False)
                 with gr.Column():
-                    scan_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", interactive=False)
-                    scan_overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True)
+                    scan_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", interactive=False, elem_id="scan-slider")
+                    scan_overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True,
+                                                    elem_id="scan-overlay")
                     scan_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     scan_organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
                     versus = gr.AnnotatedImage(label="Against ground truth", color_map=CONFUSION_COLOURS,
@@ -294,7 +295,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     mesh = gr.Model3D(label="Organ surfaces (3D)", clear_color=(0.1, 0.1, 0.1, 1.0), height=360)
                     downloads = gr.File(label="Downloads: labels NIfTI (1 stomach, 2 small bowel, 3 large bowel), "
                                               "submission CSV, mask PNGs (bits 1/2/4), surfaces .glb",
-                                        file_count="multiple", interactive=False)
+                                        file_count="multiple", interactive=False, elem_id="scan-downloads")
             scan_result = gr.State(time_to_live=CACHE_SECONDS)
         with gr.Accordion("About", open=False):
             about_md = gr.Markdown("Model loads with the first request.")
