@@ -273,7 +273,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     thickness = gr.Number(label="Slice thickness (mm)", value=None, minimum=0,
                                           info="0 or blank: 3 mm for Kaggle slice files; NIfTI and DICOM carry their own.")
                     truth_files = gr.File(label="Ground truth (optional): train.csv-style RLE, label NIfTI or mask PNGs",
-                                          file_count="multiple", type="filepath")
+                                          file_count="multiple", type="filepath", elem_id="scan-truth")
                     with gr.Row():
                         run_scan = gr.Button("Segment scan", variant="primary")
                         cancel_scan = gr.Button("Cancel", variant="stop")

@@ -20,9 +20,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import REPO
 from scan_fixtures import kaggle_slices
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -8,6 +8,11 @@ import pytest
 
 from model.rle import RleVolume, read_rle_csv, read_volume_shapes
 
+# Tests here that write `from conftest import REPO` get this file, not tests/conftest.py
+# (pytest puts tests/model/ first on sys.path), so it offers the same names.
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
 
 @pytest.fixture(scope="session")
 def rle_volumes(shared_data: Path) -> dict[str, RleVolume]:
