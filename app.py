@@ -279,9 +279,8 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                         cancel_scan = gr.Button("Cancel", variant="stop")
                     scan_note = gr.Markdown(elem_id="scan-note")
                     scan_table = gr.Dataframe(headers=SCAN_TABLE_HEADERS, label="Measurements", interactive=False)
-                    plot_organs = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
                     area_plot = gr.LinePlot(x="slice", y="area (cm²)", color="organ", color_map=COLOR_MAP,
-                                            colors_in_legend=plot_organs, label="Organ area per slice")
+                                            colors_in_legend=ORGAN_CHOICES, label="Organ area per slice")
                     comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Against ground truth (competition metric)",
                                               interactive=False)
                 with gr.Column():

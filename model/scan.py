@@ -121,7 +121,9 @@ def load_scan(paths: str | Path | Iterable[str | Path], slice_thickness_mm: floa
     if missing:
         raise ScanError(f"File not found: {missing[0]}.")
     files = [p for p in paths if not _JUNK.search(p.as_posix())]
-    name = paths[0].parent.name if len(paths) > 1 else _stem(paths[0])
+    # Uploads each sit in their own temporary folder, so only a shared folder is a meaningful name.
+    parents = {p.parent for p in paths}
+    name = _stem(paths[0]) if len(paths) == 1 else parents.pop().name if len(parents) == 1 else "scan"
     return _load_files(files, name, slice_thickness_mm, None)
 
 
