@@ -23,10 +23,13 @@ import numpy as np
 
 from model import labels
 from model.checkpoint import CheckpointError, env_model
+from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
 from model.inference import Segmenter
 from model.overlay import annotations, organ_areas, save_mask_png
 from model.samples import find_samples
+from model.scan import Scan, ScanError, load_scan, segment_scan_steps
+from model.volume import busiest_slice, measure, slice_areas_cm2, summary_line, write_outputs
 
 log = logging.getLogger("uwmgi.app")
 
@@ -36,6 +39,8 @@ BLOG = "https://learnopencv.com/medical-image-segmentation/"
 ORGAN_CHOICES = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
 COLOR_MAP = {labels.DISPLAY_NAMES[o]: labels.COLOURS[o] for o in labels.ORGANS}
 TABLE_HEADERS = ["Organ", "Present", "Pixels", "Area (cm²)"]
+SCAN_TABLE_HEADERS = ["Organ", "Volume (ml)", "Slices", "Largest cross-section (cm²)", "At slice"]
+COMPARISON_HEADERS = ["Organ", "Dice", "Hausdorff (HD)", "Score 0.4·Dice + 0.6·(1−HD)"]
 
 #: Uploads and outputs are deleted by Gradio every hour once older than an hour.
 CACHE_SECONDS = 3600
@@ -150,6 +155,93 @@ def render(state, opacity=0.5, organs=ORGAN_CHOICES):
     return state["slice"], annotations(state["masks"], opacity, _visible(organs))
 
 
+# --------------------------------------------------------------------------- scan handlers
+
+
+def _paths(files) -> list[str]:
+    files = files if isinstance(files, (list, tuple)) else [files] if files else []
+    return [f if isinstance(f, str) else f.get("path", "") for f in files]
+
+
+def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, opacity=0.5,
+                       organs=ORGAN_CHOICES, progress=gr.Progress()):
+    """Segment a whole scan (a generator, so a cancelled request stops at the next chunk).
+
+    Yields status lines while it works; its last value is: a note, the slice slider, the organ
+    overlay and the TP/FP/FN overlay of the busiest slice, the measurements table, the
+    per-slice area plot, the .glb surfaces, the download files, the comparison table (empty
+    without ground truth), and the state the slider and controls re-render from.
+    """
+    paths = _paths(scan_files)
+    if not paths:
+        raise _user_error("No scan: upload slice files, a .zip, a NIfTI file or DICOM files first.")
+    progress(0, desc="Reading the scan")
+    try:
+        scan = load_scan(paths, slice_thickness_mm or None)
+        truth, truth_notes = load_ground_truth(_paths(truth_files), scan) if truth_files else (None, [])
+    except ScanError as err:
+        raise _user_error(str(err)) from None
+    try:
+        segmenter = get_segmenter()
+    except CheckpointError as err:
+        raise _user_error(f"The model is not available: {err}") from None
+
+    skip = (gr.skip(),) * 9
+    organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
+    try:
+        for done in segment_scan_steps(segmenter, scan, organ_masks):
+            progress((done, len(scan)), desc="Segmenting", unit="slices")
+            yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *skip)
+    except Exception as err:  # noqa: BLE001 - keep serving; never log image content
+        log.error("scan prediction failed: %s", type(err).__name__)
+        raise _user_error("The model failed on this scan; try another.") from None
+
+    progress(1.0, desc="Writing files")
+    outputs = write_outputs(organ_masks, scan, _scratch_dir())
+    volumes = measure(organ_masks, scan)
+    rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1),
+             f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
+             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in volumes]
+    comparison = compare(organ_masks, truth).rows() if truth is not None else []
+    state = {"scan": scan, "masks": organ_masks, "truth": truth}
+    index = busiest_slice(organ_masks)
+    notes = [summary_line(scan, volumes) + "."] + scan.notes + truth_notes
+    if outputs.csv is None:
+        notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
+    slider = gr.Slider(minimum=1, maximum=len(scan), value=index + 1, step=1, interactive=True,
+                       label=f"Slice (1–{len(scan)}; starts at the most organ area)")
+    yield ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
+           area_plot_data(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
+           [str(f) for f in outputs.files()], comparison, state)
+
+
+def area_plot_data(organ_masks, scan: Scan):
+    """Per-slice organ areas as the long table ``gr.LinePlot`` takes: slice, organ, area (cm²)."""
+    import pandas as pd
+
+    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
+    return pd.DataFrame({
+        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
+        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
+        "area (cm²)": areas.ravel().round(2),
+    })
+
+
+def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
+    """Overlays of slice ``position`` (1-based): organs, and TP/FP/FN when there is ground truth."""
+    if not state:
+        return None, None
+    scan: Scan = state["scan"]
+    index = int(np.clip(int(position or 1) - 1, 0, len(scan) - 1))
+    display = scan.display_slice(index)
+    masks = state["masks"][:, index]
+    overlay = (display, annotations(masks, opacity, _visible(organs)))
+    truth = state.get("truth")
+    versus = (display, confusion_annotations(masks, truth[:, index], opacity, _visible(organs))) \
+        if truth is not None else None
+    return overlay, versus
+
+
 def about() -> str:
     """Which checkpoint is loaded, and where it runs."""
     try:
@@ -185,6 +277,37 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Measurements", interactive=False)
                     mask_file = gr.File(label="Masks PNG (bits: stomach 1, small bowel 2, large bowel 4)")
             result = gr.State()
+        with gr.Tab("Scan", elem_id="scan-tab"):
+            with gr.Row():
+                with gr.Column():
+                    scan_files = gr.File(label="Scan: slice files, a .zip, NIfTI (.nii, .nii.gz) or DICOM (.dcm or .zip)",
+                                         file_count="multiple", type="filepath", elem_id="scan-files")
+                    thickness = gr.Number(label="Slice thickness (mm)", value=None, minimum=0,
+                                          info="0 or blank: 3 mm for Kaggle slice files; NIfTI and DICOM carry their own.")
+                    truth_files = gr.File(label="Ground truth (optional): train.csv-style RLE, label NIfTI or mask PNGs",
+                                          file_count="multiple", type="filepath", elem_id="scan-truth")
+                    with gr.Row():
+                        run_scan = gr.Button("Segment scan", variant="primary")
+                        cancel_scan = gr.Button("Cancel", variant="stop")
+                    scan_note = gr.Markdown(elem_id="scan-note")
+                    scan_table = gr.Dataframe(headers=SCAN_TABLE_HEADERS, label="Measurements", interactive=False)
+                    area_plot = gr.LinePlot(x="slice", y="area (cm²)", color="organ", color_map=COLOR_MAP,
+                                            colors_in_legend=ORGAN_CHOICES, label="Organ area per slice")
+                    comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Against ground truth (competition metric)",
+                                              interactive=False)
+                with gr.Column():
+                    scan_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", interactive=False, elem_id="scan-slider")
+                    scan_overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True,
+                                                    elem_id="scan-overlay")
+                    scan_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+                    scan_organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
+                    versus = gr.AnnotatedImage(label="Against ground truth", color_map=CONFUSION_COLOURS,
+                                               show_legend=True)
+                    mesh = gr.Model3D(label="Organ surfaces (3D)", clear_color=(0.1, 0.1, 0.1, 1.0), height=360)
+                    downloads = gr.File(label="Downloads: labels NIfTI (1 stomach, 2 small bowel, 3 large bowel), "
+                                              "submission CSV, mask PNGs (bits 1/2/4), surfaces .glb",
+                                        file_count="multiple", interactive=False, elem_id="scan-downloads")
+            scan_result = gr.State(time_to_live=CACHE_SECONDS)
         with gr.Accordion("About", open=False):
             about_md = gr.Markdown("Model loads with the first request.")
             gr.Markdown(f"{NOTICE}\n\nUploads and results are deleted within {2 * CACHE_SECONDS // 3600} hours "
@@ -197,6 +320,14 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             control.change(render, [result, opacity, organs], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
         demo.load(about, None, about_md, api_visibility="private")
+        scan_event = run_scan.click(
+            segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs],
+            [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
+             scan_result], api_name="segment_scan")
+        cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
+        for control in (scan_slider, scan_opacity, scan_organs):
+            control.change(render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
+                           api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=MAX_QUEUE_SIZE)
     return demo
 

@@ -79,10 +79,11 @@ def to_three_channels(slice_u8: np.ndarray) -> np.ndarray:
     return np.repeat(slice_u8[None], 3, axis=0)
 
 
-def check_slice(image: np.ndarray) -> None:
+def check_slice(image: np.ndarray, allow_flat: bool = False) -> None:
     """Raise :class:`ImageError` for slices the model cannot meaningfully segment.
 
-    ``image``: ``(H, W)`` numeric.
+    ``image``: ``(H, W)`` numeric. ``allow_flat`` accepts a constant slice (a blank slice
+    inside a scan is normal; a blank single upload is not).
     """
     if image.ndim != 2:
         raise ImageError(f"Expected a single 2-D slice, got an array of shape {image.shape}.")
@@ -93,13 +94,15 @@ def check_slice(image: np.ndarray) -> None:
         )
     if h * w > MAX_PIXELS:
         raise ImageError(f"The image is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit.")
+    if allow_flat:
+        return
     finite = np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else None
     values = image[finite] if finite is not None else image
     if values.size == 0 or values.min() == values.max():
         raise ImageError("The image has a single flat intensity (min == max); there is nothing to segment.")
 
 
-def read_slice(path: str | Path) -> np.ndarray:
+def read_slice(path: str | Path, allow_flat: bool = False) -> np.ndarray:
     """Decode one slice file to a greyscale array ``(H, W)``, keeping its bit depth.
 
     PNG (8/16 bit), JPEG, TIFF, BMP, GIF; grey, RGB(A), palette and CMYK modes. Multi-frame
@@ -127,7 +130,7 @@ def read_slice(path: str | Path) -> np.ndarray:
         raise ImageError(f"{path.name} is not an image this app can read (PNG, JPEG, TIFF or BMP).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"{path.name} could not be decoded; the file looks truncated or corrupt ({err}).") from None
-    check_slice(image)
+    check_slice(image, allow_flat)
     return image
 
 

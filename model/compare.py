@@ -1,0 +1,201 @@
+"""Ground truth for a scan, and how a prediction compares with it.
+
+Ground truth comes as Kaggle ``train.csv``-style RLE, a label NIfTI (ids 0–3 as in the
+dataset), or bit-packed mask PNGs (this app's own export: stomach 1, small bowel 2, large
+bowel 4). The numbers are the competition's, from :mod:`model.metric`, the implementation
+training uses too.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import labels
+from .image import ImageError, read_slice
+from .metric import Score, competition_score, score_case
+from .overlay import MASK_BITS, decode_mask_png
+from .rle import parse_slice_id, read_rle_csv
+from .scan import NIFTI_SUFFIXES, ScanError, Scan, extract_zip, read_nifti
+from .samples import IMAGE_SUFFIXES
+
+#: Names and colours of the comparison overlay (true positive, false positive, false negative).
+CONFUSION_COLOURS: dict[str, str] = {
+    "True positive": "#ffd400",
+    "False positive": "#ff00ff",
+    "False negative": "#00e5ff",
+}
+_SLICE_NUMBER = re.compile(r"slice_(\d+)")
+
+
+def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarray, list[str]]:
+    """Read ground truth for ``scan`` as ``(O, D, H, W) bool`` plus one-line notes.
+
+    One ``.csv`` (RLE rows for the scan's case and day), one label NIfTI, or mask PNGs
+    (files or one zip) matched to the scan's slices by ``slice_NNNN`` in their names, else in
+    name order. Raises :class:`ScanError` when it does not fit the scan.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ScanError("No ground-truth files given.")
+    first = paths[0].name.lower()
+    if first.endswith(".csv"):
+        if len(paths) > 1:
+            raise ScanError("Upload one ground-truth CSV.")
+        return _truth_from_csv(paths[0], scan)
+    if first.endswith(NIFTI_SUFFIXES):
+        if len(paths) > 1:
+            raise ScanError("Upload one ground-truth NIfTI.")
+        return _truth_from_nifti(paths[0], scan), []
+    if first.endswith(".zip"):
+        if len(paths) > 1:
+            raise ScanError("Upload one ground-truth zip.")
+        with tempfile.TemporaryDirectory(prefix="uwmgi-truth-") as tmp:
+            files = [f for f in extract_zip(paths[0], Path(tmp)) if f.suffix.lower() in IMAGE_SUFFIXES]
+            return _truth_from_pngs(files, scan), []
+    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
+        return _truth_from_pngs(paths, scan), []
+    raise ScanError("Ground truth must be a train.csv-style RLE CSV, a label NIfTI, or mask PNGs.")
+
+
+def _truth_from_csv(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
+    # Keep only this scan's rows before decoding: a full train.csv holds hundreds of scans.
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header or "id" not in header:
+                raise ScanError(f"{path.name} has no id column; expected Kaggle's id,class,segmentation.")
+            id_column = header.index("id")
+            rows = [row for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        raise ScanError(f"{path.name} is not a readable CSV file.") from None
+    try:
+        case_days = {parse_slice_id(row[id_column])[0] for row in rows}
+    except (ValueError, IndexError):
+        raise ScanError(f"{path.name} has ids that are not Kaggle slice ids (case123_day20_slice_0065).") from None
+    if scan.case_day in case_days:
+        case_day = scan.case_day
+    elif len(case_days) == 1 and not scan.case_day:
+        case_day = next(iter(case_days))
+    elif scan.case_day:
+        raise ScanError(f"{path.name} has no rows for {scan.case_day}.")
+    else:
+        raise ScanError(f"{path.name} holds {len(case_days)} scans and the upload's names do not say which "
+                        "(name the zip or folder like case123_day20).")
+    keep = [row for row in rows if parse_slice_id(row[id_column])[0] == case_day]
+    with tempfile.TemporaryDirectory(prefix="uwmgi-truth-") as tmp:
+        subset = Path(tmp) / "truth.csv"
+        with open(subset, "w", newline="") as f:
+            csv.writer(f).writerows([header, *keep])
+        try:
+            volume = read_rle_csv(subset, {case_day: scan.shape[1:]})[case_day]
+        except ValueError as err:
+            raise ScanError(f"{path.name}: {str(err).splitlines()[0]}") from None
+    truth = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
+    where = {n: d for d, n in enumerate(volume.slice_numbers)}
+    notes = []
+    if scan.kaggle_named:
+        numbers = scan.slice_numbers
+    else:  # NIfTI/DICOM: slices 1..D in order, matched to the CSV's numbers in order
+        numbers = volume.slice_numbers[: len(scan)]
+        if len(volume.slice_numbers) != len(scan):
+            raise ScanError(f"{path.name} has {len(volume.slice_numbers)} slices for {case_day}; the scan has {len(scan)}.")
+    found = 0
+    for d, number in enumerate(numbers):
+        if number in where:
+            truth[:, d] = volume.masks[:, where[number]]
+            found += 1
+    if found < len(scan):
+        notes.append(f"{len(scan) - found} of the scan's slices have no ground-truth rows; counted as empty.")
+    return truth, notes
+
+
+def _truth_from_nifti(path: Path, scan: Scan) -> np.ndarray:
+    label_scan = read_nifti(path)
+    if label_scan.shape != scan.shape:
+        raise ScanError(f"{path.name} is {label_scan.shape} (slices, rows, columns); the scan is {scan.shape}.")
+    ids = np.rint(label_scan.voxels).astype(np.int64)
+    unknown = set(np.unique(ids).tolist()) - {0, *labels.ORGAN_IDS.values()}
+    if unknown:
+        raise ScanError(f"{path.name} has label values {sorted(unknown)[:5]}; expected 0–3 "
+                        "(background, stomach, small bowel, large bowel).")
+    return np.stack([ids == labels.ORGAN_IDS[o] for o in labels.ORGANS])
+
+
+def _truth_from_pngs(files: list[Path], scan: Scan) -> np.ndarray:
+    if not files:
+        raise ScanError("No mask PNGs found in the ground truth.")
+    numbered = [_SLICE_NUMBER.search(f.name) for f in files]
+    if all(numbered) and scan.kaggle_named:
+        by_number = {int(m[1]): f for m, f in zip(numbered, files)}
+        order = [by_number.get(n) for n in scan.slice_numbers]
+    elif len(files) == len(scan):
+        order = sorted(files, key=lambda f: f.name)
+    else:
+        raise ScanError(f"{len(files)} mask PNGs for a scan of {len(scan)} slices; give one per slice.")
+    truth = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
+    all_bits = sum(MASK_BITS.values())
+    for d, f in enumerate(order):
+        if f is None:
+            continue
+        try:
+            packed = read_slice(f, allow_flat=True)
+        except ImageError as err:
+            raise ScanError(str(err)) from None
+        if packed.shape != scan.shape[1:]:
+            raise ScanError(f"{f.name} is {packed.shape[1]}×{packed.shape[0]} px; the scan's slices are "
+                            f"{scan.shape[2]}×{scan.shape[1]}.")
+        if packed.max() > all_bits or np.any(packed != np.rint(packed)):
+            raise ScanError(f"{f.name} is not a bit-packed mask PNG (stomach 1, small bowel 2, large bowel 4).")
+        truth[:, d] = decode_mask_png(packed.astype(np.uint8))
+    return truth
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Competition numbers of one scan (:class:`model.metric.Score`) as table rows."""
+
+    score: Score
+
+    def rows(self) -> list[list]:
+        """``[organ, Dice, HD, score]`` per organ and overall; NaN (nothing to score) shows as ``"–"``."""
+        s = self.score
+        table = [[labels.DISPLAY_NAMES[o], _fmt(s.dice_per_organ[o]), _fmt(s.hausdorff_per_organ[o]),
+                  _fmt(s.score_per_organ[o])] for o in labels.ORGANS]
+        return table + [["All organs", _fmt(s.dice), _fmt(s.hausdorff), _fmt(s.score)]]
+
+
+def compare(organ_masks: np.ndarray, truth: np.ndarray) -> Comparison:
+    """Score a prediction against ground truth, both ``(O, D, H, W) bool``."""
+    return Comparison(competition_score([score_case(organ_masks, truth)]))
+
+
+def confusion(organ_masks: np.ndarray, truth: np.ndarray, visible: Iterable[str] = labels.ORGANS) -> np.ndarray:
+    """True positive, false positive and false negative pixels of one slice, ``(3, H, W) bool``.
+
+    ``organ_masks`` and ``truth``: ``(O, H, W) bool``. Computed per organ, then joined over the
+    ``visible`` organs.
+    """
+    keep = [labels.ORGANS.index(o) for o in visible]
+    pred, true = organ_masks[keep], truth[keep]
+    return np.stack([(pred & true).any(0), (pred & ~true).any(0), (~pred & true).any(0)])
+
+
+def confusion_annotations(organ_masks: np.ndarray, truth: np.ndarray, opacity: float = 0.5,
+                          visible: Iterable[str] = labels.ORGANS) -> list[tuple[np.ndarray, str]]:
+    """``gr.AnnotatedImage`` annotations for :func:`confusion` (mask × opacity, as the organ overlay)."""
+    alpha = float(np.clip(opacity, 0.0, 1.0))
+    return [(m.astype(np.float32) * alpha, name)
+            for m, name in zip(confusion(organ_masks, truth, visible), CONFUSION_COLOURS)]
+
+
+def _fmt(value: float) -> float | str:
+    return "–" if math.isnan(value) else round(value, 4)

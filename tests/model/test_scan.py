@@ -1,0 +1,258 @@
+"""Reading whole scans: Kaggle slice files and zips, NIfTI, DICOM; zip safety; scan inference."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import labels
+from model.inference import Segmenter
+from model.scan import Scan, ScanError, extract_zip, load_scan, segment_scan, segment_scan_steps
+from scan_fixtures import (PATIENT_ID, PATIENT_NAME, kaggle_slices, stack, write_dicom_series, write_nifti,
+                           zip_files)
+from tiny import make_tiny_checkpoint
+
+# --------------------------------------------------------------------------- Kaggle slices
+
+
+def test_kaggle_folder_is_ordered_with_spacing_from_names(shared_data):
+    files = kaggle_slices(shared_data, "volume_360x310")
+    scan = load_scan(files[0].parent)
+    assert scan.shape == (len(files), 310, 360)  # names give W=360 first, H=310
+    assert scan.spacing_mm == (3.0, 1.5, 1.5)
+    assert list(scan.slice_numbers) == sorted(scan.slice_numbers)
+    assert scan.kaggle_named and scan.kind == "slices" and scan.case_day is None
+    np.testing.assert_array_equal(scan.voxels, stack(files))
+    assert any("3 mm" in n for n in scan.notes)
+
+
+def test_shuffled_files_and_entered_thickness(shared_data):
+    files = kaggle_slices(shared_data, count=12)
+    shuffled = random.Random(3).sample(files, len(files))
+    scan = load_scan(shuffled, slice_thickness_mm=2.5)
+    np.testing.assert_array_equal(scan.voxels, stack(files))
+    assert scan.spacing_mm == (2.5, 1.5, 1.5)
+    np.testing.assert_allclose(np.diag(scan.affine), [-1.5, -1.5, 2.5, 1.0])
+    assert not any("assumed" in n for n in scan.notes)
+
+
+def test_gaps_in_slice_numbers_are_reported(shared_data):
+    files = kaggle_slices(shared_data, count=10)
+    scan = load_scan(files[:4] + files[6:])
+    assert len(scan) == 8 and any("2 slice numbers are missing" in n for n in scan.notes)
+
+
+def test_16_bit_slices_keep_their_depth(shared_data, tmp_path):
+    from PIL import Image
+
+    files = kaggle_slices(shared_data, count=3)
+    for f in files:
+        Image.fromarray(np.asarray(Image.open(f)).astype(np.uint16) * 257).save(tmp_path / f.name)
+    scan = load_scan(sorted(tmp_path.iterdir()))
+    assert scan.voxels.dtype == np.uint16
+    np.testing.assert_array_equal(scan.voxels, stack(files).astype(np.uint16) * 257)
+
+
+def test_zip_of_a_kaggle_case_folder_names_the_case(shared_data, tmp_path):
+    files = kaggle_slices(shared_data, count=8)
+    archive = zip_files(files, tmp_path / "upload.zip", folder="case7/case7_day3/scans")
+    scan = load_scan([archive])
+    assert scan.case_day == "case7_day3" and scan.name == "case7_day3"
+    np.testing.assert_array_equal(scan.voxels, stack(files))
+
+
+def _zip(tmp_path: Path, members: dict[str, bytes]) -> Path:
+    path = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    ({"../evil.png": b"x"}, "unsafe path"),
+    ({"/etc/evil.png": b"x"}, "unsafe path"),
+    ({"scans/inner.zip": b"PK"}, "another archive"),
+])
+def test_unsafe_zips_are_refused(tmp_path, members, message):
+    with pytest.raises(ScanError, match=message):
+        load_scan([_zip(tmp_path, members)])
+    assert not (tmp_path.parent / "evil.png").exists()
+
+
+def test_zip_links_and_limits_are_refused(tmp_path):
+    path = tmp_path / "link.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo("slice.png")
+        info.external_attr = (0o120777 << 16)  # a symlink
+        archive.writestr(info, "/etc/passwd")
+    with pytest.raises(ScanError, match="link"):
+        load_scan([path])
+    many = _zip(tmp_path, {f"s{i}.png": b"x" for i in range(5)})
+    with pytest.raises(ScanError, match="over the 4-file limit"):
+        extract_zip(many, tmp_path / "out1", max_members=4)
+    # A bomb: 8 MB of zeros compress to a few KB; the limit counts bytes as they are extracted.
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("slice_0001_16_16_1.50_1.50.png", bytes(8 << 20))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ScanError, match="unpacks to over 1 MB"):
+        extract_zip(bomb, tmp_path / "out2", max_bytes=1 << 20)
+    (tmp_path / "not.zip").write_bytes(b"not a zip")
+    with pytest.raises(ScanError, match="not a readable zip"):
+        load_scan([tmp_path / "not.zip"])
+
+
+def test_inconsistent_uploads_are_refused(shared_data, tmp_path):
+    a = kaggle_slices(shared_data, "volume_266x266", count=2)
+    b = kaggle_slices(shared_data, "volume_276x276")[-1:]
+    with pytest.raises(ScanError, match="different pixel spacings|one size"):
+        load_scan(a + b)
+    with pytest.raises(ScanError, match="appears twice"):
+        load_scan([a[0], a[0]])
+    (tmp_path / "notes.nii").write_bytes(b"junk")
+    with pytest.raises(ScanError, match="mixes"):
+        load_scan([a[0], tmp_path / "notes.nii"])
+    (tmp_path / "x.exe").write_bytes(b"MZ")
+    with pytest.raises(ScanError, match="not a slice image"):
+        load_scan([tmp_path / "x.exe"])
+    with pytest.raises(ScanError, match="No files"):
+        load_scan([])
+
+
+# --------------------------------------------------------------------------- NIfTI
+
+
+@pytest.mark.parametrize("axcodes", [("L", "P", "S"), ("R", "A", "S"), ("P", "I", "R")])
+def test_nifti_gives_axial_slices_in_any_stored_orientation(shared_data, tmp_path, axcodes):
+    voxels = stack(kaggle_slices(shared_data, "volume_276x276", count=10))
+    path = tmp_path / "scan.nii.gz"
+    lps_affine = write_nifti(voxels, (3.0, 1.2, 1.4), path, axcodes)
+    scan = load_scan([path])
+    assert scan.kind == "nifti" and scan.spacing_mm == pytest.approx((3.0, 1.2, 1.4))
+    np.testing.assert_array_equal(scan.voxels, voxels)
+    np.testing.assert_allclose(scan.affine, lps_affine, atol=1e-5)
+
+
+def test_bad_niftis_are_refused(tmp_path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 4, 2), np.int16), np.eye(4)), tmp_path / "4d.nii")
+    with pytest.raises(ScanError, match="one 3-D volume"):
+        load_scan([tmp_path / "4d.nii"])
+    (tmp_path / "trunc.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(ScanError, match="NIfTI"):
+        load_scan([tmp_path / "trunc.nii.gz"])
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def test_dicom_series_ordered_by_position_with_rescale(shared_data, tmp_path):
+    voxels = stack(kaggle_slices(shared_data, count=9)).astype(np.float32) * 2 - 100
+    files = write_dicom_series(voxels, tmp_path / "series", slope=2.0, intercept=-100.0)
+    scan = load_scan(random.Random(1).sample(files, len(files)))
+    assert scan.kind == "dicom"
+    np.testing.assert_array_equal(scan.voxels, voxels)  # positions win over the reversed InstanceNumbers
+    assert scan.spacing_mm == pytest.approx((3.0, 0.9, 0.8))  # PixelSpacing is (row, column)
+    # Voxel (col 0, row 0, slice k) sits at ImagePositionPatient of slice k, LPS → RAS.
+    for k in (0, 8):
+        np.testing.assert_allclose(scan.affine @ [0, 0, k, 1], [100.0, 120.0, 50.0 + 3 * k, 1])
+    np.testing.assert_allclose(scan.affine @ [10, 0, 0, 1], [100 - 8.0, 120.0, 50.0, 1])  # +col → patient left
+    text = " ".join([scan.name, scan.describe(), *scan.notes])
+    assert PATIENT_NAME not in text and PATIENT_ID not in text
+
+
+def test_dicom_zip_without_extensions_and_oblique_orientation(shared_data, tmp_path):
+    voxels = stack(kaggle_slices(shared_data, count=6))
+    oblique = (1, 0, 0, 0, np.cos(0.3), -np.sin(0.3))
+    files = write_dicom_series(voxels, tmp_path / "series", suffix="", orientation=oblique)
+    archive = zip_files(files, tmp_path / "dicom.zip", folder="DICOM")
+    scan = load_scan([archive])
+    np.testing.assert_array_equal(scan.voxels, voxels)
+    assert scan.spacing_mm == pytest.approx((3.0, 0.9, 0.8))
+    assert np.linalg.norm(scan.affine[:3, 2]) == pytest.approx(3.0)
+
+
+def test_dicom_falls_back_to_instance_number(shared_data, tmp_path):
+    voxels = stack(kaggle_slices(shared_data, count=5))
+    files = write_dicom_series(voxels, tmp_path / "series", positions=False)
+    scan = load_scan(files)
+    np.testing.assert_array_equal(scan.voxels, voxels[::-1])  # InstanceNumbers run backwards
+    assert any("InstanceNumber" in n for n in scan.notes)
+
+
+def test_mixed_dicom_series_are_refused(shared_data, tmp_path):
+    voxels = stack(kaggle_slices(shared_data, count=4))
+    a = write_dicom_series(voxels[:2], tmp_path / "a")
+    b = write_dicom_series(voxels[2:], tmp_path / "b", origin=(0.0, 0.0, 0.0))
+    with pytest.raises(ScanError, match="2 different DICOM series") as err:
+        load_scan(a + b)
+    assert PATIENT_NAME not in str(err.value)
+
+
+# --------------------------------------------------------------------------- inference over a scan
+
+
+def _scan(voxels: np.ndarray) -> Scan:
+    return Scan(voxels, (3.0, 1.5, 1.5), np.eye(4), tuple(range(1, len(voxels) + 1)), "test", "slices")
+
+
+def test_plain_checkpoint_segments_each_slice(shared_data, softmax_ckpt):
+    segmenter = Segmenter.load(softmax_ckpt, device="cpu")
+    scan = _scan(stack(kaggle_slices(shared_data, count=7)))
+    done = []
+    masks = segment_scan(segmenter, scan, progress=done.append)
+    assert masks.shape == (len(labels.ORGANS), 7, 266, 266) and masks.dtype == bool
+    np.testing.assert_array_equal(masks, segmenter.predict(scan.voxels).transpose(1, 0, 2, 3))
+    assert done[-1] == 7 and done == sorted(done)
+
+
+def test_25d_checkpoint_stacks_neighbours_with_clamped_edges(shared_data, tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", multi_label=True, seed=2, slice_offsets=[-2, 0, 2])
+    segmenter = Segmenter.load(ckpt, device="cpu")
+    voxels = stack(kaggle_slices(shared_data, count=6))
+    masks = np.zeros((3, *voxels.shape), dtype=bool)
+    list(segment_scan_steps(segmenter, _scan(voxels), masks, chunk_slices=4))
+    expected = [[0, 0, 2], [0, 1, 3], [0, 2, 4], [1, 3, 5], [2, 4, 5], [3, 5, 5]]
+    stacks = np.stack([voxels[i] for i in expected])
+    np.testing.assert_array_equal(masks, segmenter.predict(stacks).transpose(1, 0, 2, 3))
+    # The stacks matter: the same model on replicated single slices gives other masks.
+    single = segmenter.predict(np.stack([voxels[[i, i, i]] for i in range(6)])).transpose(1, 0, 2, 3)
+    assert not np.array_equal(masks, single)
+
+
+class _CountingSegmenter:
+    """Stands in for :class:`Segmenter` to watch how much input one call gets (no model)."""
+
+    slice_offsets = (-2, 0, 2)
+    batch_size = 8
+
+    def __init__(self):
+        self.largest_input = 0
+
+    def stack_scan(self, scan, index):
+        return Segmenter.stack_scan(self, scan, index)
+
+    def predict(self, slices, progress=None):
+        self.largest_input = max(self.largest_input, slices.nbytes)
+        return np.zeros((len(slices), 3, *slices.shape[-2:]), dtype=bool)
+
+
+def test_largest_scan_memory_stays_bounded():
+    voxels = np.zeros((144, 310, 360), dtype=np.uint16)  # the largest Kaggle scan, as 16-bit
+    fake = _CountingSegmenter()
+    tracemalloc.start()
+    try:
+        segment_scan(fake, _scan(voxels))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fake.largest_input == 16 * 3 * 310 * 360 * 2  # one chunk of 2.5D stacks, never the whole scan
+    # Masks (O, D, H, W) bool are 48 MB; everything else is per chunk.
+    assert peak < 100 * 2**20, peak

@@ -1,0 +1,91 @@
+"""The Scan tab's handlers, called directly as Gradio would call them."""
+
+from __future__ import annotations
+
+import gradio as gr
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+import app
+from scan_fixtures import kaggle_slices, stack, write_nifti, zip_files
+
+
+@pytest.fixture()
+def tiny_app(softmax_ckpt):
+    app.configure(str(softmax_ckpt))
+    yield app
+    app.configure(None)
+
+
+def _run(*args, **kwargs):
+    """Drain the handler's generator; return the status lines and the final outputs."""
+    values = list(app.segment_scan_files(*args, **kwargs))
+    return [v[0] for v in values[:-1]], values[-1]
+
+
+def test_scan_tab_segments_a_kaggle_zip_and_compares_with_truth(tiny_app, shared_data, tmp_path):
+    files = kaggle_slices(shared_data, "volume_266x266", count=10)
+    upload = zip_files(files, tmp_path / "case5_day2.zip", folder="scans")
+    statuses, out = _run([str(upload)], None, None, 0.4, app.ORGAN_CHOICES)
+    note, slider, overlay, versus, table, plot, mesh, downloads, comparison, state = out
+    assert statuses[-1].endswith("10/10 slices…")
+    assert "case5_day2: 10 slices 266×266" in note and "3 mm" in note
+    masks = state["masks"]
+    assert masks.shape == (3, 10, 266, 266)
+    # The slider spans the scan and starts on the slice with the most organ area.
+    areas = masks.sum(axis=(0, 2, 3))
+    assert (slider.minimum, slider.maximum, slider.value) == (1, 10, int(np.argmax(areas)) + 1)
+    image, annotations = overlay
+    assert image.shape == (266, 266) and [name for _, name in annotations] == app.ORGAN_CHOICES
+    assert versus is None and comparison == []
+    voxel_ml = 3.0 * 1.5 * 1.5 / 1000
+    assert [row[1] for row in table] == [round(masks[o].sum() * voxel_ml, 1) for o in range(3)]
+    assert isinstance(plot, pd.DataFrame) and len(plot) == 30 and set(plot["organ"]) == set(app.ORGAN_CHOICES)
+    names = sorted(p.rsplit("/", 1)[-1] for p in downloads)
+    assert names == ["case5_day2_labels.nii.gz", "case5_day2_masks.zip", "case5_day2_organs.glb",
+                     "case5_day2_submission.csv"]
+    labels_path = next(p for p in downloads if p.endswith(".nii.gz"))
+    assert nib.load(labels_path).shape == (266, 266, 10)
+
+    # Our own mask PNGs as ground truth: a perfect match, and a TP/FP/FN overlay.
+    png_zip = next(p for p in downloads if p.endswith("_masks.zip"))
+    _, out = _run([str(upload)], None, [png_zip], 0.5, app.ORGAN_CHOICES)
+    comparison, versus = out[8], out[3]
+    assert comparison[-1][0] == "All organs" and comparison[-1][3] == 1.0
+    assert [name for _, name in versus[1]] == ["True positive", "False positive", "False negative"]
+    assert not versus[1][1][0].any() and not versus[1][2][0].any()
+
+    # The slider and controls re-render from the state without the model.
+    overlay, _ = app.render_scan(out[9], 3, 1.0, ["Stomach"])
+    np.testing.assert_array_equal(overlay[1][0][0], masks[0, 2].astype(np.float32))
+
+
+def test_scan_tab_reads_nifti(tiny_app, shared_data, tmp_path):
+    voxels = stack(kaggle_slices(shared_data, "volume_234x234", count=5))
+    write_nifti(voxels, (4.0, 1.5, 1.5), tmp_path / "scan.nii.gz", ("R", "A", "S"))
+    _, out = _run([str(tmp_path / "scan.nii.gz")])
+    assert "5 slices 234×234" in out[0]
+    np.testing.assert_array_equal(out[9]["scan"].voxels, voxels)
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    (None, "No scan"),
+    ("text", "not a slice image"),
+])
+def test_bad_scan_uploads_raise_one_line_errors(tiny_app, tmp_path, files, message):
+    if files == "text":
+        (tmp_path / "notes.exe").write_bytes(b"MZ\x00")
+        files = [str(tmp_path / "notes.exe")]
+    with pytest.raises(gr.Error, match=message) as err:
+        _run(files)
+    assert "\n" not in str(err.value.message)
+
+
+def test_ground_truth_that_does_not_fit_is_refused_before_segmenting(tiny_app, shared_data, tmp_path):
+    files = kaggle_slices(shared_data, "volume_266x266", count=3)
+    (tmp_path / "truth.csv").write_text("id,class,segmentation\ncase1_day1_slice_0001,stomach,1 5\n"
+                                        "case2_day1_slice_0001,stomach,1 5\n")
+    with pytest.raises(gr.Error, match="holds 2 scans"):
+        _run([str(f) for f in files], None, [str(tmp_path / "truth.csv")])
