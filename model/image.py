@@ -62,7 +62,8 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
     (callers that need to refuse it use :func:`check_slice`). Rounds to nearest, so an
     8-bit slice and its 16-bit copy (``x * 257``) give the same result.
     """
-    values = np.asarray(image, dtype=np.float64)
+    with np.errstate(over="ignore"):  # long doubles beyond float64 become inf: non-finite, as below
+        values = np.asarray(image, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
         fill = values[finite].min() if finite.any() else 0.0
@@ -70,7 +71,15 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
     lo, hi = (values.min(), values.max()) if values.size else (0.0, 0.0)
     if hi <= lo:
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values - lo) * (255.0 / (hi - lo))
+    with np.errstate(over="ignore"):  # both overflows are caught just below
+        span = hi - lo
+        if not np.isfinite(span):  # e.g. -1e308..1e308: halve first (exact here) so the span fits in float64
+            values, lo, span = values / 2, lo / 2, hi / 2 - lo / 2
+        scale = 255.0 / span
+    if np.isfinite(scale):
+        scaled = (values - lo) * scale
+    else:  # a subnormal span: 255 / span overflows, so divide instead (0 * inf would be NaN)
+        scaled = (values - lo) / span * 255.0
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 

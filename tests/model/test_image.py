@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -95,3 +97,44 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path, side):
     Image.new("L", (side, side)).save(tmp_path / "bomb.png")
     with pytest.raises(ImageError, match="pixel limit"):
         read_slice(tmp_path / "bomb.png")
+
+
+# --------------------------------------------------------------------------- properties of the intensity step
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+_NUMERIC_DTYPES = st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(),
+                            hnp.floating_dtypes(sizes=(16, 32, 64, 128)), st.just(np.dtype(bool)))
+_ARRAYS = _NUMERIC_DTYPES.flatmap(lambda dtype: hnp.arrays(
+    dtype, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6),
+    # NaN, ±inf, subnormals and the dtype's extremes are all fair game.
+    elements=hnp.from_dtype(dtype, allow_nan=True, allow_infinity=True) if dtype.kind == "f" else None,
+))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ARRAYS)
+@example(np.array([-1e308, 1e308]))  # the span overflows float64
+@example(np.array([0.0, 5e-324]))  # a subnormal span: 255 / span overflows
+@example(np.array([np.nan, np.inf, -np.inf], dtype=np.float16))
+@example(np.array([0, np.iinfo(np.int64).max, np.iinfo(np.int64).min]))
+@example(np.array([np.longdouble("1e4000"), 1]))  # beyond float64 where long double is wider: inf
+def test_normalize_intensity_is_always_finite_uint8_and_ordered(image):
+    with warnings.catch_warnings():
+        # "invalid value encountered in cast" would mean a NaN reached the uint8 cast.
+        warnings.filterwarnings("error", message="invalid value", category=RuntimeWarning)
+        out = normalize_intensity(image)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    with np.errstate(over="ignore"):
+        values = image.astype(np.float64)  # what the function sees; huge float128 becomes inf
+    finite = np.isfinite(values)
+    if finite.any() and values[finite].min() < values[finite].max():
+        # A real stretch: darkest finite pixel → 0, brightest → 255, order kept, non-finite as darkest.
+        assert out[finite].min() == 0 and out[finite].max() == 255
+        order = np.argsort(values[finite], kind="stable")
+        assert (np.diff(out[finite][order].astype(int)) >= 0).all()
+        assert (out[~finite] == 0).all()
+    else:
+        assert (out == 0).all()
