@@ -104,16 +104,33 @@ def check_slice(image: np.ndarray) -> None:
         raise ImageError(f"The image is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit.")
     finite = np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else None
     values = image[finite] if finite is not None else image
-    if values.size == 0 or values.min() == values.max():
+    if values.size == 0:
+        raise ImageError("The image has no finite pixel values (all NaN or infinite); there is nothing to segment.")
+    if values.min() == values.max():
         raise ImageError("The image has a single flat intensity (min == max); there is nothing to segment.")
+
+
+#: File signatures, to tell a damaged or unsupported image from a file that is no image at all.
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+          b"BM": "BMP", b"GIF8": "GIF"}
+
+
+def _sniff(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def read_slice(path: str | Path) -> np.ndarray:
     """Decode one slice file to a greyscale array ``(H, W)``, keeping its bit depth.
 
     PNG (8/16 bit), JPEG, TIFF, BMP, GIF; grey, RGB(A), palette and CMYK modes. Multi-frame
-    files give their first frame; EXIF orientation is honoured. Colour images become luma
-    (ITU-R 601) as float32. Raises :class:`ImageError` with a one-line reason otherwise.
+    files (animated GIF/APNG, multipage TIFF) give their first frame; EXIF orientation is
+    honoured. Colour images become luma (ITU-R 601) as float32; 16-bit colour PNGs arrive at
+    8 bits per channel (Pillow's limit). A PNG whose chunk checksums fail is refused. NaN and
+    inf pixels of float TIFFs are kept here and count as background in :func:`normalize_intensity`.
+    Raises :class:`ImageError` with a one-line reason otherwise; messages name the file, never
+    the server's folders.
     """
     path = Path(path)
     try:
@@ -125,17 +142,28 @@ def read_slice(path: str | Path) -> np.ndarray:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise ImageError(f"{path.name} is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit.")
+                if im.format == "PNG":
+                    with Image.open(path) as probe:
+                        probe.verify()  # Pillow checks the chunk CRCs only here, not while decoding
                 im.seek(0)
-                im = ImageOps.exif_transpose(im) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else im
+                if im.format in ("JPEG", "MPO", "TIFF", "PNG", "WEBP"):
+                    im = ImageOps.exif_transpose(im)
                 image = _to_grey_array(im)
     except ImageError:
         raise
+    except FileNotFoundError:
+        raise ImageError(f"{path.name} is no longer on the server; upload it again.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path.name} declares more pixels than the {MAX_PIXELS:,}-pixel limit.") from None
     except UnidentifiedImageError:
+        fmt = _sniff(path)
+        if fmt:
+            raise ImageError(f"{path.name} looks like a {fmt} file, but its header is damaged or its variant is "
+                             "not supported (e.g. 64-bit float); save it as 8/16-bit PNG or 32-bit float TIFF.") from None
         raise ImageError(f"{path.name} is not an image this app can read (PNG, JPEG, TIFF or BMP).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"{path.name} could not be decoded; the file looks truncated or corrupt ({err}).") from None
+        reason = " ".join(str(err).split())[:120]  # one line, bounded
+        raise ImageError(f"{path.name} could not be decoded; the file looks truncated or corrupt ({reason}).") from None
     check_slice(image)
     return image
 
