@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio.utils import get_upload_folder
 
 from model import labels
 from model.checkpoint import CheckpointError, env_model
@@ -47,6 +49,8 @@ CACHE_SECONDS = 3600
 #: One model call at a time (it already uses both vCPUs); at most this many requests wait.
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE_SIZE = 16
+#: Largest upload Gradio accepts. A 4096² float32 TIFF (our pixel cap) is 64 MiB; real slices are < 1 MiB.
+MAX_FILE_SIZE = "100mb"
 
 # --------------------------------------------------------------------------- model, loaded once
 
@@ -77,17 +81,54 @@ def get_segmenter() -> Segmenter:
 _SCRATCH = Path(tempfile.gettempdir()) / "uwmgi-outputs"
 
 
+def _sweep_scratch(scratch: Path, max_age_s: float) -> None:
+    """Remove request folders under ``scratch`` older than ``max_age_s`` seconds."""
+    cutoff = time.time() - max_age_s
+    for old in scratch.iterdir() if scratch.is_dir() else ():
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another process swept it first
+            continue
+
+
+def _sweep_gradio_strays(cache: Path, max_age_s: float) -> None:
+    """Remove the empty ``tmpXXXX`` files ``gr.File(type="filepath")`` leaves at the top of Gradio's cache.
+
+    Gradio 6.31 creates one unused ``NamedTemporaryFile(delete=False)`` per preprocessed upload
+    (components/file.py) and ``delete_cache`` does not track it. They hold no data, but one per
+    request adds up on a long-running Space.
+    """
+    cutoff = time.time() - max_age_s
+    for stray in cache.glob("tmp*") if cache.is_dir() else ():
+        try:
+            info = stray.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_mtime < cutoff:
+                stray.unlink()
+        except FileNotFoundError:
+            continue
+
+
+def _sweep(max_age_s: float, scratch: Path | None = None, gradio_cache: Path | None = None) -> None:
+    """Our scratch copies and Gradio's empty strays, on the ``delete_cache`` age."""
+    _sweep_scratch(scratch or _SCRATCH, max_age_s)
+    _sweep_gradio_strays(gradio_cache or Path(get_upload_folder()), max_age_s)
+
+
+def _sweep_forever(max_age_s: float, scratch: Path, gradio_cache: Path, stop: threading.Event) -> None:
+    """Sweep on Gradio's ``delete_cache`` schedule, so old files go even when no request comes."""
+    while not stop.wait(max_age_s):
+        _sweep(max_age_s, scratch, gradio_cache)
+
+
 def _scratch_dir() -> Path:
     """A fresh folder for one request's downloads; folders past the cache age are removed.
 
     Gradio copies returned files into its own cache (deleted by ``delete_cache``); our copies
-    must not outlive that policy either.
+    must not outlive that policy either: each request and a background sweeper remove them.
     """
     _SCRATCH.mkdir(exist_ok=True)
-    cutoff = time.time() - CACHE_SECONDS
-    for old in _SCRATCH.iterdir():
-        if old.stat().st_mtime < cutoff:
-            shutil.rmtree(old, ignore_errors=True)
+    _sweep(CACHE_SECONDS)
     folder = _SCRATCH / uuid.uuid4().hex
     folder.mkdir()
     return folder
@@ -350,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("model: %s", segmenter.describe())
     app = build_demo(*find_samples(fetch=True, limit=24))
+    threading.Thread(target=_sweep_forever, args=(CACHE_SECONDS, _SCRATCH, Path(get_upload_folder()), threading.Event()),
+                     daemon=True, name="sweeper").start()
     # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set.
-    app.launch()
+    app.launch(max_file_size=MAX_FILE_SIZE)
     return 0
 
 

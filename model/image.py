@@ -62,7 +62,8 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
     (callers that need to refuse it use :func:`check_slice`). Rounds to nearest, so an
     8-bit slice and its 16-bit copy (``x * 257``) give the same result.
     """
-    values = np.asarray(image, dtype=np.float64)
+    with np.errstate(over="ignore"):  # long doubles beyond float64 become inf: non-finite, as below
+        values = np.asarray(image, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
         fill = values[finite].min() if finite.any() else 0.0
@@ -70,7 +71,15 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
     lo, hi = (values.min(), values.max()) if values.size else (0.0, 0.0)
     if hi <= lo:
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values - lo) * (255.0 / (hi - lo))
+    with np.errstate(over="ignore"):  # both overflows are caught just below
+        span = hi - lo
+        if not np.isfinite(span):  # e.g. -1e308..1e308: halve first (exact here) so the span fits in float64
+            values, lo, span = values / 2, lo / 2, hi / 2 - lo / 2
+        scale = 255.0 / span
+    if np.isfinite(scale):
+        scaled = (values - lo) * scale
+    else:  # a subnormal span: 255 / span overflows, so divide instead (0 * inf would be NaN)
+        scaled = (values - lo) / span * 255.0
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
@@ -98,16 +107,33 @@ def check_slice(image: np.ndarray, allow_flat: bool = False) -> None:
         return
     finite = np.isfinite(image) if np.issubdtype(image.dtype, np.floating) else None
     values = image[finite] if finite is not None else image
-    if values.size == 0 or values.min() == values.max():
+    if values.size == 0:
+        raise ImageError("The image has no finite pixel values (all NaN or infinite); there is nothing to segment.")
+    if values.min() == values.max():
         raise ImageError("The image has a single flat intensity (min == max); there is nothing to segment.")
+
+
+#: File signatures, to tell a damaged or unsupported image from a file that is no image at all.
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+          b"BM": "BMP", b"GIF8": "GIF"}
+
+
+def _sniff(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def read_slice(path: str | Path, allow_flat: bool = False) -> np.ndarray:
     """Decode one slice file to a greyscale array ``(H, W)``, keeping its bit depth.
 
     PNG (8/16 bit), JPEG, TIFF, BMP, GIF; grey, RGB(A), palette and CMYK modes. Multi-frame
-    files give their first frame; EXIF orientation is honoured. Colour images become luma
-    (ITU-R 601) as float32. Raises :class:`ImageError` with a one-line reason otherwise.
+    files (animated GIF/APNG, multipage TIFF) give their first frame; EXIF orientation is
+    honoured. Colour images become luma (ITU-R 601) as float32; 16-bit colour PNGs arrive at
+    8 bits per channel (Pillow's limit). A PNG whose chunk checksums fail is refused. NaN and
+    inf pixels of float TIFFs are kept here and count as background in :func:`normalize_intensity`.
+    Raises :class:`ImageError` with a one-line reason otherwise; messages name the file, never
+    the server's folders.
     """
     path = Path(path)
     try:
@@ -119,17 +145,28 @@ def read_slice(path: str | Path, allow_flat: bool = False) -> np.ndarray:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise ImageError(f"{path.name} is {w}×{h} pixels, over the {MAX_PIXELS:,}-pixel limit.")
+                if im.format == "PNG":
+                    with Image.open(path) as probe:
+                        probe.verify()  # Pillow checks the chunk CRCs only here, not while decoding
                 im.seek(0)
-                im = ImageOps.exif_transpose(im) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else im
+                if im.format in ("JPEG", "MPO", "TIFF", "PNG", "WEBP"):
+                    im = ImageOps.exif_transpose(im)
                 image = _to_grey_array(im)
     except ImageError:
         raise
+    except FileNotFoundError:
+        raise ImageError(f"{path.name} is no longer on the server; upload it again.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path.name} declares more pixels than the {MAX_PIXELS:,}-pixel limit.") from None
     except UnidentifiedImageError:
+        fmt = _sniff(path)
+        if fmt:
+            raise ImageError(f"{path.name} looks like a {fmt} file, but its header is damaged or its variant is "
+                             "not supported (e.g. 64-bit float); save it as 8/16-bit PNG or 32-bit float TIFF.") from None
         raise ImageError(f"{path.name} is not an image this app can read (PNG, JPEG, TIFF or BMP).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"{path.name} could not be decoded; the file looks truncated or corrupt ({err}).") from None
+        reason = " ".join(str(err).split())[:120]  # one line, bounded
+        raise ImageError(f"{path.name} could not be decoded; the file looks truncated or corrupt ({reason}).") from None
     check_slice(image, allow_flat)
     return image
 

@@ -43,8 +43,10 @@ def find_samples(fetch: bool = False, limit: int | None = None) -> tuple[list[Pa
     from huggingface_hub import snapshot_download
 
     try:
+        # Only PNGs (decoded by our guarded reader), at the manifest's revision when it names one.
         folder = snapshot_download(repo_id=manifest["repo_id"], repo_type=manifest["repo_type"],
-                                   allow_patterns=[manifest["files"]], local_files_only=not fetch)
+                                   revision=manifest.get("revision"), allow_patterns=[manifest["files"]],
+                                   local_files_only=not fetch)
     except Exception:  # noqa: BLE001 - offline or not yet cached: the app still runs
         return [], f"No sample slices available offline; they are fetched from {source} on the first online start, or set EXAMPLES_DIR."
     files = list_images(Path(folder) / Path(manifest["files"]).parent, limit)

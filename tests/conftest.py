@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,3 +55,105 @@ def rle_volumes(shared_data: Path):
 
     rle = shared_data / "rle"
     return read_rle_csv(rle / "train.csv", read_volume_shapes(rle / "volumes.csv"))
+
+
+# --------------------------------------------------------------------------- one live server per session
+
+
+@dataclass
+class LiveServer:
+    """``python app.py`` running in a sandbox: every file it writes lands under ``root``."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path  # stdout and stderr
+    tmp: Path  # its TMPDIR
+    gradio_tmp: Path  # its GRADIO_TEMP_DIR, inside ``tmp``
+    cwd: Path
+
+    @property
+    def scratch(self) -> Path:
+        """The app's own output folder (``app._SCRATCH`` in the server process)."""
+        return self.tmp / "uwmgi-outputs"
+
+    def stray_files(self) -> set[Path]:
+        """Files the server wrote outside Gradio's temp dir and the app's scratch dir."""
+        allowed = (self.gradio_tmp, self.scratch)
+        found = {p for root in (self.tmp, self.cwd) for p in root.rglob("*") if p.is_file()}
+        return {p for p in found if not any(p.is_relative_to(a) for a in allowed)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(softmax_ckpt, tmp_path_factory) -> LiveServer:
+    """``python app.py --model DIR`` on 127.0.0.1, configured only through Gradio's variables.
+
+    One per session: each start costs tens of seconds on 2 vCPUs. TMPDIR, GRADIO_TEMP_DIR and the
+    working directory point into a fresh folder, so tests can see every file the server writes.
+    """
+    import httpx
+
+    root = tmp_path_factory.mktemp("server")
+    tmp, cwd = root / "tmp", root / "cwd"
+    gradio_tmp = tmp / "gradio"
+    for folder in (tmp, cwd, gradio_tmp):
+        folder.mkdir()
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(gradio_tmp)}
+    env.pop("MODEL", None)
+    if SHARED_DATA.is_dir():
+        env["EXAMPLES_DIR"] = str(SHARED_DATA / "scans" / "volume_266x266")
+    log = root / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", str(softmax_ckpt)], cwd=cwd,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"app did not answer on {url}: {log.read_text()[-2000:]}")
+    yield LiveServer(url, proc, log, tmp, gradio_tmp, cwd)
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture()
+def browser():
+    """Debian's Chromium driven by Playwright (``playwright install`` cannot download browsers here).
+
+    Skips when Chromium is absent, but fails under CI, whose ``.ci/run`` installs it.
+    """
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"Debian chromium is not installed at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

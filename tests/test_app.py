@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, SHARED_DATA
+from conftest import SHARED_DATA
 from model import labels
 from model.overlay import decode_mask_png
 
 SLICE_266 = SHARED_DATA / "scans" / "volume_266x266" / "slice_0070_266_266_1.50_1.50.png"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -83,53 +77,14 @@ def test_flat_image_is_gr_error(app_module, tmp_path):
         app_module.segment(str(tmp_path / "flat.png"))
 
 
-# --------------------------------------------------------------------------- a real server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(softmax_ckpt, tmp_path_factory):
-    """``python app.py --model DIR`` on 127.0.0.1, configured only through Gradio's variables."""
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
-    if SHARED_DATA.is_dir():
-        env["EXAMPLES_DIR"] = str(SHARED_DATA / "scans" / "volume_266x266")
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--model", str(softmax_ckpt)], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    import httpx
-
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"app did not answer on {url}: {log.read_text()[-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+# --------------------------------------------------------------------------- a real server (conftest.server)
 
 
 @pytest.mark.slow
-def test_gradio_client_segment(server, shared_data):
+def test_gradio_client_segment(server, shared_data, tmp_path):
     from gradio_client import Client, handle_file
 
-    client = Client(server, verbose=False)
+    client = Client(server.url, verbose=False, download_files=str(tmp_path))
     result = client.predict(handle_file(str(SLICE_266)), api_name="/segment")
     annotated, table, mask_file, note = result
     assert Path(annotated["image"]["path"] if isinstance(annotated["image"], dict) else annotated["image"]).is_file()
@@ -148,24 +103,14 @@ def test_gradio_client_segment(server, shared_data):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_browser_upload_and_segment(server, shared_data, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but /usr/bin/chromium is missing (apt-get install chromium)")
-        pytest.skip("Debian chromium is not installed")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(server)
-        page.get_by_text("Research demo, not for diagnostic use").first.wait_for(timeout=60_000)
-        page.locator("input[type=file]").first.set_input_files(str(SLICE_266))
-        page.get_by_role("button", name="Segment").click()
-        for organ in labels.ORGANS:
-            page.get_by_text(labels.DISPLAY_NAMES[organ], exact=True).first.wait_for(timeout=60_000)
-        legend = page.locator(".legend").first
-        legend.wait_for(timeout=60_000)
-        assert {"Stomach", "Small bowel", "Large bowel"} <= set(legend.inner_text().split("\n"))
-        page.screenshot(path=str(tmp_path / "slice_tab.png"), full_page=True)
-        browser.close()
+def test_browser_upload_and_segment(server, shared_data, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(server.url)
+    page.get_by_text("Research demo, not for diagnostic use").first.wait_for(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files(str(SLICE_266))
+    page.get_by_role("button", name="Segment").click()
+    legend = page.locator(".legend").first
+    legend.wait_for(timeout=60_000)
+    assert {"Stomach", "Small bowel", "Large bowel"} <= set(legend.inner_text().split("\n"))
+    page.screenshot(path=str(tmp_path / "slice_tab.png"), full_page=True)
     assert (tmp_path / "slice_tab.png").stat().st_size > 10_000
