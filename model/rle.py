@@ -1,0 +1,196 @@
+"""Kaggle run-length encoding of organ masks, and ``train.csv``-style files of them.
+
+A mask is flattened in row-major (C) order over ``(height, width)`` before run-length
+encoding, with 1-indexed starts. Checked on the real ``train.csv`` (``tests/model/test_rle.py``):
+read row-major, none of its 124,140 runs crosses the end of an image row; read column-major,
+thousands cross the end of a column on the 360x310 (W x H) scans. An organ's run is a piece
+of one line, so row-major is the order the masks were written in.
+
+A file has one row per slice and organ: ``id,class,segmentation`` for ground truth, or
+``id,class,predicted`` for a submission. Slice ids look like ``case123_day20_slice_0065``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.labels import KAGGLE_CLASSES, ORGANS
+
+_SLICE_ID = re.compile(r"(?P<case_day>case\d+_day\d+)_slice_(?P<slice>\d+)")
+_CLASS_INDEX = {kaggle: ORGANS.index(organ) for organ, kaggle in KAGGLE_CLASSES.items()}
+#: Accepted names of the RLE column, ground truth first.
+RLE_COLUMNS = ("segmentation", "predicted")
+
+
+def rle_encode(mask: np.ndarray) -> str:
+    """Encode a ``(H, W)`` bool mask as ``"start length ..."`` (1-indexed, row-major); ``""`` if empty."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(f"rle_encode expects a bool mask, got {mask.dtype} (threshold it first)")
+    if mask.ndim != 2:
+        raise ValueError(f"rle_encode expects an (H, W) mask, got shape {mask.shape}")
+    padded = np.concatenate(([False], mask.ravel(order="C"), [False]))
+    # Positions where the value changes, 1-indexed: alternately a run's start and its end + 1.
+    edges = np.flatnonzero(padded[1:] != padded[:-1]) + 1
+    runs = edges.reshape(-1, 2)
+    runs[:, 1] -= runs[:, 0]
+    return " ".join(map(str, runs.ravel().tolist()))
+
+
+def rle_decode(rle: str | float | None, shape: tuple[int, int]) -> np.ndarray:
+    """Decode a Kaggle RLE string into a ``(H, W)`` bool mask for ``shape = (H, W)``.
+
+    ``""``, ``None`` and NaN (an empty cell read by pandas) decode to an empty mask.
+    Raises ``ValueError`` unless the string is pairs of positive integers whose runs are
+    sorted, do not overlap and stay inside the image (Kaggle's own rule for the format).
+    """
+    height, width = _check_shape(shape)
+    size = height * width
+    if rle is None or (isinstance(rle, float) and math.isnan(rle)):
+        return np.zeros((height, width), dtype=bool)
+    if not isinstance(rle, str):
+        raise ValueError(f"RLE must be a string, got {type(rle).__name__}: {rle!r}")
+    tokens = rle.split()
+    if not tokens:
+        return np.zeros((height, width), dtype=bool)
+    if len(tokens) % 2:
+        raise ValueError(f"RLE has an odd number of values ({len(tokens)}): {_clip(rle)}")
+    if not all(token.isdigit() and token.isascii() for token in tokens):
+        bad = next(t for t in tokens if not (t.isdigit() and t.isascii()))
+        raise ValueError(f"RLE value {bad!r} is not a non-negative integer: {_clip(rle)}")
+    runs = np.array(tokens, dtype=np.int64).reshape(-1, 2)
+    starts, lengths = runs[:, 0], runs[:, 1]
+    ends = starts + lengths  # 1-indexed, exclusive
+    if starts.min() < 1 or lengths.min() < 1:
+        raise ValueError(f"RLE starts and lengths must be at least 1: {_clip(rle)}")
+    if np.any(starts[1:] < ends[:-1]):
+        raise ValueError(f"RLE runs are unsorted or overlap: {_clip(rle)}")
+    if ends[-1] - 1 > size:
+        raise ValueError(
+            f"RLE run ends at pixel {ends[-1] - 1}, past the {height}x{width} image ({size} pixels)"
+        )
+    delta = np.zeros(size + 1, dtype=np.int8)
+    delta[starts - 1] += 1
+    delta[ends - 1] -= 1  # runs do not overlap, so each index gets at most one start and one end
+    return (np.cumsum(delta[:-1], dtype=np.int8) > 0).reshape(height, width)
+
+
+def parse_slice_id(kaggle_id: str) -> tuple[str, int]:
+    """``"case123_day20_slice_0065"`` → ``("case123_day20", 65)``; ``ValueError`` otherwise."""
+    match = _SLICE_ID.fullmatch(kaggle_id.strip())
+    if match is None:
+        raise ValueError(f"not a Kaggle slice id like 'case123_day20_slice_0065': {kaggle_id!r}")
+    return match["case_day"], int(match["slice"])
+
+
+def slice_id(case_day: str, slice_number: int) -> str:
+    """``("case123_day20", 65)`` → ``"case123_day20_slice_0065"``."""
+    return f"{case_day}_slice_{slice_number:04d}"
+
+
+@dataclass(frozen=True)
+class RleVolume:
+    """The organ masks of one scan (one case and day), as read from or written to a CSV.
+
+    ``masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order, ``D``
+    slices in the order of ``slice_numbers`` (ascending, as in the file, gaps kept out).
+    """
+
+    case_day: str
+    slice_numbers: tuple[int, ...]
+    masks: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.masks.ndim != 4 or self.masks.shape[:2] != (len(ORGANS), len(self.slice_numbers)):
+            raise ValueError(
+                f"{self.case_day}: masks must be (O={len(ORGANS)}, D={len(self.slice_numbers)}, H, W),"
+                f" got {self.masks.shape}"
+            )
+
+
+def read_rle_csv(
+    path: str | Path, shapes: Mapping[str, tuple[int, int]] | None = None
+) -> dict[str, RleVolume]:
+    """Read a ``train.csv`` or submission file into one :class:`RleVolume` per case-day.
+
+    Columns: ``id``, ``class`` and ``segmentation`` or ``predicted``. Each case-day's
+    ``(H, W)`` comes from ``shapes`` or else from ``height`` and ``width`` columns. A slice
+    missing a row for some organ has that organ empty. Returns volumes keyed by case-day,
+    in order of first appearance.
+    """
+    slices: dict[str, dict[int, list[str | None]]] = {}
+    file_shapes: dict[str, tuple[int, int]] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        rle_column = next((c for c in RLE_COLUMNS if c in columns), None)
+        if "id" not in columns or "class" not in columns or rle_column is None:
+            raise ValueError(f"{path}: need columns id, class and one of {RLE_COLUMNS}; got {columns}")
+        has_shape = "height" in columns and "width" in columns
+        for line, row in enumerate(reader, start=2):
+            case_day, number = parse_slice_id(row["id"])
+            organ = _CLASS_INDEX.get(row["class"])
+            if organ is None:
+                raise ValueError(f"{path}:{line}: unknown class {row['class']!r}")
+            rles = slices.setdefault(case_day, {}).setdefault(number, [None] * len(ORGANS))
+            if rles[organ] is not None:
+                raise ValueError(f"{path}:{line}: second row for {row['id']} {row['class']}")
+            rles[organ] = row[rle_column] or ""
+            if has_shape:
+                shape = (int(row["height"]), int(row["width"]))
+                if file_shapes.setdefault(case_day, shape) != shape:
+                    raise ValueError(f"{path}:{line}: {case_day} changes shape to {shape}")
+
+    volumes = {}
+    for case_day, by_number in slices.items():
+        shape = (shapes or {}).get(case_day) or file_shapes.get(case_day)
+        if shape is None:
+            raise ValueError(f"{path}: no (height, width) for {case_day}; pass shapes=")
+        numbers = sorted(by_number)
+        masks = np.zeros((len(ORGANS), len(numbers), *shape), dtype=bool)
+        for d, number in enumerate(numbers):
+            for o, rle in enumerate(by_number[number]):
+                try:
+                    masks[o, d] = rle_decode(rle, shape)
+                except ValueError as err:
+                    raise ValueError(f"{path}: {slice_id(case_day, number)} {ORGANS[o]}: {err}") from None
+        volumes[case_day] = RleVolume(case_day, tuple(numbers), masks)
+    return volumes
+
+
+def write_rle_csv(path: str | Path, volumes: Iterable[RleVolume], column: str = "predicted") -> None:
+    """Write volumes as ``id,class,<column>`` rows, one per slice and organ (what :func:`read_rle_csv` reads)."""
+    if column not in RLE_COLUMNS:
+        raise ValueError(f"column must be one of {RLE_COLUMNS}, got {column!r}")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "class", column])
+        for volume in volumes:
+            for d, number in enumerate(volume.slice_numbers):
+                for o, organ in enumerate(ORGANS):
+                    writer.writerow(
+                        [slice_id(volume.case_day, number), KAGGLE_CLASSES[organ], rle_encode(volume.masks[o, d])]
+                    )
+
+
+def read_volume_shapes(path: str | Path) -> dict[str, tuple[int, int]]:
+    """Read ``case_day,width,height,...`` rows (the shared data's ``volumes.csv``) as ``{case_day: (H, W)}``."""
+    with open(path, newline="") as f:
+        return {row["case_day"]: (int(row["height"]), int(row["width"])) for row in csv.DictReader(f)}
+
+
+def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    if len(shape) != 2 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape):
+        raise ValueError(f"shape must be two positive integers (H, W), got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
