@@ -49,7 +49,7 @@ def rle_decode(rle: str | float | None, shape: tuple[int, int]) -> np.ndarray:
 
     ``""``, ``None`` and NaN (an empty cell read by pandas) decode to an empty mask.
     Raises ``ValueError`` unless the string is pairs of positive integers whose runs are
-    sorted, do not overlap and stay inside the image (Kaggle's own rule for the format).
+    sorted, do not overlap and stay inside the image.
     """
     height, width = _check_shape(shape)
     size = height * width
@@ -62,9 +62,9 @@ def rle_decode(rle: str | float | None, shape: tuple[int, int]) -> np.ndarray:
         return np.zeros((height, width), dtype=bool)
     if len(tokens) % 2:
         raise ValueError(f"RLE has an odd number of values ({len(tokens)}): {_clip(rle)}")
-    if not all(token.isdigit() and token.isascii() for token in tokens):
-        bad = next(t for t in tokens if not (t.isdigit() and t.isascii()))
-        raise ValueError(f"RLE value {bad!r} is not a non-negative integer: {_clip(rle)}")
+    bad = next((t for t in tokens if not (t.isascii() and t.isdigit() and len(t) < 19)), None)
+    if bad is not None:  # 19 digits would overflow int64; no image has that many pixels
+        raise ValueError(f"RLE value {bad!r} is not a pixel number or run length: {_clip(rle)}")
     runs = np.array(tokens, dtype=np.int64).reshape(-1, 2)
     starts, lengths = runs[:, 0], runs[:, 1]
     ends = starts + lengths  # 1-indexed, exclusive
@@ -99,8 +99,9 @@ def slice_id(case_day: str, slice_number: int) -> str:
 class RleVolume:
     """The organ masks of one scan (one case and day), as read from or written to a CSV.
 
-    ``masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order, ``D``
-    slices in the order of ``slice_numbers`` (ascending, as in the file, gaps kept out).
+    ``slice_numbers``: the slice numbers the file lists, ascending; numbers it skips are not
+    filled in. ``masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order,
+    one slice per entry of ``slice_numbers``.
     """
 
     case_day: str
@@ -108,6 +109,8 @@ class RleVolume:
     masks: np.ndarray
 
     def __post_init__(self) -> None:
+        if self.masks.dtype != bool:
+            raise TypeError(f"{self.case_day}: masks must be bool, got {self.masks.dtype}")
         if self.masks.ndim != 4 or self.masks.shape[:2] != (len(ORGANS), len(self.slice_numbers)):
             raise ValueError(
                 f"{self.case_day}: masks must be (O={len(ORGANS)}, D={len(self.slice_numbers)}, H, W),"
@@ -174,10 +177,9 @@ def write_rle_csv(path: str | Path, volumes: Iterable[RleVolume], column: str = 
         writer.writerow(["id", "class", column])
         for volume in volumes:
             for d, number in enumerate(volume.slice_numbers):
+                kaggle_id = slice_id(volume.case_day, number)
                 for o, organ in enumerate(ORGANS):
-                    writer.writerow(
-                        [slice_id(volume.case_day, number), KAGGLE_CLASSES[organ], rle_encode(volume.masks[o, d])]
-                    )
+                    writer.writerow([kaggle_id, KAGGLE_CLASSES[organ], rle_encode(volume.masks[o, d])])
 
 
 def read_volume_shapes(path: str | Path) -> dict[str, tuple[int, int]]:

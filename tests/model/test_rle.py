@@ -63,9 +63,10 @@ def test_adjacent_runs_decode_as_one():
     ("rle", "message"),
     [
         ("1 2 3", "odd number"),
-        ("1 x", "not a non-negative integer"),
-        ("1.5 2", "not a non-negative integer"),
-        ("-1 2", "not a non-negative integer"),
+        ("1 x", "not a pixel number"),
+        ("1.5 2", "not a pixel number"),
+        ("-1 2", "not a pixel number"),
+        ("1 99999999999999999999", "not a pixel number"),
         ("0 2", "at least 1"),
         ("3 0", "at least 1"),
         ("5 2 1 2", "unsorted or overlap"),
@@ -187,6 +188,8 @@ def test_write_then_read_round_trips(tmp_path):
 def test_volume_checks_its_shape():
     with pytest.raises(ValueError, match="masks must be"):
         RleVolume("case1_day2", (1, 2), np.zeros((len(ORGANS), 3, 2, 2), dtype=bool))
+    with pytest.raises(TypeError, match="bool"):
+        RleVolume("case1_day2", (1,), np.zeros((len(ORGANS), 1, 2, 2), dtype=np.uint8))
 
 
 # --- real data ---------------------------------------------------------------------------
