@@ -67,10 +67,9 @@ class UWMGIDataModule(L.LightningDataModule):
         return [(cd, d) for cd in case_days for d in range(len(index[cd]["slices"]))]
 
     def _train_items(self, case_days: list[str]) -> list[tuple[str, int]]:
-        items = self._items(case_days)
         fraction = self.hparams.empty_slice_fraction
         if fraction >= 1:
-            return items
+            return self._items(case_days)
         rng = np.random.default_rng(self.hparams.seed)
         keep = []
         for cd in case_days:
