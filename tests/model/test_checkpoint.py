@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from model import labels
 from model.inference import Segmenter
 from tiny import make_original_layout, tiny_model
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]  # not `from conftest import`: tests/model has its own conftest
 
 
 def test_softmax_contract_roundtrip(softmax_ckpt):

@@ -1,0 +1,32 @@
+"""``python -m train``: LightningCLI subcommands plus ``export``, ``evaluate`` and ``score``.
+
+    python -m train fit --config train/configs/uwmgi.yaml --data.data_dir DATA
+    python -m train export CKPT DST [--push-to-hub REPO]
+    python -m train evaluate CHECKPOINT DATA_DIR [--fold K]
+    python -m train score TRUTH_CSV PRED_CSV [--data-dir DATA]
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv else ""
+    if command == "export":
+        from .export import main as run
+    elif command == "evaluate":
+        from .evaluate import evaluate_main as run
+    elif command == "score":
+        from .evaluate import score_main as run
+    else:
+        from .cli import main as cli_main
+
+        cli_main(argv)
+        return
+    run(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The Kaggle UW-Madison GI Tract layout, read directly, cached once, served as 2D or 2.5D slices.
+
+Layout: ``DATA_DIR/train.csv`` (``id,class,segmentation``, 3 rows per slice, RLE via
+:mod:`model.rle`) and ``DATA_DIR/train/caseN/caseN_dayD/scans/slice_NNNN_W_H_PW_PH.png``
+(16-bit greyscale, width before height in the name).
+
+Data preparation is a separate step (:func:`build_cache`, run by ``prepare_data``): every scan
+becomes ``<case_day>.image.npy`` ``(D, H, W) uint16`` and ``<case_day>.masks.npy``
+``(D, H, W) uint8`` with bit ``o`` set where organ ``ORGANS[o]`` is, so overlaps survive. An epoch
+then reads memory-mapped arrays instead of decoding ~38k PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from model.image import normalize_intensity, parse_kaggle_name, read_slice
+from model.labels import KAGGLE_CLASSES, ORGANS
+from model.rle import parse_slice_id, rle_decode
+
+#: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.
+#: Source: the hosts' note on the Kaggle discussion board of "UW-Madison GI Tract Image
+#: Segmentation" (2022), as quoted in this project's issue #3. Keep the list here and only here.
+FAULTY_SCANS: tuple[str, ...] = ("case7_day0", "case81_day30")
+
+_CASE = re.compile(r"^(case\d+)_day\d+$")
+_CACHE_VERSION = 1
+
+
+def case_of(case_day: str) -> str:
+    """``"case123_day20"`` → ``"case123"`` (the patient, the unit of the split)."""
+    match = _CASE.match(case_day)
+    if match is None:
+        raise ValueError(f"not a case-day like 'case123_day20': {case_day!r}")
+    return match[1]
+
+
+@dataclass(frozen=True)
+class ScanFiles:
+    """One scan's slice files, sorted by slice number."""
+
+    case_day: str
+    slice_numbers: tuple[int, ...]
+    paths: tuple[Path, ...]
+    shape: tuple[int, int]  # (H, W)
+
+
+def index_scans(data_dir: str | Path) -> dict[str, ScanFiles]:
+    """Find every scan under ``data_dir/train``; keyed by case-day, sorted by name."""
+    root = Path(data_dir) / "train"
+    scans = {}
+    for scan_dir in sorted(root.glob("case*/case*_day*/scans")):
+        case_day = scan_dir.parent.name
+        files = []
+        for path in scan_dir.glob("slice_*.png"):
+            name = parse_kaggle_name(path)
+            if name is None:
+                raise ValueError(f"{path}: not a Kaggle slice name slice_NNNN_W_H_PW_PH.png")
+            files.append((name.slice_number, path, (name.height, name.width)))
+        if not files:
+            continue
+        files.sort()
+        shapes = {shape for _, _, shape in files}
+        if len(shapes) != 1:
+            raise ValueError(f"{scan_dir}: slices of different sizes {sorted(shapes)}")
+        scans[case_day] = ScanFiles(case_day, tuple(n for n, _, _ in files), tuple(p for _, p, _ in files),
+                                    shapes.pop())
+    if not scans:
+        raise FileNotFoundError(f"no scans under {root}/caseN/caseN_dayD/scans/")
+    return dict(sorted(scans.items()))
+
+
+def read_scan(files: ScanFiles) -> np.ndarray:
+    """Decode a scan's slices into ``(D, H, W) uint16`` (8-bit files are widened, values kept)."""
+    scan = np.zeros((len(files.paths), *files.shape), dtype=np.uint16)
+    for d, path in enumerate(files.paths):
+        image = read_slice(path)
+        if image.shape != files.shape:
+            raise ValueError(f"{path}: decoded {image.shape}, the name says {files.shape}")
+        if image.min() < 0 or image.max() > np.iinfo(np.uint16).max:
+            raise ValueError(f"{path}: values outside 0..65535")
+        scan[d] = image
+    return scan
+
+
+def organ_masks(bits: np.ndarray) -> np.ndarray:
+    """Cached organ bits ``(...) uint8`` (bit ``o`` = organ ``ORGANS[o]``) → ``(O, ...) bool``."""
+    return np.stack([(bits >> o) & 1 for o in range(len(ORGANS))]).astype(bool)
+
+
+def read_scan_masks(rows: pd.DataFrame | None, files: ScanFiles) -> np.ndarray:
+    """One scan's ``train.csv`` rows → ``(D, H, W) uint8`` organ bits, aligned with ``files``.
+
+    Slices without rows are empty, as in the competition's file.
+    """
+    bits = np.zeros((len(files.slice_numbers), *files.shape), dtype=np.uint8)
+    position = {n: d for d, n in enumerate(files.slice_numbers)}
+    organ_index = {kaggle: ORGANS.index(organ) for organ, kaggle in KAGGLE_CLASSES.items()}
+    if rows is None:
+        return bits
+    for kaggle_id, kaggle_class, rle in rows[["id", "class", "segmentation"]].itertuples(index=False, name=None):
+        if not rle:
+            continue
+        _, number = parse_slice_id(kaggle_id)
+        if number not in position:
+            raise ValueError(f"{kaggle_id}: train.csv has a mask for a slice with no image")
+        bits[position[number]] |= rle_decode(rle, files.shape).astype(np.uint8) << organ_index[kaggle_class]
+    return bits
+
+
+def read_train_csv(path: str | Path) -> dict[str, pd.DataFrame]:
+    """``train.csv`` rows grouped by case-day, RLE strings not yet decoded (the full file is ~115k rows)."""
+    table = pd.read_csv(path, dtype={"id": str, "class": str, "segmentation": str}, keep_default_na=False)
+    case_day = table["id"].str.extract(r"^(case\d+_day\d+)_slice_\d+$", expand=False)
+    if case_day.isna().any():
+        raise ValueError(f"{path}: ids must look like case123_day20_slice_0065")
+    return {cd: rows for cd, rows in table.groupby(case_day, sort=False)}
+
+
+def build_cache(data_dir: str | Path, cache_dir: str | Path) -> Path:
+    """Convert the Kaggle layout once into per-scan ``.npy`` files; reuse them while ``train.csv`` is unchanged.
+
+    Writes ``index.json`` last, so an interrupted build is redone rather than half-used.
+    """
+    data_dir, cache_dir = Path(data_dir), Path(cache_dir)
+    csv_path = data_dir / "train.csv"
+    stat = csv_path.stat()
+    stamp = {"version": _CACHE_VERSION, "data_dir": str(data_dir.resolve()),
+             "train_csv": [stat.st_size, stat.st_mtime_ns]}
+    index_path = cache_dir / "index.json"
+    if index_path.is_file() and json.loads(index_path.read_text()).get("stamp") == stamp:
+        return cache_dir
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    rows_by_scan = read_train_csv(csv_path)
+    scans = {}
+    for case_day, files in index_scans(data_dir).items():
+        rows = rows_by_scan.get(case_day)
+        for suffix, array in (("image", read_scan(files)), ("masks", read_scan_masks(rows, files))):
+            tmp = cache_dir / f"{case_day}.{suffix}.tmp.npy"
+            np.save(tmp, array)
+            os.replace(tmp, cache_dir / f"{case_day}.{suffix}.npy")
+        scans[case_day] = {"slices": list(files.slice_numbers), "shape": list(files.shape)}
+    index_path.write_text(json.dumps({"stamp": stamp, "scans": scans}, indent=1))
+    return cache_dir
+
+
+def read_cache_index(cache_dir: str | Path) -> dict[str, dict]:
+    """``{case_day: {"slices": [...], "shape": [H, W]}}`` of a cache written by :func:`build_cache`."""
+    return json.loads((Path(cache_dir) / "index.json").read_text())["scans"]
+
+
+def split_cases(case_days: list[str], folds: int, fold: int) -> tuple[list[str], list[str]]:
+    """GroupKFold over patients: ``(train, val)`` case-days of ``fold``; a case is never on both sides.
+
+    Deterministic for a given list of case-days (scikit-learn's GroupKFold without shuffling).
+    """
+    from sklearn.model_selection import GroupKFold
+
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+    case_days = sorted(case_days)
+    groups = [case_of(cd) for cd in case_days]
+    if len(set(groups)) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} cases, the data has {len(set(groups))}")
+    train_idx, val_idx = list(GroupKFold(n_splits=folds).split(case_days, groups=groups))[fold]
+    return [case_days[i] for i in train_idx], [case_days[i] for i in val_idx]
+
+
+def pixel_values(stack_u8: np.ndarray, size: int | tuple[int, int], num_channels: int = 3,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """A normalised stack ``(C, H, W) uint8`` → model input ``(num_channels, h, w) float32``.
+
+    The same steps as :meth:`model.inference.Segmenter.preprocess` after the intensity stretch:
+    one channel is replicated, bilinear antialiased resize, rescale to 0..1, mean/std.
+    """
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    x = torch.from_numpy(np.ascontiguousarray(stack_u8)).float()[None]
+    if x.shape[1] == 1:
+        x = x.expand(-1, num_channels, -1, -1)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[0] / 255.0
+    mean = torch.tensor(mean[:num_channels] if len(mean) >= num_channels else [mean[0]] * num_channels)
+    std = torch.tensor(std[:num_channels] if len(std) >= num_channels else [std[0]] * num_channels)
+    return (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
+
+
+def train_augmentations():
+    """The training-only augmentations (albumentations), applied at native size before the resize.
+
+    The blog passed the rotation limit in radians to a parameter that takes degrees (so it rotated
+    by under a degree); here it is ±15 real degrees.
+    """
+    import albumentations as A
+
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15.0, 15.0), p=0.5),
+        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.5),
+        A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.05, 0.1), hole_width_range=(0.05, 0.1),
+                        fill=0, fill_mask=None, p=0.5),
+    ])
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Slices of cached scans as model inputs and targets.
+
+    Each item is a dict: ``pixel_values`` ``(C, h, w) float32``; ``labels`` at the training size,
+    ``(O, h, w) float32`` for multi-label heads or ``(h, w) int64`` class ids for softmax heads
+    (pixels of two organs become background there, as the blog did); ``organ_masks`` ``(O, H, W)
+    bool`` at native size (the metric's truth); ``case_day`` and ``slice_index`` (into the scan).
+    """
+
+    def __init__(self, cache_dir: str | Path, items: list[tuple[str, int]], size: int,
+                 slice_offsets: list[int] | None = None, multi_label: bool = True, augment=None):
+        self.cache_dir = Path(cache_dir)
+        self.items = items
+        self.size = size
+        self.slice_offsets = list(slice_offsets) if slice_offsets else None
+        self.multi_label = multi_label
+        self.augment = augment
+        self._scans: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # opened lazily, per worker
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def scan(self, case_day: str) -> tuple[np.ndarray, np.ndarray]:
+        """Memory-mapped ``(image (D, H, W) uint16, masks (D, H, W) uint8 bits)`` of a scan."""
+        if case_day not in self._scans:
+            self._scans[case_day] = tuple(np.load(self.cache_dir / f"{case_day}.{s}.npy", mmap_mode="r")
+                                          for s in ("image", "masks"))
+        return self._scans[case_day]
+
+    def __getitem__(self, i: int) -> dict:
+        case_day, d = self.items[i]
+        image, bits = self.scan(case_day)
+        depth = image.shape[0]
+        offsets = self.slice_offsets or [0]
+        # Edges clamp, as Segmenter.stack_scan does when serving.
+        stack = normalize_intensity(image[[min(max(d + o, 0), depth - 1) for o in offsets]])
+        masks = organ_masks(np.asarray(bits[d]))  # (O, H, W) bool
+        target = masks
+        if self.augment is not None:
+            out = self.augment(image=stack.transpose(1, 2, 0), mask=masks.transpose(1, 2, 0).astype(np.uint8))
+            stack, target = out["image"].transpose(2, 0, 1), out["mask"].transpose(2, 0, 1).astype(bool)
+        x = pixel_values(stack, self.size, num_channels=len(self.slice_offsets or [0, 0, 0]))
+        small = F.interpolate(torch.from_numpy(np.ascontiguousarray(target)).float()[None], size=x.shape[-2:],
+                              mode="nearest-exact")[0]
+        if self.multi_label:
+            labels = small
+        else:
+            ids = torch.arange(1, len(ORGANS) + 1).view(-1, 1, 1)
+            labels = torch.where(small.sum(0) == 1, (small * ids).sum(0), 0).long()
+        return {"pixel_values": x, "labels": labels, "organ_masks": torch.from_numpy(masks),
+                "case_day": case_day, "slice_index": d}
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack inputs and targets; keep native-size masks (sizes differ between scans) as a list."""
+    return {
+        "pixel_values": torch.stack([it["pixel_values"] for it in items]),
+        "labels": torch.stack([it["labels"] for it in items]),
+        "organ_masks": [it["organ_masks"] for it in items],
+        "case_day": [it["case_day"] for it in items],
+        "slice_index": [it["slice_index"] for it in items],
+    }

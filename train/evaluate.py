@@ -1,0 +1,125 @@
+"""``evaluate`` a contract checkpoint on the Kaggle layout, and ``score`` a submission CSV.
+
+Both use the one metric implementation, :mod:`model.metric`, and print one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from model.inference import Segmenter
+from model.metric import competition_score, score_case
+from model.rle import RleVolume, read_rle_csv, write_rle_csv
+
+from . import data
+
+
+def predict_scan(segmenter: Segmenter, scan: np.ndarray) -> np.ndarray:
+    """Segment a whole scan ``(D, H, W)`` raw → ``(O, D, H, W) bool``, with 2.5D stacks when the checkpoint asks."""
+    if segmenter.contract.slice_offsets:
+        scan = np.stack([segmenter.stack_scan(scan, d) for d in range(len(scan))])
+    return segmenter.predict(scan).transpose(1, 0, 2, 3)
+
+
+def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, folds: int = 5,
+             out_dir: str | Path | None = None, drop_faulty: bool = True,
+             submission: str | Path | None = None) -> dict:
+    """Score ``checkpoint`` on the scans of ``data_dir`` (only fold ``fold``'s validation cases when given).
+
+    Writes ``per_case_day.csv`` and ``summary.json`` into ``out_dir`` (default: ``./evaluation``),
+    and with ``submission`` also the predictions as a Kaggle ``id,class,predicted`` CSV.
+    """
+    segmenter = Segmenter.load(checkpoint)
+    scans = data.index_scans(data_dir)
+    case_days = list(scans) if fold is None else data.split_cases(list(scans), folds, fold)[1]
+    if drop_faulty:
+        case_days = [cd for cd in case_days if cd not in data.FAULTY_SCANS]
+    rows_by_scan = data.read_train_csv(Path(data_dir) / "train.csv")
+    out_dir = Path(out_dir or "evaluation")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    case_scores, rows, predictions = [], [], []
+    for case_day in case_days:
+        files = scans[case_day]
+        pred = predict_scan(segmenter, data.read_scan(files))
+        truth = data.organ_masks(data.read_scan_masks(rows_by_scan.get(case_day), files))
+        case_scores.append(score_case(pred, truth))
+        rows.append({"case_day": case_day, "slices": len(files.slice_numbers),
+                     **competition_score(case_scores[-1:]).as_dict()})
+        if submission:
+            predictions.append(RleVolume(case_day, files.slice_numbers, pred))
+    summary = {**competition_score(case_scores).as_dict(), "checkpoint": str(checkpoint),
+               "fold": fold, "folds": folds if fold is not None else None, "case_days": len(case_days)}
+    with open(out_dir / "per_case_day.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case_day"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if submission:
+        write_rle_csv(submission, predictions)
+    return summary
+
+
+def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | None = None) -> dict:
+    """Score a Kaggle prediction CSV (``id,class,predicted``) against a ``train.csv``-style truth.
+
+    Image sizes come from ``width,height`` columns of ``truth_csv`` when present, else from the scans
+    in ``data_dir``. Slices of the truth missing from the prediction count as empty predictions.
+    """
+    with open(truth_csv, newline="") as f:
+        header = next(csv.reader(f), [])
+    shapes = None
+    if not {"width", "height"} <= set(header):
+        if data_dir is None:
+            raise SystemExit(f"{truth_csv} has no width,height columns: pass --data-dir with the scans.")
+        shapes = {cd: files.shape for cd, files in data.index_scans(data_dir).items()}
+    truth = read_rle_csv(truth_csv, shapes)
+    pred = read_rle_csv(pred_csv, {cd: vol.masks.shape[-2:] for cd, vol in truth.items()})
+    if extra := sorted(set(pred) - set(truth)):
+        raise SystemExit(f"{pred_csv} predicts scans that {truth_csv} does not have: {extra[:3]}")
+    case_scores = []
+    for case_day, true_volume in truth.items():
+        aligned = np.zeros_like(true_volume.masks)
+        if case_day in pred:
+            position = {n: d for d, n in enumerate(true_volume.slice_numbers)}
+            if extra := sorted(set(pred[case_day].slice_numbers) - set(position)):
+                raise SystemExit(f"{pred_csv}: {case_day} slices {extra[:3]} are not in {truth_csv}")
+            aligned[:, [position[n] for n in pred[case_day].slice_numbers]] = pred[case_day].masks
+        case_scores.append(score_case(aligned, true_volume.masks))
+    return competition_score(case_scores).as_dict()
+
+
+def evaluate_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train evaluate",
+                                     description="Score a contract checkpoint on Kaggle-layout data.")
+    parser.add_argument("checkpoint", help="contract checkpoint: a directory or a Hub model repo")
+    parser.add_argument("data_dir", help="Kaggle layout: train.csv and train/caseN/caseN_dayD/scans/")
+    parser.add_argument("--fold", type=int, help="only this fold's validation cases (GroupKFold by case)")
+    parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    parser.add_argument("--out", default="evaluation", help="folder for per_case_day.csv and summary.json")
+    parser.add_argument("--keep-faulty", action="store_true", help="keep the hosts' faulty scans")
+    parser.add_argument("--submission", help="also write the predictions as a Kaggle CSV here")
+    args = parser.parse_args(argv)
+    summary = evaluate(args.checkpoint, args.data_dir, args.fold, args.folds, args.out,
+                       drop_faulty=not args.keep_faulty, submission=args.submission)
+    json.dump(summary, sys.stdout, indent=1)
+    print()
+
+
+def score_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train score",
+                                     description="Score a Kaggle prediction CSV against a train.csv.")
+    parser.add_argument("truth_csv", help="id,class,segmentation[,width,height]")
+    parser.add_argument("pred_csv", help="id,class,predicted")
+    parser.add_argument("--data-dir", help="Kaggle layout giving image sizes when TRUTH_CSV has no width,height")
+    args = parser.parse_args(argv)
+    print(json.dumps(score(args.truth_csv, args.pred_csv, args.data_dir)))
+
+
+if __name__ == "__main__":
+    evaluate_main()
