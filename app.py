@@ -46,7 +46,8 @@ COMPARISON_HEADERS = ["Organ", "Dice", "Hausdorff (HD)", "Score 0.4·Dice + 0.6�
 
 #: Uploads and outputs are deleted by Gradio every hour once older than an hour.
 CACHE_SECONDS = 3600
-#: One model call at a time (it already uses both vCPUs); at most this many requests wait.
+#: One model call at a time, slices and scans alike (one call already uses both vCPUs of a
+#: free Space); at most this many requests wait.
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE_SIZE = 16
 #: Largest upload Gradio accepts. A 4096² float32 TIFF (our pixel cap) is 64 MiB; real slices are < 1 MiB.
@@ -356,7 +357,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
 
         image_file.change(preview_slice, image_file, preview, api_visibility="private", show_progress="hidden")
         run.click(segment, [image_file, spacing, opacity, organs],
-                  [overlay, table, mask_file, spacing_note, result], api_name="segment")
+                  [overlay, table, mask_file, spacing_note, result], api_name="segment", concurrency_id="model")
         for control in (opacity, organs):
             control.change(render, [result, opacity, organs], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
@@ -364,7 +365,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         scan_event = run_scan.click(
             segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs],
             [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
-             scan_result], api_name="segment_scan")
+             scan_result], api_name="segment_scan", concurrency_id="model")
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
