@@ -37,7 +37,7 @@ def find_samples(fetch: bool = False, limit: int | None = None) -> tuple[list[Pa
     override = os.environ.get(EXAMPLES_DIR_ENV)
     if override:
         files = list_images(override, limit)
-        return files, f"Examples from {override} ({len(files)} files)."
+        return files, f"Examples: {len(files)} slices from the folder {Path(override).name!r} (EXAMPLES_DIR)."
     manifest = read_manifest()
     source = f"the Space {manifest['repo_id']} ({manifest['files']})"
     from huggingface_hub import snapshot_download
