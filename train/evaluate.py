@@ -40,14 +40,14 @@ def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, fol
     case_days = list(scans) if fold is None else data.split_cases(list(scans), folds, fold)[1]
     if drop_faulty:
         case_days = [cd for cd in case_days if cd not in data.FAULTY_SCANS]
-    rows_by_scan = data.read_train_csv(Path(data_dir) / "train.csv")
+    truth_rows = RleCsv(Path(data_dir) / "train.csv")
     out_dir = Path(out_dir or "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
     case_scores, rows, predictions = [], [], []
     for case_day in case_days:
         files = scans[case_day]
         pred = predict_scan(segmenter, data.read_scan(files))
-        truth = data.organ_masks(data.read_scan_masks(rows_by_scan.get(case_day), files))
+        truth = data.organ_masks(data.read_scan_masks(truth_rows, files))
         case_scores.append(score_case(pred, truth))
         rows.append({"case_day": case_day, "slices": len(files.slice_numbers),
                      **competition_score(case_scores[-1:]).as_dict()})
