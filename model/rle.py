@@ -207,12 +207,13 @@ def iter_rle_csv(
     shapes: Mapping[str, tuple[int, int]] | None = None,
     case_days: Iterable[str] | None = None,
 ) -> Iterator[RleVolume]:
-    """Yield one :class:`RleVolume` per case-day of a ``train.csv`` or submission, decoding lazily.
+    """Yield one :class:`RleVolume` (masks ``(O, D, H, W) bool``) per case-day of a file, lazily.
 
-    Holds one decoded volume at a time (plus the file's RLE strings). Each case-day's ``(H, W)``
-    comes from ``shapes`` or else from ``height`` and ``width`` columns. With ``case_days``, only
-    those are decoded, and a ``ValueError`` naming any the file lacks is raised before the first
-    is. Yields in order of first appearance in the file. See :class:`RleCsv`.
+    Each ``next()`` decodes one case-day; nothing else decoded is kept, only the file's RLE
+    strings. Each case-day's ``(H, W)`` comes from ``shapes`` or else from ``height`` and
+    ``width`` columns. With ``case_days``, only those are decoded, and a ``ValueError`` naming
+    any the file lacks is raised before the first is. Yields in order of first appearance in
+    the file. Columns and errors as in :class:`RleCsv`.
     """
     case_days = None if case_days is None else tuple(case_days)
     rows = RleCsv(path, case_days)
@@ -225,10 +226,10 @@ def iter_rle_csv(
 def read_rle_csv(
     path: str | Path, shapes: Mapping[str, tuple[int, int]] | None = None
 ) -> dict[str, RleVolume]:
-    """Decode every case-day of a file at once, keyed by case-day in order of first appearance.
+    """Decode every case-day of a file at once: ``{case_day: RleVolume}``, in order of first appearance.
 
     Loads everything: a full Kaggle ``train.csv`` takes ~8 GB. Prefer :func:`iter_rle_csv`
-    (or :class:`RleCsv`) for anything larger than a handful of scans.
+    (or :class:`RleCsv`) for anything larger than a handful of scans. Shapes as there.
     """
     return {volume.case_day: volume for volume in iter_rle_csv(path, shapes)}
 
