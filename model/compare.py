@@ -22,7 +22,7 @@ from . import labels
 from .image import ImageError, read_slice
 from .metric import Score, competition_score, score_case
 from .overlay import MASK_BITS, decode_mask_png
-from .rle import parse_slice_id, read_rle_csv
+from .rle import RleCsv
 from .scan import NIFTI_SUFFIXES, ScanError, Scan, extract_zip, read_nifti
 from .samples import IMAGE_SUFFIXES
 
@@ -66,39 +66,26 @@ def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarr
 
 
 def _truth_from_csv(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
-    # Keep only this scan's rows before decoding: a full train.csv holds hundreds of scans.
+    # Keep only this scan's RLE strings and decode just its volume: a full train.csv holds
+    # hundreds of scans (~8 GB decoded).
     try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header or "id" not in header:
-                raise ScanError(f"{path.name} has no id column; expected Kaggle's id,class,segmentation.")
-            id_column = header.index("id")
-            rows = [row for row in reader if row]
+        rows = RleCsv(path, [scan.case_day] if scan.case_day else None)
+        if scan.case_day in rows:
+            case_day = scan.case_day
+        elif len(rows.case_days) == 1 and not scan.case_day:
+            case_day = rows.case_days[0]
+        elif scan.case_day:
+            raise ScanError(f"{path.name} has no rows for {scan.case_day}.")
+        else:
+            raise ScanError(f"{path.name} holds {len(rows.case_days)} scans and the upload's names do not say "
+                            "which (name the zip or folder like case123_day20).")
+        volume = rows.volume(case_day, scan.shape[1:])
+    except ScanError:  # a ValueError too; already says what is wrong
+        raise
     except (OSError, UnicodeDecodeError, csv.Error):
         raise ScanError(f"{path.name} is not a readable CSV file.") from None
-    try:
-        case_days = {parse_slice_id(row[id_column])[0] for row in rows}
-    except (ValueError, IndexError):
-        raise ScanError(f"{path.name} has ids that are not Kaggle slice ids (case123_day20_slice_0065).") from None
-    if scan.case_day in case_days:
-        case_day = scan.case_day
-    elif len(case_days) == 1 and not scan.case_day:
-        case_day = next(iter(case_days))
-    elif scan.case_day:
-        raise ScanError(f"{path.name} has no rows for {scan.case_day}.")
-    else:
-        raise ScanError(f"{path.name} holds {len(case_days)} scans and the upload's names do not say which "
-                        "(name the zip or folder like case123_day20).")
-    keep = [row for row in rows if parse_slice_id(row[id_column])[0] == case_day]
-    with tempfile.TemporaryDirectory(prefix="uwmgi-truth-") as tmp:
-        subset = Path(tmp) / "truth.csv"
-        with open(subset, "w", newline="") as f:
-            csv.writer(f).writerows([header, *keep])
-        try:
-            volume = read_rle_csv(subset, {case_day: scan.shape[1:]})[case_day]
-        except ValueError as err:
-            raise ScanError(f"{path.name}: {str(err).splitlines()[0]}") from None
+    except ValueError as err:  # the message names the file by its full (upload) path; show its name
+        raise ScanError(str(err).splitlines()[0].replace(str(path), path.name)) from None
     truth = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
     where = {n: d for d, n in enumerate(volume.slice_numbers)}
     notes = []

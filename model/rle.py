@@ -8,6 +8,8 @@ of one line, so row-major is the order the masks were written in.
 
 A file has one row per slice and organ: ``id,class,segmentation`` for ground truth, or
 ``id,class,predicted`` for a submission. Slice ids look like ``case123_day20_slice_0065``.
+A whole Kaggle ``train.csv`` decodes to ~8 GB of masks, so :func:`iter_rle_csv` and
+:class:`RleCsv` read the file once as strings and decode one case-day at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,44 +120,72 @@ class RleVolume:
             )
 
 
-def read_rle_csv(
-    path: str | Path, shapes: Mapping[str, tuple[int, int]] | None = None
-) -> dict[str, RleVolume]:
-    """Read a ``train.csv`` or submission file into one :class:`RleVolume` per case-day.
+class RleCsv:
+    """A ``train.csv`` or submission file read once as RLE strings, decoded one case-day at a time.
 
-    Columns: ``id``, ``class`` and ``segmentation`` or ``predicted``. Each case-day's
-    ``(H, W)`` comes from ``shapes`` or else from ``height`` and ``width`` columns. A slice
-    missing a row for some organ has that organ empty. Returns volumes keyed by case-day,
-    in order of first appearance.
+    Columns: ``id``, ``class`` and ``segmentation`` or ``predicted``; optionally ``height`` and
+    ``width``. The strings of a whole Kaggle ``train.csv`` take tens of MB; its decoded masks
+    take ~8 GB, so :meth:`volume` decodes only the case-day asked for, and does so on every call.
+    Rows of a case-day need not be contiguous.
+
+    With ``case_days``, rows of other case-days are skipped once their id and class are checked:
+    only the requested scans' strings are kept, and duplicate rows and bad RLE are found only there.
+    A requested case-day the file lacks is simply absent from :attr:`case_days`.
     """
-    slices: dict[str, dict[int, list[str | None]]] = {}
-    file_shapes: dict[str, tuple[int, int]] = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        rle_column = next((c for c in RLE_COLUMNS if c in columns), None)
-        if "id" not in columns or "class" not in columns or rle_column is None:
-            raise ValueError(f"{path}: need columns id, class and one of {RLE_COLUMNS}; got {columns}")
-        has_shape = "height" in columns and "width" in columns
-        for line, row in enumerate(reader, start=2):
-            case_day, number = parse_slice_id(row["id"])
-            organ = _CLASS_INDEX.get(row["class"])
-            if organ is None:
-                raise ValueError(f"{path}:{line}: unknown class {row['class']!r}")
-            rles = slices.setdefault(case_day, {}).setdefault(number, [None] * len(ORGANS))
-            if rles[organ] is not None:
-                raise ValueError(f"{path}:{line}: second row for {row['id']} {row['class']}")
-            rles[organ] = row[rle_column] or ""
-            if has_shape:
-                shape = (int(row["height"]), int(row["width"]))
-                if file_shapes.setdefault(case_day, shape) != shape:
-                    raise ValueError(f"{path}:{line}: {case_day} changes shape to {shape}")
 
-    volumes = {}
-    for case_day, by_number in slices.items():
-        shape = (shapes or {}).get(case_day) or file_shapes.get(case_day)
+    def __init__(self, path: str | Path, case_days: Iterable[str] | None = None):
+        self.path = path
+        wanted = None if case_days is None else set(case_days)
+        self._slices: dict[str, dict[int, list[str | None]]] = {}
+        #: ``{case_day: (H, W)}`` from the file's ``height`` and ``width`` columns; empty without them.
+        self.shapes: dict[str, tuple[int, int]] = {}
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rle_column = next((c for c in RLE_COLUMNS if c in columns), None)
+            if "id" not in columns or "class" not in columns or rle_column is None:
+                raise ValueError(f"{path}: need columns id, class and one of {RLE_COLUMNS}; got {columns}")
+            has_shape = "height" in columns and "width" in columns
+            for line, row in enumerate(reader, start=2):
+                try:
+                    case_day, number = parse_slice_id(row["id"] or "")
+                except ValueError as err:
+                    raise ValueError(f"{path}:{line}: {err}") from None
+                organ = _CLASS_INDEX.get(row["class"])
+                if organ is None:
+                    raise ValueError(f"{path}:{line}: unknown class {row['class']!r}")
+                if wanted is not None and case_day not in wanted:
+                    continue
+                rles = self._slices.setdefault(case_day, {}).setdefault(number, [None] * len(ORGANS))
+                if rles[organ] is not None:
+                    raise ValueError(f"{path}:{line}: second row for {row['id']} {row['class']}")
+                rles[organ] = row[rle_column] or ""
+                if has_shape:
+                    shape = (int(row["height"]), int(row["width"]))
+                    if self.shapes.setdefault(case_day, shape) != shape:
+                        raise ValueError(f"{path}:{line}: {case_day} changes shape to {shape}")
+
+    @property
+    def case_days(self) -> tuple[str, ...]:
+        """The case-days kept, in order of first appearance in the file."""
+        return tuple(self._slices)
+
+    def __contains__(self, case_day: object) -> bool:
+        return case_day in self._slices
+
+    def slice_numbers(self, case_day: str) -> tuple[int, ...]:
+        """The slice numbers the file lists for ``case_day``, ascending (nothing decoded)."""
+        return tuple(sorted(self._by_number(case_day)))
+
+    def volume(self, case_day: str, shape: tuple[int, int] | None = None) -> RleVolume:
+        """Decode one case-day: masks ``(O, D, H, W) bool``, ``(H, W)`` from ``shape`` or the file.
+
+        A slice missing a row for some organ has that organ empty.
+        """
+        by_number = self._by_number(case_day)
+        shape = shape or self.shapes.get(case_day)
         if shape is None:
-            raise ValueError(f"{path}: no (height, width) for {case_day}; pass shapes=")
+            raise ValueError(f"{self.path}: no (height, width) for {case_day}; pass shapes=")
         numbers = sorted(by_number)
         masks = np.zeros((len(ORGANS), len(numbers), *shape), dtype=bool)
         for d, number in enumerate(numbers):
@@ -163,9 +193,45 @@ def read_rle_csv(
                 try:
                     masks[o, d] = rle_decode(rle, shape)
                 except ValueError as err:
-                    raise ValueError(f"{path}: {slice_id(case_day, number)} {ORGANS[o]}: {err}") from None
-        volumes[case_day] = RleVolume(case_day, tuple(numbers), masks)
-    return volumes
+                    raise ValueError(f"{self.path}: {slice_id(case_day, number)} {ORGANS[o]}: {err}") from None
+        return RleVolume(case_day, tuple(numbers), masks)
+
+    def _by_number(self, case_day: str) -> dict[int, list[str | None]]:
+        if case_day not in self._slices:
+            raise ValueError(f"{self.path}: no rows for {case_day}")
+        return self._slices[case_day]
+
+
+def iter_rle_csv(
+    path: str | Path,
+    shapes: Mapping[str, tuple[int, int]] | None = None,
+    case_days: Iterable[str] | None = None,
+) -> Iterator[RleVolume]:
+    """Yield one :class:`RleVolume` (masks ``(O, D, H, W) bool``) per case-day of a file, lazily.
+
+    Each ``next()`` decodes one case-day; nothing else decoded is kept, only the file's RLE
+    strings. Each case-day's ``(H, W)`` comes from ``shapes`` or else from ``height`` and
+    ``width`` columns. With ``case_days``, only those are decoded, and a ``ValueError`` naming
+    any the file lacks is raised before the first is. Yields in order of first appearance in
+    the file. Columns and errors as in :class:`RleCsv`.
+    """
+    case_days = None if case_days is None else tuple(case_days)
+    rows = RleCsv(path, case_days)
+    if case_days is not None and (missing := [cd for cd in case_days if cd not in rows]):
+        raise ValueError(f"{path}: no rows for {', '.join(missing)}")
+    for case_day in rows.case_days:
+        yield rows.volume(case_day, (shapes or {}).get(case_day))
+
+
+def read_rle_csv(
+    path: str | Path, shapes: Mapping[str, tuple[int, int]] | None = None
+) -> dict[str, RleVolume]:
+    """Decode every case-day of a file at once: ``{case_day: RleVolume}``, in order of first appearance.
+
+    Loads everything: a full Kaggle ``train.csv`` takes ~8 GB. Prefer :func:`iter_rle_csv`
+    (or :class:`RleCsv`) for anything larger than a handful of scans. Shapes as there.
+    """
+    return {volume.case_day: volume for volume in iter_rle_csv(path, shapes)}
 
 
 def write_rle_csv(path: str | Path, volumes: Iterable[RleVolume], column: str = "predicted") -> None:

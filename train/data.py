@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from model.image import normalize_intensity, parse_kaggle_name, read_slice
-from model.labels import KAGGLE_CLASSES, ORGANS
-from model.rle import parse_slice_id, rle_decode
+from model.labels import ORGANS
+from model.rle import RleCsv, slice_id
 
 #: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.
 #: Source: the hosts' note on the Kaggle discussion board of "UW-Madison GI Tract Image
@@ -98,33 +97,23 @@ def organ_masks(bits: np.ndarray) -> np.ndarray:
     return np.stack([(bits >> o) & 1 for o in range(len(ORGANS))]).astype(bool)
 
 
-def read_scan_masks(rows: pd.DataFrame | None, files: ScanFiles) -> np.ndarray:
-    """One scan's ``train.csv`` rows → ``(D, H, W) uint8`` organ bits, aligned with ``files``.
+def read_scan_masks(truth: RleCsv, files: ScanFiles) -> np.ndarray:
+    """One scan's ``train.csv`` masks → ``(D, H, W) uint8`` organ bits, aligned with ``files``.
 
-    Slices without rows are empty, as in the competition's file.
+    Decodes only this scan. Slices without rows are empty, as in the competition's file.
     """
     bits = np.zeros((len(files.slice_numbers), *files.shape), dtype=np.uint8)
-    position = {n: d for d, n in enumerate(files.slice_numbers)}
-    organ_index = {kaggle: ORGANS.index(organ) for organ, kaggle in KAGGLE_CLASSES.items()}
-    if rows is None:
+    if files.case_day not in truth:
         return bits
-    for kaggle_id, kaggle_class, rle in rows[["id", "class", "segmentation"]].itertuples(index=False, name=None):
-        if not rle:
-            continue
-        _, number = parse_slice_id(kaggle_id)
-        if number not in position:
-            raise ValueError(f"{kaggle_id}: train.csv has a mask for a slice with no image")
-        bits[position[number]] |= rle_decode(rle, files.shape).astype(np.uint8) << organ_index[kaggle_class]
+    volume = truth.volume(files.case_day, files.shape)
+    position = {n: d for d, n in enumerate(files.slice_numbers)}
+    for d, number in enumerate(volume.slice_numbers):
+        if number in position:
+            for o in range(len(ORGANS)):
+                bits[position[number]] |= volume.masks[o, d].astype(np.uint8) << o
+        elif volume.masks[:, d].any():
+            raise ValueError(f"{slice_id(files.case_day, number)}: train.csv has a mask for a slice with no image")
     return bits
-
-
-def read_train_csv(path: str | Path) -> dict[str, pd.DataFrame]:
-    """``train.csv`` rows grouped by case-day, RLE strings not yet decoded (the full file is ~115k rows)."""
-    table = pd.read_csv(path, dtype={"id": str, "class": str, "segmentation": str}, keep_default_na=False)
-    case_day = table["id"].str.extract(r"^(case\d+_day\d+)_slice_\d+$", expand=False)
-    if case_day.isna().any():
-        raise ValueError(f"{path}: ids must look like case123_day20_slice_0065")
-    return {cd: rows for cd, rows in table.groupby(case_day, sort=False)}
 
 
 def build_cache(data_dir: str | Path, cache_dir: str | Path) -> Path:
@@ -141,11 +130,10 @@ def build_cache(data_dir: str | Path, cache_dir: str | Path) -> Path:
     if index_path.is_file() and json.loads(index_path.read_text()).get("stamp") == stamp:
         return cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
-    rows_by_scan = read_train_csv(csv_path)
+    truth = RleCsv(csv_path)  # RLE strings only; each scan is decoded in turn
     scans = {}
     for case_day, files in index_scans(data_dir).items():
-        rows = rows_by_scan.get(case_day)
-        for suffix, array in (("image", read_scan(files)), ("masks", read_scan_masks(rows, files))):
+        for suffix, array in (("image", read_scan(files)), ("masks", read_scan_masks(truth, files))):
             tmp = cache_dir / f"{case_day}.{suffix}.tmp.npy"
             np.save(tmp, array)
             os.replace(tmp, cache_dir / f"{case_day}.{suffix}.npy")

@@ -15,7 +15,7 @@ import numpy as np
 
 from model.inference import Segmenter
 from model.metric import competition_score, score_case
-from model.rle import RleVolume, read_rle_csv, write_rle_csv
+from model.rle import RleCsv, RleVolume, write_rle_csv
 
 from . import data
 
@@ -40,14 +40,14 @@ def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, fol
     case_days = list(scans) if fold is None else data.split_cases(list(scans), folds, fold)[1]
     if drop_faulty:
         case_days = [cd for cd in case_days if cd not in data.FAULTY_SCANS]
-    rows_by_scan = data.read_train_csv(Path(data_dir) / "train.csv")
+    truth_rows = RleCsv(Path(data_dir) / "train.csv")
     out_dir = Path(out_dir or "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
     case_scores, rows, predictions = [], [], []
     for case_day in case_days:
         files = scans[case_day]
         pred = predict_scan(segmenter, data.read_scan(files))
-        truth = data.organ_masks(data.read_scan_masks(rows_by_scan.get(case_day), files))
+        truth = data.organ_masks(data.read_scan_masks(truth_rows, files))
         case_scores.append(score_case(pred, truth))
         rows.append({"case_day": case_day, "slices": len(files.slice_numbers),
                      **competition_score(case_scores[-1:]).as_dict()})
@@ -69,29 +69,44 @@ def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | No
     """Score a Kaggle prediction CSV (``id,class,predicted``) against a ``train.csv``-style truth.
 
     Image sizes come from ``width,height`` columns of ``truth_csv`` when present, else from the scans
-    in ``data_dir``. Slices of the truth missing from the prediction count as empty predictions.
+    in ``data_dir``. Scans and slices of the truth missing from the prediction count as empty
+    predictions. A prediction for a scan or slice the truth lacks is an error (a wrong truth file,
+    most likely), raised before anything is decoded. Both files are read once as RLE strings, then
+    scored scan by scan, holding about one truth and one prediction volume at a time.
     """
     with open(truth_csv, newline="") as f:
         header = next(csv.reader(f), [])
-    shapes = None
+    shapes = {}
     if not {"width", "height"} <= set(header):
         if data_dir is None:
             raise SystemExit(f"{truth_csv} has no width,height columns: pass --data-dir with the scans.")
         shapes = {cd: files.shape for cd, files in data.index_scans(data_dir).items()}
-    truth = read_rle_csv(truth_csv, shapes)
-    pred = read_rle_csv(pred_csv, {cd: vol.masks.shape[-2:] for cd, vol in truth.items()})
-    if extra := sorted(set(pred) - set(truth)):
+    truth, pred = RleCsv(truth_csv), RleCsv(pred_csv)
+    if extra := [cd for cd in pred.case_days if cd not in truth]:
         raise SystemExit(f"{pred_csv} predicts scans that {truth_csv} does not have: {extra[:3]}")
-    case_scores = []
-    for case_day, true_volume in truth.items():
-        aligned = np.zeros_like(true_volume.masks)
-        if case_day in pred:
-            position = {n: d for d, n in enumerate(true_volume.slice_numbers)}
-            if extra := sorted(set(pred[case_day].slice_numbers) - set(position)):
-                raise SystemExit(f"{pred_csv}: {case_day} slices {extra[:3]} are not in {truth_csv}")
-            aligned[:, [position[n] for n in pred[case_day].slice_numbers]] = pred[case_day].masks
-        case_scores.append(score_case(aligned, true_volume.masks))
-    return competition_score(case_scores).as_dict()
+    for case_day in pred.case_days:
+        if extra := sorted(set(pred.slice_numbers(case_day)) - set(truth.slice_numbers(case_day))):
+            raise SystemExit(f"{pred_csv}: {case_day} slices {extra[:3]} are not in {truth_csv}")
+
+    def case_scores():
+        for case_day in truth.case_days:
+            true_volume = truth.volume(case_day, shapes.get(case_day))
+            yield score_case(_aligned_prediction(pred, true_volume), true_volume.masks)
+
+    return competition_score(case_scores()).as_dict()
+
+
+def _aligned_prediction(pred: RleCsv, truth: RleVolume) -> np.ndarray:
+    """``pred``'s masks of ``truth``'s scan on ``truth``'s slices, ``(O, D, H, W) bool``; empty where it has no rows."""
+    if truth.case_day not in pred:
+        return np.zeros_like(truth.masks)
+    predicted = pred.volume(truth.case_day, truth.masks.shape[-2:])
+    if predicted.slice_numbers == truth.slice_numbers:  # a full submission: no copy
+        return predicted.masks
+    aligned = np.zeros_like(truth.masks)
+    position = {n: d for d, n in enumerate(truth.slice_numbers)}
+    aligned[:, [position[n] for n in predicted.slice_numbers]] = predicted.masks
+    return aligned
 
 
 def evaluate_main(argv: list[str] | None = None) -> None:
@@ -113,7 +128,9 @@ def evaluate_main(argv: list[str] | None = None) -> None:
 
 def score_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m train score",
-                                     description="Score a Kaggle prediction CSV against a train.csv.")
+                                     description="Score a Kaggle prediction CSV against a train.csv, one scan "
+                                                 "at a time. Scans and slices the prediction lacks count as "
+                                                 "empty predictions; predicting ones the truth lacks is an error.")
     parser.add_argument("truth_csv", help="id,class,segmentation[,width,height]")
     parser.add_argument("pred_csv", help="id,class,predicted")
     parser.add_argument("--data-dir", help="Kaggle layout giving image sizes when TRUTH_CSV has no width,height")

@@ -49,6 +49,17 @@ def test_rle_ground_truth_matches_slice_numbers_and_reports_missing(shared_data,
         load_ground_truth([shared_data / "rle" / "train.csv"], other)
 
 
+
+def test_bad_rle_csv_errors_name_the_file_and_line_not_its_folder(tmp_path):
+    scan = _kaggle_scan("case1_day1", (1, 4, 4))
+    for body, message in [("case1_day1_slice_0001,liver,\n", "truth.csv:2: unknown class 'liver'"),
+                          ("case1_day1_slice_0001,stomach,15 9\n", "truth.csv: case1_day1_slice_0001 stomach: RLE"),
+                          ("case1_day1_slice_0001,stomach,\n" * 2, "truth.csv:3: second row")]:
+        (tmp_path / "truth.csv").write_text("id,class,segmentation\n" + body)
+        with pytest.raises(ScanError) as err:
+            load_ground_truth([tmp_path / "truth.csv"], scan)
+        assert str(err.value).startswith(message) and str(tmp_path) not in str(err.value)
+
 def test_label_nifti_and_png_zip_ground_truth(tmp_path, real_case):
     scan, masks = real_case
     nifti = save_label_nifti(masks, scan, tmp_path / "truth.nii.gz")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import model.rle
 from model.labels import ORGANS
 from model.rle import (
+    RleCsv,
     RleVolume,
+    iter_rle_csv,
     parse_slice_id,
     read_rle_csv,
     read_volume_shapes,
@@ -267,3 +272,89 @@ def test_real_organs_overlap_on_some_slices(shared_data, rle_volumes):
     # The shared sample's own numbers (also counted with awk on the raw file): 651 of its
     # 1,296 slices carry a label, 176 of them with organs overlapping.
     assert (total, labelled, overlapping) == (1296, 651, 176)
+
+
+# --- streaming: one case-day decoded at a time ------------------------------------------
+
+
+def _real_files(shared_data: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
+    rle_dir = shared_data / "rle"
+    return rle_dir / "train.csv", read_volume_shapes(rle_dir / "volumes.csv")
+
+
+def test_iterator_yields_what_read_rle_csv_reads(shared_data, rle_volumes):
+    path, shapes = _real_files(shared_data)
+    volumes = iter_rle_csv(path, shapes)
+    assert isinstance(volumes, Iterator)
+    seen = []
+    for volume in volumes:
+        expected = rle_volumes[volume.case_day]
+        assert volume.slice_numbers == expected.slice_numbers
+        np.testing.assert_array_equal(volume.masks, expected.masks)
+        seen.append(volume.case_day)
+    assert seen == list(rle_volumes)  # same order: first appearance in the file
+
+
+def test_case_days_filter_decodes_only_those(shared_data, rle_volumes, monkeypatch):
+    path, shapes = _real_files(shared_data)
+    decoded = []
+    real_decode = model.rle.rle_decode
+    monkeypatch.setattr(model.rle, "rle_decode", lambda rle, shape: decoded.append(1) or real_decode(rle, shape))
+    first, *_, last = rle_volumes
+    volumes = {v.case_day: v for v in iter_rle_csv(path, shapes, case_days=[last, first])}
+    assert list(volumes) == [first, last]  # file order, whatever the order asked
+    assert len(decoded) == len(ORGANS) * (len(rle_volumes[first].slice_numbers) + len(rle_volumes[last].slice_numbers))
+    np.testing.assert_array_equal(volumes[last].masks, rle_volumes[last].masks)
+
+    decoded.clear()
+    with pytest.raises(ValueError, match="no rows for case1_day1"):
+        next(iter_rle_csv(path, shapes, case_days=[first, "case1_day1"]))
+    assert decoded == []  # refused before decoding the case-day that is there
+
+    rows = RleCsv(path, case_days=[last, "case1_day1"])
+    assert rows.case_days == (last,) and last in rows and first not in rows and decoded == []
+    assert rows.slice_numbers(last) == rle_volumes[last].slice_numbers
+    with pytest.raises(ValueError, match=f"no rows for {first}"):
+        rows.volume(first, shapes[first])
+
+
+def test_unsorted_rows_are_grouped_by_case_day(shared_data, rle_volumes, tmp_path):
+    path, shapes = _real_files(shared_data)
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    order = np.random.default_rng(0).permutation(len(rows))
+    shuffled = _write(tmp_path / "shuffled.csv", header, [rows[i] for i in order])
+    volumes = list(iter_rle_csv(shuffled, shapes))
+    assert sorted(v.case_day for v in volumes) == sorted(rle_volumes)
+    for volume in volumes:
+        assert volume.slice_numbers == rle_volumes[volume.case_day].slice_numbers
+        np.testing.assert_array_equal(volume.masks, rle_volumes[volume.case_day].masks)
+
+
+def _peak_bytes(run) -> int:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_iterating_holds_one_volume_not_the_file(shared_data, rle_volumes):
+    path, shapes = _real_files(shared_data)
+    case_day = next(iter(rle_volumes))
+    one_volume = rle_volumes[case_day].masks.nbytes  # 3 x 144 x 310 x 360 bool: 48 MB
+    largest = max(v.masks.nbytes for v in rle_volumes.values())
+    whole_file = sum(v.masks.nbytes for v in rle_volumes.values())  # what read_rle_csv holds: 365 MB
+    assert whole_file > 6 * largest
+
+    def one():
+        (volume,) = iter_rle_csv(path, shapes, case_days=[case_day])
+        assert volume.masks.any()
+
+    def each():
+        assert sum(int(v.masks.sum()) for v in iter_rle_csv(path, shapes)) > 0
+
+    assert _peak_bytes(one) < 2 * one_volume
+    # Without a filter, at most the volume yielded and the one being decoded are alive.
+    assert _peak_bytes(each) < 3 * largest

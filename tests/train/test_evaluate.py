@@ -49,6 +49,39 @@ def test_score_matches_a_hand_computed_value(tmp_path, capsys):
     assert result["score"] == pytest.approx(0.390032, abs=1e-6)
 
 
+
+def test_a_scan_missing_from_the_prediction_counts_as_empty(tmp_path, capsys):
+    """The hand-computed scan above plus case2_day0, which the prediction leaves out.
+
+    case2_day0 (2 slices, 4×4): stomach truth = slice 0 pixel 5; predicted empty → Dice(slice 0)
+    = 0 and HD = 1; its other organs and slices are empty on both sides and skipped. So Dice
+    pools (2/3, 0, 0) and HD pools (hd_stomach, 1, 1).
+    """
+    truth, pred = tmp_path / "truth.csv", tmp_path / "pred.csv"
+    s0, s1 = "case1_day0_slice_0001", "case1_day0_slice_0002"
+    t0, t1 = "case2_day0_slice_0001", "case2_day0_slice_0002"
+    empty = [(s, o, "") for s in (t0, t1) for o in ("stomach", "small_bowel", "large_bowel")][1:]
+    write_rows(truth, "segmentation", [(s0, "stomach", "1 2"), (s0, "small_bowel", ""), (s0, "large_bowel", ""),
+                                       (t0, "stomach", "5 1"), *empty,
+                                       (s1, "stomach", ""), (s1, "small_bowel", ""), (s1, "large_bowel", "")],
+               shape=(4, 4))  # case1's rows split by case2's: rows of a scan need not be contiguous
+    write_rows(pred, "predicted", [(s0, "stomach", "1 1"), (s1, "small_bowel", "16 1")])
+    main(["score", str(truth), str(pred)])
+    result = json.loads(capsys.readouterr().out)
+
+    hd_stomach = 0.25 / math.sqrt(3)
+    assert result["dice_pairs"] == 3 and result["hausdorff_pairs"] == 3
+    assert result["dice/stomach"] == pytest.approx(1 / 3)
+    assert result["hausdorff/stomach"] == pytest.approx((hd_stomach + 1) / 2)
+    assert result["dice"] == pytest.approx(2 / 9)
+    assert result["score"] == pytest.approx(0.4 * 2 / 9 + 0.6 * (1 - (hd_stomach + 2) / 3))  # 0.260021
+    assert result["score"] == pytest.approx(0.260021, abs=1e-6)
+
+    # A prediction for a scan the truth does not have is refused, not ignored.
+    write_rows(pred, "predicted", [(s0, "stomach", "1 1"), ("case3_day0_slice_0001", "stomach", "1 1")])
+    with pytest.raises(SystemExit, match="does not have: \\['case3_day0'\\]"):
+        main(["score", str(truth), str(pred)])
+
 def test_score_takes_sizes_from_data_dir_and_perfect_prediction_scores_one(synthetic_kaggle, tmp_path, capsys):
     pred = tmp_path / "pred.csv"
     with open(synthetic_kaggle.root / "train.csv") as src, open(pred, "w") as dst:
