@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from locations import REPO, SHARED_DATA, free_port  # noqa: E402
 
 
 def require_shared_data() -> Path:
@@ -81,12 +79,6 @@ class LiveServer:
         allowed = (self.gradio_tmp, self.scratch)
         found = {p for root in (self.tmp, self.cwd) for p in root.rglob("*") if p.is_file()}
         return {p for p in found if not any(p.is_relative_to(a) for a in allowed)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bad_inputs import good_slice
-from conftest import REPO
+from locations import REPO
 from model import checkpoint as ckpt
 from tiny import make_original_layout
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bad_inputs import good_slice
-from conftest import REPO, free_port
+from locations import REPO, free_port
 
 
 def _files(folder: Path) -> set[Path]:

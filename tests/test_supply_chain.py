@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import SegformerForSemanticSegmentation
 
-from conftest import REPO
+from locations import REPO
 from model import checkpoint as ckpt
 from model.inference import Segmenter
 from tiny import make_original_layout

@@ -1,9 +1,7 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from model import labels
 from model.inference import Segmenter
 from tiny import make_original_layout, tiny_model
 
-REPO = Path(__file__).resolve().parents[2]  # not `from conftest import`: tests/model has its own conftest
+from locations import REPO
 
 
 def test_softmax_contract_roundtrip(softmax_ckpt):

@@ -12,7 +12,7 @@ from PIL import Image
 from model.labels import KAGGLE_CLASSES, ORGANS
 from model.rle import rle_encode
 
-REPO = Path(__file__).resolve().parents[2]
+from locations import REPO  # noqa: F401 - re-exported for the training tests
 #: Synthetic scans: (H, W) deliberately not square, so a transposed decode cannot pass.
 SYNTH_SHAPE = (40, 48)
 SYNTH_DEPTH = 8
