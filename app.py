@@ -249,8 +249,10 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     notes = [summary_line(scan, volumes) + "."] + scan.notes + truth_notes
     if outputs.csv is None:
         notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
-    slider = gr.Slider(minimum=1, maximum=len(scan), value=index + 1, step=1, interactive=True,
-                       label=f"Slice (1–{len(scan)}; starts at the most organ area)")
+    # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
+    slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
+                       label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
+                       else "Slice (the scan has one)")
     yield ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
            area_plot_data(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
            [str(f) for f in outputs.files()], comparison, state)

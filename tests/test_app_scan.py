@@ -70,6 +70,13 @@ def test_scan_tab_reads_nifti(tiny_app, shared_data, tmp_path):
     np.testing.assert_array_equal(out[9]["scan"].voxels, voxels)
 
 
+def test_scan_tab_takes_a_one_slice_scan(tiny_app, shared_data):
+    _, out = _run([str(kaggle_slices(shared_data, "volume_234x234", count=1)[0])])
+    slider, state = out[1], out[9]
+    assert state["masks"].shape == (3, 1, 234, 234)
+    assert slider.value == 1 and not slider.interactive
+
+
 @pytest.mark.parametrize(("files", "message"), [
     (None, "No scan"),
     ("text", "not a slice image"),
