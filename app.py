@@ -222,6 +222,9 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
         truth, truth_notes = load_ground_truth(_paths(truth_files), scan) if truth_files else (None, [])
     except ScanError as err:
         raise _user_error(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - a file no reader foresaw: keep serving, log no content
+        log.error("reading a scan failed: %s", type(err).__name__)
+        raise _user_error("These files could not be read as a scan; export them again or try another format.") from None
     try:
         segmenter = get_segmenter()
     except CheckpointError as err:

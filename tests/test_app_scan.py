@@ -90,6 +90,17 @@ def test_bad_scan_uploads_raise_one_line_errors(tiny_app, tmp_path, files, messa
     assert "\n" not in str(err.value.message)
 
 
+def test_a_reader_bug_is_one_line_and_logs_no_content(tiny_app, tmp_path, monkeypatch, caplog):
+    def broken_reader(*args, **kwargs):
+        raise KeyError("Doe^Jane")  # an unforeseen failure, quoting a tag value
+
+    monkeypatch.setattr(app, "load_scan", broken_reader)
+    (tmp_path / "scan.nii").write_bytes(b"x")
+    with pytest.raises(gr.Error, match="could not be read as a scan") as err:
+        _run([str(tmp_path / "scan.nii")])
+    assert "Doe" not in err.value.message and "Doe" not in caplog.text and "KeyError" in caplog.text
+
+
 def test_ground_truth_that_does_not_fit_is_refused_before_segmenting(tiny_app, shared_data, tmp_path):
     files = kaggle_slices(shared_data, "volume_266x266", count=3)
     (tmp_path / "truth.csv").write_text("id,class,segmentation\ncase1_day1_slice_0001,stomach,1 5\n"
