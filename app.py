@@ -388,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # pydicom logs each failed decoder with a traceback (and may quote element values); the scan
+    # reader answers in one line instead. Not the level: pydicom resets it when first imported.
+    logging.getLogger("pydicom").propagate = False
     configure(args.model, args.revision)
     try:
         segmenter = get_segmenter()
