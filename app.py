@@ -222,6 +222,9 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
         truth, truth_notes = load_ground_truth(_paths(truth_files), scan) if truth_files else (None, [])
     except ScanError as err:
         raise _user_error(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - a file no reader foresaw: keep serving, log no content
+        log.error("reading a scan failed: %s", type(err).__name__)
+        raise _user_error("These files could not be read as a scan; export them again or try another format.") from None
     try:
         segmenter = get_segmenter()
     except CheckpointError as err:
@@ -249,8 +252,10 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     notes = [summary_line(scan, volumes) + "."] + scan.notes + truth_notes
     if outputs.csv is None:
         notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
-    slider = gr.Slider(minimum=1, maximum=len(scan), value=index + 1, step=1, interactive=True,
-                       label=f"Slice (1–{len(scan)}; starts at the most organ area)")
+    # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
+    slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
+                       label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
+                       else "Slice (the scan has one)")
     yield ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
            area_plot_data(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
            [str(f) for f in outputs.files()], comparison, state)
@@ -383,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # pydicom logs each failed decoder with a traceback (and may quote element values); the scan
+    # reader answers in one line instead. Not the level: pydicom resets it when first imported.
+    logging.getLogger("pydicom").propagate = False
     configure(args.model, args.revision)
     try:
         segmenter = get_segmenter()

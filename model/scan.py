@@ -13,10 +13,13 @@ a DICOM tag value into a message, a log line or an output file.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import re
 import stat
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,6 +42,7 @@ MAX_ZIP_MEMBERS = 2000
 MAX_ZIP_BYTES = 1 << 30
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty zip's end record
 _CASE_DAY = re.compile(r"case\d+_day\d+")
 #: Files a zip or folder may hold besides the scan; ignored rather than refused.
 _JUNK = re.compile(r"(^|/)(__MACOSX/|\._|\.DS_Store$|Thumbs\.db$|desktop\.ini$|DICOMDIR$)|\.(txt|md|json|csv|xml)$", re.I)
@@ -110,16 +114,16 @@ def load_scan(paths: str | Path | Iterable[str | Path], slice_thickness_mm: floa
         raise ScanError("No files: upload slice images, a .zip, a NIfTI file or a DICOM series.")
     if len(paths) == 1 and paths[0].is_dir():
         return _load_files(_folder_files(paths[0]), paths[0].name, slice_thickness_mm, paths[0].parent)
-    zips = [p for p in paths if p.suffix.lower() == ".zip"]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise ScanError(f"File not found: {missing[0]}.")
+    zips = [p for p in paths if _kind(p) == "zip"]
     if zips:
         if len(paths) > 1:
             raise ScanError("Upload either one .zip or loose files, not both (or several zips).")
         with tempfile.TemporaryDirectory(prefix="uwmgi-scan-") as tmp:
             files = extract_zip(zips[0], Path(tmp))
             return _load_files(files, _stem(zips[0]), slice_thickness_mm, Path(tmp), zips[0].name)
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing:
-        raise ScanError(f"File not found: {missing[0]}.")
     files = [p for p in paths if not _JUNK.search(p.as_posix())]
     # Uploads each sit in their own temporary folder, so only a shared folder is a meaningful name.
     parents = {p.parent for p in paths}
@@ -133,6 +137,9 @@ def _load_files(files: list[Path], name: str, slice_thickness_mm: float | None,
     unknown = [p.name for p, k in kinds.items() if k is None]
     if unknown:
         raise ScanError(f"{unknown[0]} is not a slice image, NIfTI or DICOM file.")
+    archives = [p.name for p, k in kinds.items() if k == "zip"]
+    if archives:
+        raise ScanError(f"{container or name} contains another archive ({archives[0]}); upload a flat zip or folder.")
     found = set(kinds.values())
     if not found:
         raise ScanError("No slice images, NIfTI or DICOM files found in the upload.")
@@ -151,23 +158,50 @@ def _load_files(files: list[Path], name: str, slice_thickness_mm: float | None,
 
 
 def _kind(path: Path) -> str | None:
+    """``"zip"``, ``"nifti"``, ``"dicom"`` or ``"slices"``: by content where it is unambiguous, else by name.
+
+    Content wins so that a renamed download (a zip saved as ``.nii``, a ``.nii.gz`` saved as
+    ``.gz`` or ``.zip``) is still read; slice images are left to their decoder.
+    """
+    sniffed = _sniff(path)
+    if sniffed:
+        return sniffed
     lower = path.name.lower()
     if lower.endswith(NIFTI_SUFFIXES):
         return "nifti"
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return "slices"
-    if path.suffix.lower() == ".dcm" or _has_dicom_preamble(path):
+    if path.suffix.lower() == ".dcm":
+        return "dicom"
+    if path.suffix.lower() == ".zip":
+        return "zip"
+    return None
+
+
+def _sniff(path: Path) -> str | None:
+    """What the first bytes say: ``"zip"``, ``"nifti"`` (plain or gzipped), ``"dicom"``, or ``None``."""
+    head = _head(path)
+    if head[:4] in _ZIP_MAGIC:
+        return "zip"
+    if head[:2] == b"\x1f\x8b":  # gzip: a .nii.gz, or something else
+        head = _head(path, gzip.open)
+    if _is_nifti_header(head):
+        return "nifti"
+    if head[128:132] == b"DICM":
         return "dicom"
     return None
 
 
-def _has_dicom_preamble(path: Path) -> bool:
+def _head(path: Path, opener=open, size: int = 352) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
+        with opener(path, "rb") as fh:
+            return fh.read(size)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    return head[344:348] in (b"n+1\0", b"ni1\0") or head[4:8] in (b"n+2\0", b"ni2\0")
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -193,18 +227,22 @@ def extract_zip(zip_path: Path, dst: Path, max_members: int = MAX_ZIP_MEMBERS,
     """Extract a zip's scan files under ``dst``, refusing unsafe archives.
 
     Refused: absolute or ``..`` member paths, links, encrypted members, nested zips, more
-    than ``max_members`` members, and more than ``max_bytes`` uncompressed (counted while
-    extracting, since a member's declared size can lie). Junk (``__MACOSX/``, ``.DS_Store``,
-    text files) is skipped. Returns the extracted files, sorted by member name.
+    than ``max_members`` members, and more than ``max_bytes`` uncompressed: by the declared
+    sizes before anything is written, and counted again while extracting. Damaged members
+    (bad CRC, truncated data, an unsupported compression method) are refused too. Junk
+    (``__MACOSX/``, ``.DS_Store``, text files) is skipped. Returns the extracted files,
+    sorted by member name.
     """
     try:
         archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         raise ScanError(f"{zip_path.name} is not a readable zip file.") from None
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if len(members) > max_members:
             raise ScanError(f"{zip_path.name} has {len(members)} files, over the {max_members}-file limit.")
+        if sum(m.file_size for m in members) > max_bytes:
+            raise ScanError(f"{zip_path.name} unpacks to over {max_bytes >> 20} MB; refusing it.")
         files, total = [], 0
         for member in sorted(members, key=lambda m: m.filename):
             name = member.filename.replace("\\", "/")
@@ -221,12 +259,20 @@ def extract_zip(zip_path: Path, dst: Path, max_members: int = MAX_ZIP_MEMBERS,
                 raise ScanError(f"{zip_path.name} contains another archive ({name}); upload a flat zip.")
             target = dst.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as src, open(target, "wb") as out:
-                while block := src.read(1 << 20):
-                    total += len(block)
-                    if total > max_bytes:
-                        raise ScanError(f"{zip_path.name} unpacks to over {max_bytes >> 20} MB; refusing it.")
-                    out.write(block)
+            try:
+                with archive.open(member) as src, open(target, "wb") as out:
+                    while block := src.read(1 << 20):
+                        # zipfile stops at the declared size, so this only counts again what was declared.
+                        total += len(block)
+                        if total > max_bytes:
+                            raise ScanError(f"{zip_path.name} unpacks to over {max_bytes >> 20} MB; refusing it.")
+                        out.write(block)
+            except NotImplementedError:  # e.g. Deflate64, which Windows writes for big folders
+                raise ScanError(f"{zip_path.name} uses a compression method Python cannot read ({name}); "
+                                "zip it again with standard Deflate.") from None
+            except (zipfile.BadZipFile, zlib.error, EOFError):
+                raise ScanError(f"{zip_path.name} is damaged ({name} fails its checksum or is cut short); "
+                                "upload it again.") from None
             files.append(target)
     return files
 
@@ -321,45 +367,74 @@ def _stack(slices: list[np.ndarray]) -> np.ndarray:
 
 
 def read_nifti(path: str | Path) -> Scan:
-    """Read a 3-D NIfTI as axial slices, whatever its stored orientation.
+    """Read a NIfTI volume as axial slices, whatever its stored orientation.
 
     The image is reoriented (nibabel's orientation tools, no resampling) so that the voxel
     axes point to the patient's left, posterior and superior (LPS): indices ``(col, row,
     slice)`` then give the usual axial view, and the reoriented affine still maps them to
     the same RAS+ positions as the file. Spacing comes from the header.
+
+    A 2-D image is read as a scan of one slice. A 4-D image (time points, echoes, Dixon
+    fat/water) is refused unless it holds one volume: which volume the model should see is
+    the user's call, and segmenting the first one silently could segment the wrong contrast.
     """
     import nibabel as nib
     from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
     path = Path(path)
-    try:
-        img = nib.load(path)
-        shape = tuple(int(n) for n in img.shape)
-    except Exception:  # noqa: BLE001 - nibabel raises many types for bad files
-        raise ScanError(f"{path.name} is not a readable NIfTI file.") from None
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise ScanError(f"{path.name} has shape {shape}; a scan must be one 3-D volume.")
-    if int(np.prod(shape)) > MAX_VOXELS:
-        raise ScanError(f"{path.name} has {int(np.prod(shape)):,} voxels, over the {MAX_VOXELS:,} limit.")
-    stored = "".join(nib.aff2axcodes(img.affine))
-    try:
-        if len(img.shape) == 4:
-            img = img.slicer[..., 0]
-        img = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(("L", "P", "S"))))
-        data = np.asanyarray(img.dataobj)
-    except Exception:  # noqa: BLE001
-        raise ScanError(f"{path.name} could not be decoded; the file looks truncated or corrupt.") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            img = _open_nifti(path, stack)
+            shape = tuple(int(n) for n in img.shape)
+        except Exception:  # noqa: BLE001 - nibabel raises many types for bad files
+            raise ScanError(f"{path.name} is not a readable NIfTI file.") from None
+        while len(shape) > 3 and shape[-1] == 1:  # a 4-D (or 5-D) file holding one volume
+            shape = shape[:-1]
+        if len(shape) > 3:
+            raise ScanError(f"{path.name} holds {int(np.prod(shape[3:]))} volumes (shape {shape}); "
+                            "save the one to segment as a 3-D NIfTI.")
+        if len(shape) < 2:
+            raise ScanError(f"{path.name} has shape {shape}; a scan must be a 3-D volume or one 2-D slice.")
+        if int(np.prod(shape)) > MAX_VOXELS:
+            raise ScanError(f"{path.name} has {int(np.prod(shape)):,} voxels, over the {MAX_VOXELS:,} limit.")
+        notes = []
+        try:
+            if len(img.shape) > 3:
+                img = img.slicer[(slice(None),) * 3 + (0,) * (len(img.shape) - 3)]
+            elif len(shape) == 2:
+                img = nib.Nifti1Image(np.asanyarray(img.dataobj)[..., None], img.affine, img.header)
+                notes.append("A 2-D NIfTI: read as a scan of one slice.")
+            stored = "".join(nib.aff2axcodes(img.affine))
+            img = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(("L", "P", "S"))))
+            data = np.asanyarray(img.dataobj)
+        except Exception:  # noqa: BLE001
+            raise ScanError(f"{path.name} could not be decoded; the file looks truncated or corrupt.") from None
     if data.dtype == np.float64:
         data = data.astype(np.float32)
     voxels = np.ascontiguousarray(data.transpose(2, 1, 0))  # (col, row, slice) → (slice, row, col)
     if min(voxels.shape[1:]) < 16:
         raise ScanError(f"{path.name}: axial slices of {voxels.shape[2]}×{voxels.shape[1]} px are too small.")
     col_mm, row_mm, slice_mm = (float(z) for z in img.header.get_zooms()[:3])
-    notes = [] if stored == "LPS" else [f"Stored in {stored} orientation; reoriented to axial slices (no resampling)."]
+    if stored != "LPS":
+        notes.append(f"Stored in {stored} orientation; reoriented to axial slices (no resampling).")
     return Scan(voxels, (slice_mm, row_mm, col_mm), img.affine.astype(np.float64), tuple(range(1, len(voxels) + 1)),
                 _stem(path), "nifti", case_day=(_CASE_DAY.findall(path.name) or [None])[-1], notes=notes)
+
+
+def _open_nifti(path: Path, stack: contextlib.ExitStack):
+    """The nibabel image of ``path``; its data is read lazily while ``stack`` is open.
+
+    nibabel chooses its reader by file name, so a NIfTI under another name (found by
+    :func:`_sniff`) is read from a stream instead, gunzipped when it is gzip.
+    """
+    import nibabel as nib
+
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return nib.load(path)
+    stream = stack.enter_context(gzip.open(path, "rb") if _head(path, size=2) == b"\x1f\x8b" else open(path, "rb"))
+    head = stream.read(8)
+    stream.seek(0)
+    return (nib.Nifti2Image if head[4:7] in (b"n+2", b"ni2") else nib.Nifti1Image).from_stream(stream)
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -372,13 +447,14 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
     product of the ImageOrientationPatient cosines), else by InstanceNumber. RescaleSlope and
     RescaleIntercept are applied (pydicom's modality LUT). Spacing: PixelSpacing in-plane,
     the slice positions across (SpacingBetweenSlices or SliceThickness without positions).
-    Mixed series, sizes or orientations are refused. Messages never quote tag values.
+    Mixed series, sizes or orientations, malformed geometry tags and compressed pixel data
+    without an installed decoder are refused. Messages never quote tag values.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_rescale
 
-    datasets = []
+    datasets, headers = [], []
     for f in files:
         try:
             ds = pydicom.dcmread(f, force=f.suffix.lower() == ".dcm")
@@ -386,43 +462,47 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
             raise ScanError(f"{f.name} is not a readable DICOM file.") from None
         if "PixelData" not in ds:
             raise ScanError(f"{f.name} holds no image (a DICOM without pixel data).")
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            header = _slice_header(ds)
+        except (AttributeError, TypeError, ValueError):
+            raise ScanError(f"{f.name} has an incomplete DICOM header (image size, position or spacing "
+                            "missing or malformed).") from None
+        if frames > 1:
             raise ScanError(f"{f.name} is a multi-frame DICOM; upload a series of single-slice files.")
+        _check_decoder(f, ds)
         datasets.append((f, ds))
+        headers.append(header)
     if not datasets:
         raise ScanError("No DICOM files found.")
 
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
     if len(series) > 1:
         raise ScanError(f"The files belong to {len(series)} different DICOM series; upload one series at a time.")
-    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in datasets}
-    if len(sizes) > 1:
+    if len({h.size for h in headers}) > 1:
         raise ScanError("The DICOM slices have different sizes; upload one series at a time.")
-    orientations = [ds.get("ImageOrientationPatient") for _, ds in datasets]
-    have_geometry = all(o is not None and ds.get("ImagePositionPatient") is not None
-                        for o, (_, ds) in zip(orientations, datasets))
+    have_geometry = all(h.orientation is not None and h.position is not None for h in headers)
     notes: list[str] = []
     if have_geometry:
-        iop = np.array([[float(v) for v in o] for o in orientations])
+        iop = np.array([h.orientation for h in headers])
         if not np.allclose(iop, iop[0], atol=1e-4):
             raise ScanError("The DICOM slices have different orientations; upload one series at a time.")
         row_cos, col_cos = iop[0, :3], iop[0, 3:]
         normal = np.cross(row_cos, col_cos)
-        positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in datasets])
+        positions = np.array([h.position for h in headers])
         along = positions @ normal
         order = np.argsort(along, kind="stable")
         along = along[order]
         if len(along) > 1 and np.min(np.diff(along)) < 1e-3:
             raise ScanError("Two DICOM slices share one position; upload one series at a time.")
     else:
-        order = np.argsort([int(ds.get("InstanceNumber", 0) or 0) for _, ds in datasets], kind="stable")
+        order = np.argsort([h.instance for h in headers], kind="stable")
         notes.append("DICOM files lack ImagePositionPatient; slices ordered by InstanceNumber.")
     datasets = [datasets[i] for i in order]
-    first = datasets[0][1]
+    first = headers[order[0]]
 
-    spacing = first.get("PixelSpacing")
-    if spacing is not None:
-        row_mm, col_mm = (float(v) for v in spacing)
+    if first.pixel_spacing is not None:
+        row_mm, col_mm = first.pixel_spacing
     else:
         row_mm = col_mm = ASSUMED_PIXEL_SPACING_MM
         notes.append(f"No PixelSpacing; {ASSUMED_PIXEL_SPACING_MM} mm pixels assumed.")
@@ -432,14 +512,14 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         if np.max(np.abs(gaps - slice_mm)) > 0.1 * slice_mm:
             notes.append("Uneven slice spacing; volumes use the median spacing.")
     else:
-        slice_mm = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or KAGGLE_SLICE_THICKNESS_MM)
+        slice_mm = first.thickness_mm or KAGGLE_SLICE_THICKNESS_MM
 
     slices = []
     for f, ds in datasets:
         try:
             pixels = ds.pixel_array
-        except Exception:  # noqa: BLE001 - missing decoders, truncated data
-            raise ScanError(f"{f.name}: pixel data could not be decoded (compressed or truncated); "
+        except Exception:  # noqa: BLE001 - corrupt or truncated data (missing decoders were refused above)
+            raise ScanError(f"{f.name}: pixel data could not be decoded (corrupt or truncated); "
                             "export the series uncompressed.") from None
         if pixels.ndim != 2:
             raise ScanError(f"{f.name} is not a greyscale slice.")
@@ -457,6 +537,56 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS world → NIfTI's RAS world
     return Scan(voxels, (slice_mm, row_mm, col_mm), affine, tuple(range(1, len(voxels) + 1)), name, "dicom",
                 notes=notes)
+
+
+@dataclass(frozen=True)
+class _SliceHeader:
+    """The tags that place one DICOM slice (geometry only, never a patient tag)."""
+
+    size: tuple[int, int]  # Rows, Columns
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient: 6 direction cosines
+    position: tuple[float, ...] | None  # ImagePositionPatient: 3 values, mm
+    pixel_spacing: tuple[float, ...] | None  # PixelSpacing: row, column mm
+    thickness_mm: float | None  # SpacingBetweenSlices, else SliceThickness
+    instance: int  # InstanceNumber, 0 when absent
+
+
+def _slice_header(ds) -> _SliceHeader:
+    """Geometry tags of ``ds``; ``AttributeError``/``TypeError``/``ValueError`` when missing or malformed."""
+    from pydicom.multival import MultiValue
+
+    def floats(keyword: str, count: int) -> tuple[float, ...] | None:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        values = tuple(float(v) for v in value) if isinstance(value, (MultiValue, list, tuple)) else (float(value),)
+        if len(values) != count or not np.all(np.isfinite(values)) or (keyword == "PixelSpacing" and min(values) <= 0):
+            raise ValueError(f"{keyword} needs {count} valid values")
+        return values
+
+    thickness = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+    thickness_mm = float(thickness) if thickness else None
+    return _SliceHeader((int(ds.Rows), int(ds.Columns)), floats("ImageOrientationPatient", 6),
+                        floats("ImagePositionPatient", 3), floats("PixelSpacing", 2),
+                        thickness_mm if thickness_mm and thickness_mm > 0 else None,
+                        int(ds.get("InstanceNumber", 0) or 0))
+
+
+def _check_decoder(path: Path, ds) -> None:
+    """Refuse compressed pixel data that no installed pydicom plugin can decode, naming the codec."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # a transfer syntax pydicom knows no decoder for
+        available = False
+    if not available:
+        # The transfer syntax's name is a codec, not patient data: safe to show.
+        raise ScanError(f"{path.name} is compressed as {syntax.name}, and no decoder for it is installed; "
+                        "export the series uncompressed.")
 
 
 # --------------------------------------------------------------------------- inference

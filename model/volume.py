@@ -154,7 +154,10 @@ def save_organ_meshes(organ_masks: np.ndarray, scan: Scan, path: str | Path,
             + np.count_nonzero(padded[:, :, 1:] != padded[:, :, :-1])
         step_size = max(1, int(np.ceil(np.sqrt(2 * boundary / max_faces))))
         padded = padded.astype(np.float32)
-        verts, faces, _, _ = marching_cubes(padded, level=0.5, step_size=step_size, allow_degenerate=False)
+        try:
+            verts, faces, _, _ = marching_cubes(padded, level=0.5, step_size=step_size, allow_degenerate=False)
+        except RuntimeError:  # the coarse grid stepped over a thin organ (a one-slice scan): use every voxel
+            verts, faces, _, _ = marching_cubes(padded, level=0.5, step_size=1, allow_degenerate=False)
         verts += np.array([b.start for b in box]) - 1  # back to (slice, row, col) voxel indices
         index_xyz1 = np.c_[verts[:, 2], verts[:, 1], verts[:, 0], np.ones(len(verts))]
         ras = (index_xyz1 @ scan.affine.T)[:, :3]

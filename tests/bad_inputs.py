@@ -11,6 +11,7 @@ Upload names start with ``upl-`` so tests can assert that no upload name reaches
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -260,3 +261,13 @@ def good_slice(folder: Path) -> Path:
     if not path.exists():
         Image.fromarray(smooth_slice()).save(path)
     return path
+
+
+def assert_one_clean_line(message: str, case_id: str, refuse: str) -> None:
+    assert re.search(refuse, message), f"{case_id}: {message!r} does not match {refuse!r}"
+    assert "\n" not in message and "Traceback" not in message and 'File "' not in message, message
+
+
+def server_path(value) -> Path:
+    """The server-side path of a file output (download_files=False gives FileData or a dict)."""
+    return Path(value["path"] if isinstance(value, dict) else getattr(value, "path", value))

@@ -55,6 +55,20 @@ def rle_volumes(shared_data: Path):
     return read_rle_csv(rle / "train.csv", read_volume_shapes(rle / "volumes.csv"))
 
 
+@pytest.fixture(scope="module")
+def app_module(softmax_ckpt, tmp_path_factory):
+    """``app`` with the tiny checkpoint and its scratch dir in a test folder, for calling handlers directly."""
+    import app
+
+    scratch = tmp_path_factory.mktemp("scratch")
+    saved = app._SCRATCH
+    app._SCRATCH = scratch
+    app.configure(str(softmax_ckpt))
+    yield app
+    app.configure(None)
+    app._SCRATCH = saved
+
+
 # --------------------------------------------------------------------------- one live server per session
 
 
@@ -122,6 +136,14 @@ def server(softmax_ckpt, tmp_path_factory) -> LiveServer:
     yield LiveServer(url, proc, log, tmp, gradio_tmp, cwd)
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """A ``gradio_client`` of the live server that leaves output files where the server wrote them."""
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False, download_files=False)
 
 
 # --------------------------------------------------------------------------- headless Chromium

@@ -11,6 +11,7 @@ from model.image import read_slice
 
 PATIENT_NAME = "Doe^Jane"  # must never show up in anything the app reads back out
 PATIENT_ID = "PID-123456"
+PATIENT_BIRTH_DATE = "19710503"
 
 
 def kaggle_slices(shared_data: Path, volume: str = "volume_266x266", count: int | None = None) -> list[Path]:
@@ -83,7 +84,7 @@ def write_dicom_series(voxels: np.ndarray, dst: Path, *, pixel_spacing=(0.9, 0.8
         ds = Dataset()
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.PatientName, ds.PatientID = PATIENT_NAME, PATIENT_ID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE
         ds.Modality = "MR"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.InstanceNumber = depth - k

@@ -70,6 +70,13 @@ def test_scan_tab_reads_nifti(tiny_app, shared_data, tmp_path):
     np.testing.assert_array_equal(out[9]["scan"].voxels, voxels)
 
 
+def test_scan_tab_takes_a_one_slice_scan(tiny_app, shared_data):
+    _, out = _run([str(kaggle_slices(shared_data, "volume_234x234", count=1)[0])])
+    slider, state = out[1], out[9]
+    assert state["masks"].shape == (3, 1, 234, 234)
+    assert slider.value == 1 and not slider.interactive
+
+
 @pytest.mark.parametrize(("files", "message"), [
     (None, "No scan"),
     ("text", "not a slice image"),
@@ -81,6 +88,17 @@ def test_bad_scan_uploads_raise_one_line_errors(tiny_app, tmp_path, files, messa
     with pytest.raises(gr.Error, match=message) as err:
         _run(files)
     assert "\n" not in str(err.value.message)
+
+
+def test_a_reader_bug_is_one_line_and_logs_no_content(tiny_app, tmp_path, monkeypatch, caplog):
+    def broken_reader(*args, **kwargs):
+        raise KeyError("Doe^Jane")  # an unforeseen failure, quoting a tag value
+
+    monkeypatch.setattr(app, "load_scan", broken_reader)
+    (tmp_path / "scan.nii").write_bytes(b"x")
+    with pytest.raises(gr.Error, match="could not be read as a scan") as err:
+        _run([str(tmp_path / "scan.nii")])
+    assert "Doe" not in err.value.message and "Doe" not in caplog.text and "KeyError" in caplog.text
 
 
 def test_ground_truth_that_does_not_fit_is_refused_before_segmenting(tiny_app, shared_data, tmp_path):

@@ -6,38 +6,17 @@ no file lands outside Gradio's temp dir and the app's scratch dir; no traceback 
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from bad_inputs import CASES, good_slice
+from bad_inputs import CASES, assert_one_clean_line, good_slice, server_path
 from model.overlay import decode_mask_png
 
 HTTP_CASES = [c for c in CASES if c.http]
 
 
-def _assert_one_clean_line(message: str, case_id: str, refuse: str) -> None:
-    assert re.search(refuse, message), f"{case_id}: {message!r} does not match {refuse!r}"
-    assert "\n" not in message and "Traceback" not in message and 'File "' not in message, message
-
-
 # --------------------------------------------------------------------------- the handler, in-process
-
-
-@pytest.fixture(scope="module")
-def app_module(softmax_ckpt, tmp_path_factory):
-    import app
-
-    scratch = tmp_path_factory.mktemp("scratch")
-    saved = app._SCRATCH
-    app._SCRATCH = scratch
-    app.configure(str(softmax_ckpt))
-    yield app
-    app.configure(None)
-    app._SCRATCH = saved
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -50,7 +29,7 @@ def test_battery_through_handler(app_module, tmp_path, case):
     if case.refuse:
         with pytest.raises(gr.Error) as info:
             app_module.segment(upload)
-        _assert_one_clean_line(info.value.message, case.id, case.refuse)
+        assert_one_clean_line(info.value.message, case.id, case.refuse)
         assert set(app_module._SCRATCH.iterdir()) == scratch_before, "a refused upload left output files"
     else:
         (base, annotations), rows, mask_path, _, state = app_module.segment(upload)
@@ -62,18 +41,6 @@ def test_battery_through_handler(app_module, tmp_path, case):
 
 
 # --------------------------------------------------------------------------- the HTTP API, against the live server
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    return Client(server.url, verbose=False, download_files=False)
-
-
-def _server_path(value) -> Path:
-    """The server-side path of a file output (download_files=False gives FileData or a dict)."""
-    return Path(value["path"] if isinstance(value, dict) else getattr(value, "path", value))
 
 
 @pytest.mark.slow
@@ -88,10 +55,10 @@ def test_battery_through_http(server, client, tmp_path, case):
     if case.refuse:
         with pytest.raises(AppError) as info:
             client.predict(upload, api_name="/segment")
-        _assert_one_clean_line(info.value.message, case.id, case.refuse)
+        assert_one_clean_line(info.value.message, case.id, case.refuse)
     else:
         overlay, table, mask_file, _ = client.predict(upload, api_name="/segment")
-        masks = decode_mask_png(np.asarray(Image.open(_server_path(mask_file))))
+        masks = decode_mask_png(np.asarray(Image.open(server_path(mask_file))))
         assert masks.shape == (3, *case.shape)
         assert [row[2] for row in table["data"]] == masks.reshape(3, -1).sum(1).tolist()
     # The server answers the next request, and nothing was written outside its temp dirs.

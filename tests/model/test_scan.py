@@ -143,7 +143,7 @@ def test_bad_niftis_are_refused(tmp_path):
     import nibabel as nib
 
     nib.save(nib.Nifti1Image(np.zeros((20, 20, 4, 2), np.int16), np.eye(4)), tmp_path / "4d.nii")
-    with pytest.raises(ScanError, match="one 3-D volume"):
+    with pytest.raises(ScanError, match="holds 2 volumes"):
         load_scan([tmp_path / "4d.nii"])
     (tmp_path / "trunc.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(ScanError, match="NIfTI"):

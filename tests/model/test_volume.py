@@ -129,6 +129,16 @@ def test_glb_surfaces_have_organ_colours_and_millimetre_size(tmp_path):
     assert save_organ_meshes(np.zeros_like(masks), scan, tmp_path / "none.glb") is None
 
 
+def test_glb_of_a_ragged_organ_on_one_slice(tmp_path):
+    """A coarse marching-cubes grid steps over a one-slice organ; the surface is then meshed on every voxel."""
+    import trimesh
+
+    masks = np.zeros((3, 1, 40, 40), dtype=bool)
+    masks[1, 0] = np.random.default_rng(0).random((40, 40)) > 0.5  # noise, as an untrained model gives
+    scene = trimesh.load(save_organ_meshes(masks, _scan(shape=(1, 40, 40)), tmp_path / "organs.glb", max_faces=100))
+    assert set(scene.geometry) == {"small_bowel"} and len(scene.geometry["small_bowel"].faces) > 100
+
+
 def test_write_outputs_from_a_real_zip(shared_data, tmp_path):
     files = kaggle_slices(shared_data, "volume_234x234", count=6)
     scan = load_scan([zip_files(files, tmp_path / "case2_day1.zip")])
