@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from scan_fixtures import kaggle_slices, stack, write_dicom_series, write_nifti, zip_files
+from scan_fixtures import kaggle_slices, stack, write_dicom_series, write_nifti
 
 SPACING = (3.0, 1.5, 1.5)  # NIfTI fixtures: slice, row, col mm
 

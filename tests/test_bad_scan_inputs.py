@@ -19,7 +19,7 @@ import nibabel as nib
 import pytest
 
 from bad_inputs import assert_one_clean_line, server_path
-from conftest import REPO
+from locations import REPO
 from scan_bad_inputs import SCAN_CASES, ScanCase, good_scan, gunzipped
 from scan_fixtures import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME
 
