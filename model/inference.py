@@ -98,7 +98,7 @@ def choose_runtime(device: str | None = None, *, exact: bool | None = None,
     if exact is None:
         exact = os.environ.get(FORCE_FP32_ENV, "").lower() in ("1", "true", "yes")
     if exact:
-        return Runtime(dev, torch.float32, reason=f"exact fp32 eager path ({FORCE_FP32_ENV}=1)")
+        return Runtime(dev, torch.float32, reason=f"exact fp32 eager path (as {FORCE_FP32_ENV}=1 forces)")
     if dev.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return Runtime(dev, dtype, fold_head=True, channels_last=True, reason="GPU half precision")
