@@ -154,6 +154,31 @@ class FoldedDecodeHead(nn.Module):
         return self.classifier(torch.relu(fused))
 
 
+def channel_stats(values: tuple[float, ...] | list[float], num_channels: int) -> torch.Tensor:
+    """Per-channel mean or std as ``(1, C, 1, 1) float32``; one value (or too few) serves every channel."""
+    values = list(values)
+    values = values[:num_channels] if len(values) >= num_channels else values[:1] * num_channels
+    return torch.tensor(values, dtype=torch.float32).view(1, num_channels, 1, 1)
+
+
+def pixel_values(stretched: torch.Tensor, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor,
+                 rescale_factor: float = 1 / 255) -> torch.Tensor:
+    """Intensity-stretched stacks → model input; the one resize-and-normalise step of serving and training.
+
+    ``stretched``: ``(N, C, H, W)`` float in 0..255 (the output of :func:`normalize_intensity`), where
+    ``C`` is 1 (replicated to the model's channels) or the model's channel count. ``mean``/``std``:
+    ``(1, C_model, 1, 1)`` from :func:`channel_stats`. Returns ``(N, C_model, h, w)`` float32.
+    """
+    channels = mean.shape[1]
+    if stretched.shape[1] == 1:
+        stretched = stretched.expand(-1, channels, -1, -1)
+    elif stretched.shape[1] != channels:
+        raise ValueError(f"the model takes {channels} channels, got {stretched.shape[1]}")
+    # Bilinear with antialiasing matches the PIL resize the blog's app served with.
+    x = F.interpolate(stretched, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return (x * rescale_factor - mean) / std
+
+
 class Segmenter:
     """A loaded contract checkpoint, ready to predict. Load once per process."""
 
@@ -170,14 +195,9 @@ class Segmenter:
         self.model = model.to(self.runtime.device, dtype=self.runtime.dtype)
         if self.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self._mean = self._per_channel(contract.image_mean)
-        self._std = self._per_channel(contract.image_std)
+        self._mean = channel_stats(contract.image_mean, contract.num_channels).to(self.runtime.device)
+        self._std = channel_stats(contract.image_std, contract.num_channels).to(self.runtime.device)
 
-    def _per_channel(self, values: tuple[float, ...]) -> torch.Tensor:
-        """``(1, C, 1, 1)`` statistics; a single value (or too few) applies to every channel."""
-        n = self.contract.num_channels
-        values = values[:n] if len(values) >= n else values[:1] * n
-        return torch.tensor(values, dtype=torch.float32, device=self.runtime.device).view(1, n, 1, 1)
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, revision: str | None = None,
@@ -213,14 +233,8 @@ class Segmenter:
             raise ValueError(f"expected (N, H, W) or (N, C, H, W), got {slices.shape}")
         stretched = np.stack([normalize_intensity(s) for s in slices])
         x = torch.from_numpy(stretched).to(self.runtime.device, dtype=torch.float32)
-        if x.shape[1] == 1:
-            x = x.expand(-1, self.contract.num_channels, -1, -1)
-        elif x.shape[1] != self.contract.num_channels:
-            raise ValueError(f"the model takes {self.contract.num_channels} channels, got {x.shape[1]}")
-        # Bilinear with antialiasing matches the PIL resize the blog's app served with.
-        x = F.interpolate(x, size=self.contract.input_size, mode="bilinear", align_corners=False, antialias=True)
-        x = x * self.contract.rescale_factor
-        return (x - self._mean) / self._std
+        c = self.contract
+        return pixel_values(x, c.input_size, self._mean, self._std, c.rescale_factor)
 
     def decide(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, K, H, W)`` at full size → organ masks ``(N, O, H, W)`` bool, in :data:`labels.ORGANS` order."""

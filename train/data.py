@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model import inference
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from model.image import normalize_intensity, parse_kaggle_name, read_slice
 from model.labels import ORGANS
@@ -166,19 +167,12 @@ def split_cases(case_days: list[str], folds: int, fold: int) -> tuple[list[str],
 
 def pixel_values(stack_u8: np.ndarray, size: int | tuple[int, int], num_channels: int = 3,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """A normalised stack ``(C, H, W) uint8`` → model input ``(num_channels, h, w) float32``.
-
-    The same steps as :meth:`model.inference.Segmenter.preprocess` after the intensity stretch:
-    one channel is replicated, bilinear antialiased resize, rescale to 0..1, mean/std.
-    """
+    """A normalised stack ``(C, H, W) uint8`` → model input ``(num_channels, h, w) float32``,
+    through the serving code's own :func:`model.inference.pixel_values`."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     x = torch.from_numpy(np.ascontiguousarray(stack_u8)).float()[None]
-    if x.shape[1] == 1:
-        x = x.expand(-1, num_channels, -1, -1)
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)[0] / 255.0
-    mean = torch.tensor(mean[:num_channels] if len(mean) >= num_channels else [mean[0]] * num_channels)
-    std = torch.tensor(std[:num_channels] if len(std) >= num_channels else [std[0]] * num_channels)
-    return (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
+    return inference.pixel_values(x, size, inference.channel_stats(mean, num_channels),
+                                  inference.channel_stats(std, num_channels))[0]
 
 
 def train_augmentations():
