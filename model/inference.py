@@ -179,6 +179,20 @@ def pixel_values(stretched: torch.Tensor, size: tuple[int, int], mean: torch.Ten
     return (x * rescale_factor - mean) / std
 
 
+def decide(logits: torch.Tensor, organ_channels: tuple[int, ...] | list[int], multi_label: bool,
+           threshold: float = 0.5) -> torch.Tensor:
+    """Logits ``(N, K, H, W)`` → organ masks ``(N, O, H, W)`` bool; ``organ_channels[i]`` is organ i's channel.
+
+    Multi-label heads: one sigmoid per organ, thresholded independently, so overlapping organs stay
+    overlapping. Softmax heads: argmax over all classes, background included.
+    """
+    channels = list(organ_channels)
+    if multi_label:
+        return torch.sigmoid(logits[:, channels]) > threshold
+    winner = logits.argmax(dim=1, keepdim=True)
+    return winner == torch.tensor(channels, device=logits.device).view(1, -1, 1, 1)
+
+
 class Segmenter:
     """A loaded contract checkpoint, ready to predict. Load once per process."""
 
@@ -238,13 +252,7 @@ class Segmenter:
 
     def decide(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, K, H, W)`` at full size → organ masks ``(N, O, H, W)`` bool, in :data:`labels.ORGANS` order."""
-        channels = list(self.contract.organ_channels)
-        if self.contract.multi_label:
-            # One sigmoid per organ, thresholded independently: overlapping organs stay overlapping.
-            return torch.sigmoid(logits[:, channels]) > self.threshold
-        winner = logits.argmax(dim=1, keepdim=True)
-        ids = torch.tensor(channels, device=logits.device).view(1, -1, 1, 1)
-        return winner == ids
+        return decide(logits, self.contract.organ_channels, self.contract.multi_label, self.threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised input ``(N, C, h, w)`` → logits ``(N, K, h/4, w/4)`` float32, on the chosen path."""

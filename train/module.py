@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
+from model import inference
 from model.labels import ORGANS, id2label
 from model.metric import competition_score, score_case
 
@@ -50,12 +51,10 @@ class BlogLoss(nn.Module):
 
 
 def decide(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
-    """Logits ``(N, K, H, W)`` → organ masks ``(N, O, H, W)`` bool, as ``Segmenter.decide`` does for
-    checkpoints whose labels follow :mod:`model.labels` (sigmoid > 0.5; softmax argmax, id = organ + 1)."""
-    if multi_label:
-        return logits > 0
-    ids = torch.arange(1, len(ORGANS) + 1, device=logits.device).view(1, -1, 1, 1)
-    return logits.argmax(dim=1, keepdim=True) == ids
+    """Logits ``(N, K, H, W)`` → organ masks ``(N, O, H, W)`` bool, exactly as the app decides for
+    checkpoints whose labels follow :mod:`model.labels` (sigmoid channel = organ, softmax id = organ + 1)."""
+    channel_of = {name: i for i, name in id2label(multi_label).items()}
+    return inference.decide(logits, tuple(channel_of[organ] for organ in ORGANS), multi_label)
 
 
 class SegFormerModule(L.LightningModule):
