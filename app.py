@@ -380,7 +380,8 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
     return demo
 
 
-demo = build_demo(*find_samples(fetch=False, limit=24))
+_import_samples = find_samples(fetch=False, limit=24)
+demo = build_demo(*_import_samples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.info("model: %s", segmenter.describe())
-    app = build_demo(*find_samples(fetch=True, limit=24))
+    # The first online start fetches the samples; rebuild only when that changed what import found.
+    samples = find_samples(fetch=True, limit=24)
+    app = demo if samples == _import_samples else build_demo(*samples)
     threading.Thread(target=_sweep_forever, args=(CACHE_SECONDS, _SCRATCH, Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
     # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set.
