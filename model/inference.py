@@ -237,11 +237,6 @@ class Segmenter:
         """Neighbour offsets of the input channels (``(0, 0, 0)`` for single-slice models)."""
         return self.contract.slice_offsets or (0,) * self.contract.num_channels
 
-    def stack_scan(self, scan: np.ndarray, index: int) -> np.ndarray:
-        """The input stack ``(C, H, W)`` for slice ``index`` of ``scan`` ``(D, H, W)``; edges clamp."""
-        depth = scan.shape[0]
-        return scan[[min(max(index + o, 0), depth - 1) for o in self.slice_offsets]]
-
     def preprocess(self, slices: np.ndarray) -> torch.Tensor:
         """Raw slices → the model's normalised input ``(N, C, h, w)``.
 

@@ -592,6 +592,12 @@ def _check_decoder(path: Path, ds) -> None:
 # --------------------------------------------------------------------------- inference
 
 
+def stack_slices(voxels: np.ndarray, index: int, offsets: Iterable[int]) -> np.ndarray:
+    """The 2.5D input stack ``(C, H, W)`` for slice ``index`` of ``voxels`` ``(D, H, W)``; edges clamp."""
+    depth = voxels.shape[0]
+    return voxels[[min(max(index + o, 0), depth - 1) for o in offsets]]
+
+
 def segment_scan_steps(segmenter, scan: Scan, organ_masks: np.ndarray, chunk_slices: int | None = None) -> Iterator[int]:
     """Segment ``scan`` into ``organ_masks`` ``(O, D, H, W) bool`` chunk by chunk; yield slices done.
 
@@ -608,7 +614,7 @@ def segment_scan_steps(segmenter, scan: Scan, organ_masks: np.ndarray, chunk_sli
     for start in range(0, depth, chunk_slices):
         stop = min(start + chunk_slices, depth)
         if stacked:
-            inputs = np.stack([segmenter.stack_scan(scan.voxels, i) for i in range(start, stop)])
+            inputs = np.stack([stack_slices(scan.voxels, i, segmenter.slice_offsets) for i in range(start, stop)])
         else:
             inputs = scan.voxels[start:stop]
         organ_masks[:, start:stop] = segmenter.predict(inputs).transpose(1, 0, 2, 3)

@@ -16,6 +16,7 @@ import numpy as np
 from model.inference import Segmenter
 from model.metric import competition_score, score_case
 from model.rle import RleCsv, RleVolume, write_rle_csv
+from model.scan import stack_slices
 
 from . import data
 
@@ -23,7 +24,7 @@ from . import data
 def predict_scan(segmenter: Segmenter, scan: np.ndarray) -> np.ndarray:
     """Segment a whole scan ``(D, H, W)`` raw → ``(O, D, H, W) bool``, with 2.5D stacks when the checkpoint asks."""
     if segmenter.contract.slice_offsets:
-        scan = np.stack([segmenter.stack_scan(scan, d) for d in range(len(scan))])
+        scan = np.stack([stack_slices(scan, d, segmenter.slice_offsets) for d in range(len(scan))])
     return segmenter.predict(scan).transpose(1, 0, 2, 3)
 
 

@@ -76,14 +76,17 @@ def test_batches_equal_single_predictions(softmax):
     np.testing.assert_array_equal(together, one_by_one)
 
 
-def test_stack_scan_clamps_edges(tmp_path):
+def test_stack_slices_clamps_edges(tmp_path):
+    from model.scan import stack_slices
     from tiny import make_tiny_checkpoint
 
     seg = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, slice_offsets=[-2, 0, 2]))
+    assert seg.slice_offsets == (-2, 0, 2)
     scan = np.arange(5)[:, None, None] * np.ones((5, 4, 4))
-    assert seg.stack_scan(scan, 0)[:, 0, 0].tolist() == [0, 0, 2]
-    assert seg.stack_scan(scan, 4)[:, 0, 0].tolist() == [2, 4, 4]
-    assert seg.predict(np.stack([seg.stack_scan(scan * 100, i) for i in range(5)])).shape == (5, 3, 4, 4)
+    assert stack_slices(scan, 0, seg.slice_offsets)[:, 0, 0].tolist() == [0, 0, 2]
+    assert stack_slices(scan, 4, seg.slice_offsets)[:, 0, 0].tolist() == [2, 4, 4]
+    stacks = np.stack([stack_slices(scan * 100, i, seg.slice_offsets) for i in range(5)])
+    assert seg.predict(stacks).shape == (5, 3, 4, 4)
 
 
 def test_mask_png_bits_keep_overlaps():

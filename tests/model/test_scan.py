@@ -236,9 +236,6 @@ class _CountingSegmenter:
     def __init__(self):
         self.largest_input = 0
 
-    def stack_scan(self, scan, index):
-        return Segmenter.stack_scan(self, scan, index)
-
     def predict(self, slices, progress=None):
         self.largest_input = max(self.largest_input, slices.nbytes)
         return np.zeros((len(slices), 3, *slices.shape[-2:]), dtype=bool)

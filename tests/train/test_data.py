@@ -9,6 +9,7 @@ import torch
 from kaggle_layout import BAR_COL, BAR_LEN, BAR_ROW, SYNTH_DEPTH, SYNTH_SCANS, SYNTH_SHAPE
 from model import checkpoint as ckpt
 from model.inference import Segmenter
+from model.scan import stack_slices
 from tiny import tiny_model
 from train import data
 from train.datamodule import UWMGIDataModule
@@ -91,7 +92,7 @@ def test_training_input_matches_the_apps_preprocessing(cache, offsets):
                              slice_offsets=tuple(offsets) if offsets else None)
     segmenter = Segmenter(tiny_model(multi_label=True), contract)
     for i, (_, d) in enumerate(dataset.items):
-        served_input = segmenter.stack_scan(raw, d)[None] if offsets else raw[d][None]
+        served_input = stack_slices(raw, d, segmenter.slice_offsets)[None] if offsets else raw[d][None]
         expected = segmenter.preprocess(served_input)[0]
         torch.testing.assert_close(dataset[i]["pixel_values"], expected, atol=1e-5, rtol=0)
 

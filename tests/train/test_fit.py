@@ -12,6 +12,7 @@ from kaggle_layout import REPO
 
 
 from model.inference import Segmenter
+from model.scan import stack_slices
 from train import data
 from train.__main__ import main
 
@@ -49,7 +50,7 @@ def test_fast_dev_run_then_export_serves_through_the_app_core(config, synthetic_
     if config == "uwmgi":
         assert config_json["problem_type"] == "multi_label_classification"
         assert config_json["slice_offsets"] == [-2, 0, 2] and segmenter.contract.slice_offsets == (-2, 0, 2)
-        slices = np.stack([segmenter.stack_scan(scan, d) for d in range(len(scan))])
+        slices = np.stack([stack_slices(scan, d, segmenter.slice_offsets) for d in range(len(scan))])
     else:
         assert config_json["id2label"]["0"] == "background" and "slice_offsets" not in config_json
         slices = scan
