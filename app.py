@@ -2,21 +2,46 @@
 
 Research demo, not for diagnostic use. The UI only: decoding, prediction and measurements
 live in :mod:`model`. Importing this module builds ``demo`` but downloads nothing and starts
-no server; ``python app.py [--model ID_OR_DIR] [--revision REV]`` loads the model and launches.
+no server, and the model loads in this process on first use. ``python app.py [--model ID_OR_DIR]
+[--revision REV]`` first starts loading the model in its own process (:mod:`model.worker`), then
+imports Gradio, launches, and serves as soon as the model is ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
+    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
+                                        "default: the blog's checkpoint, converted once")
+    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
+    return parser.parse_args(argv)
+
+
+_EARLY_MODEL = None
+if __name__ == "__main__":
+    # Start loading the model in its own process now, before this one imports Gradio: on a
+    # 2-vCPU Space the two imports (Gradio ~6 s, torch + transformers ~8 s) then overlap.
+    # model.worker and model.checkpoint import only the standard library here.
+    from model import worker
+    from model.checkpoint import env_model
+
+    _ARGS = parse_args()
+    _EARLY_MODEL = worker.SegmenterProcess(_ARGS.model or env_model()[0], _ARGS.revision or env_model()[1])
+
+# The rest is imported after the model process has forked.
 import logging
 import shutil
 import stat
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
@@ -26,11 +51,14 @@ from model import labels
 from model.checkpoint import CheckpointError, env_model
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
-from model.inference import Segmenter
 from model.overlay import annotations, organ_areas, save_mask_png
 from model.samples import find_samples
 from model.scan import Scan, ScanError, load_scan, segment_scan_steps
 from model.volume import busiest_slice, measure, slice_areas_cm2, summary_line, write_outputs
+from model.worker import ModelProcessError, SegmenterProcess
+
+if TYPE_CHECKING:
+    from model.inference import Segmenter
 
 log = logging.getLogger("uwmgi.app")
 
@@ -55,7 +83,7 @@ MAX_FILE_SIZE = "100mb"
 # --------------------------------------------------------------------------- model, loaded once
 
 _model_choice: tuple[str | None, str | None] = env_model()
-_segmenter: Segmenter | None = None
+_segmenter: Segmenter | SegmenterProcess | None = None
 _segmenter_lock = threading.Lock()
 
 
@@ -67,12 +95,26 @@ def configure(model: str | None, revision: str | None = None) -> None:
     _segmenter = None
 
 
-def get_segmenter() -> Segmenter:
-    """The process's one :class:`Segmenter`, loaded on first use."""
+def get_segmenter() -> Segmenter | SegmenterProcess:
+    """The process's one model, loaded on first use.
+
+    Under ``python app.py`` that is the :class:`~model.worker.SegmenterProcess` started before
+    Gradio was imported (when it serves the configured checkpoint); elsewhere, or once that
+    process has died, a :class:`~model.inference.Segmenter` loaded in this process.
+    """
     global _segmenter
     with _segmenter_lock:
+        if isinstance(_segmenter, SegmenterProcess) and _segmenter.broken:
+            log.warning("the model process stopped; loading the model in the app's process")
+            _segmenter.close()
+            _segmenter = None
         if _segmenter is None:
-            _segmenter = Segmenter.load(*_model_choice)
+            if _EARLY_MODEL is not None and _EARLY_MODEL.choice == _model_choice and not _EARLY_MODEL.broken:
+                _segmenter = _EARLY_MODEL.wait()
+            else:
+                from model.inference import Segmenter  # torch loads here, on first use
+
+                _segmenter = Segmenter.load(*_model_choice)
         return _segmenter
 
 
@@ -165,6 +207,8 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
         organ_masks = get_segmenter().predict(raw[None])[0]
     except CheckpointError as err:
         raise _user_error(f"The model is not available: {err}") from None
+    except ModelProcessError as err:
+        raise _user_error(str(err)) from None
     except Exception as err:  # noqa: BLE001 - keep serving; never log image content
         log.error("prediction failed: %s", type(err).__name__)
         raise _user_error("The model failed on this image; try another slice.") from None
@@ -236,6 +280,8 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
         for done in segment_scan_steps(segmenter, scan, organ_masks):
             progress((done, len(scan)), desc="Segmenting", unit="slices")
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *skip)
+    except ModelProcessError as err:
+        raise _user_error(str(err)) from None
     except Exception as err:  # noqa: BLE001 - keep serving; never log image content
         log.error("scan prediction failed: %s", type(err).__name__)
         raise _user_error("The model failed on this scan; try another.") from None
@@ -385,29 +431,29 @@ demo = build_demo(*_import_samples)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
-    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
-                                        "default: the blog's checkpoint, converted once")
-    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # pydicom logs each failed decoder with a traceback (and may quote element values); the scan
     # reader answers in one line instead. Not the level: pydicom resets it when first imported.
     logging.getLogger("pydicom").propagate = False
     configure(args.model, args.revision)
-    try:
-        segmenter = get_segmenter()
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    log.info("model: %s", segmenter.describe())
     # The first online start fetches the samples; rebuild only when that changed what import found.
     samples = find_samples(fetch=True, limit=24)
     app = demo if samples == _import_samples else build_demo(*samples)
+    # Serve while the model finishes loading (in its own process under `python app.py`): the
+    # first requests wait for it, and a checkpoint that cannot load still ends the app with one line.
+    # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set.
+    app.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True)
+    try:
+        segmenter = get_segmenter()
+    except CheckpointError as err:
+        app.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.info("model: %s", segmenter.describe())
     threading.Thread(target=_sweep_forever, args=(CACHE_SECONDS, _SCRATCH, Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
-    # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set.
-    app.launch(max_file_size=MAX_FILE_SIZE)
+    app.block_thread()
     return 0
 
 

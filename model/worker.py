@@ -1,0 +1,115 @@
+"""The model in its own process, so that loading it overlaps the app's own start-up.
+
+A free CPU Space has 2 vCPUs, and the app's start is bound by Python imports that each run on
+one core: Gradio takes ~6 s, torch + transformers ~8 s. In one process they add up (15 s to the
+first answer here); with the model loading in a child while the app imports Gradio, they overlap.
+
+:class:`SegmenterProcess` is started by ``python app.py`` before it imports Gradio: a ``fork`` of
+a process that has imported only the standard library, so no thread, lock or OpenMP pool is
+copied. Once torch is loaded (tests, notebooks) it spawns a fresh interpreter instead. It
+answers the part of :class:`~model.inference.Segmenter` the app uses: ``predict``,
+``describe``, ``batch_size`` and ``slice_offsets``. Slices and masks cross the
+process boundary as pickled arrays (~0.1 MB per slice, ~3.4 MB per 16-slice scan chunk).
+
+This module imports only the standard library and numpy, never torch: the app's process stays
+free of the model's imports. Research demo, not for diagnostic use.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+#: How often the child checks that the app is still there (it exits when the app is gone).
+PARENT_POLL_S = 1.0
+
+# --------------------------------------------------------------------------- in the child
+
+_segmenter = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit when ``parent`` is gone (killed with SIGTERM/SIGKILL, the app's atexit never runs)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
+
+
+def _load(model: str | None, revision: str | None, parent: int) -> dict:
+    global _segmenter
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    from .inference import Segmenter  # torch and transformers load here, in the child
+
+    _segmenter = Segmenter.load(model, revision)
+    return {"pid": os.getpid(), "batch_size": _segmenter.batch_size, "slice_offsets": _segmenter.slice_offsets,
+            "description": _segmenter.describe()}
+
+
+def _predict(slices):
+    return _segmenter.predict(slices)
+
+
+# --------------------------------------------------------------------------- in the app
+
+
+class ModelProcessError(RuntimeError):
+    """The model's process stopped (killed, out of memory). ``str(err)`` is a one-line message."""
+
+
+def start_method() -> str:
+    """``fork`` while this process has not loaded torch (fast, and safe: no OpenMP pool to copy), else ``spawn``.
+
+    Spawn re-imports the caller's ``__main__`` in the child, so under ``python app.py`` it would
+    import Gradio there too; the app forks before it imports anything heavy.
+    """
+    forkable = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
+    return "fork" if forkable else "spawn"
+
+
+class SegmenterProcess:
+    """A :class:`~model.inference.Segmenter` loading and running in a child process.
+
+    ``SegmenterProcess(model, revision)`` returns at once; the first call that needs the model
+    (:meth:`wait`, :meth:`predict`, :meth:`describe`) waits for the load and raises its
+    :class:`~model.checkpoint.CheckpointError`, if any. Calls are served one at a time. If the
+    child dies, calls raise :class:`ModelProcessError` and :attr:`broken` becomes true.
+    """
+
+    def __init__(self, model: str | None = None, revision: str | None = None):
+        self.choice = (model, revision)
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(start_method()))
+        self._loaded: Future = self._pool.submit(_load, model, revision, os.getpid())
+        self.broken = False
+
+    def _result(self, future: Future | None, fn=None, *args):
+        """``future``'s result, or that of ``fn(*args)`` run in the child; a dead child becomes one clear error."""
+        try:
+            return (future or self._pool.submit(fn, *args)).result()
+        except BrokenProcessPool:
+            self.broken = True
+            raise ModelProcessError("The model's process stopped unexpectedly (out of memory?); "
+                                    "it is reloading, try again in a minute.") from None
+
+    def wait(self) -> SegmenterProcess:
+        """Block until the model is loaded; raises what loading raised."""
+        facts = self._result(self._loaded)
+        self.pid, self.batch_size, self.slice_offsets = facts["pid"], facts["batch_size"], facts["slice_offsets"]
+        self._description = facts["description"]
+        return self
+
+    def predict(self, slices):
+        """:meth:`Segmenter.predict <model.inference.Segmenter.predict>`, run in the child."""
+        self.wait()
+        return self._result(None, _predict, slices)
+
+    def describe(self) -> str:
+        self.wait()
+        return f"{self._description}; in its own process"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

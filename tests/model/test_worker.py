@@ -1,0 +1,111 @@
+"""The model in its own process (``model.worker``): same masks, clear errors, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from bad_inputs import good_slice
+from locations import REPO
+from model.checkpoint import CheckpointError
+from model.inference import Segmenter
+from model.worker import SegmenterProcess, start_method
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def worker(softmax_ckpt):
+    proc = SegmenterProcess(str(softmax_ckpt)).wait()
+    yield proc
+    proc.close()
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_spawns_once_torch_is_loaded():
+    assert "torch" in sys.modules  # this test module imported model.inference
+    assert start_method() == "spawn"
+
+
+def test_masks_match_the_in_process_segmenter(worker, softmax_ckpt):
+    rng = np.random.default_rng(0)
+    slices = rng.integers(0, 4000, size=(3, 70, 90), dtype=np.uint16)
+    local = Segmenter.load(str(softmax_ckpt))
+    remote = worker.predict(slices)
+    assert remote.dtype == bool and remote.shape == (3, 3, 70, 90)
+    np.testing.assert_array_equal(remote, local.predict(slices))
+    assert worker.pid != os.getpid() and psutil.Process(worker.pid).ppid() == os.getpid()
+    assert (worker.batch_size, worker.slice_offsets) == (local.batch_size, local.slice_offsets)
+    assert worker.describe() == f"{local.describe()}; in its own process"
+
+
+def test_a_checkpoint_that_cannot_load_raises_its_one_line_error(softmax_ckpt, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in softmax_ckpt.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"these are not safetensors")
+    proc = SegmenterProcess(str(broken))
+    try:
+        with pytest.raises(CheckpointError, match=r"^Could not load the model in ") as info:
+            proc.wait()
+        assert "\n" not in str(info.value)
+        with pytest.raises(CheckpointError):  # and again on every call, not a hang
+            proc.predict(np.zeros((1, 32, 32), np.uint16))
+    finally:
+        proc.close()
+
+
+def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(app_module, softmax_ckpt, tmp_path,
+                                                                            monkeypatch):
+    import gradio as gr
+
+    app_module.configure(str(softmax_ckpt))
+    proc = SegmenterProcess(str(softmax_ckpt))
+    monkeypatch.setattr(app_module, "_EARLY_MODEL", proc)
+    image = str(good_slice(tmp_path))
+    try:
+        assert app_module.get_segmenter() is proc
+        first = app_module.segment(image)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert _gone(proc.pid)
+        with pytest.raises(gr.Error) as info:
+            app_module.segment(image)
+        assert info.value.message == ("The model's process stopped unexpectedly (out of memory?); "
+                                      "it is reloading, try again in a minute.")
+        assert proc.broken
+        again = app_module.segment(image)  # now from a model loaded in this process
+        assert isinstance(app_module.get_segmenter(), Segmenter)
+        np.testing.assert_array_equal(again[4]["masks"], first[4]["masks"])
+    finally:
+        proc.close()
+        app_module.configure(None)
+
+
+def test_the_model_process_exits_when_the_app_is_killed(softmax_ckpt):
+    script = ("import os, signal; from model.worker import SegmenterProcess; "
+              f"p = SegmenterProcess({str(softmax_ckpt)!r}).wait(); print(p.pid, flush=True); "
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    child = int(result.stdout.split()[-1])
+    assert _gone(child), f"model process {child} outlived the app"
