@@ -390,7 +390,9 @@ def serve_rows(checkpoint_dir, size, slice_file, repeats, reference_passive, fac
     }
     if reference_passive:
         specs["reference, passive OpenMP"] = (specs["reference"][0], {"OMP_WAIT_POLICY": "PASSIVE"})
-    endpoint = {"ours": "/segment"}
+    # Our app with a tiny model: what /segment costs when the model costs nothing (its serving floor).
+    specs["ours, tiny model"] = (["app.py", "--model", str(benchmark_checkpoint("tiny"))], {})
+    endpoint = {"ours": "/segment", "ours, tiny model": "/segment"}
     try:
         cold = {}
         for name, (argv, env) in specs.items():
@@ -416,9 +418,13 @@ def serve_rows(checkpoint_dir, size, slice_file, repeats, reference_passive, fac
             key = "reference, passive OpenMP"
             rows.append(Row("served", "reference with OMP_WAIT_POLICY=PASSIVE", m[key], "s", times[key],
                             note=f"ours is {m['ours'] / m[key]:.2f}× this"))
+        floor = m["ours, tiny model"]
+        facts.update(served_floor=floor)
         rows += [
             Row("served", "serving overhead: handler returns a canned 266² AnnotatedImage", m["serving overhead"], "s",
                 times["serving overhead"]),
+            Row("served", "ours with a tiny model: /segment's serving floor", floor, "s", times["ours, tiny model"],
+                note=f"{floor / m['reference']:.2f}× the reference's latency; the target is 0.40×"),
         ]
         # Shares of each served call. Serving is the canned call, measured in the same alternation;
         # the rest is split between model and pre/post in the proportion measured in process
@@ -434,14 +440,16 @@ def serve_rows(checkpoint_dir, size, slice_file, repeats, reference_passive, fac
                 Row("where the time goes", f"{name}: serving (the canned call)", m["serving overhead"], "s",
                     note=f"{m['serving overhead'] / m[key]:.0%}"),
             ]
-        rows += [Row("cold start", f"{name}: process start → first answer", t, "s") for name, t in cold.items()]
+        rows += [Row("cold start", f"{name}: process start → first answer", t, "s") for name, t in cold.items()
+                 if name != "ours, tiny model"]
         # The reference imports both in one process; ours imports the model's side in its model process.
         ui, model = (import_seconds("import gradio, gradio_client"),
                      import_seconds("from transformers import SegformerForSemanticSegmentation"))
         rows += [Row("cold start", "imports: python -c 'import gradio, gradio_client'", ui, "s", note="the app's process"),
                  Row("cold start", "imports: python -c 'from transformers import SegformerForSemanticSegmentation'",
                      model, "s", note=f"the model's process; in one process, as the reference does: ~{ui + model:.1f} s")]
-        rows += [Row("memory", f"{name} server", peak_rss_mib(s.proc.pid), "MiB peak RSS") for name, s in servers.items()]
+        rows += [Row("memory", f"{name} server", peak_rss_mib(s.proc.pid), "MiB peak RSS") for name, s in servers.items()
+                 if name != "ours, tiny model"]
     finally:
         for server in servers.values():
             server.stop()
@@ -469,7 +477,8 @@ def targets(facts: dict) -> str:
     out = []
     if "served_ratio" in facts:
         r = facts["served_ratio"]
-        out.append(f"- /segment latency ≤ 0.40 × served reference: {r:.2f}× → {verdict(r <= 0.40)}")
+        out.append(f"- /segment latency ≤ 0.40 × served reference: {r:.2f}× → {verdict(r <= 0.40)} "
+                   f"(with a tiny model instead of B4: {facts['served_floor'] / facts['served_ref']:.2f}×)")
     speedup = facts["scan_rate"] / facts["ref_rate"]
     out.append(f"- scan slices/s ≥ 3 × reference: {speedup:.2f}× → {verdict(speedup >= 3)}")
     eff = facts["nominal_gflop"] * facts["scan_rate"] / facts["bf16_peak"]
