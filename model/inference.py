@@ -149,7 +149,8 @@ class FoldedDecodeHead(nn.Module):
         # One image at a time, accumulating in place: the fused map is D channels at the first
         # stage's resolution (16 MB per 288² image for B4). A batch of 8 (127 MB per temporary)
         # spilled the caches and page-faulted fresh buffers at every op; per image the head ran
-        # ~3x faster on the CPU. Batches are small enough that the loop costs nothing on a GPU.
+        # ~3x faster on the CPU. On a GPU the loop only adds a few kernel launches per image (not
+        # measured: no GPU here; benchmarks/gpu.py times batches up to 64).
         return torch.cat([self._fuse([stage[i:i + 1] for stage in encoder_hidden_states])
                           for i in range(encoder_hidden_states[0].shape[0])])
 
