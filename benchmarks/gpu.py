@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batches:
             x = torch.randn(batch, 3, 288, 288, device=device)
             seconds = timed(lambda: seg.forward(x), device, warmup, max(3, iters // max(1, batch // 8)))
-            rows.append({"measurement": f"{arch} inference {str(seg.runtime.autocast or seg.runtime.dtype).removeprefix('torch.')}, "
+            rows.append({"measurement": f"{arch} inference {str(seg.runtime.autocast or 'torch.float32').removeprefix('torch.')}, "
                                         f"batch {batch}, 288²", "value": batch / seconds, "unit": "slices/s"})
         scan = np.random.default_rng(0).integers(0, 255, (16 if args.quick else 144, 266, 266), dtype=np.uint8)
         for batch in batches[1:]:

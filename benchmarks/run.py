@@ -269,7 +269,7 @@ def run(arch: str = "b4", repeats: int = 5, served_repeats: int = 5, scan_slices
     app.configure(str(checkpoint_dir))
     ours = app.get_segmenter()
     exact = inference.Segmenter(reference.load_model(checkpoint_dir), ours.contract,
-                                runtime=inference.choose_runtime("cpu", exact=True))
+                                runtime=inference.choose_runtime("cpu", precision="exact"))
     nominal_gflop = forward_gflop(ref_model, size)
     executed_gflop = forward_gflop(ours.model, size)
     log(f"runtime: {ours.runtime.describe()}; GFLOP/forward {nominal_gflop:.1f} nominal, {executed_gflop:.1f} executed")
@@ -321,7 +321,7 @@ def run(arch: str = "b4", repeats: int = 5, served_repeats: int = 5, scan_slices
     ]
     if native_bf16:
         bf16 = inference.Segmenter(reference.load_model(checkpoint_dir), ours.contract,
-                                   runtime=inference.choose_runtime("cpu", flags=frozenset({"amx_bf16"})))
+                                   runtime=inference.choose_runtime("cpu", precision="bf16"))
         with torch.inference_mode():
             t = round_robin({"bf16": lambda: bf16.forward(x1)}, repeats)["bf16"]
         rows.append(Row("model only", "bf16 autocast, batch 1", median(t), "s/slice", t))

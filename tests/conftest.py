@@ -14,8 +14,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-# As model.inference does for the app; here it must precede the test modules' own `import torch`.
+# As the app's entry points do; here it must precede the test modules' own `import torch`.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Each test forces the path it tests; a precision chosen in the shell must not change the others.
+for _name in ("UWMGI_PRECISION", "UWMGI_FP32"):
+    os.environ.pop(_name, None)
 
 from locations import REPO, SHARED_DATA, free_port  # noqa: E402
 

@@ -38,7 +38,7 @@ def test_label_mapping_follows_training_notebook():
 
 
 def test_loaded_weights_equal_saved(softmax_ckpt):
-    seg = Segmenter.load(softmax_ckpt, runtime=choose_runtime("cpu", exact=True))  # the fast path folds the head
+    seg = Segmenter.load(softmax_ckpt, runtime=choose_runtime("cpu", precision="exact"))  # the fast path folds the head
     reference = tiny_model(multi_label=False, seed=0).state_dict()
     for name, value in seg.model.state_dict().items():
         torch.testing.assert_close(value, reference[name])

@@ -5,20 +5,22 @@ from PIL import Image
 
 from model import labels
 from model.image import read_slice
-from model.inference import Segmenter
+from model.inference import Segmenter, choose_runtime
 from model.overlay import MASK_BITS, annotations, decode_mask_png, encode_mask_png, organ_areas
 
 NATIVE_VOLUMES = ["volume_234x234", "volume_266x266", "volume_276x276", "volume_360x310"]
 
 
+# The default path is forced, whatever the environment says; the recomputations below run the
+# same (folded, fp32) model, so masks must match exactly.
 @pytest.fixture(scope="module")
 def softmax(softmax_ckpt):
-    return Segmenter.load(softmax_ckpt)
+    return Segmenter.load(softmax_ckpt, runtime=choose_runtime("cpu", precision="fp32"))
 
 
 @pytest.fixture(scope="module")
 def multilabel(multilabel_ckpt):
-    return Segmenter.load(multilabel_ckpt)
+    return Segmenter.load(multilabel_ckpt, runtime=choose_runtime("cpu", precision="fp32"))
 
 
 def _first_slice(shared_data, volume):
