@@ -28,7 +28,9 @@ if __name__ == "__main__":
     # model.worker and model.checkpoint import only the standard library here.
     from model import worker
     from model.checkpoint import env_model
+    from model.threads import prefer_sleeping_threads
 
+    prefer_sleeping_threads()  # inherited by the model process forked next
     _ARGS = parse_args()
     _EARLY_MODEL = worker.SegmenterProcess(_ARGS.model or env_model()[0], _ARGS.revision or env_model()[1])
 

@@ -73,7 +73,8 @@ def real_slices(shared_data: Path) -> dict[str, np.ndarray]:
     from model.image import read_slice
 
     groups = {"pairs": real_pairs(shared_data)[0]}
-    for volume in sorted(p for p in (shared_data / "scans").iterdir() if p.is_dir()):
+    scans = shared_data / "scans"
+    for volume in sorted(p for p in scans.iterdir() if p.is_dir()) if scans.is_dir() else ():
         groups[volume.name] = np.stack([read_slice(p) for p in sorted(volume.glob("*.png"))])
     return groups
 

@@ -1,19 +1,21 @@
 """GPU benchmark, one prepared command (< 5 minutes on a datacentre GPU):
 
-    python -m benchmarks.gpu                      # on a CUDA machine
-    python -m benchmarks.gpu --device cpu --quick # smoke check anywhere (tiny architecture)
+    python -m benchmarks.gpu [--data ../shared/data]  # on a CUDA machine
+    python -m benchmarks.gpu --device cpu --quick      # smoke check anywhere (tiny architecture)
 
-Measures SegFormer-B4 inference slices/s at batch 1, 16 and 64 on the chosen GPU path (bf16
-weights, channels_last, folded decode head; see model/inference.py), a 144-slice scan through
-``Segmenter.predict``, and training-step throughput (images/s) for two recipes, with plain
-torch (the training package is not needed):
+Measures, on the device's default path (``model.inference.choose_runtime``):
 
-- ``blog``: 4-class softmax, 288², cross-entropy + Dice, as the blog trained;
-- ``project``: multi-label sigmoid, 3 channels 2.5D, 384², BCE + Dice.
+- fidelity of bf16 and fp16 against the exact fp32 model on the same device, on the real slices
+  of ``--data`` with the committed trained model (``benchmarks/fidelity.py``), so the default's
+  claim is checked on the GPU itself; skipped with a note where the data is absent;
+- SegFormer-B4 inference slices/s at batch 1, 16 and 64, and a 144-slice scan through
+  ``Segmenter.predict``;
+- the trainer's real training step (``train.module.SegFormerModule.model_step``: its own loss,
+  backward, AdamW) in images/s, for the blog's recipe (softmax, 288²) and the project's
+  (multi-label, 384²), in bf16 autocast on a GPU as ``--trainer.precision bf16-mixed`` runs it.
 
-Training runs in bf16 autocast on the GPU (fp32 on the CPU). Random weights: throughput
-does not depend on their values. Results, with the device name, go to
-``benchmarks/results/gpu-<device>.json`` and ``.md``.
+Random weights for the timings: throughput does not depend on their values. Results, with the
+device name, go to ``benchmarks/results/gpu-<device>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from benchmarks.run import ARCHITECTURES, RESULTS
+from benchmarks import fidelity
+from benchmarks.measure import ARCHITECTURES, RESULTS
 from model import checkpoint as ckpt
 from model import labels
-from model.inference import Segmenter, choose_runtime
+from model.inference import Runtime, Segmenter, choose_runtime
 
 
 def sync(device: torch.device) -> None:
@@ -66,67 +68,60 @@ def segformer(arch: str, multi_label: bool, num_channels: int = 3):
     return SegformerForSemanticSegmentation(config)
 
 
-# --------------------------------------------------------------------------- losses (soft Dice defined on empty classes)
-
-
-def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """``1 - mean Dice`` over channels of ``(N, C, H, W)`` probabilities and 0/1 targets.
-
-    Pooled over the batch per channel; ``eps`` makes a channel empty in both count as Dice 1.
-    """
-    dims = (0, 2, 3)
-    inter = (probs * target).sum(dims)
-    total = probs.sum(dims) + target.sum(dims)
-    return 1 - ((2 * inter + eps) / (total + eps)).mean()
-
-
-def blog_loss(logits: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-    """Softmax recipe: CE over 4 classes + Dice over the 3 organs. ``target_ids``: ``(N, H, W)`` int64."""
-    logits = F.interpolate(logits.float(), size=target_ids.shape[-2:], mode="bilinear", align_corners=False)
-    one_hot = F.one_hot(target_ids, logits.shape[1]).permute(0, 3, 1, 2).float()
-    return F.cross_entropy(logits, target_ids) + soft_dice_loss(logits.softmax(1)[:, 1:], one_hot[:, 1:])
-
-
-def project_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Multi-label recipe: BCE + Dice per organ. ``target``: ``(N, 3, H, W)`` 0/1 float."""
-    logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits.sigmoid(), target)
-
-
 def train_throughput(recipe: str, arch: str, device: torch.device, batch: int, size: int, warmup: int,
                      iters: int) -> float:
-    """Images/s of full training steps (forward, loss, backward, AdamW) on random data."""
+    """Images/s of the trainer's own step (``model_step``: forward, its loss; then backward, AdamW) on random data."""
+    from train.module import SegFormerModule
+
     multi_label = recipe == "project"
-    model = segformer(arch, multi_label).to(device).train()
+    with tempfile.TemporaryDirectory() as init:  # the module starts from a local SegFormer, as offline fits do
+        ckpt.save_contract(segformer(arch, multi_label).eval(), init, size=size)
+        module = SegFormerModule(init=init, multi_label=multi_label, size=size).to(device).train()
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=6e-5)
+        module = module.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=module.hparams.lr, weight_decay=module.hparams.weight_decay)
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=gen).to(device)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     if multi_label:
         target = (torch.rand(batch, 3, size, size, generator=gen) > 0.9).float().to(device)
-        loss_fn = project_loss
     else:
         target = torch.randint(0, 4, (batch, size, size), generator=gen).to(device)
-        loss_fn = blog_loss
+    step_batch = {"pixel_values": x, "labels": target}
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(pixel_values=x).logits
-        loss = loss_fn(logits, target)
+            loss, _ = module.model_step(step_batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     seconds = timed(step, device, warmup, iters)
-    del model, optimizer
+    del module, optimizer
     return batch / seconds
 
 
+def fidelity_rows(device: torch.device, data: Path) -> list[dict]:
+    """bf16 and fp16 against exact fp32 on ``device``, worst over the real groups; the default marked."""
+    if not (data / "pairs").is_dir():
+        return [{"measurement": "fidelity", "value": f"skipped: no real data at {data}", "unit": ""}]
+    default = choose_runtime(str(device)).precision
+    rows = []
+    for precision in ("fp32", "bf16", "fp16"):
+        results = fidelity.measure(Runtime(device, precision), data)
+        agreement = min(r[0] for r in results.values())
+        worst = min(r[1] for r in results.values())
+        held = agreement >= fidelity.MIN_AGREEMENT and worst >= fidelity.MIN_DICE
+        name = f"fidelity {precision}{' (default)' if precision == default else ''} vs exact fp32"
+        rows += [{"measurement": f"{name}: identical pixels, worst group", "value": 100 * agreement, "unit": "%"},
+                 {"measurement": f"{name}: worst slice-organ Dice", "value": worst,
+                  "unit": "held" if held else "MISSED the bar"}]
+    return rows
+
+
 def _cell(value) -> str:
-    return value if isinstance(value, str) else f"{value:.1f}"
+    return value if isinstance(value, str) else f"{value:.4g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny architecture, small batches: a smoke check")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--data", type=Path, default=fidelity.SHARED_DATA, help="real data for the fidelity check")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -145,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     warmup, iters = (1, 2) if args.quick else (5, 20)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({args.device})"
     started = time.perf_counter()
-    rows = []
+    rows = fidelity_rows(device, args.data) if not args.quick else []
 
-    # Inference on the chosen path of this device (bf16 + channels_last + folded head on a GPU).
+    # Inference on the chosen path of this device (fp16 autocast + channels_last + folded head on a GPU).
     with tempfile.TemporaryDirectory() as tmp:
         ckpt.save_contract(segformer(arch, multi_label=False).eval(), tmp, size=288)
         seg = Segmenter.load(tmp, runtime=choose_runtime(args.device))

@@ -45,3 +45,26 @@ def predict_file(model, path, size: int = 288) -> np.ndarray:
     """The whole pipeline from a file path, as the in-process reference."""
     with Image.open(path) as im:
         return predict_labels(model, im.convert("RGB"), size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.reference FOLDER --model DIR --out DIR``: the blog's pipeline over a
+    folder of slices, one label PNG per slice, as a whole process (the whole-process row)."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--size", type=int, default=288)
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(args.folder.glob("*.png")):
+        Image.fromarray(predict_file(model, path, args.size).astype(np.uint8)).save(args.out / path.name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for _name in ("UWMGI_PRECISION", "UWMGI_FP32"):
     os.environ.pop(_name, None)
 
-from locations import REPO, SHARED_DATA, free_port  # noqa: E402
+from benchmarks.served import Server  # noqa: E402
+from locations import REPO, SHARED_DATA  # noqa: E402
 
 
 def require_shared_data() -> Path:
@@ -107,40 +107,24 @@ def server(softmax_ckpt, tmp_path_factory) -> LiveServer:
     One per session: each start costs tens of seconds on 2 vCPUs. TMPDIR, GRADIO_TEMP_DIR and the
     working directory point into a fresh folder, so tests can see every file the server writes.
     """
-    import httpx
-
     root = tmp_path_factory.mktemp("server")
     tmp, cwd = root / "tmp", root / "cwd"
     gradio_tmp = tmp / "gradio"
     for folder in (tmp, cwd, gradio_tmp):
         folder.mkdir()
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(gradio_tmp)}
     env.pop("MODEL", None)
     if SHARED_DATA.is_dir():
         env["EXAMPLES_DIR"] = str(SHARED_DATA / "scans" / "volume_266x266")
     log = root / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", str(softmax_ckpt)], cwd=cwd,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"app did not answer on {url}: {log.read_text()[-2000:]}")
-    yield LiveServer(url, proc, log, tmp, gradio_tmp, cwd)
-    proc.terminate()
-    proc.wait(timeout=30)
+    app = Server([str(REPO / "app.py"), "--model", str(softmax_ckpt)], env, cwd=cwd, log=log, name="app.py")
+    try:
+        app.wait_ready(timeout=180)
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield LiveServer(app.url, app.proc, log, tmp, gradio_tmp, cwd)
+    app.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,34 +1,60 @@
 """The benchmark's machinery on the tiny architecture: it runs and its table has every row. No timings asserted."""
 
-import pytest
+import json
+import os
+import shutil
 
-from benchmarks import run as bench
+import pytest
+import torch
+
+from benchmarks import gpu, inprocess, report, whole
+from benchmarks.measure import Machine, benchmark_checkpoint, benchmark_scan
+
+AVX2 = Machine("test CPU", ("avx2", "fma"), 2, 2)
+NATIVE_BF16 = Machine("test CPU", ("avx2", "fma", "avx512f", "avx512_bf16"), 2, 2)
+
+
+def test_machine_kind_names_the_results_file():
+    assert (AVX2.kind, AVX2.native_bf16) == ("avx2", False)
+    assert (NATIVE_BF16.kind, NATIVE_BF16.native_bf16) == ("avx512-bf16", True)
+    assert Machine("x", ("amx_bf16", "avx512_bf16"), 2, 2).kind == "amx"
+    assert "avx512_bf16" in NATIVE_BF16.describe()
 
 
 @pytest.mark.slow
-def test_benchmark_table_has_expected_rows(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "CACHE", tmp_path / "cache")
-    rows, facts = bench.run("tiny", repeats=2, served_repeats=1, scan_slices=4, serve=False, log=lambda s: None)
+def test_benchmark_rows_and_targets(tmp_path, shared_data):
+    checkpoint = benchmark_checkpoint("tiny", cache=tmp_path)
+    scan = benchmark_scan(4)
+    assert scan.voxels.shape == (4, 266, 266) and "real" in scan.source
+    rows, measured = inprocess.measure(checkpoint, "tiny", scan, Machine.this(), repeats=2, quick=True, log=lambda s: None)
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    for path in sorted(scan.folder.glob("*.png"))[:3]:
+        shutil.copy(path, folder / path.name)
+    whole_rows, whole_run = whole.measure(checkpoint, folder, 1, measured, dict(os.environ), log=lambda s: None)
+    rows += whole_rows
     names = {(r.section, r.name.split(":")[0]) for r in rows}
-    for expected in [("efficiency", "matmul peak fp32 (1024², best of 5)"), ("in process", "reference"),
-                     ("in process", "ours"), ("in process", "ours pre/post"), ("model only", "exact fp32 eager, batch 1"),
-                     ("model only", "chosen path, batch 1"), ("scan", "ours"), ("memory", "benchmark process (both models, the scan)"),
-                     ("served", "reference served"), ("served", "cold start")]:
+    for expected in [("efficiency", "matmul peak fp32 (best of 1024²)"), ("in process", "reference"),
+                     ("in process", "ours"), ("model only", "exact fp32 eager, batch 1"),
+                     ("model only", "chosen path, batch 1"), ("model only", "bf16 autocast (opt-in), batch 1"),
+                     ("scan", "ours"), ("whole process", "reference"), ("whole process", "ours"),
+                     ("memory", "benchmark process (both models, the scan)")]:
         assert expected in names, expected
-    measured = [r for r in rows if r.value is not None]
-    assert all(r.value > 0 for r in measured if r.unit in ("s", "s/slice", "slices/s", "GFLOP/s"))
-    assert facts["nominal_gflop"] > facts["executed_gflop"] > 0  # the folded head does less work
-    table = bench.format_table(rows)
-    assert table.count("\n") == len(rows) + 1 and "skipped" in table
-    assert "scan slices/s" in bench.targets(facts)
+    assert all(r.value is not None and r.value > 0 for r in rows if r.unit in ("s/slice", "slices/s", "GFLOP/s"))
+    assert whole_run.slices == 3 and whole_run.ours_s > 0 and whole_run.ref_s > 0
+    assert measured.nominal_gflop > measured.executed_gflop > 0  # the folded head does less work
+    assert 0 < measured.batch1_efficiency
+    table = report.format_table(rows)
+    assert table.count("\n") == len(rows) + 1
+    # The targets follow the kind of CPU, whatever this one is.
+    assert "≥ 70%" in report.targets(AVX2, measured, whole_run, None)
+    assert "≤ 0.6×" in report.targets(AVX2, measured, whole_run, None)
+    assert "≥ 50%" in report.targets(NATIVE_BF16, measured, whole_run, None)
+    assert "≤ 0.25×" in report.targets(NATIVE_BF16, measured, whole_run, None)
 
 
 @pytest.mark.slow
 def test_gpu_script_smoke_on_cpu(tmp_path):
-    import json
-
-    from benchmarks import gpu
-
     assert gpu.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
     (result,) = tmp_path.glob("gpu-*.json")
     rows = {r["measurement"]: r["value"] for r in json.loads(result.read_text())["rows"]}
@@ -36,3 +62,14 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert any(k.startswith("training step, project recipe") for k in rows)
     assert sum(k.startswith("tiny inference") for k in rows) == 3
     assert all(v > 0 for v in rows.values() if not isinstance(v, str))
+
+
+@pytest.mark.slow
+def test_gpu_fidelity_rows_on_cpu(tmp_path, shared_data):
+    """The GPU script's fidelity check, run on the CPU over the real labelled pairs only."""
+    shutil.copytree(shared_data / "pairs", tmp_path / "pairs")
+    rows = {r["measurement"]: (r["value"], r["unit"]) for r in gpu.fidelity_rows(torch.device("cpu"), tmp_path)}
+    assert rows["fidelity fp32 (default) vs exact fp32: worst slice-organ Dice"] == (1.0, "held")
+    assert rows["fidelity fp16 vs exact fp32: worst slice-organ Dice"][0] >= 0.98
+    assert 99.9 < rows["fidelity bf16 vs exact fp32: identical pixels, worst group"][0] < 100
+    assert gpu.fidelity_rows(torch.device("cpu"), tmp_path / "absent")[0]["value"].startswith("skipped")

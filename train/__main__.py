@@ -12,6 +12,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    from model.threads import prefer_sleeping_threads
+
+    prefer_sleeping_threads()  # before the subcommand imports torch
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[0] if argv else ""
     if command == "export":

@@ -1,0 +1,159 @@
+"""In process: the blog's steps against our handler and model, one slice and a whole scan.
+
+Matmul peaks and the FLOPs of a forward pass are measured in the same run, so efficiency is a
+ratio of two numbers taken on the same machine under the same load.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from benchmarks import reference
+from benchmarks.measure import (ARCHITECTURES, BenchmarkScan, Machine, Row, forward_gflop, matmul_peak, medians,
+                                peak_rss_mib, round_robin)
+from model import inference
+from model.image import read_slice
+
+#: Slices per forward pass in the batched rows (the app's scan batch).
+BATCH = 8
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """What the served and whole-process rows and the targets need from the in-process run."""
+
+    runtime: str
+    nominal_gflop: float  # the exact model's FLOPs per forward
+    executed_gflop: float  # the chosen path's (folded head)
+    fp32_peak: float  # GFLOP/s
+    bf16_peak: float
+    model_b1_s: float  # chosen path, batch 1, model only
+    model_exact_s: float
+    prepost_s: float  # our handler without the forward pass
+    ref_prepost_s: float
+    scan_rate: float  # slices/s through Segmenter.predict
+    ref_rate: float
+
+    @property
+    def batch1_efficiency(self) -> float:
+        """Executed GFLOP/s of the chosen path at batch 1, as a fraction of the fp32 matmul peak."""
+        return self.executed_gflop / self.model_b1_s / self.fp32_peak
+
+
+def peaks(machine: Machine, quick: bool) -> tuple[float, float, list[Row]]:
+    """fp32 and bf16 matmul peaks: the best over 1024² and 2048² (bf16 at 512² where it is emulated)."""
+    sizes = (1024,) if quick else (1024, 2048)
+    fp32 = max(matmul_peak(torch.float32, n, 3 if n > 1024 else 5) for n in sizes)
+    bf16_sizes = sizes if machine.native_bf16 else (512,)
+    bf16 = max(matmul_peak(torch.bfloat16, n, 3) for n in bf16_sizes)
+    shown = "/".join(f"{n}²" for n in sizes)
+    return fp32, bf16, [
+        Row("efficiency", f"matmul peak fp32 (best of {shown})", fp32, "GFLOP/s"),
+        Row("efficiency", f"matmul peak bf16 (best of {'/'.join(f'{n}²' for n in bf16_sizes)})", bf16, "GFLOP/s",
+            note="" if machine.native_bf16 else "no AVX512-BF16/AMX: emulated"),
+    ]
+
+
+def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, repeats: int, quick: bool,
+            log=print) -> tuple[list[Row], InProcess]:
+    """The in-process rows, and the numbers later rows and the targets are computed from."""
+    import app  # the UI module, for its /segment handler in process
+
+    size = ARCHITECTURES[arch][1]
+    fp32_peak, bf16_peak, rows = peaks(machine, quick)
+    ref_model = reference.load_model(checkpoint_dir)
+    app.configure(str(checkpoint_dir))
+    ours = app.get_segmenter()
+    exact = inference.Segmenter(reference.load_model(checkpoint_dir), ours.contract,
+                                runtime=inference.choose_runtime("cpu", precision="exact"))
+    nominal_gflop, executed_gflop = forward_gflop(ref_model, size), forward_gflop(ours.model, size)
+    log(f"runtime: {ours.runtime.describe()}; GFLOP/forward {nominal_gflop:.1f} nominal, {executed_gflop:.1f} executed")
+
+    raw = read_slice(scan.slice_file)
+    x1, x8 = ours.preprocess(raw[None]), ours.preprocess(scan.voxels[:BATCH])
+    with torch.inference_mode():
+        fast_logits = ours.forward(x1)
+        ref_logits = ref_model(pixel_values=reference.preprocess(Image.open(scan.slice_file)))
+
+    def ours_without_model():  # the handler with the forward pass replaced by its precomputed result
+        ours.forward = lambda x: fast_logits
+        try:
+            app.segment(str(scan.slice_file))
+        finally:
+            del ours.forward
+
+    canned_model = lambda pixel_values: ref_logits  # noqa: E731 - has .logits, like the model's output
+    variants = {
+        "ref": lambda: reference.predict_file(ref_model, scan.slice_file, size),
+        "ours": lambda: app.segment(str(scan.slice_file)),
+        "ours pre/post": ours_without_model,
+        "ref pre/post": lambda: reference.predict_file(canned_model, scan.slice_file, size),
+        "model exact b1": lambda: exact.forward(x1),
+        "model fast b1": lambda: ours.forward(x1),
+        "model fast b8": lambda: ours.forward(x8),
+    }
+    if machine.native_bf16 or arch == "tiny":  # emulated bf16 B4 would take minutes a call
+        bf16 = inference.Segmenter(reference.load_model(checkpoint_dir), ours.contract,
+                                   runtime=inference.choose_runtime("cpu", precision="bf16"))
+        variants["model bf16 b1"] = lambda: bf16.forward(x1)
+    with torch.inference_mode():
+        times = round_robin(variants, repeats)
+    times["model fast b8"] = [t / BATCH for t in times["model fast b8"]]
+    m = medians(times)
+    eff = executed_gflop / m["model fast b1"] / fp32_peak
+    rows += [
+        Row("in process", "reference: blog steps, fp32 eager (1 slice)", m["ref"], "s", times["ref"]),
+        Row("in process", "ours: /segment handler, app.segment (1 slice)", m["ours"], "s", times["ours"],
+            note=f"{m['ref'] / m['ours']:.2f}× faster than the reference"),
+        Row("in process", "reference pre/post: its steps, forward pass precomputed", m["ref pre/post"], "s",
+            times["ref pre/post"]),
+        Row("in process", "ours pre/post: the handler, forward pass precomputed", m["ours pre/post"], "s",
+            times["ours pre/post"], note="decode, intensity, resize, upsample, decide, table, mask PNG, overlay"),
+        Row("model only", "exact fp32 eager, batch 1", m["model exact b1"], "s/slice", times["model exact b1"],
+            note=f"{nominal_gflop / m['model exact b1']:.1f} GFLOP/s"),
+        Row("model only", "chosen path, batch 1", m["model fast b1"], "s/slice", times["model fast b1"],
+            note=f"{m['model exact b1'] / m['model fast b1']:.2f}× exact; {executed_gflop / m['model fast b1']:.1f} "
+                 f"GFLOP/s executed = {eff:.0%} of the fp32 peak"),
+        Row("model only", f"chosen path, batch {BATCH}", m["model fast b8"], "s/slice", times["model fast b8"],
+            note=f"{m['model exact b1'] / m['model fast b8']:.2f}× exact b1; "
+                 f"{executed_gflop / m['model fast b8'] / fp32_peak:.0%} of the fp32 peak"),
+    ]
+    if "model bf16 b1" in m:
+        rows.append(Row("model only", "bf16 autocast (opt-in), batch 1", m["model bf16 b1"], "s/slice",
+                        times["model bf16 b1"], note=f"{executed_gflop / m['model bf16 b1'] / bf16_peak:.0%} of the "
+                                                     "bf16 peak; fails the fidelity bar (benchmarks/README.md)"))
+    else:
+        rows.append(Row("model only", "bf16 autocast (opt-in), batch 1", None, "s/slice",
+                        note=f"not run: bf16 emulated here, matmul {fp32_peak / bf16_peak:.0f}× slower than fp32"))
+
+    # One scan through the core, batched. After each batch, one slice through the reference, so
+    # that the two rates see the same load from other processes (a shared 2-vCPU machine drifts).
+    ours_s = ref_s = 0.0
+    ref_slices = 0
+    for start in range(0, len(scan.voxels), ours.batch_size):
+        t0 = time.perf_counter()
+        ours.predict(scan.voxels[start:start + ours.batch_size])
+        t1 = time.perf_counter()
+        reference.predict_labels(ref_model, Image.fromarray(scan.voxels[start]).convert("RGB"), size)
+        ours_s, ref_s, ref_slices = ours_s + t1 - t0, ref_s + time.perf_counter() - t1, ref_slices + 1
+    n = len(scan.voxels)
+    scan_rate, ref_rate = n / ours_s, ref_slices / ref_s
+    rows += [
+        Row("scan", f"ours: {n} slices of 266², Segmenter.predict, batch {ours.batch_size}", scan_rate,
+            "slices/s", note=f"{ours_s:.1f} s total; {scan_rate / ref_rate:.2f}× the reference's slices/s"),
+        Row("scan", f"reference: one slice after each of our batches ({ref_slices} slices)", ref_rate, "slices/s"),
+        Row("efficiency", "scan, executed (folded head's FLOPs × slices/s)", executed_gflop * scan_rate, "GFLOP/s",
+            note=f"{executed_gflop * scan_rate / fp32_peak:.0%} of the fp32 peak"),
+        Row("efficiency", "reference, in process", nominal_gflop * ref_rate, "GFLOP/s",
+            note=f"{nominal_gflop * ref_rate / fp32_peak:.0%} of the fp32 peak"),
+        Row("memory", "benchmark process (both models, the scan)", peak_rss_mib(), "MiB peak RSS"),
+    ]
+    app.configure(None)
+    return rows, InProcess(runtime=ours.runtime.describe(), nominal_gflop=nominal_gflop, executed_gflop=executed_gflop,
+                           fp32_peak=fp32_peak, bf16_peak=bf16_peak, model_b1_s=m["model fast b1"],
+                           model_exact_s=m["model exact b1"], prepost_s=m["ours pre/post"],
+                           ref_prepost_s=m["ref pre/post"], scan_rate=scan_rate, ref_rate=ref_rate)

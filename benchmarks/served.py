@@ -1,0 +1,92 @@
+"""Apps served in subprocesses on 127.0.0.1 and called through ``gradio_client``.
+
+:class:`Server` is the one way this project starts an app to talk to over HTTP: the benchmarks'
+served rows and the tests' live server both use it.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``python ARGV...`` with Gradio told to listen on a free port of 127.0.0.1.
+
+    ``env`` is the whole environment of the child (the caller decides what it inherits); output
+    goes to ``log`` (a path) or to a temporary file. :attr:`started` is the ``perf_counter`` at
+    launch, for cold-start timing.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path = REPO, log: Path | None = None,
+                 name: str = "app"):
+        self.name, self.port = name, free_port()
+        env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port)}
+        self._log: IO[bytes] = open(log, "wb") if log else tempfile.TemporaryFile()
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self._client = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def output(self, tail: int = 2000) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-tail:]
+
+    def wait_ready(self, timeout: float = 300) -> Server:
+        """Block until the page answers 200; raises ``RuntimeError`` with the log's tail if it exits or times out."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.output()}")
+            try:
+                if httpx.get(self.url, timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer on {self.url} within {timeout:.0f} s: {self.output()}")
+
+    @property
+    def client(self):
+        """A ``gradio_client.Client`` of this server, made on first use."""
+        if self._client is None:
+            from gradio_client import Client
+
+            self._client = Client(self.url, verbose=False)
+        return self._client
+
+    def call(self, api_name: str, image: Path):
+        from gradio_client import handle_file
+
+        return self.client.predict(handle_file(str(image)), api_name=api_name)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
