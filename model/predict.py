@@ -20,6 +20,7 @@ import numpy as np
 
 from . import labels
 from .checkpoint import CheckpointError, env_model
+from .threads import prefer_sleeping_threads
 from .scan import ScanError, Scan, load_scan, segment_scan_steps
 from .volume import measure, summary_line, write_outputs
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-thickness", type=float, default=None,
                         help="slice thickness in mm for Kaggle slice files (default 3)")
     args = parser.parse_args(argv)
+    prefer_sleeping_threads()  # before .inference loads torch
 
     from tqdm import tqdm
 
