@@ -20,7 +20,7 @@ import numpy as np
 
 from . import labels
 from .checkpoint import CheckpointError, env_model
-from .scan import ScanError, Scan, load_scan, segment_scan_steps
+from .scan import ScanError, Scan, load_scan
 from .volume import measure, summary_line, write_outputs
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
         with tqdm(total=len(scan), desc=scan.name, unit="slice", leave=False, file=sys.stderr) as bar:
-            for done in segment_scan_steps(segmenter, scan, organ_masks):
+            for done in segmenter.segment_volume_steps(scan.voxels, organ_masks):
                 bar.update(done - bar.n)
         outputs = write_outputs(organ_masks, scan, args.out)
         print(f"{summary_line(scan, measure(organ_masks, scan))} -> {outputs.nifti.parent}")
