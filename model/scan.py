@@ -142,7 +142,10 @@ def load_scan(paths: str | Path | Iterable[str | Path], slice_thickness_mm: floa
             raise ScanError("Upload either one .zip or loose files, not both (or several zips).")
         with tempfile.TemporaryDirectory(prefix="uwmgi-scan-") as tmp:
             files = extract_zip(zips[0], Path(tmp), MAX_FILES)
-            return _load_files(files, scan_stem(zips[0]), slice_thickness_mm, Path(tmp), zips[0].name)
+            scan = _load_files(files, scan_stem(zips[0]), slice_thickness_mm, Path(tmp), zips[0].name)
+            if not scan.case_day:  # a NIfTI inside is named after the zip too, as the user knows it
+                scan.name = scan_stem(zips[0])
+            return scan
     files = [p for p in paths if not JUNK.search(p.as_posix())]
     # Uploads each sit in their own temporary folder, so only a shared folder is a meaningful name.
     parents = {p.parent for p in paths}
@@ -194,7 +197,7 @@ def _kind(path: Path) -> str | None:
     Content wins so that a renamed download (a zip saved as ``.nii``, a ``.nii.gz`` saved as
     ``.gz`` or ``.zip``) is still read; slice images are left to their decoder.
     """
-    sniffed = _sniff(path)
+    sniffed = sniff_kind(path)
     if sniffed:
         return sniffed
     return kind_by_name(path)
@@ -214,7 +217,7 @@ def kind_by_name(path: Path) -> str | None:
     return None
 
 
-def _sniff(path: Path) -> str | None:
+def sniff_kind(path: Path) -> str | None:
     """What the first bytes say: ``"zip"``, ``"nifti"`` (plain or gzipped), ``"dicom"``, or ``None``."""
     head = file_head(path)
     if head[:4] in _ZIP_MAGIC:
@@ -246,6 +249,11 @@ def _folder_files(folder: Path) -> list[Path]:
     if len(files) > MAX_FILES:
         raise ScanError(f"{folder.name} holds {len(files)} files, over the {MAX_FILES}-file limit.")
     return files
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``slice_2`` before ``slice_10`` and ``case9`` before ``case10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(name))]
 
 
 def scan_stem(path: Path) -> str:

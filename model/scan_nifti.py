@@ -70,7 +70,7 @@ def _open_nifti(path: Path, stack: contextlib.ExitStack):
     """The nibabel image of ``path``; its data is read lazily while ``stack`` is open.
 
     nibabel chooses its reader by file name, so a NIfTI under another name (found by
-    :func:`model.scan._sniff`) is read from a stream instead, gunzipped when it is gzip.
+    :func:`model.scan.sniff_kind`) is read from a stream instead, gunzipped when it is gzip.
     """
     import nibabel as nib
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .image import DEFAULT_PIXEL_SPACING_MM, ImageError, parse_kaggle_name, read_slice
-from .scan import MAX_SLICES, Scan, ScanError, case_day_in, stack_voxels
+from .scan import MAX_SLICES, Scan, ScanError, case_day_in, natural_key, stack_voxels
 
 #: The dataset's slice thickness, used for Kaggle slice files unless the user gives one.
 KAGGLE_SLICE_THICKNESS_MM = 3.0
@@ -47,7 +46,7 @@ def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | N
     elif any(parsed):
         raise ScanError("Some files have Kaggle slice names and some do not; upload one scan at a time.")
     else:
-        order = sorted(range(len(files)), key=lambda i: _natural_key(files[i].name))
+        order = sorted(range(len(files)), key=lambda i: natural_key(files[i].name))
         numbers = list(range(1, len(files) + 1))
         row_mm = col_mm = DEFAULT_PIXEL_SPACING_MM
         notes.append(f"Slices ordered by file name; {DEFAULT_PIXEL_SPACING_MM} mm pixels assumed "
@@ -84,7 +83,3 @@ def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | N
     case_day = case_days.pop() if case_days else case_day_in(name)
     return Scan(voxels, (thickness, row_mm, col_mm), affine, tuple(numbers), case_day or name, "slices",
                 case_day=case_day, kaggle_named=kaggle, notes=notes)
-
-
-def _natural_key(name: str) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]

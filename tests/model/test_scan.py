@@ -63,6 +63,21 @@ def test_zip_of_a_kaggle_case_folder_names_the_case(shared_data, tmp_path):
     np.testing.assert_array_equal(scan.voxels, stack(files))
 
 
+def test_scans_are_named_after_the_case_day_folder_they_sit_in(shared_data, tmp_path):
+    import shutil
+
+    folder = tmp_path / "train" / "case4" / "case4_day7" / "scans"
+    folder.mkdir(parents=True)
+    for f in kaggle_slices(shared_data, count=3):
+        shutil.copy(f, folder)
+    scan = load_scan(folder)  # the Kaggle layout's own scans/ folder, not "scans"
+    assert (scan.name, scan.case_day, scan.kaggle_named) == ("case4_day7", "case4_day7", True)
+    assert load_scan(sorted(folder.iterdir())).name == "case4_day7"  # loose files of that folder
+    write_nifti(stack(kaggle_slices(shared_data, count=3)), (3.0, 1.5, 1.5), folder.parent / "t2.nii.gz")
+    nifti = load_scan(folder.parent / "t2.nii.gz")
+    assert (nifti.name, nifti.case_day, nifti.kaggle_named) == ("case4_day7", "case4_day7", False)
+
+
 def _zip(tmp_path: Path, members: dict[str, bytes]) -> Path:
     path = tmp_path / "bad.zip"
     with zipfile.ZipFile(path, "w") as archive:
