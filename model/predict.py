@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     if not sources:
         print(f"error: no scans found in {', '.join(map(str, args.inputs))}.", file=sys.stderr)
         return 2
+    for folder in args.inputs:
+        if folder.is_dir() and not any(s.key.startswith(folder.absolute().as_posix() + "/") or
+                                       s.key == folder.absolute().as_posix() for s in sources):
+            print(f"note: no scans found in {folder}", file=sys.stderr)
 
     from .inference import Segmenter
 

@@ -141,7 +141,7 @@ def load_scan(paths: str | Path | Iterable[str | Path], slice_thickness_mm: floa
         if len(paths) > 1:
             raise ScanError("Upload either one .zip or loose files, not both (or several zips).")
         with tempfile.TemporaryDirectory(prefix="uwmgi-scan-") as tmp:
-            files = extract_zip(zips[0], Path(tmp), MAX_FILES)
+            files = extract_zip(zips[0], Path(tmp))
             scan = _load_files(files, scan_stem(zips[0]), slice_thickness_mm, Path(tmp), zips[0].name)
             if not scan.case_day:  # a NIfTI inside is named after the zip too, as the user knows it
                 scan.name = scan_stem(zips[0])
