@@ -34,6 +34,8 @@ class CohortPredictor(L.LightningModule):
         self.checkpoint, self.revision = checkpoint, revision
         self.sources, self.out_dir, self.slice_thickness_mm = sources, out_dir, slice_thickness_mm
         self.segmenter = None
+        # With fewer scans than processes some get none; they still join the barrier in main().
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def setup(self, stage: str) -> None:
         from model.inference import Segmenter
@@ -46,18 +48,23 @@ class CohortPredictor(L.LightningModule):
         shard = list(range(len(self.sources)))[rank::world]  # whole scans: one process stacks and writes each
         return torch.utils.data.DataLoader(shard, batch_size=1, collate_fn=lambda batch: batch)
 
-    def predict_step(self, batch: list[int], batch_idx: int) -> None:
+    def predict_step(self, batch: list[int], batch_idx: int) -> list[str]:
+        """Segment and write the batch's scans; returns their statuses (``done``, ``skipped``, ``failed``)."""
+        statuses = []
         for result in run(self.segmenter, [self.sources[i] for i in batch], self.out_dir, self.slice_thickness_mm):
             prefix = f"[rank {self.trainer.global_rank}] "
             if result.status == "done":
-                print(f"{prefix}{result.line} -> {self.out_dir}", flush=True)
+                _say(f"{prefix}{result.line} -> {self.out_dir}", sys.stdout)
             elif result.status == "failed":
-                print(f"{prefix}error: {result.source.label}: {result.error}", file=sys.stderr, flush=True)
+                _say(f"{prefix}error: {result.source.label}: {result.error}", sys.stderr)
+            statuses.append(result.status)
+        return statuses
 
-    def on_predict_end(self) -> None:
-        self.trainer.strategy.barrier("cohort written")  # every process's scans are on disk
-        if self.trainer.is_global_zero:
-            write_cohort_files(self.sources, self.out_dir)
+
+def _say(line: str, stream) -> None:
+    """One line in one write, so the lines of processes sharing a pipe do not run into each other."""
+    stream.write(line + "\n")
+    stream.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # Not in on_predict_end: a process given no scan skips the predict loop and its hooks.
+    trainer.strategy.barrier("cohort written")  # every process's scans are on disk
     if not trainer.is_global_zero:
         return 0
+    write_cohort_files(sources, args.out)
     failed = [s for s in sources if read_summary(args.out, s.name) is None]
     print(f"cohort: {len(sources)} scans on {trainer.world_size} processes, {len(failed)} failed; "
           f"wrote the cohort's files in {args.out}", file=sys.stderr)

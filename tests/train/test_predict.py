@@ -34,7 +34,7 @@ def test_ddp_predict_shards_by_scan_and_matches_the_single_process_submission(sy
 
     # Sharded by scan, round robin in the cohort's order: each process wrote three whole scans.
     names = sorted(synthetic_kaggle.truth, key=lambda cd: [int(n) for n in re.findall(r"\d+", cd)])
-    done = re.findall(r"^\[rank (\d)\] (case\d+_day\d+): 8 slices 48×40", two.stdout, re.M)
+    done = re.findall(r"\[rank (\d)\] (case\d+_day\d+): 8 slices 48×40", two.stdout)
     assert sorted(done) == sorted((str(i % 2), name) for i, name in enumerate(names)), two.stdout
 
     submission = (sharded / "submission.csv").read_bytes()
@@ -43,3 +43,11 @@ def test_ddp_predict_shards_by_scan_and_matches_the_single_process_submission(sy
     assert (sharded / "volumes.csv").read_bytes() == (single / "volumes.csv").read_bytes()
     for name in names:
         assert (sharded / f"{name}_labels.nii.gz").is_file() and (sharded / f"{name}_summary.json").is_file()
+
+    # Fewer scans than processes: the process given none still joins, and the run completes.
+    scans = synthetic_kaggle.root / "train" / "case7" / "case7_day0" / "scans"
+    alone = _run(["train", "predict", str(checkpoint), str(scans), "--out", str(tmp_path / "one"),
+                  "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"])
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    rows = (tmp_path / "one" / "submission.csv").read_bytes()
+    assert rows == (single / "case7_day0_submission.csv").read_bytes()
