@@ -55,7 +55,7 @@ from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, loa
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
 from model.overlay import annotations, organ_areas, save_mask_png
 from model.samples import find_samples
-from model.scan import Scan, ScanError, load_scan, segment_scan_steps
+from model.scan import Scan, ScanError, load_scan
 from model.volume import busiest_slice, measure, slice_areas_cm2, summary_line, write_outputs
 from model.worker import ModelProcessError, SegmenterProcess
 
@@ -279,7 +279,7 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     skip = (gr.skip(),) * 9
     organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
     try:
-        for done in segment_scan_steps(segmenter, scan, organ_masks):
+        for done in segmenter.segment_volume_steps(scan.voxels, organ_masks):
             progress((done, len(scan)), desc="Segmenting", unit="slices")
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *skip)
     except ModelProcessError as err:

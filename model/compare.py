@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from . import labels
-from .image import ImageError, read_slice
+from .image import IMAGE_SUFFIXES, ImageError, read_slice
 from .metric import Score, competition_score, score_case
 from .overlay import MASK_BITS, decode_mask_png
 from .rle import RleCsv
-from .scan import NIFTI_SUFFIXES, ScanError, Scan, extract_zip, read_nifti
-from .samples import IMAGE_SUFFIXES
+from .scan import NIFTI_SUFFIXES, ScanError, Scan
+from .scan_nifti import read_nifti
+from .scan_zip import extract_zip
 
 #: Names and colours of the comparison overlay (true positive, false positive, false negative).
 CONFUSION_COLOURS: dict[str, str] = {

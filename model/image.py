@@ -22,6 +22,8 @@ MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16
 #: Spacing assumed when neither the file name nor the user gives one (the dataset's usual value).
 DEFAULT_PIXEL_SPACING_MM = 1.5
+#: File suffixes read as slice images (a scan's slices, the app's examples, mask PNGs).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 _KAGGLE_NAME = re.compile(
     r"slice_(?P<slice>\d+)_(?P<width>\d+)_(?P<height>\d+)_(?P<pw>\d+(?:\.\d+)?)_(?P<ph>\d+(?:\.\d+)?)"

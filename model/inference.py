@@ -10,6 +10,7 @@ fp32 model on real slices (``tests/model/test_fastpath.py``; the numbers are in
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -312,3 +313,52 @@ class Segmenter:
         head = "multi-label sigmoid" if self.contract.multi_label else "softmax"
         source = f"{info.source} @ {info.revision or 'latest'} (weights sha256 {info.weights_sha256[:12]}…)" if info else "in-memory model"
         return f"{source}; {head} head, input {self.contract.input_size[0]}×{self.contract.input_size[1]}; running on {self.runtime.describe()}"
+
+    # ----------------------------------------------------------------------- volumes
+
+    def segment_slices(self, voxels: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Organ masks ``(O, stop - start, H, W) bool`` of slices ``start:stop`` of a volume ``(D, H, W)``.
+
+        Each slice goes in as the checkpoint's 2.5D stack (:attr:`slice_offsets`, edges clamped
+        to the volume) or alone for single-slice checkpoints, through :meth:`predict`.
+        """
+        if any(self.slice_offsets):
+            inputs = np.stack([stack_slices(voxels, i, self.slice_offsets) for i in range(start, stop)])
+        else:
+            inputs = voxels[start:stop]
+        return self.predict(inputs).transpose(1, 0, 2, 3)
+
+    def segment_volume_steps(self, voxels: np.ndarray, organ_masks: np.ndarray,
+                             chunk_slices: int | None = None) -> Iterator[int]:
+        """Segment a volume ``(D, H, W)`` into ``organ_masks`` ``(O, D, H, W) bool`` chunk by chunk; yield slices done.
+
+        Memory beyond the model stays at one chunk of inputs and logits plus the masks (48 MB of
+        bool for 144 × 360 × 310). A caller that stops iterating (a cancelled request) stops the
+        work at the next chunk.
+        """
+        depth = voxels.shape[0]
+        if organ_masks.shape != (len(self.contract.organ_channels), *voxels.shape):
+            raise ValueError(f"organ_masks {organ_masks.shape} does not fit a volume of shape {voxels.shape}")
+        chunk_slices = chunk_slices or 2 * self.batch_size
+        for start in range(0, depth, chunk_slices):
+            stop = min(start + chunk_slices, depth)
+            organ_masks[:, start:stop] = self.segment_slices(voxels, start, stop)
+            yield stop
+
+    def segment_volume(self, voxels: np.ndarray, progress=None, chunk_slices: int | None = None) -> np.ndarray:
+        """Organ masks ``(O, D, H, W) bool`` of a volume ``(D, H, W)``; ``progress(slices_done)`` after each chunk."""
+        organ_masks = np.zeros((len(self.contract.organ_channels), *voxels.shape), dtype=bool)
+        for done in self.segment_volume_steps(voxels, organ_masks, chunk_slices):
+            if progress is not None:
+                progress(done)
+        return organ_masks
+
+
+def stack_slices(voxels: np.ndarray, index: int, offsets: Iterable[int]) -> np.ndarray:
+    """The 2.5D input stack ``(C, H, W)`` for slice ``index`` of ``voxels`` ``(D, H, W)``; edges clamp.
+
+    The one stacking function: serving (:meth:`Segmenter.segment_slices`) and training
+    (``train.data.SliceDataset``) both build their inputs with it.
+    """
+    depth = voxels.shape[0]
+    return voxels[[min(max(index + o, 0), depth - 1) for o in offsets]]

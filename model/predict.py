@@ -1,57 +1,61 @@
-"""Segment whole scans from the command line, writing the files the app's Scan tab offers.
+"""Segment scans, or a whole cohort, from the command line, writing the files the app's Scan tab offers.
 
-    python -m model.predict INPUT... --out DIR [--model ID_OR_DIR] [--revision REV]
+    python -m model.predict INPUT... --out DIR [--model ID_OR_DIR] [--revision REV] [--truth train.csv]
 
-Each INPUT is one scan: a folder of slices, a zip, a NIfTI file or a DICOM folder. Loose
-slice (or .dcm) files given together form one scan per folder they sit in. For each scan
-it writes ``DIR/<scan>_labels.nii.gz``, ``<scan>_masks.zip``, ``<scan>_organs.glb`` and, for
-Kaggle-named slices in a ``caseN_dayM`` folder or zip, ``<scan>_submission.csv``; then it
-prints one line with the organ volumes. Research use only, not for diagnosis.
+Each INPUT is a scan (a folder of slices, a zip, a NIfTI file, a DICOM folder; loose slice or
+.dcm files form one scan per folder they sit in) or a folder of scans, such as a Kaggle
+download (``train/caseN/caseN_dayM/scans``), searched for every scan under it. A scan is
+named after its ``caseN_dayM`` folder wherever its path has one. For each scan it writes
+``DIR/<scan>_labels.nii.gz``, ``_masks.zip``, ``_organs.glb``, ``_submission.csv`` (Kaggle-named
+slices) and ``_summary.json`` (written last: the scan is finished) and prints one line with the
+organ volumes; then ``DIR/submission.csv`` (all Kaggle-named scans) and ``DIR/volumes.csv``
+(one row per scan). Run it again after an interruption: finished scans are skipped. With
+``--truth`` it scores the cohort into ``DIR/scores.csv``. Exit status: 0, 1 when a scan failed
+(the others are still written), 2 when nothing could run. Research use only, not for diagnosis.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections import defaultdict
+import time
 from pathlib import Path
 
-import numpy as np
-
-from . import labels
 from .checkpoint import CheckpointError, env_model
+from .cohort import check_out_dir, run, score_cohort, write_cohort_files
+from .scan_sources import NameClashError, find_scans
 from .threads import prefer_sleeping_threads
-from .scan import ScanError, Scan, load_scan, segment_scan_steps
-from .volume import measure, summary_line, write_outputs
-
-
-def group_inputs(inputs: list[Path]) -> list[list[Path]]:
-    """One entry per scan: folders, zips and NIfTI files alone; loose slice files by parent folder."""
-    loose: dict[Path, list[Path]] = defaultdict(list)
-    groups = []
-    for path in inputs:
-        lower = path.name.lower()
-        if path.is_dir() or lower.endswith((".zip", ".nii", ".nii.gz")):
-            groups.append([path])
-        else:
-            loose[path.parent].append(path)
-    return groups + list(loose.values())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                        help="slice file(s), a folder of slices, a zip, a NIfTI file or a DICOM folder")
+                        help="a scan (slice files, a folder of slices, a zip, a NIfTI file, a DICOM folder) "
+                             "or a folder of scans (a Kaggle train/ folder, say)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the output files")
     parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
                                         "default: the blog's checkpoint")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
     parser.add_argument("--slice-thickness", type=float, default=None,
                         help="slice thickness in mm for Kaggle slice files (default 3)")
+    parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
     args = parser.parse_args(argv)
     prefer_sleeping_threads()  # before .inference loads torch
 
-    from tqdm import tqdm
+    try:
+        sources = find_scans(args.inputs)
+        check_out_dir(sources, args.out)
+    except NameClashError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not sources:
+        print(f"error: no scans found in {', '.join(map(str, args.inputs))}.", file=sys.stderr)
+        return 2
+    for folder in args.inputs:
+        if folder.is_dir() and not any(s.key.startswith(folder.absolute().as_posix() + "/") or
+                                       s.key == folder.absolute().as_posix() for s in sources):
+            print(f"note: no scans found in {folder}", file=sys.stderr)
 
     from .inference import Segmenter
 
@@ -62,23 +66,82 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    failures = 0
-    for group in group_inputs(args.inputs):
+    estimates = {s.name: s.estimated_slices() for s in sources}
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    seen_notes: set[str] = set()
+    with CohortProgress(len(sources), sum(estimates.values())) as progress:
+        for result in run(segmenter, sources, args.out, args.slice_thickness, progress=progress.slices):
+            counts[result.status] += 1
+            if result.status == "done":
+                progress.say(f"{result.line} -> {args.out}", sys.stdout)
+                for note in result.summary["notes"]:
+                    if note not in seen_notes:  # a cohort repeats its caveats (assumed thickness): say each once
+                        seen_notes.add(note)
+                        progress.say(f"  note: {note}")
+            elif result.status == "failed":
+                progress.say(f"error: {result.source.label}: {result.error}")
+            actual = result.summary["slices"] if result.status == "done" else 0
+            progress.scan_finished(actual - estimates[result.source.name])
+
+    submission, volumes = write_cohort_files(sources, args.out)
+    wrote = [p.name for p in (submission, volumes) if p is not None]
+    print(f"cohort: {len(sources)} scans, {counts['done']} segmented, {counts['skipped']} finished in an earlier run, "
+          f"{counts['failed']} failed; wrote {' and '.join(wrote)} in {args.out}", file=sys.stderr)
+    if args.truth:
         try:
-            scan: Scan = load_scan(group if len(group) > 1 else group[0], args.slice_thickness)
-        except ScanError as err:
-            print(f"error: {group[0]}: {err}", file=sys.stderr)
-            failures += 1
-            continue
-        organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
-        with tqdm(total=len(scan), desc=scan.name, unit="slice", leave=False, file=sys.stderr) as bar:
-            for done in segment_scan_steps(segmenter, scan, organ_masks):
-                bar.update(done - bar.n)
-        outputs = write_outputs(organ_masks, scan, args.out)
-        print(f"{summary_line(scan, measure(organ_masks, scan))} -> {outputs.nifti.parent}")
-        for note in scan.notes:
-            print(f"  note: {note}", file=sys.stderr)
-    return 1 if failures else 0
+            _, overall = score_cohort(sources, args.out, args.truth)
+        except (OSError, ValueError) as err:
+            print(f"error: {args.truth}: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(overall))
+    return 1 if counts["failed"] else 0
+
+
+class CohortProgress:
+    """The cohort's progress on stderr: scans done, slices/s and time left.
+
+    On a terminal, one tqdm bar over the cohort's slices (messages print above it); otherwise (a
+    log file, a pipe) one ``progress:`` line per finished scan, as carriage-return bars garble logs.
+    """
+
+    def __init__(self, scans: int, slices: int):
+        from tqdm import tqdm
+
+        self.scans, self.finished, self.done, self.total = scans, 0, 0, slices
+        self.start = time.monotonic()
+        self.bar = tqdm(total=slices, unit="slice", file=sys.stderr, dynamic_ncols=True,
+                        desc=f"scans 0/{scans}", disable=not sys.stderr.isatty())
+
+    def __enter__(self) -> CohortProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def slices(self, count: int) -> None:
+        self.done += count
+        self.bar.update(count)
+
+    def say(self, line: str, stream=None) -> None:
+        stream = stream or sys.stderr
+        if self.bar.disable:
+            print(line, file=stream, flush=True)
+        else:
+            self.bar.write(line, file=stream)
+
+    def scan_finished(self, correction: int) -> None:
+        """One more scan finished; ``correction`` turns its estimated slice count into the real one."""
+        self.finished += 1
+        self.total += correction
+        if not self.bar.disable:
+            self.bar.total = self.total
+            self.bar.set_description(f"scans {self.finished}/{self.scans}")
+            return
+        elapsed = time.monotonic() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = f", about {self.bar.format_interval((self.total - self.done) / rate)} left" if rate else ""
+        print(f"progress: {self.finished}/{self.scans} scans, {self.done} slices, {rate:.1f} slices/s{left}",
+              file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

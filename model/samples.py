@@ -10,9 +10,10 @@ import json
 import os
 from pathlib import Path
 
+from .image import IMAGE_SUFFIXES
+
 MANIFEST = Path(__file__).resolve().parents[1] / "examples" / "manifest.json"
 EXAMPLES_DIR_ENV = "EXAMPLES_DIR"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def read_manifest(path: Path = MANIFEST) -> dict:

@@ -9,8 +9,9 @@ imports Gradio, they overlap (~10 s).
 a process that has imported only the standard library, so no thread, lock or OpenMP pool is
 copied. Once torch is loaded (tests, notebooks) it spawns a fresh interpreter instead. It
 answers the part of :class:`~model.inference.Segmenter` the app uses: ``predict``,
-``describe``, ``batch_size`` and ``slice_offsets``. Slices and masks cross the
-process boundary as pickled arrays (~0.1 MB per slice, ~3.4 MB per 16-slice scan chunk).
+``segment_slices``, ``segment_volume_steps``, ``describe``, ``batch_size`` and ``slice_offsets``.
+Slices and masks cross the process boundary as pickled arrays (~0.1 MB per slice, ~3.4 MB per
+16-slice scan chunk).
 
 This module imports only the standard library, never torch: the app's process stays free of the
 model's imports. Research demo, not for diagnostic use.
@@ -53,6 +54,10 @@ def _load(model: str | None, revision: str | None, parent: int) -> dict:
 
 def _predict(slices):
     return _segmenter.predict(slices)
+
+
+def _segment_slices(window, start: int, stop: int):
+    return _segmenter.segment_slices(window, start, stop)
 
 
 # --------------------------------------------------------------------------- in the app
@@ -107,6 +112,27 @@ class SegmenterProcess:
         """:meth:`Segmenter.predict <model.inference.Segmenter.predict>`, run in the child."""
         self.wait()
         return self._result(None, _predict, slices)
+
+    def segment_slices(self, voxels, start: int, stop: int):
+        """:meth:`Segmenter.segment_slices <model.inference.Segmenter.segment_slices>`, run in the child.
+
+        Only the slices the 2.5D stacks reach cross over: the window is cut at the volume's own
+        edges or beyond the farthest offset, so clamping to the window clamps as to the volume.
+        """
+        self.wait()
+        low = max(start + min(*self.slice_offsets, 0), 0)
+        high = min(stop + max(*self.slice_offsets, 0), len(voxels))
+        return self._result(None, _segment_slices, voxels[low:high], start - low, stop - low)
+
+    def segment_volume_steps(self, voxels, organ_masks, chunk_slices: int | None = None):
+        """:meth:`Segmenter.segment_volume_steps <model.inference.Segmenter.segment_volume_steps>`,
+        each chunk run in the child (the same loop: this module cannot import torch to share it)."""
+        self.wait()
+        chunk_slices = chunk_slices or 2 * self.batch_size
+        for start in range(0, len(voxels), chunk_slices):
+            stop = min(start + chunk_slices, len(voxels))
+            organ_masks[:, start:stop] = self.segment_slices(voxels, start, stop)
+            yield stop
 
     def describe(self) -> str:
         self.wait()

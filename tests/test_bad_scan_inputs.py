@@ -183,8 +183,10 @@ def test_cli_refuses_each_bad_scan_in_one_line(cli_runs):
     assert refused.returncode == 1, refused.stderr[-2000:]
     assert refused.stdout == ""
     assert "Traceback" not in refused.stderr
-    # Lines holding a carriage return are progress bars (transformers' "Loading weights" while the model loads).
-    lines = [line for line in refused.stderr.split("\n") if line and "\r" not in line]
+    # Lines holding a carriage return are progress bars (transformers' "Loading weights" while the model loads);
+    # "progress:" lines follow each scan and one "cohort:" line sums up the run.
+    lines = [line for line in refused.stderr.split("\n")
+             if line and "\r" not in line and not line.startswith(("progress: ", "cohort: "))]
     assert len(lines) == len(REFUSED) and all(line.startswith("error: ") for line in lines), lines
     _assert_private(refused.stderr, "the CLI's stderr")
 

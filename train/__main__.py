@@ -1,7 +1,8 @@
-"""``python -m train``: LightningCLI subcommands plus ``export``, ``evaluate`` and ``score``.
+"""``python -m train``: LightningCLI subcommands plus ``export``, ``evaluate``, ``score`` and ``predict``.
 
     python -m train fit --config train/configs/uwmgi.yaml --data.data_dir DATA
     python -m train export CKPT DST [--push-to-hub REPO]
+    python -m train predict CHECKPOINT ROOT --out DIR [--trainer.devices N] [--trainer.num_nodes M]
     python -m train evaluate CHECKPOINT DATA_DIR [--fold K]
     python -m train score TRUTH_CSV PRED_CSV [--data-dir DATA]
 """
@@ -23,12 +24,16 @@ def main(argv: list[str] | None = None) -> None:
         from .evaluate import evaluate_main as run
     elif command == "score":
         from .evaluate import score_main as run
+    elif command == "predict":
+        from .predict import main as run
     else:
         from .cli import main as cli_main
 
         cli_main(argv)
         return
-    run(argv[1:])
+    code = run(argv[1:])
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""LightningCLI for ``fit``, ``validate``, ``test`` and ``predict``, configured by YAML in ``train/configs/``."""
+"""LightningCLI for ``fit``, ``validate`` and ``test``, configured by YAML in ``train/configs/``.
+
+``python -m train predict`` is the cohort predictor of :mod:`train.predict`, not LightningCLI's.
+"""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from model.image import normalize_intensity, parse_kaggle_name, read_slice
 from model.labels import ORGANS
 from model.rle import RleCsv, slice_id
-from model.scan import stack_slices
 
 #: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.
 #: Source: the hosts' note on the Kaggle discussion board of "UW-Madison GI Tract Image
@@ -225,7 +224,7 @@ class SliceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         case_day, d = self.items[i]
         image, bits = self.scan(case_day)
-        stack = normalize_intensity(stack_slices(image, d, self.slice_offsets or [0]))  # as served
+        stack = normalize_intensity(inference.stack_slices(image, d, self.slice_offsets or [0]))  # as served
         masks = organ_masks(np.asarray(bits[d]))  # (O, H, W) bool
         target = masks
         if self.augment is not None:

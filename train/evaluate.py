@@ -1,6 +1,8 @@
 """``evaluate`` a contract checkpoint on the Kaggle layout, and ``score`` a submission CSV.
 
 Both use the one metric implementation, :mod:`model.metric`, and print one JSON object.
+The functions raise :class:`EvaluationError` (or the readers' own errors); only the ``*_main``
+commands turn errors into a one-line message and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,19 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from model.checkpoint import CheckpointError
 from model.inference import Segmenter
 from model.metric import competition_score, score_case
 from model.rle import RleCsv, RleVolume, write_rle_csv
-from model.scan import stack_slices
 
 from . import data
 
 
-def predict_scan(segmenter: Segmenter, scan: np.ndarray) -> np.ndarray:
-    """Segment a whole scan ``(D, H, W)`` raw → ``(O, D, H, W) bool``, with 2.5D stacks when the checkpoint asks."""
-    if segmenter.contract.slice_offsets:
-        scan = np.stack([stack_slices(scan, d, segmenter.slice_offsets) for d in range(len(scan))])
-    return segmenter.predict(scan).transpose(1, 0, 2, 3)
+class EvaluationError(ValueError):
+    """Inputs that cannot be scored together. ``str(err)`` is one line a person can act on."""
 
 
 def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, folds: int = 5,
@@ -47,7 +46,7 @@ def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, fol
     case_scores, rows, predictions = [], [], []
     for case_day in case_days:
         files = scans[case_day]
-        pred = predict_scan(segmenter, data.read_scan(files))
+        pred = segmenter.segment_volume(data.read_scan(files))
         truth = data.organ_masks(data.read_scan_masks(truth_rows, files))
         case_scores.append(score_case(pred, truth))
         rows.append({"case_day": case_day, "slices": len(files.slice_numbers),
@@ -80,14 +79,14 @@ def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | No
     shapes = {}
     if not {"width", "height"} <= set(header):
         if data_dir is None:
-            raise SystemExit(f"{truth_csv} has no width,height columns: pass --data-dir with the scans.")
+            raise EvaluationError(f"{truth_csv} has no width,height columns: pass --data-dir with the scans.")
         shapes = {cd: files.shape for cd, files in data.index_scans(data_dir).items()}
     truth, pred = RleCsv(truth_csv), RleCsv(pred_csv)
     if extra := [cd for cd in pred.case_days if cd not in truth]:
-        raise SystemExit(f"{pred_csv} predicts scans that {truth_csv} does not have: {extra[:3]}")
+        raise EvaluationError(f"{pred_csv} predicts scans that {truth_csv} does not have: {extra[:3]}")
     for case_day in pred.case_days:
         if extra := sorted(set(pred.slice_numbers(case_day)) - set(truth.slice_numbers(case_day))):
-            raise SystemExit(f"{pred_csv}: {case_day} slices {extra[:3]} are not in {truth_csv}")
+            raise EvaluationError(f"{pred_csv}: {case_day} slices {extra[:3]} are not in {truth_csv}")
 
     def case_scores():
         for case_day in truth.case_days:
@@ -121,8 +120,11 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-faulty", action="store_true", help="keep the hosts' faulty scans")
     parser.add_argument("--submission", help="also write the predictions as a Kaggle CSV here")
     args = parser.parse_args(argv)
-    summary = evaluate(args.checkpoint, args.data_dir, args.fold, args.folds, args.out,
-                       drop_faulty=not args.keep_faulty, submission=args.submission)
+    try:
+        summary = evaluate(args.checkpoint, args.data_dir, args.fold, args.folds, args.out,
+                           drop_faulty=not args.keep_faulty, submission=args.submission)
+    except (CheckpointError, ValueError, OSError) as err:
+        _exit(err)
     json.dump(summary, sys.stdout, indent=1)
     print()
 
@@ -136,7 +138,16 @@ def score_main(argv: list[str] | None = None) -> None:
     parser.add_argument("pred_csv", help="id,class,predicted")
     parser.add_argument("--data-dir", help="Kaggle layout giving image sizes when TRUTH_CSV has no width,height")
     args = parser.parse_args(argv)
-    print(json.dumps(score(args.truth_csv, args.pred_csv, args.data_dir)))
+    try:
+        print(json.dumps(score(args.truth_csv, args.pred_csv, args.data_dir)))
+    except (ValueError, OSError) as err:
+        _exit(err)
+
+
+def _exit(err: Exception) -> None:
+    """A library error as the commands report it: one line on stderr, exit status 2."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

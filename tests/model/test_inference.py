@@ -79,7 +79,7 @@ def test_batches_equal_single_predictions(softmax):
 
 
 def test_stack_slices_clamps_edges(tmp_path):
-    from model.scan import stack_slices
+    from model.inference import stack_slices
     from tiny import make_tiny_checkpoint
 
     seg = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, slice_offsets=[-2, 0, 2]))
@@ -109,3 +109,66 @@ def test_areas_and_annotations():
     ann = annotations(masks, opacity=0.25, visible=["small_bowel", "large_bowel"])
     assert [name for _, name in ann] == ["Small bowel", "Large bowel"]
     assert ann[0][0].max() == pytest.approx(0.25)
+
+
+# --------------------------------------------------------------------------- volumes
+
+
+def test_plain_checkpoint_segments_each_slice_of_a_volume(shared_data, softmax):
+    from scan_fixtures import kaggle_slices, stack
+
+    voxels = stack(kaggle_slices(shared_data, count=7))
+    done = []
+    masks = softmax.segment_volume(voxels, progress=done.append, chunk_slices=3)
+    assert masks.shape == (len(labels.ORGANS), 7, 266, 266) and masks.dtype == bool
+    np.testing.assert_array_equal(masks, softmax.predict(voxels).transpose(1, 0, 2, 3))
+    assert done == [3, 6, 7]
+
+
+def test_25d_checkpoint_stacks_neighbours_with_clamped_edges(shared_data, tmp_path):
+    from scan_fixtures import kaggle_slices, stack
+    from tiny import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", multi_label=True, seed=2, slice_offsets=[-2, 0, 2])
+    segmenter = Segmenter.load(ckpt, device="cpu")
+    voxels = stack(kaggle_slices(shared_data, count=6))
+    masks = np.zeros((3, *voxels.shape), dtype=bool)
+    assert list(segmenter.segment_volume_steps(voxels, masks, chunk_slices=4)) == [4, 6]
+    expected = [[0, 0, 2], [0, 1, 3], [0, 2, 4], [1, 3, 5], [2, 4, 5], [3, 5, 5]]
+    stacks = np.stack([voxels[i] for i in expected])
+    np.testing.assert_array_equal(masks, segmenter.predict(stacks).transpose(1, 0, 2, 3))
+    # The stacks matter: the same model on replicated single slices gives other masks.
+    single = segmenter.predict(np.stack([voxels[[i, i, i]] for i in range(6)])).transpose(1, 0, 2, 3)
+    assert not np.array_equal(masks, single)
+    np.testing.assert_array_equal(segmenter.segment_slices(voxels, 2, 5), masks[:, 2:5])
+
+
+class _CountingSegmenter(Segmenter):
+    """A :class:`Segmenter` whose model is replaced, to watch how much input one call gets."""
+
+    def __init__(self, contract):
+        self.contract, self.batch_size, self.largest_input = contract, 8, 0
+
+    def predict(self, slices, progress=None):
+        self.largest_input = max(self.largest_input, slices.nbytes)
+        return np.zeros((len(slices), 3, *slices.shape[-2:]), dtype=bool)
+
+
+def test_largest_scan_memory_stays_bounded(tmp_path):
+    import tracemalloc
+
+    from model import checkpoint as ckpt
+    from tiny import make_tiny_checkpoint
+
+    contract = ckpt.read_contract(make_tiny_checkpoint(tmp_path / "c", multi_label=True, slice_offsets=[-2, 0, 2]))
+    voxels = np.zeros((144, 310, 360), dtype=np.uint16)  # the largest Kaggle scan, as 16-bit
+    fake = _CountingSegmenter(contract)
+    tracemalloc.start()
+    try:
+        fake.segment_volume(voxels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fake.largest_input == 16 * 3 * 310 * 360 * 2  # one chunk of 2.5D stacks, never the whole scan
+    # Masks (O, D, H, W) bool are 48 MB; everything else is per chunk.
+    assert peak < 100 * 2**20, peak

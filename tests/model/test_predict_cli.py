@@ -23,5 +23,8 @@ def test_cli_writes_the_ui_files_for_each_scan(shared_data, softmax_ckpt, tmp_pa
     assert lines[1].startswith("series: 4 slices 234×234")
     assert sorted(p.name for p in out.iterdir()) == [
         "case3_day9_labels.nii.gz", "case3_day9_masks.zip", "case3_day9_organs.glb", "case3_day9_submission.csv",
-        "series_labels.nii.gz", "series_masks.zip", "series_organs.glb"]
+        "case3_day9_summary.json", "series_labels.nii.gz", "series_masks.zip", "series_organs.glb",
+        "series_summary.json", "submission.csv", "volumes.csv"]
+    # The cohort's submission is the one Kaggle-named scan's.
+    assert (out / "submission.csv").read_bytes() == (out / "case3_day9_submission.csv").read_bytes()
     assert nib.load(out / "series_labels.nii.gz").shape == (234, 234, 4)

@@ -1,21 +1,18 @@
-"""Reading whole scans: Kaggle slice files and zips, NIfTI, DICOM; zip safety; scan inference."""
+"""Reading whole scans: Kaggle slice files and zips, NIfTI, DICOM; zip safety; naming by case and day."""
 
 from __future__ import annotations
 
 import random
-import tracemalloc
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model import labels
-from model.inference import Segmenter
-from model.scan import Scan, ScanError, extract_zip, load_scan, segment_scan, segment_scan_steps
+from model.scan import ScanError, load_scan
+from model.scan_zip import extract_zip
 from scan_fixtures import (PATIENT_ID, PATIENT_NAME, kaggle_slices, stack, write_dicom_series, write_nifti,
                            zip_files)
-from tiny import make_tiny_checkpoint
 
 # --------------------------------------------------------------------------- Kaggle slices
 
@@ -64,6 +61,21 @@ def test_zip_of_a_kaggle_case_folder_names_the_case(shared_data, tmp_path):
     scan = load_scan([archive])
     assert scan.case_day == "case7_day3" and scan.name == "case7_day3"
     np.testing.assert_array_equal(scan.voxels, stack(files))
+
+
+def test_scans_are_named_after_the_case_day_folder_they_sit_in(shared_data, tmp_path):
+    import shutil
+
+    folder = tmp_path / "train" / "case4" / "case4_day7" / "scans"
+    folder.mkdir(parents=True)
+    for f in kaggle_slices(shared_data, count=3):
+        shutil.copy(f, folder)
+    scan = load_scan(folder)  # the Kaggle layout's own scans/ folder, not "scans"
+    assert (scan.name, scan.case_day, scan.kaggle_named) == ("case4_day7", "case4_day7", True)
+    assert load_scan(sorted(folder.iterdir())).name == "case4_day7"  # loose files of that folder
+    write_nifti(stack(kaggle_slices(shared_data, count=3)), (3.0, 1.5, 1.5), folder.parent / "t2.nii.gz")
+    nifti = load_scan(folder.parent / "t2.nii.gz")
+    assert (nifti.name, nifti.case_day, nifti.kaggle_named) == ("case4_day7", "case4_day7", False)
 
 
 def _zip(tmp_path: Path, members: dict[str, bytes]) -> Path:
@@ -194,62 +206,3 @@ def test_mixed_dicom_series_are_refused(shared_data, tmp_path):
     with pytest.raises(ScanError, match="2 different DICOM series") as err:
         load_scan(a + b)
     assert PATIENT_NAME not in str(err.value)
-
-
-# --------------------------------------------------------------------------- inference over a scan
-
-
-def _scan(voxels: np.ndarray) -> Scan:
-    return Scan(voxels, (3.0, 1.5, 1.5), np.eye(4), tuple(range(1, len(voxels) + 1)), "test", "slices")
-
-
-def test_plain_checkpoint_segments_each_slice(shared_data, softmax_ckpt):
-    segmenter = Segmenter.load(softmax_ckpt, device="cpu")
-    scan = _scan(stack(kaggle_slices(shared_data, count=7)))
-    done = []
-    masks = segment_scan(segmenter, scan, progress=done.append)
-    assert masks.shape == (len(labels.ORGANS), 7, 266, 266) and masks.dtype == bool
-    np.testing.assert_array_equal(masks, segmenter.predict(scan.voxels).transpose(1, 0, 2, 3))
-    assert done[-1] == 7 and done == sorted(done)
-
-
-def test_25d_checkpoint_stacks_neighbours_with_clamped_edges(shared_data, tmp_path):
-    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", multi_label=True, seed=2, slice_offsets=[-2, 0, 2])
-    segmenter = Segmenter.load(ckpt, device="cpu")
-    voxels = stack(kaggle_slices(shared_data, count=6))
-    masks = np.zeros((3, *voxels.shape), dtype=bool)
-    list(segment_scan_steps(segmenter, _scan(voxels), masks, chunk_slices=4))
-    expected = [[0, 0, 2], [0, 1, 3], [0, 2, 4], [1, 3, 5], [2, 4, 5], [3, 5, 5]]
-    stacks = np.stack([voxels[i] for i in expected])
-    np.testing.assert_array_equal(masks, segmenter.predict(stacks).transpose(1, 0, 2, 3))
-    # The stacks matter: the same model on replicated single slices gives other masks.
-    single = segmenter.predict(np.stack([voxels[[i, i, i]] for i in range(6)])).transpose(1, 0, 2, 3)
-    assert not np.array_equal(masks, single)
-
-
-class _CountingSegmenter:
-    """Stands in for :class:`Segmenter` to watch how much input one call gets (no model)."""
-
-    slice_offsets = (-2, 0, 2)
-    batch_size = 8
-
-    def __init__(self):
-        self.largest_input = 0
-
-    def predict(self, slices, progress=None):
-        self.largest_input = max(self.largest_input, slices.nbytes)
-        return np.zeros((len(slices), 3, *slices.shape[-2:]), dtype=bool)
-
-
-def test_largest_scan_memory_stays_bounded():
-    voxels = np.zeros((144, 310, 360), dtype=np.uint16)  # the largest Kaggle scan, as 16-bit
-    fake = _CountingSegmenter()
-    tracemalloc.start()
-    try:
-        segment_scan(fake, _scan(voxels))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert fake.largest_input == 16 * 3 * 310 * 360 * 2  # one chunk of 2.5D stacks, never the whole scan
-    # Masks (O, D, H, W) bool are 48 MB; everything else is per chunk.
-    assert peak < 100 * 2**20, peak

@@ -10,7 +10,8 @@ import pytest
 from model import labels
 from model.overlay import decode_mask_png
 from model.rle import read_rle_csv
-from model.scan import Scan, load_scan, read_nifti
+from model.scan import Scan, load_scan
+from model.scan_nifti import read_nifti
 from model.volume import (busiest_slice, label_volume, measure, save_label_nifti, save_mask_png_zip,
                           save_organ_meshes, save_submission_csv, slice_areas_cm2, write_outputs)
 from scan_fixtures import kaggle_slices, stack, write_dicom_series, zip_files

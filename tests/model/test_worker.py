@@ -109,3 +109,25 @@ def test_the_model_process_exits_when_the_app_is_killed(softmax_ckpt):
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     child = int(result.stdout.split()[-1])
     assert _gone(child), f"model process {child} outlived the app"
+
+
+def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
+    """The window logic of :meth:`SegmenterProcess.segment_slices`, with the child replaced by a local model."""
+    from tiny import make_tiny_checkpoint
+
+    local = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, seed=3, slice_offsets=[-2, 0, 1]))
+    proc = SegmenterProcess.__new__(SegmenterProcess)
+    proc.batch_size, proc.slice_offsets = 2, local.slice_offsets
+    proc.wait = lambda: proc
+    sent = []
+
+    def in_child(future, fn, window, start, stop):
+        sent.append(len(window))
+        return local.segment_slices(window, start, stop)
+
+    proc._result = in_child
+    voxels = np.random.default_rng(4).integers(0, 3000, size=(9, 40, 48), dtype=np.uint16)
+    masks = np.zeros((3, *voxels.shape), dtype=bool)
+    assert list(proc.segment_volume_steps(voxels, masks, chunk_slices=4)) == [4, 8, 9]
+    np.testing.assert_array_equal(masks, local.segment_volume(voxels))
+    assert sent == [5, 7, 3]  # slices 0-4, 2-8 and 6-8: only what the stacks reach

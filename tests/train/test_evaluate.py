@@ -10,6 +10,7 @@ import pytest
 
 from tiny import make_tiny_checkpoint
 from train.__main__ import main
+from train.evaluate import EvaluationError, score
 
 
 def write_rows(path, column, rows, shape=None):
@@ -79,8 +80,12 @@ def test_a_scan_missing_from_the_prediction_counts_as_empty(tmp_path, capsys):
 
     # A prediction for a scan the truth does not have is refused, not ignored.
     write_rows(pred, "predicted", [(s0, "stomach", "1 1"), ("case3_day0_slice_0001", "stomach", "1 1")])
-    with pytest.raises(SystemExit, match="does not have: \\['case3_day0'\\]"):
+    with pytest.raises(EvaluationError, match="does not have: \\['case3_day0'\\]"):
+        score(truth, pred)
+    with pytest.raises(SystemExit) as exit_info:  # the command: one line, status 2
         main(["score", str(truth), str(pred)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {pred} predicts scans that {truth} does not have: ['case3_day0']\n"
 
 def test_score_takes_sizes_from_data_dir_and_perfect_prediction_scores_one(synthetic_kaggle, tmp_path, capsys):
     pred = tmp_path / "pred.csv"

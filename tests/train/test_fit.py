@@ -12,7 +12,7 @@ from kaggle_layout import REPO
 
 
 from model.inference import Segmenter
-from model.scan import stack_slices
+from model.inference import stack_slices
 from train import data
 from train.__main__ import main
 

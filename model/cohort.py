@@ -1,0 +1,203 @@
+"""Many scans in one run: segment each, resume after an interruption, and write the cohort's files.
+
+For each :class:`~model.scan_sources.ScanSource` :func:`run` writes the Scan tab's files
+(:func:`model.volume.write_outputs`) and then ``<name>_summary.json``: written last, it marks
+the scan finished, so a second run skips it. :func:`write_cohort_files` rebuilds, from those
+per-scan files alone, ``submission.csv`` (one Kaggle submission for every Kaggle-named scan)
+and ``volumes.csv`` (one row per scan). The command line and the Lightning predictor
+(``python -m train predict``) both call these, so their files are byte for byte the same.
+
+Memory: one scan at a time. Nothing of a finished scan is kept but its summary (a few hundred bytes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import labels
+from .metric import competition_score, score_case
+from .rle import RleCsv
+from .scan import ScanError
+from .scan_sources import NameClashError, ScanSource
+from .volume import measure, summary_line, write_outputs
+
+SUMMARY_SUFFIX = "_summary.json"
+SUBMISSION = "submission.csv"
+VOLUMES = "volumes.csv"
+SCORES = "scores.csv"
+SUBMISSION_HEADER = "id,class,predicted"
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What became of one source: ``status`` is ``"done"``, ``"skipped"`` (finished in an earlier run) or ``"failed"``."""
+
+    source: ScanSource
+    status: str
+    summary: dict | None = None
+    error: str | None = None
+    line: str | None = None  # the one-line summary of a scan segmented now
+
+
+def check_out_dir(sources: list[ScanSource], out_dir: str | Path) -> None:
+    """Refuse, before anything is written, a run whose outputs would replace another input's.
+
+    ``out_dir`` may hold this run's own finished scans (a resumed run); a finished scan of the
+    same name from another input raises :class:`NameClashError`.
+    """
+    for source in sources:
+        summary = read_summary(out_dir, source.name)
+        if summary is not None and summary["source"] != source.key:
+            raise NameClashError(f"{Path(out_dir) / (source.name + SUMMARY_SUFFIX)} is from another input "
+                                 f"({summary['label']}), not {source.label}; use another --out.")
+
+
+def read_summary(out_dir: str | Path, name: str) -> dict | None:
+    """The summary of a finished scan in ``out_dir``, or ``None``."""
+    path = Path(out_dir) / f"{name}{SUMMARY_SUFFIX}"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or cut short by an interruption: not finished
+        return None
+
+
+def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickness_mm: float | None = None,
+        progress: Callable[[int], None] | None = None) -> Iterator[ScanResult]:
+    """Segment each source in turn into ``out_dir``; yield one :class:`ScanResult` per source.
+
+    Scans finished in an earlier run (a summary with this input's path) are skipped. A scan that
+    cannot be read or segmented is yielded as failed, and the run goes on. ``progress(n)`` is
+    called with each chunk's new slice count. One scan is held in memory at a time.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        summary = read_summary(out_dir, source.name)
+        if summary is not None and summary["source"] == source.key:
+            yield ScanResult(source, "skipped", summary)
+            continue
+        try:
+            yield segment_source(segmenter, source, out_dir, slice_thickness_mm, progress)
+        except ScanError as err:
+            yield ScanResult(source, "failed", error=str(err))
+        except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the cohort
+            reason = " ".join(str(err).split())[:200]
+            yield ScanResult(source, "failed", error=f"{type(err).__name__}: {reason}")
+
+
+def segment_source(segmenter, source: ScanSource, out_dir: Path, slice_thickness_mm: float | None = None,
+                   progress: Callable[[int], None] | None = None) -> ScanResult:
+    """Read, segment and write one scan; its summary file last. Raises what reading or writing raises."""
+    scan = source.load(slice_thickness_mm)
+    organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
+    done = 0
+    for now in segmenter.segment_volume_steps(scan.voxels, organ_masks):
+        if progress is not None:
+            progress(now - done)
+        done = now
+    outputs = write_outputs(organ_masks, scan, out_dir)
+    volumes = measure(organ_masks, scan)
+    summary = {
+        "name": scan.name, "label": source.label, "source": source.key, "kind": scan.kind,
+        "case_day": scan.case_day, "submission": outputs.csv.name if outputs.csv else None,
+        "slices": len(scan), "height": scan.shape[1], "width": scan.shape[2],
+        "first_slice": scan.slice_numbers[0], "last_slice": scan.slice_numbers[-1],
+        "spacing_mm": list(scan.spacing_mm), "notes": scan.notes,
+        "organs": {v.organ: {"volume_ml": round(v.volume_ml, 3), "voxels": v.voxels, "first_slice": v.first_slice,
+                             "last_slice": v.last_slice} for v in volumes},
+    }
+    path = out_dir / f"{scan.name}{SUMMARY_SUFFIX}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    os.replace(tmp, path)  # the marker of a finished scan appears whole or not at all
+    return ScanResult(source, "done", summary, line=summary_line(scan, volumes))
+
+
+# --------------------------------------------------------------------------- the cohort's files
+
+
+def write_cohort_files(sources: list[ScanSource], out_dir: str | Path) -> tuple[Path | None, Path]:
+    """Rebuild ``submission.csv`` and ``volumes.csv`` from the finished scans' files, in source order.
+
+    ``submission.csv``: the per-scan submissions of every Kaggle-named scan, one header; every
+    slice id × 3 classes, ``predicted`` empty where nothing was found. Not written (and an old
+    one removed) when no scan has Kaggle ids. Returns ``(submission or None, volumes)``.
+    """
+    out_dir = Path(out_dir)
+    summaries = [s for s in (read_summary(out_dir, src.name) for src in sources) if s is not None]
+    submission = out_dir / SUBMISSION
+    parts = [out_dir / s["submission"] for s in summaries if s["submission"]]
+    if parts:
+        with open(submission.with_suffix(".tmp"), "w", newline="") as out:
+            out.write(SUBMISSION_HEADER + "\r\n")
+            for part in parts:
+                with open(part, newline="") as f:
+                    header = f.readline()
+                    if header.strip() != SUBMISSION_HEADER:
+                        raise ValueError(f"{part} does not start with {SUBMISSION_HEADER}")
+                    out.writelines(f)
+        os.replace(submission.with_suffix(".tmp"), submission)
+    else:
+        submission.unlink(missing_ok=True)
+    volumes = out_dir / VOLUMES
+    columns = ["scan", "case_day", "kind", "slices", "first_slice", "last_slice", "height", "width",
+               "slice_mm", "row_mm", "col_mm"]
+    for organ in labels.ORGANS:
+        columns += [f"{organ}_ml", f"{organ}_first_slice", f"{organ}_last_slice"]
+    with open(volumes, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns + ["source"])
+        for s in summaries:
+            row = [s["name"], s["case_day"] or "", s["kind"], s["slices"], s["first_slice"], s["last_slice"],
+                   s["height"], s["width"], *s["spacing_mm"]]
+            for organ in labels.ORGANS:
+                o = s["organs"][organ]
+                row += [f"{o['volume_ml']:.3f}", o["first_slice"] or "", o["last_slice"] or ""]
+            writer.writerow(row + [s["label"]])
+    return (submission if parts else None), volumes
+
+
+def score_cohort(sources: list[ScanSource], out_dir: str | Path, truth_csv: str | Path) -> tuple[list[dict], dict]:
+    """Score the finished Kaggle-named scans against a ``train.csv`` with :mod:`model.metric`.
+
+    Per case-day and overall; both are written to ``scores.csv`` (the overall row last, named
+    ``all``). Scans the truth lacks are left out. Prediction and truth are compared on the
+    union of their slice numbers (a slice one side lacks is empty there), decoded one scan at a time.
+    """
+    out_dir = Path(out_dir)
+    summaries = [s for s in (read_summary(out_dir, src.name) for src in sources)
+                 if s is not None and s["submission"]]
+    truth = RleCsv(truth_csv, [s["case_day"] for s in summaries])
+    rows, cases = [], []
+    for s in summaries:
+        if s["case_day"] not in truth:
+            continue
+        shape = (s["height"], s["width"])
+        predicted = RleCsv(out_dir / s["submission"]).volume(s["case_day"], shape)
+        true = truth.volume(s["case_day"], shape)
+        numbers = sorted(set(predicted.slice_numbers) | set(true.slice_numbers))
+        cases.append(score_case(_on_slices(predicted, numbers), _on_slices(true, numbers)))
+        rows.append({"case_day": s["case_day"], "slices": len(numbers), **competition_score(cases[-1:]).as_dict()})
+    overall = {"case_day": "all", "slices": sum(r["slices"] for r in rows), **competition_score(cases).as_dict()}
+    with open(out_dir / SCORES, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(overall))
+        writer.writeheader()
+        writer.writerows([*rows, overall])
+    return rows, overall
+
+
+def _on_slices(volume, numbers: list[int]) -> np.ndarray:
+    """``volume``'s masks ``(O, len(numbers), H, W) bool`` on ``numbers``; empty where it has no slice."""
+    if list(volume.slice_numbers) == numbers:
+        return volume.masks
+    masks = np.zeros((volume.masks.shape[0], len(numbers), *volume.masks.shape[2:]), dtype=bool)
+    position = {n: d for d, n in enumerate(numbers)}
+    masks[:, [position[n] for n in volume.slice_numbers]] = volume.masks
+    return masks

@@ -1,0 +1,164 @@
+"""DICOM series (single-frame files, with or without ``.dcm``), read with pydicom.
+
+Only geometry and pixel tags are read; no tag value reaches a message (patient privacy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .image import DEFAULT_PIXEL_SPACING_MM
+from .scan import Scan, ScanError, stack_voxels
+from .scan_slices import KAGGLE_SLICE_THICKNESS_MM
+
+
+def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
+    """Read one single-frame DICOM series as a scan.
+
+    Slices are ordered by ImagePositionPatient projected on the slice normal (the cross
+    product of the ImageOrientationPatient cosines), else by InstanceNumber. RescaleSlope and
+    RescaleIntercept are applied (pydicom's modality LUT). Spacing: PixelSpacing in-plane,
+    the slice positions across (SpacingBetweenSlices or SliceThickness without positions).
+    Mixed series, sizes or orientations, malformed geometry tags and compressed pixel data
+    without an installed decoder are refused. Messages never quote tag values.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_rescale
+
+    datasets, headers = [], []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, force=f.suffix.lower() == ".dcm")
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError):
+            raise ScanError(f"{f.name} is not a readable DICOM file.") from None
+        if "PixelData" not in ds:
+            raise ScanError(f"{f.name} holds no image (a DICOM without pixel data).")
+        try:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            header = _slice_header(ds)
+        except (AttributeError, TypeError, ValueError):
+            raise ScanError(f"{f.name} has an incomplete DICOM header (image size, position or spacing "
+                            "missing or malformed).") from None
+        if frames > 1:
+            raise ScanError(f"{f.name} is a multi-frame DICOM; upload a series of single-slice files.")
+        _check_decoder(f, ds)
+        datasets.append((f, ds))
+        headers.append(header)
+    if not datasets:
+        raise ScanError("No DICOM files found.")
+
+    series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
+    if len(series) > 1:
+        raise ScanError(f"The files belong to {len(series)} different DICOM series; upload one series at a time.")
+    if len({h.size for h in headers}) > 1:
+        raise ScanError("The DICOM slices have different sizes; upload one series at a time.")
+    have_geometry = all(h.orientation is not None and h.position is not None for h in headers)
+    notes: list[str] = []
+    if have_geometry:
+        iop = np.array([h.orientation for h in headers])
+        if not np.allclose(iop, iop[0], atol=1e-4):
+            raise ScanError("The DICOM slices have different orientations; upload one series at a time.")
+        row_cos, col_cos = iop[0, :3], iop[0, 3:]
+        normal = np.cross(row_cos, col_cos)
+        positions = np.array([h.position for h in headers])
+        along = positions @ normal
+        order = np.argsort(along, kind="stable")
+        along = along[order]
+        if len(along) > 1 and np.min(np.diff(along)) < 1e-3:
+            raise ScanError("Two DICOM slices share one position; upload one series at a time.")
+    else:
+        order = np.argsort([h.instance for h in headers], kind="stable")
+        notes.append("DICOM files lack ImagePositionPatient; slices ordered by InstanceNumber.")
+    datasets = [datasets[i] for i in order]
+    first = headers[order[0]]
+
+    if first.pixel_spacing is not None:
+        row_mm, col_mm = first.pixel_spacing
+    else:
+        row_mm = col_mm = DEFAULT_PIXEL_SPACING_MM
+        notes.append(f"No PixelSpacing; {DEFAULT_PIXEL_SPACING_MM} mm pixels assumed.")
+    if have_geometry and len(along) > 1:
+        gaps = np.diff(along)
+        slice_mm = float(np.median(gaps))
+        if np.max(np.abs(gaps - slice_mm)) > 0.1 * slice_mm:
+            notes.append("Uneven slice spacing; volumes use the median spacing.")
+    else:
+        slice_mm = first.thickness_mm or KAGGLE_SLICE_THICKNESS_MM
+
+    slices = []
+    for f, ds in datasets:
+        try:
+            pixels = ds.pixel_array
+        except Exception:  # noqa: BLE001 - corrupt or truncated data (missing decoders were refused above)
+            raise ScanError(f"{f.name}: pixel data could not be decoded (corrupt or truncated); "
+                            "export the series uncompressed.") from None
+        if pixels.ndim != 2:
+            raise ScanError(f"{f.name} is not a greyscale slice.")
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        slices.append(apply_rescale(pixels, ds).astype(np.float32) if (slope, intercept) != (1.0, 0.0) else pixels)
+    voxels = stack_voxels(slices)
+
+    if have_geometry:
+        origin = positions[order[0]]
+        step = (positions[order[-1]] - origin) / (len(order) - 1) if len(order) > 1 else normal * slice_mm
+        lps = np.eye(4)
+        lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_cos * col_mm, col_cos * row_mm, step, origin
+    else:
+        lps = np.diag([col_mm, row_mm, slice_mm, 1.0])
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS world → NIfTI's RAS world
+    return Scan(voxels, (slice_mm, row_mm, col_mm), affine, tuple(range(1, len(voxels) + 1)), name, "dicom",
+                notes=notes)
+
+
+@dataclass(frozen=True)
+class _SliceHeader:
+    """The tags that place one DICOM slice (geometry only, never a patient tag)."""
+
+    size: tuple[int, int]  # Rows, Columns
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient: 6 direction cosines
+    position: tuple[float, ...] | None  # ImagePositionPatient: 3 values, mm
+    pixel_spacing: tuple[float, ...] | None  # PixelSpacing: row, column mm
+    thickness_mm: float | None  # SpacingBetweenSlices, else SliceThickness
+    instance: int  # InstanceNumber, 0 when absent
+
+
+def _slice_header(ds) -> _SliceHeader:
+    """Geometry tags of ``ds``; ``AttributeError``/``TypeError``/``ValueError`` when missing or malformed."""
+    from pydicom.multival import MultiValue
+
+    def floats(keyword: str, count: int) -> tuple[float, ...] | None:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        values = tuple(float(v) for v in value) if isinstance(value, (MultiValue, list, tuple)) else (float(value),)
+        if len(values) != count or not np.all(np.isfinite(values)) or (keyword == "PixelSpacing" and min(values) <= 0):
+            raise ValueError(f"{keyword} needs {count} valid values")
+        return values
+
+    thickness = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+    thickness_mm = float(thickness) if thickness else None
+    return _SliceHeader((int(ds.Rows), int(ds.Columns)), floats("ImageOrientationPatient", 6),
+                        floats("ImagePositionPatient", 3), floats("PixelSpacing", 2),
+                        thickness_mm if thickness_mm and thickness_mm > 0 else None,
+                        int(ds.get("InstanceNumber", 0) or 0))
+
+
+def _check_decoder(path: Path, ds) -> None:
+    """Refuse compressed pixel data that no installed pydicom plugin can decode, naming the codec."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:  # a transfer syntax pydicom knows no decoder for
+        available = False
+    if not available:
+        # The transfer syntax's name is a codec, not patient data: safe to show.
+        raise ScanError(f"{path.name} is compressed as {syntax.name}, and no decoder for it is installed; "
+                        "export the series uncompressed.")
