@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import labels
@@ -76,7 +76,6 @@ class CheckpointInfo:
     revision: str | None
     weights_sha256: str
     local_dir: Path
-    extra: dict = field(default_factory=dict)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

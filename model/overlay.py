@@ -69,14 +69,3 @@ def save_mask_png(organ_masks: np.ndarray, path: str | Path) -> Path:
     Image.fromarray(encode_mask_png(organ_masks), mode="L").save(path, format="PNG")
     return path
 
-
-def blend(slice_u8: np.ndarray, organ_masks: np.ndarray, opacity: float = 0.5,
-          visible: tuple[str, ...] | list[str] = labels.ORGANS) -> np.ndarray:
-    """A flat RGB overlay ``(H, W, 3) uint8`` for files and plots (the UI uses AnnotatedImage)."""
-    out = np.repeat(slice_u8[..., None], 3, axis=2).astype(np.float32)
-    for i, organ in enumerate(labels.ORGANS):
-        if organ not in visible:
-            continue
-        m = organ_masks[i]
-        out[m] = (1 - opacity) * out[m] + opacity * np.array(labels.rgb(organ), dtype=np.float32)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
