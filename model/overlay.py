@@ -51,7 +51,10 @@ def annotations(organ_masks: np.ndarray, opacity: float = 0.5,
 
 
 def encode_mask_png(organ_masks: np.ndarray) -> np.ndarray:
-    """Pack masks into one ``(H, W) uint8`` image, one bit per organ (see :data:`MASK_BITS`)."""
+    """Pack ``(O, ...) bool`` masks into ``(...) uint8``, one bit per organ (see :data:`MASK_BITS`).
+
+    The mask PNG's codec, and training's cached masks ``(O, D, H, W)`` → ``(D, H, W)``: one codec for both.
+    """
     packed = np.zeros(organ_masks.shape[1:], dtype=np.uint8)
     for i, organ in enumerate(labels.ORGANS):
         packed |= organ_masks[i].astype(np.uint8) * np.uint8(MASK_BITS[organ])
@@ -59,7 +62,7 @@ def encode_mask_png(organ_masks: np.ndarray) -> np.ndarray:
 
 
 def decode_mask_png(packed: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_mask_png`: ``(H, W)`` integer → ``(O, H, W)`` bool."""
+    """Inverse of :func:`encode_mask_png`: ``(...)`` integer → ``(O, ...)`` bool."""
     return np.stack([(packed & MASK_BITS[o]) > 0 for o in labels.ORGANS])
 
 
