@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,7 @@ from model.rle import RleVolume, parse_slice_id, write_rle_csv  # noqa: E402
 
 DOCS = REPO / "docs"
 CONFIG = DOCS / "small_segformer.yaml"
-SLICE = Path("scans/volume_266x266/slice_0110_266_266_1.50_1.50.png")  # stomach and both bowels
+SLICE = Path("scans/volume_266x266/slice_0110_266_266_1.50_1.50.png")  # upper abdomen, chosen before training
 SCAN = Path("scans/volume_266x266")
 #: Fold 1 of 3 by patient: trained on 15 slices, 6 held out (case101's 3 scans and case110).
 FOLD, FOLDS = 1, 3
@@ -160,11 +161,9 @@ def small_png(src: Path, dst: Path, colours: int = 128) -> None:
     Image.open(src).convert("RGB").quantize(colours, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
 
 
-def photograph(checkpoint: Path, data: Path, tmp: Path) -> None:
-    """Step 4: serve ``checkpoint`` and take the Slice and Scan tabs in headless Chromium (full colour into ``tmp``)."""
+def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
+    """Step 4: serve ``checkpoint`` and take the Slice and Scan tabs in headless Chromium (full colour into ``shots``)."""
     from playwright.sync_api import expect, sync_playwright
-
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,22 +191,22 @@ def photograph(checkpoint: Path, data: Path, tmp: Path) -> None:
             page.get_by_role("button", name="Segment", exact=True).click()
             expect(page.get_by_text("Pixel spacing 1.5 × 1.5 mm")).to_be_visible(timeout=120_000)
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(tmp / "slice.png"), full_page=True)
+            page.screenshot(path=str(shots / "slice.png"), full_page=True)
 
             page.get_by_role("tab", name="Scan").click()
-            page.locator("#scan-files input[type=file]").set_input_files(scan_zip(data, tmp))
+            page.locator("#scan-files input[type=file]").set_input_files(scan_zip(data, shots))
             page.wait_for_timeout(1500)
             page.get_by_role("button", name="Segment scan").click()
             expect(page.locator("#scan-note")).to_contain_text(" ml", timeout=300_000)
             page.wait_for_timeout(2000)
             # Down to the area plot; below it headless Chromium (no GPU) leaves the 3D view blank.
-            page.screenshot(path=str(tmp / "scan.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 1440})
+            page.screenshot(path=str(shots / "scan.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 1440})
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    small_png(tmp / "slice.png", DOCS / "slice_tab.png")
-    small_png(tmp / "scan.png", DOCS / "scan_tab.png")
+    small_png(shots / "slice.png", DOCS / "slice_tab.png")
+    small_png(shots / "scan.png", DOCS / "scan_tab.png")
 
 
 def main() -> int:

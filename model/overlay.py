@@ -71,4 +71,3 @@ def save_mask_png(organ_masks: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     Image.fromarray(encode_mask_png(organ_masks), mode="L").save(path, format="PNG")
     return path
-
