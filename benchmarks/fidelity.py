@@ -102,7 +102,7 @@ def train(slices: np.ndarray, label_maps: np.ndarray, dst: Path, steps: int = 12
     torch.manual_seed(0)
     id2label = labels.id2label(False)
     config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], num_attention_heads=[1, 1, 2, 4],
-                             decoder_hidden_size=64, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+                             decoder_hidden_size=64, id2label=id2label, label2id=labels.label2id(id2label))
     model = SegformerForSemanticSegmentation(config)
     contract = ckpt.Contract(multi_label=False, organ_channels=(1, 2, 3), input_size=(TRAIN_SIZE, TRAIN_SIZE),
                              image_mean=ckpt.IMAGENET_MEAN, image_std=ckpt.IMAGENET_STD)

@@ -62,7 +62,7 @@ def segformer(arch: str, multi_label: bool, num_channels: int = 3):
 
     id2label = labels.id2label(multi_label)
     config = SegformerConfig(**ARCHITECTURES[arch][0], num_channels=num_channels, id2label=id2label,
-                             label2id={v: k for k, v in id2label.items()},
+                             label2id=labels.label2id(id2label),
                              problem_type="multi_label_classification" if multi_label else "single_label_classification")
     torch.manual_seed(0)
     return SegformerForSemanticSegmentation(config)

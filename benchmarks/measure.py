@@ -170,7 +170,7 @@ def benchmark_checkpoint(arch: str = "b4", seed: int = 0, cache: Path | None = N
         return dst
     torch.manual_seed(seed)
     id2label = labels.id2label(False)
-    config = SegformerConfig(**config_kwargs, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    config = SegformerConfig(**config_kwargs, id2label=id2label, label2id=labels.label2id(id2label))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache))
     ckpt.save_contract(SegformerForSemanticSegmentation(config).eval(), tmp, size=size)

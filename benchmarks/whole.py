@@ -55,7 +55,7 @@ def measure(checkpoint_dir: Path, folder: Path, repeats: int, in_process: InProc
     return [
         Row("whole process", f"reference: the blog's pipeline over {slices} files, one process", m["reference"], "s",
             times["reference"]),
-        Row("whole process", f"ours: python -m model.predict over the same folder", m["ours"], "s", times["ours"],
+        Row("whole process", "ours: python -m model.predict over the same folder", m["ours"], "s", times["ours"],
             note=f"{whole.ratio:.2f}× the reference's time"),
         Row("whole process", "ours, of which start-up: imports and loading the checkpoint", m["start-up"], "s",
             times["start-up"], note=f"{m['start-up'] / m['ours']:.0%}"),

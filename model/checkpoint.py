@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import labels
@@ -76,7 +76,6 @@ class CheckpointInfo:
     revision: str | None
     weights_sha256: str
     local_dir: Path
-    extra: dict = field(default_factory=dict)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -132,7 +131,7 @@ def save_contract(model, dst: str | Path, *, size: int | tuple[int, int], mean=I
         raise CheckpointError(f"A {'multi-label' if multi_label else 'softmax'} head needs {expected} labels, "
                               f"this model has {config.num_labels}.")
     config.id2label = labels.id2label(multi_label)
-    config.label2id = {v: k for k, v in config.id2label.items()}
+    config.label2id = labels.label2id(config.id2label)
     if slice_offsets is not None:
         config.slice_offsets = [int(o) for o in slice_offsets]
         if config.num_channels != len(config.slice_offsets):
@@ -158,7 +157,7 @@ def read_contract(local_dir: str | Path) -> Contract:
         raise CheckpointError(f"{local_dir}: invalid JSON ({err}).") from None
     multi_label = config.get("problem_type") == "multi_label_classification"
     id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
-    label2id = {v: k for k, v in id2label.items()}
+    label2id = labels.label2id(id2label)
     unknown = sorted(set(label2id) - set(labels.ORGANS) - {labels.BACKGROUND})
     if unknown or any(o not in label2id for o in labels.ORGANS):
         raise CheckpointError(

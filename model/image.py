@@ -85,11 +85,6 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def to_three_channels(slice_u8: np.ndarray) -> np.ndarray:
-    """Replicate a normalised grey slice ``(H, W) uint8`` to ``(3, H, W) uint8``, as the blog trained."""
-    return np.repeat(slice_u8[None], 3, axis=0)
-
-
 def check_slice(image: np.ndarray, allow_flat: bool = False) -> None:
     """Raise :class:`ImageError` for slices the model cannot meaningfully segment.
 

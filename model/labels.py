@@ -13,6 +13,8 @@ without a background channel: channel 0 stomach, 1 small bowel, 2 large bowel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 BACKGROUND = "background"
 
 #: Organ keys in label-id order (softmax id = index + 1; sigmoid channel = index).
@@ -47,6 +49,11 @@ def id2label(multi_label: bool) -> dict[int, str]:
     if multi_label:
         return dict(enumerate(ORGANS))
     return {0: BACKGROUND, **{ORGAN_IDS[o]: o for o in ORGANS}}
+
+
+def label2id(id2label: Mapping[int, str]) -> dict[str, int]:
+    """Invert an ``id2label`` mapping (``SegformerConfig``'s ``label2id``): name → id."""
+    return {name: i for i, name in id2label.items()}
 
 
 def rgb(organ: str) -> tuple[int, int, int]:

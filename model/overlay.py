@@ -51,7 +51,10 @@ def annotations(organ_masks: np.ndarray, opacity: float = 0.5,
 
 
 def encode_mask_png(organ_masks: np.ndarray) -> np.ndarray:
-    """Pack masks into one ``(H, W) uint8`` image, one bit per organ (see :data:`MASK_BITS`)."""
+    """Pack ``(O, ...) bool`` masks into ``(...) uint8``, one bit per organ (see :data:`MASK_BITS`).
+
+    The mask PNG's codec, and training's cached masks ``(O, D, H, W)`` → ``(D, H, W)``: one codec for both.
+    """
     packed = np.zeros(organ_masks.shape[1:], dtype=np.uint8)
     for i, organ in enumerate(labels.ORGANS):
         packed |= organ_masks[i].astype(np.uint8) * np.uint8(MASK_BITS[organ])
@@ -59,7 +62,7 @@ def encode_mask_png(organ_masks: np.ndarray) -> np.ndarray:
 
 
 def decode_mask_png(packed: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_mask_png`: ``(H, W)`` integer → ``(O, H, W)`` bool."""
+    """Inverse of :func:`encode_mask_png`: ``(...)`` integer → ``(O, ...)`` bool."""
     return np.stack([(packed & MASK_BITS[o]) > 0 for o in labels.ORGANS])
 
 
@@ -68,15 +71,3 @@ def save_mask_png(organ_masks: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     Image.fromarray(encode_mask_png(organ_masks), mode="L").save(path, format="PNG")
     return path
-
-
-def blend(slice_u8: np.ndarray, organ_masks: np.ndarray, opacity: float = 0.5,
-          visible: tuple[str, ...] | list[str] = labels.ORGANS) -> np.ndarray:
-    """A flat RGB overlay ``(H, W, 3) uint8`` for files and plots (the UI uses AnnotatedImage)."""
-    out = np.repeat(slice_u8[..., None], 3, axis=2).astype(np.float32)
-    for i, organ in enumerate(labels.ORGANS):
-        if organ not in visible:
-            continue
-        m = organ_masks[i]
-        out[m] = (1 - opacity) * out[m] + opacity * np.array(labels.rgb(organ), dtype=np.float32)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

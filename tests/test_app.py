@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from locations import SHARED_DATA
+from locations import REPO, SHARED_DATA
 from model.overlay import decode_mask_png
 
 SLICE_266 = SHARED_DATA / "scans" / "volume_266x266" / "slice_0070_266_266_1.50_1.50.png"
@@ -23,11 +27,30 @@ def app_module(softmax_ckpt):
     app.configure(None)
 
 
-def test_importing_app_builds_demo_without_loading(monkeypatch):
-    import app
+#: Run in a fresh interpreter: in this one, other tests have long since imported torch.
+_IMPORT_PROBE = """
+import json, sys
+import psutil
+import app
+print(json.dumps({
+    "demo": type(app.demo).__name__,
+    "endpoints": sorted(f.api_name for f in app.demo.fns.values() if f.api_name in ("segment", "segment_scan")),
+    "heavy_modules": sorted(m for m in ("torch", "transformers", "lightning") if m in sys.modules),
+    "child_processes": len(psutil.Process().children(recursive=True)),
+    "segmenter": repr(app._segmenter),
+}))
+"""
 
-    assert app.demo is not None
-    assert app._segmenter is None or app._segmenter.info is not None
+
+def test_importing_app_builds_demo_without_loading_torch_or_a_model():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("MODEL", None)
+    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe == {"demo": "Blocks", "endpoints": ["segment", "segment_scan"], "heavy_modules": [],
+                     "child_processes": 0, "segmenter": "None"}
 
 
 def test_handler_on_real_slice(shared_data, app_module):

@@ -22,7 +22,7 @@ def tiny_config(multi_label: bool, num_channels: int = 3) -> SegformerConfig:
         num_attention_heads=[1, 1, 1, 1],
         decoder_hidden_size=16,
         id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
+        label2id=labels.label2id(id2label),
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
     )
 

@@ -6,8 +6,9 @@ Layout: ``DATA_DIR/train.csv`` (``id,class,segmentation``, 3 rows per slice, RLE
 
 Data preparation is a separate step (:func:`build_cache`, run by ``prepare_data``): every scan
 becomes ``<case_day>.image.npy`` ``(D, H, W) uint16`` and ``<case_day>.masks.npy``
-``(D, H, W) uint8`` with bit ``o`` set where organ ``ORGANS[o]`` is, so overlaps survive. An epoch
-then reads memory-mapped arrays instead of decoding ~38k PNGs.
+``(D, H, W) uint8`` with bit ``o`` set where organ ``ORGANS[o]`` is (the mask download's codec,
+:func:`model.overlay.encode_mask_png`), so overlaps survive. An epoch then reads memory-mapped
+arrays instead of decoding ~38k PNGs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from model import inference
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from model.image import normalize_intensity, parse_kaggle_name, read_slice
 from model.labels import ORGANS
+from model.overlay import decode_mask_png, encode_mask_png
 from model.rle import RleCsv, slice_id
 
 #: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.
@@ -93,9 +95,8 @@ def read_scan(files: ScanFiles) -> np.ndarray:
     return scan
 
 
-def organ_masks(bits: np.ndarray) -> np.ndarray:
-    """Cached organ bits ``(...) uint8`` (bit ``o`` = organ ``ORGANS[o]``) → ``(O, ...) bool``."""
-    return np.stack([(bits >> o) & 1 for o in range(len(ORGANS))]).astype(bool)
+#: Cached organ bits ``(...) uint8`` → ``(O, ...) bool``: the mask download's codec, one bit per organ.
+organ_masks = decode_mask_png
 
 
 def read_scan_masks(truth: RleCsv, files: ScanFiles) -> np.ndarray:
@@ -110,8 +111,7 @@ def read_scan_masks(truth: RleCsv, files: ScanFiles) -> np.ndarray:
     position = {n: d for d, n in enumerate(files.slice_numbers)}
     for d, number in enumerate(volume.slice_numbers):
         if number in position:
-            for o in range(len(ORGANS)):
-                bits[position[number]] |= volume.masks[o, d].astype(np.uint8) << o
+            bits[position[number]] = encode_mask_png(volume.masks[:, d])
         elif volume.masks[:, d].any():
             raise ValueError(f"{slice_id(files.case_day, number)}: train.csv has a mask for a slice with no image")
     return bits

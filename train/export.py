@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -18,6 +19,10 @@ from model.labels import ORGANS
 
 DATASET = "UW-Madison GI Tract Image Segmentation (Kaggle, 2022)"
 BLOG = "https://learnopencv.com/medical-image-segmentation/"
+
+
+class ExportError(ValueError):
+    """The file is not a checkpoint ``python -m train fit`` wrote; the message says which."""
 
 
 def load_network(checkpoint: dict):
@@ -35,7 +40,7 @@ def export(ckpt_path: str | Path, dst: str | Path, push_to_hub: str | None = Non
     # Only tensors and plain containers: the module's hparams are plain values by design.
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "segformer_config" not in checkpoint:
-        raise SystemExit(f"{ckpt_path} was not written by `python -m train fit` (no segformer_config).")
+        raise ExportError(f"{ckpt_path} was not written by `python -m train fit` (no segformer_config).")
     hparams = checkpoint["hyper_parameters"]
     dst = save_contract(load_network(checkpoint), dst, size=hparams["size"], slice_offsets=hparams["slice_offsets"])
     (dst / "README.md").write_text(model_card(hparams, checkpoint.get("datamodule_hyper_parameters", {}),
@@ -115,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dst", help="output directory (the contract checkpoint)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload to this Hub model repo (token: HF_TOKEN)")
     args = parser.parse_args(argv)
-    print(export(args.ckpt, args.dst, args.push_to_hub))
+    try:
+        print(export(args.ckpt, args.dst, args.push_to_hub))
+    except ExportError as err:
+        sys.exit(f"error: {err}")  # one line on stderr, exit status 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from model import inference
-from model.labels import ORGANS, id2label
+from model.labels import ORGANS, id2label, label2id
 from model.metric import competition_score, score_case
 
 
@@ -82,7 +82,7 @@ class SegFormerModule(L.LightningModule):
         self.save_hyperparameters()
         labels = id2label(multi_label)
         self.net = SegformerForSemanticSegmentation.from_pretrained(
-            init, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
+            init, num_labels=len(labels), id2label=labels, label2id=label2id(labels),
             problem_type="multi_label_classification" if multi_label else "single_label_classification",
             num_channels=len(slice_offsets) if slice_offsets else 3,
             ignore_mismatched_sizes=True,  # the new head (and a 2.5D stem of another width) start fresh

@@ -35,6 +35,9 @@ def test_label_mapping_follows_training_notebook():
     # The Space's UI enumerated ("Large bowel", "Small bowel", "Stomach") and swapped 1 and 3.
     assert labels.id2label(multi_label=False) == {0: "background", 1: "stomach", 2: "small_bowel", 3: "large_bowel"}
     assert labels.COLOURS == {"stomach": "#007fff", "small_bowel": "#009a17", "large_bowel": "#ff0000"}
+    assert labels.label2id(labels.id2label(multi_label=False)) == {
+        "background": 0, "stomach": 1, "small_bowel": 2, "large_bowel": 3}
+    assert labels.label2id(labels.id2label(multi_label=True)) == {"stomach": 0, "small_bowel": 1, "large_bowel": 2}
 
 
 def test_loaded_weights_equal_saved(softmax_ckpt):
