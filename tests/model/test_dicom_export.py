@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import rt_series
+from model.compare import load_ground_truth
 from model.dicom_export import write_dicom_outputs
 from model.dicom_source import read_source_series
 from model.planning import planning_structures
@@ -166,6 +167,60 @@ def test_both_files_carry_the_source_identity_and_references(exported):
     assert lengths and max(lengths) <= 16
 
 
+def test_rtstruct_and_seg_as_ground_truth_round_trip(exported):
+    scan, masks = exported["scan"], exported["masks"]
+    for path in (exported["rtstruct"], exported["seg"]):
+        truth, notes = load_ground_truth([path], scan)
+        for o in range(3):
+            assert dice(truth[o], masks[o]) >= 0.999
+        np.testing.assert_array_equal(truth, masks)
+        assert any("other" in n for n in notes)  # the planning structures were skipped, and said so
+
+
+def test_clinical_style_rtstruct_as_ground_truth(exported, tmp_path):
+    """TG-263 names, holes as separate inner contours (no keyholes), an unknown ROI, one organ missing."""
+    import pydicom
+    from skimage.measure import find_contours
+
+    scan, masks = exported["scan"], exported["masks"]
+    source = read_source_series(exported["files"])
+    rt = pydicom.dcmread(exported["rtstruct"])
+    rt.StructureSetROISequence = rt.StructureSetROISequence[:3]
+    rt.ROIContourSequence = rt.ROIContourSequence[1:3]  # no stomach
+    for roi, name in zip(rt.StructureSetROISequence, ("Stomach", "Bowel_Small", "Colon")):
+        roi.ROIName = name
+    large = rt.ROIContourSequence[1]
+    template = large.ContourSequence[0]
+    contours = []
+    for s in np.flatnonzero(masks[2].any(axis=(1, 2))):
+        for ring in find_contours(np.pad(masks[2, s].astype(float), 1), 0.5):  # outer and inner rings
+            item = pydicom.Dataset()
+            item.ContourImageSequence = template.ContourImageSequence
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            points = source.to_patient(int(s), ring[:-1, 0] - 1, ring[:-1, 1] - 1)
+            item.NumberOfContourPoints = len(points)
+            item.ContourData = [f"{v:.3f}" for v in points.ravel()]
+            contours.append(item)
+    large.ContourSequence = contours
+    rt.save_as(tmp_path / "clinical.dcm")
+    truth, notes = load_ground_truth([tmp_path / "clinical.dcm"], scan)
+    assert not truth[0].any()
+    np.testing.assert_array_equal(truth[1], masks[1])
+    np.testing.assert_array_equal(truth[2], masks[2])  # the ring's hole stays a hole
+    assert notes == ["No stomach in the ground truth; counted as empty."]
+
+
+def test_ground_truth_from_another_grid_is_refused(exported, tmp_path):
+    scan = exported["scan"]
+    # The same images, every slice moved half a slice along the normal: no contour or frame is on a slice.
+    files = rt_series.write_mr_series(scan.voxels.astype(np.uint16), tmp_path / "shifted",
+                                      **{**GEOMETRIES[exported["name"]], "origin": (-180.0, -160.0, -58.5)})
+    shifted = read_dicom_series(files)
+    for path in (exported["rtstruct"], exported["seg"]):
+        with pytest.raises(ScanError, match="on the scan's slices; is it from another series"):
+            load_ground_truth([path], shifted)
+
+
 def test_contours_keep_holes_without_relying_on_a_fill_rule():
     from skimage.draw import polygon
 
@@ -199,3 +254,14 @@ def test_refusals_name_the_problem_without_tag_values(exported, tmp_path):
         write_dicom_outputs(masks[:, :3], bare, tmp_path / "out")
     assert rt_series.PATIENT_ID not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_structure_names_that_mean_an_organ():
+    from model.dicom_truth import organ_for_name
+
+    assert [organ_for_name(n) for n in ("Stomach", "STOMACH", "Small bowel", "Bowel_Small", "SmallIntestine",
+                                        "Large bowel", "Bowel_Large", "Colon", "large_intestine")] == \
+        ["stomach", "stomach", "small_bowel", "small_bowel", "small_bowel",
+         "large_bowel", "large_bowel", "large_bowel", "large_bowel"]
+    assert [organ_for_name(n) for n in ("Bowel bag", "Stomach PRV 5mm", "Stomach_PRV05", "Bowel", "Liver", "")] == \
+        [None] * 6
