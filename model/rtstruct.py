@@ -35,6 +35,7 @@ INTERPRETED_TYPE = {"organ": "ORGAN", "bowel_bag": "ORGAN", "prv": "AVOIDANCE"}
 #: Source attributes copied so the file files under the same patient and study.
 PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
                           "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_CONTOUR_DATA = 0x30060050
 _TYPE2 = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
           "ReferringPhysicianName", "StudyID", "AccessionNumber"}
 
@@ -66,15 +67,17 @@ def _nesting(rings: list[np.ndarray]) -> tuple[list[int], list[int | None]]:
     """How many rings enclose each ring, and the innermost one that does (``None`` at the top level)."""
     from skimage.measure import points_in_poly
 
-    lows = [r.min(axis=0) for r in rings]
-    highs = [r.max(axis=0) for r in rings]
     enclosing: list[list[int]] = [[] for _ in rings]
-    for i, ring in enumerate(rings):
-        for j, other in enumerate(rings):
+    if len(rings) > 1:
+        lows = np.array([r.min(axis=0) for r in rings])
+        highs = np.array([r.max(axis=0) for r in rings])
+        # Ring j can enclose ring i only if its bounding box does; test just those pairs.
+        boxed = np.all(lows[:, None] >= lows[None], axis=2) & np.all(highs[:, None] <= highs[None], axis=2)
+        np.fill_diagonal(boxed, False)
+        for i, j in zip(*np.nonzero(boxed)):
             # Contours at level 0.5 never cross or touch, so one vertex decides.
-            if i != j and np.all(lows[i] >= lows[j]) and np.all(highs[i] <= highs[j]) \
-                    and points_in_poly(ring[:1], other)[0]:
-                enclosing[i].append(j)
+            if points_in_poly(rings[i][:1], rings[j])[0]:
+                enclosing[i].append(int(j))
     depth = [len(e) for e in enclosing]
     parent = [max(e, key=lambda j: depth[j]) if e else None for e in enclosing]
     return depth, parent
@@ -148,6 +151,8 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     first = source.datasets[0]
+    charset = first.get("SpecificCharacterSet", "ISO_IR 100") or "ISO_IR 100"
+
     now = datetime.datetime.now()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
@@ -155,7 +160,7 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SpecificCharacterSet = first.get("SpecificCharacterSet", "ISO_IR 100") or "ISO_IR 100"
+    ds.SpecificCharacterSet = charset
     ds.SOPClassUID, ds.SOPInstanceUID = RT_STRUCTURE_SET_STORAGE, meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     for keyword in PATIENT_STUDY_KEYWORDS:
@@ -216,7 +221,7 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
                 contour.ContourImageSequence = DicomSequence([image_ref(source.datasets[s])])
                 contour.ContourGeometricType = "CLOSED_PLANAR"
                 contour.NumberOfContourPoints = len(points)
-                contour.ContourData = _ds_values(source.to_patient(int(s), points[:, 0], points[:, 1]))
+                contour[_CONTOUR_DATA] = _contour_data(source.to_patient(int(s), points[:, 0], points[:, 1]))
                 contours.append(contour)
         roi_contour = Dataset()
         roi_contour.ROIDisplayColor = list(structure.rgb)
@@ -234,17 +239,40 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
     ds.ROIContourSequence = DicomSequence(roi_contours)
     ds.RTROIObservationsSequence = DicomSequence(observations)
 
+    _as_if_read_explicit_little(ds)
     path = Path(path)
     ds.save_as(path, enforce_file_format=True)
     return path
 
 
-def _ds_values(points: np.ndarray) -> list[str]:
-    """``(N, 3)`` mm as DS strings with at most 3 decimals (≤ 12 characters below 10 m)."""
+def _as_if_read_explicit_little(ds) -> None:
+    """Mark ``ds`` and its items as read in the encoding they will be written in.
+
+    pydicom re-parses raw elements of a dataset whose original encoding differs from the
+    output's, which would undo :func:`_contour_data`. ``_character_set`` is what each item will
+    be encoded with (the parent's Specific Character Set).
+    """
+    ds.set_original_encoding(False, True, ds._character_set)
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag)  # get_item leaves raw elements raw
+        if element.VR == "SQ":
+            for item in element.value:
+                _as_if_read_explicit_little(item)
+
+
+def _contour_data(points: np.ndarray):
+    """Contour Data of ``(N, 3)`` mm, DS values with at most 3 decimals (≤ 12 characters below 10 m).
+
+    Built as the element's bytes: pydicom would validate each of the ~10⁶ values of a scan one by one.
+    """
+    from pydicom.dataelem import RawDataElement
+
     if np.abs(points).max(initial=0.0) >= 1e7:
         raise ValueError("contour coordinates beyond 10 km: the source geometry is broken")
     values = []
-    for v in np.round(points.ravel(), 3):
+    for v in np.round(points.ravel(), 3).tolist():
         text = f"{v:.3f}".rstrip("0").rstrip(".")
         values.append("0" if text in ("-0", "") else text)
-    return values
+    raw = "\\".join(values).encode("ascii")
+    raw += b" " * (len(raw) % 2)  # even length, padded with a space as DS requires
+    return RawDataElement(_CONTOUR_DATA, "DS", len(raw), raw, 0, False, True, True, False)
