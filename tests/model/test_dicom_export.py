@@ -265,3 +265,22 @@ def test_structure_names_that_mean_an_organ():
          "large_bowel", "large_bowel", "large_bowel", "large_bowel"]
     assert [organ_for_name(n) for n in ("Bowel bag", "Stomach PRV 5mm", "Stomach_PRV05", "Bowel", "Liver", "")] == \
         [None] * 6
+
+
+def test_exports_log_and_print_no_patient_identifiers(exported, tmp_path, caplog, capfd):
+    import logging
+    import warnings
+
+    identifiers = (rt_series.PATIENT_NAME, rt_series.PATIENT_NAME.split("^")[0], rt_series.PATIENT_ID,
+                   rt_series.PATIENT_BIRTH_DATE, rt_series.ACCESSION_NUMBER)
+    assert rt_series.PATIENT_ID.encode() in exported["seg"].read_bytes()  # the check below is not vacuous
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = write_dicom_outputs(exported["masks"], exported["files"], tmp_path, name="again")
+        load_ground_truth([paths[0]], exported["scan"])
+        load_ground_truth([paths[1]], exported["scan"])
+    out, err = capfd.readouterr()
+    said = " ".join([caplog.text, out, err, *(str(w.message) for w in caught)])
+    assert [i for i in identifiers if i in said] == []
+    assert [p.name for p in paths] == ["again_seg.dcm", "again_rtstruct.dcm"]
