@@ -21,6 +21,9 @@ import numpy as np
 
 from .scan import ScanError, extract_zip
 
+#: Segmentation and RT Structure Set storage: derived objects, never source images.
+_DERIVED = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3"}
+
 
 @dataclass
 class SourceSeries:
@@ -82,7 +85,8 @@ def _read_headers(files: list[Path]) -> SourceSeries:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=f.suffix.lower() == ".dcm")
         except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError):
             continue
-        if "Rows" in ds and "SOPInstanceUID" in ds:  # an image, not a DICOMDIR or a report
+        # An image: not a DICOMDIR, a report, or a SEG or RTSTRUCT exported next to the series.
+        if "Rows" in ds and "SOPInstanceUID" in ds and str(ds.get("SOPClassUID", "")) not in _DERIVED:
             datasets.append(ds)
     if not datasets:
         raise ScanError("No DICOM images found to reference in the DICOM SEG and RTSTRUCT.")

@@ -69,7 +69,13 @@ def _voxel_centres_ras(scan) -> np.ndarray:
 
 def test_source_headers_follow_the_scans_voxel_order(exported):
     scan, files = exported["scan"], exported["files"]
-    source = read_source_series(files[::-1])  # any file order
+    # Any file order; an earlier export in the same folder is not a source image.
+    shutil.copy(exported["seg"], files[0].parent / "zz_seg.dcm")
+    try:
+        source = read_source_series(files[0].parent)
+    finally:
+        (files[0].parent / "zz_seg.dcm").unlink()
+    assert len(source.datasets) == len(files)
     # The files come back in spatial order, the order read_dicom_series gives the voxels.
     assert [str(ds.SOPInstanceUID) for ds in source.datasets] == \
         [str(__import__("pydicom").dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
