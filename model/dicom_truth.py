@@ -146,6 +146,8 @@ def _truth_from_seg(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
             segment_organ[int(item.SegmentNumber)] = organ
     if not segment_organ:
         raise ScanError(f"{path.name} has no stomach, small bowel or large bowel segment.")
+    if str(seg.get("SegmentationType", "BINARY")) == "LABELMAP":
+        raise ScanError(f"{path.name} is a label-map DICOM SEG; export it as a BINARY or FRACTIONAL SEG.")
     fractional = str(seg.get("SegmentationType", "BINARY")) == "FRACTIONAL"
     threshold = 0.5 * float(seg.get("MaximumFractionalValue", 1) or 1) if fractional else 0.5
     shared = seg.SharedFunctionalGroupsSequence[0]
