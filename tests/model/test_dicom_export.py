@@ -290,3 +290,13 @@ def test_exports_log_and_print_no_patient_identifiers(exported, tmp_path, caplog
     said = " ".join([caplog.text, out, err, *(str(w.message) for w in caught)])
     assert [i for i in identifiers if i in said] == []
     assert [p.name for p in paths] == ["again_seg.dcm", "again_rtstruct.dcm"]
+
+
+def test_the_uploaded_zip_of_the_series_works_like_its_files(exported, tmp_path):
+    from scan_fixtures import zip_files
+
+    archive = zip_files(exported["files"], tmp_path / "series.zip", folder="DICOM")
+    seg, rtstruct = write_dicom_outputs(exported["masks"], [archive], tmp_path / "out")
+    for path in (seg, rtstruct):
+        truth, _ = load_ground_truth([path], exported["scan"])
+        np.testing.assert_array_equal(truth, exported["masks"])
