@@ -19,7 +19,7 @@ from . import labels
 BOWEL_BAG_COLOUR = "#ff9a00"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on a mask array would be ambiguous; compare keys and masks yourself
 class Structure:
     """One structure to export or measure.
 

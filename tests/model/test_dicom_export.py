@@ -125,6 +125,7 @@ def test_seg_reads_back_with_highdicom_voxel_for_voxel(exported):
     assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == str(source.datasets[0].SeriesInstanceUID)
 
 
+@pytest.mark.slow
 def test_plastimatch_rasterises_the_rtstruct_in_patient_space(exported):
     import nibabel as nib
 
