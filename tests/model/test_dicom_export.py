@@ -68,6 +68,8 @@ def _voxel_centres_ras(scan) -> np.ndarray:
 
 
 def test_source_headers_follow_the_scans_voxel_order(exported):
+    import pydicom
+
     scan, files = exported["scan"], exported["files"]
     # Any file order; an earlier export in the same folder is not a source image.
     shutil.copy(exported["seg"], files[0].parent / "zz_seg.dcm")
@@ -78,7 +80,7 @@ def test_source_headers_follow_the_scans_voxel_order(exported):
     assert len(source.datasets) == len(files)
     # The files come back in spatial order, the order read_dicom_series gives the voxels.
     assert [str(ds.SOPInstanceUID) for ds in source.datasets] == \
-        [str(__import__("pydicom").dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+        [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ scan.affine
     for k in (0, 7, len(scan) - 1):
         np.testing.assert_allclose(source.positions[k], (lps @ [0, 0, k, 1])[:3], atol=1e-3)
