@@ -1,8 +1,9 @@
 """Ground truth for a scan, and how a prediction compares with it.
 
 Ground truth comes as Kaggle ``train.csv``-style RLE, a label NIfTI (ids 0–3 as in the
-dataset), or bit-packed mask PNGs (this app's own export: stomach 1, small bowel 2, large
-bowel 4). The numbers are the competition's, from :mod:`model.metric`, the implementation
+dataset), bit-packed mask PNGs (this app's own export: stomach 1, small bowel 2, large
+bowel 4), or clinical contours of the same DICOM series: an RTSTRUCT or a DICOM SEG
+(:mod:`model.dicom_truth`). The numbers are the competition's, from :mod:`model.metric`, the implementation
 training uses too.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import labels
+from .dicom_truth import is_dicom_truth, truth_from_dicom
 from .image import IMAGE_SUFFIXES, ImageError, read_slice
 from .metric import Score, competition_score, score_case
 from .overlay import MASK_BITS, decode_mask_png
@@ -39,9 +41,10 @@ _SLICE_NUMBER = re.compile(r"slice_(\d+)")
 def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarray, list[str]]:
     """Read ground truth for ``scan`` as ``(O, D, H, W) bool`` plus one-line notes.
 
-    One ``.csv`` (RLE rows for the scan's case and day), one label NIfTI, or mask PNGs
-    (files or one zip) matched to the scan's slices by ``slice_NNNN`` in their names, else in
-    name order. Raises :class:`ScanError` when it does not fit the scan.
+    One ``.csv`` (RLE rows for the scan's case and day), one label NIfTI, one RTSTRUCT or DICOM
+    SEG (placed on the scan's grid by patient coordinates), or mask PNGs (files or one zip)
+    matched to the scan's slices by ``slice_NNNN`` in their names, else in name order. Raises
+    :class:`ScanError` when it does not fit the scan.
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -55,6 +58,10 @@ def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarr
         if len(paths) > 1:
             raise ScanError("Upload one ground-truth NIfTI.")
         return _truth_from_nifti(paths[0], scan), []
+    if is_dicom_truth(paths[0]):
+        if len(paths) > 1:
+            raise ScanError("Upload one RTSTRUCT or DICOM SEG file as ground truth.")
+        return truth_from_dicom(paths[0], scan)
     if first.endswith(".zip"):
         if len(paths) > 1:
             raise ScanError("Upload one ground-truth zip.")
@@ -63,7 +70,8 @@ def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarr
             return _truth_from_pngs(files, scan), []
     if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
         return _truth_from_pngs(paths, scan), []
-    raise ScanError("Ground truth must be a train.csv-style RLE CSV, a label NIfTI, or mask PNGs.")
+    raise ScanError("Ground truth must be a train.csv-style RLE CSV, a label NIfTI, an RTSTRUCT or DICOM SEG, "
+                    "or mask PNGs.")
 
 
 def _truth_from_csv(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:

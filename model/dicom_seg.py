@@ -1,0 +1,81 @@
+"""DICOM Segmentation export with highdicom: one binary segment per structure.
+
+highdicom takes the source headers in the scan's slice order and the masks stacked as
+``(S, H, W, segments)``, frame ``i`` on source image ``i``, so every frame gets the source's
+own plane position and orientation and a reference to its source image; the file references
+the source series and its Frame of Reference, and copies the source's patient and study
+identifiers. Slices where a segment is empty are left out (highdicom's default).
+
+highdicom is imported inside the functions: the slice tab never needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .dicom_source import SourceSeries
+from .planning import Structure
+
+#: SNOMED CT codes: (code, meaning). The organs, and the bowel bag as "Intestinal structure".
+ANATOMY_CODES: dict[str, tuple[str, str]] = {
+    "stomach": ("69695003", "Stomach"),
+    "small_bowel": ("30315005", "Small intestine"),
+    "large_bowel": ("14742008", "Large intestine"),
+    "bowel_bag": ("113276009", "Intestinal structure"),
+}
+ALGORITHM_NAME = "GI tract segmentation (research demo)"
+
+
+def segment_codes(structure: Structure):
+    """``(category, type, anatomic structure or None)`` highdicom codes of one structure.
+
+    Organs and the bowel bag: category *Anatomical Structure*, type the anatomy. A PRV:
+    category *Spatial and Relational Concept*, type DICOM's *Planning Organ At Risk Volume*
+    (130057), and the organ as its primary anatomic structure.
+    """
+    from pydicom.sr.coding import Code
+    from pydicom.sr.codedict import codes
+
+    anatomy_key = structure.organ or "bowel_bag"
+    anatomy = Code(ANATOMY_CODES[anatomy_key][0], "SCT", ANATOMY_CODES[anatomy_key][1])
+    if structure.kind == "prv":
+        return codes.SCT.SpatialAndRelationalConcept, codes.DCM.PlanningOrganAtRiskVolume, anatomy
+    return codes.SCT.AnatomicalStructure, anatomy, None
+
+
+def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
+              series_description: str = "Research segmentation, not for diagnostic use",
+              software_version: str = "0") -> Path:
+    """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as a binary DICOM SEG."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, version=software_version or "0",
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    descriptions = []
+    for number, structure in enumerate(structures, start=1):
+        if structure.mask.shape != source.shape:
+            raise ValueError(f"{structure.key} is {structure.mask.shape}; the series is {source.shape}")
+        category, kind, anatomy = segment_codes(structure)
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=structure.label, segmented_property_category=category,
+            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            primary_anatomic_structures=[anatomy] if anatomy is not None else None,
+            display_color=hd.color.CIELabColor.from_rgb(*structure.rgb)))
+    pixels = np.stack([s.mask for s in structures], axis=-1).astype(np.uint8)  # (S, H, W, segments)
+    seg = hd.seg.Segmentation(
+        source_images=source.datasets, pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(), series_number=9902, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="uwmgi research demo", manufacturer_model_name="GI tract segmentation",
+        software_versions=software_version or "0", device_serial_number="none",
+        content_label="GI_ORGANS", content_description="Automatic GI organ segmentation, research only",
+        series_description=series_description, transfer_syntax_uid=ExplicitVRLittleEndian)
+    path = Path(path)
+    seg.save_as(path)
+    return path

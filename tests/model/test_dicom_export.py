@@ -1,0 +1,305 @@
+"""DICOM SEG and RTSTRUCT exports of a real volume, read back by highdicom, dciodvfy and plastimatch.
+
+The series are written with pydicom from a real shared volume in three geometries: axial with
+instance numbers in spatial order, oblique with shuffled instance numbers, and axial with
+instance numbers against the positions. Agreement is measured in patient space.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rt_series
+from model.compare import load_ground_truth
+from model.dicom_export import write_dicom_outputs
+from model.dicom_source import read_source_series
+from model.planning import planning_structures
+from model.rtstruct import mask_contours
+from model.scan import ScanError, read_dicom_series
+from scan_fixtures import kaggle_slices, stack
+
+GEOMETRIES = {
+    "axial": dict(orientation=rt_series.AXIAL, instance_order="ascending"),
+    "oblique_shuffled": dict(orientation=rt_series.oblique_orientation(20.0, 15.0), instance_order="shuffled"),
+    "axial_descending": dict(orientation=rt_series.AXIAL, instance_order="descending", pixel_spacing=(1.5, 1.5)),
+}
+ORGAN_LABELS = ("Stomach", "Small bowel", "Large bowel")
+
+
+def require_tool(name: str) -> str:
+    """The path of a command-line tool; skips when absent, fails under CI, whose .ci/run installs it."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {name} is missing (apt-get install plastimatch dicom3tools)")
+        pytest.skip(f"{name} is not installed (apt-get install plastimatch dicom3tools)")
+    return path
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+@pytest.fixture(scope="module", params=list(GEOMETRIES))
+def exported(request, shared_data, tmp_path_factory):
+    """A 30-slice real series in one geometry, its scan, organ masks and the two exports."""
+    root = tmp_path_factory.mktemp(request.param)
+    voxels = stack(kaggle_slices(shared_data, "volume_266x266")[40:70])
+    files = rt_series.write_mr_series(voxels, root / "series", **GEOMETRIES[request.param])
+    scan = read_dicom_series(files)
+    masks = rt_series.organ_masks_for(scan.voxels)
+    assert masks.sum(axis=(1, 2, 3)).min() >= 200
+    structures = planning_structures(masks, scan.spacing_mm, bowel_bag_structure=True, margin_mm=5.0)
+    seg, rtstruct = write_dicom_outputs(masks, root / "series", root / "out", structures=structures, name="case")
+    return dict(name=request.param, root=root, files=files, scan=scan, masks=masks, structures=structures,
+                seg=seg, rtstruct=rtstruct)
+
+
+def _voxel_centres_ras(scan) -> np.ndarray:
+    """``(S*H*W, 4)`` RAS positions of every voxel centre, from the scan's own affine."""
+    s, r, c = np.meshgrid(*(np.arange(n) for n in scan.shape), indexing="ij")
+    return (scan.affine @ np.stack([c.ravel(), r.ravel(), s.ravel(), np.ones(s.size)])).T
+
+
+def test_source_headers_follow_the_scans_voxel_order(exported):
+    import pydicom
+
+    scan, files = exported["scan"], exported["files"]
+    # Any file order; an earlier export in the same folder is not a source image.
+    shutil.copy(exported["seg"], files[0].parent / "zz_seg.dcm")
+    try:
+        source = read_source_series(files[0].parent)
+    finally:
+        (files[0].parent / "zz_seg.dcm").unlink()
+    assert len(source.datasets) == len(files)
+    # The files come back in spatial order, the order read_dicom_series gives the voxels.
+    assert [str(ds.SOPInstanceUID) for ds in source.datasets] == \
+        [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ scan.affine
+    for k in (0, 7, len(scan) - 1):
+        np.testing.assert_allclose(source.positions[k], (lps @ [0, 0, k, 1])[:3], atol=1e-3)
+        # Pixel (row 10, col 20) of slice k, both ways.
+        np.testing.assert_allclose(source.to_patient(k, np.array([10.0]), np.array([20.0]))[0],
+                                   (lps @ [20, 10, k, 1])[:3], atol=1e-3)
+    if exported["name"] != "axial":  # instance numbers do not follow the positions
+        numbers = [int(ds.InstanceNumber) for ds in source.datasets]
+        assert numbers != sorted(numbers)
+
+
+def test_dciodvfy_reports_no_errors(exported):
+    tool = require_tool("dciodvfy")
+    for path in (exported["seg"], exported["rtstruct"]):
+        run = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
+        report = run.stdout + run.stderr
+        assert report.strip(), "dciodvfy said nothing"
+        assert "Segmentation" in report or "RTStructureSet" in report  # it recognised the IOD
+        errors = [line for line in report.splitlines() if line.startswith("Error")]
+        assert errors == [], f"{path.name}: {errors[:5]}"
+
+
+def test_seg_reads_back_with_highdicom_voxel_for_voxel(exported):
+    import highdicom as hd
+
+    seg = hd.seg.segread(exported["seg"])
+    source = read_source_series(exported["files"])
+    uids = [str(ds.SOPInstanceUID) for ds in source.datasets]
+    structures = [*[m for m in exported["masks"]], *[s.mask for s in exported["structures"]]]
+    assert [str(s.SegmentLabel) for s in seg.SegmentSequence] == [*ORGAN_LABELS, *[s.label for s in exported["structures"]]]
+    assert [str(s.SegmentedPropertyTypeCodeSequence[0].CodeValue) for s in seg.SegmentSequence[:4]] == \
+        ["69695003", "30315005", "14742008", "113276009"]
+    # By source image reference: frame i of every segment is on source image i.
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=list(range(1, 1 + len(structures))),
+                                               ignore_spatial_locations=True)
+    for i, mask in enumerate(structures):
+        assert dice(pixels[..., i] > 0, mask) >= 0.99
+        np.testing.assert_array_equal(pixels[..., i] > 0, mask)
+    # By patient coordinates: every frame's position is its source slice's.
+    positions = {tuple(np.round([float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient], 3))
+                 for g in seg.PerFrameFunctionalGroupsSequence}
+    assert positions <= {tuple(np.round(p, 3)) for p in source.positions}
+    assert str(seg.FrameOfReferenceUID) == source.frame_of_reference_uid
+    assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == str(source.datasets[0].SeriesInstanceUID)
+
+
+@pytest.mark.slow
+def test_plastimatch_rasterises_the_rtstruct_in_patient_space(exported):
+    import nibabel as nib
+
+    tool = require_tool("plastimatch")
+    out = exported["root"] / "plastimatch"
+    run = subprocess.run([tool, "convert", "--input", str(exported["rtstruct"]), "--referenced-ct",
+                          str(exported["root"] / "series"), "--output-prefix", str(out), "--prefix-format", "nii.gz"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    scan = exported["scan"]
+    ras = _voxel_centres_ras(scan)
+    expected = {**dict(zip(ORGAN_LABELS, exported["masks"])), **{s.label: s.mask for s in exported["structures"]}}
+    for label, mask in expected.items():
+        image = nib.load(out / f"{label}.nii.gz")
+        # Map our voxel centres into plastimatch's grid through both affines; they must land on its voxels.
+        ijk = (np.linalg.inv(image.affine) @ ras.T)[:3].T
+        assert np.abs(ijk - np.rint(ijk)).max() < 0.01, f"{label}: plastimatch's grid is not the series' grid"
+        index = np.rint(ijk).astype(int)
+        inside = np.all((index >= 0) & (index < image.shape[:3]), axis=1)
+        assert inside.all()
+        rasterised = (np.asarray(image.dataobj)[tuple(index.T)] > 0).reshape(scan.shape)
+        if mask.sum() >= 200:
+            assert dice(rasterised, mask) >= 0.95, label
+
+
+def test_both_files_carry_the_source_identity_and_references(exported):
+    import pydicom
+
+    source = pydicom.dcmread(exported["files"][0], stop_before_pixels=True)
+    for path in (exported["seg"], exported["rtstruct"]):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert str(ds.PatientName) == rt_series.PATIENT_NAME and ds.PatientID == rt_series.PATIENT_ID
+        assert ds.PatientBirthDate == rt_series.PATIENT_BIRTH_DATE
+        assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.AccessionNumber == rt_series.ACCESSION_NUMBER
+        assert ds.StudyID == rt_series.STUDY_ID and ds.FrameOfReferenceUID == source.FrameOfReferenceUID
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+    rt = pydicom.dcmread(exported["rtstruct"])
+    referenced = rt.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == source.SeriesInstanceUID
+    assert len(referenced.ContourImageSequence) == len(exported["files"])
+    assert [list(map(int, c.ROIDisplayColor)) for c in rt.ROIContourSequence[:3]] == [[0, 127, 255], [0, 154, 23], [255, 0, 0]]
+    assert [o.RTROIInterpretedType for o in rt.RTROIObservationsSequence] == ["ORGAN"] * 4 + ["AVOIDANCE"] * 4
+    # Every Contour Data value fits DS (16 characters), as written in the file.
+    lengths = [len(v) for c in rt.ROIContourSequence for item in c.ContourSequence
+               for v in bytes(item.get_item(0x30060050).value).split(b"\\")]
+    assert lengths and max(lengths) <= 16
+
+
+def test_rtstruct_and_seg_as_ground_truth_round_trip(exported):
+    scan, masks = exported["scan"], exported["masks"]
+    for path in (exported["rtstruct"], exported["seg"]):
+        truth, notes = load_ground_truth([path], scan)
+        for o in range(3):
+            assert dice(truth[o], masks[o]) >= 0.999
+        np.testing.assert_array_equal(truth, masks)
+        assert any("other" in n for n in notes)  # the planning structures were skipped, and said so
+
+
+def test_clinical_style_rtstruct_as_ground_truth(exported, tmp_path):
+    """TG-263 names, holes as separate inner contours (no keyholes), an unknown ROI, one organ missing."""
+    import pydicom
+    from skimage.measure import find_contours
+
+    scan, masks = exported["scan"], exported["masks"]
+    source = read_source_series(exported["files"])
+    rt = pydicom.dcmread(exported["rtstruct"])
+    rt.StructureSetROISequence = rt.StructureSetROISequence[:3]
+    rt.ROIContourSequence = rt.ROIContourSequence[1:3]  # no stomach
+    for roi, name in zip(rt.StructureSetROISequence, ("Stomach", "Bowel_Small", "Colon")):
+        roi.ROIName = name
+    large = rt.ROIContourSequence[1]
+    template = large.ContourSequence[0]
+    contours = []
+    for s in np.flatnonzero(masks[2].any(axis=(1, 2))):
+        for ring in find_contours(np.pad(masks[2, s].astype(float), 1), 0.5):  # outer and inner rings
+            item = pydicom.Dataset()
+            item.ContourImageSequence = template.ContourImageSequence
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            points = source.to_patient(int(s), ring[:-1, 0] - 1, ring[:-1, 1] - 1)
+            item.NumberOfContourPoints = len(points)
+            item.ContourData = [f"{v:.3f}" for v in points.ravel()]
+            contours.append(item)
+    large.ContourSequence = contours
+    rt.save_as(tmp_path / "clinical.dcm")
+    truth, notes = load_ground_truth([tmp_path / "clinical.dcm"], scan)
+    assert not truth[0].any()
+    np.testing.assert_array_equal(truth[1], masks[1])
+    np.testing.assert_array_equal(truth[2], masks[2])  # the ring's hole stays a hole
+    assert notes == ["No stomach in the ground truth; counted as empty."]
+
+
+def test_ground_truth_from_another_grid_is_refused(exported, tmp_path):
+    scan = exported["scan"]
+    # The same images, every slice moved half a slice along the normal: no contour or frame is on a slice.
+    files = rt_series.write_mr_series(scan.voxels.astype(np.uint16), tmp_path / "shifted",
+                                      **{**GEOMETRIES[exported["name"]], "origin": (-180.0, -160.0, -58.5)})
+    shifted = read_dicom_series(files)
+    for path in (exported["rtstruct"], exported["seg"]):
+        with pytest.raises(ScanError, match="on the scan's slices; is it from another series"):
+            load_ground_truth([path], shifted)
+
+
+def test_contours_keep_holes_without_relying_on_a_fill_rule():
+    from skimage.draw import polygon
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mask = rng.random((24, 24)) < 0.55  # ragged: many pieces, holes, islands in holes
+        mask[0, :] = rng.random(24) < 0.5  # and pieces on the image border
+        union = np.zeros_like(mask)
+        xor = np.zeros_like(mask)
+        for contour in mask_contours(mask):
+            rr, cc = polygon(contour[:, 0], contour[:, 1], mask.shape)
+            union[rr, cc] = True
+            xor[rr, cc] ^= True
+        np.testing.assert_array_equal(union, mask)  # plastimatch's default: contours OR'd
+        np.testing.assert_array_equal(xor, mask)  # systems that XOR inner contours
+
+
+def test_refusals_name_the_problem_without_tag_values(exported, tmp_path):
+    import pydicom
+
+    masks = exported["masks"]
+    with pytest.raises(ScanError, match="the DICOM series is"):
+        write_dicom_outputs(masks[:, 1:], exported["files"], tmp_path)
+    bare = []
+    for f in exported["files"][:3]:
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(tmp_path / f.name)
+        bare.append(tmp_path / f.name)
+    with pytest.raises(ScanError, match="frame of reference") as err:
+        write_dicom_outputs(masks[:, :3], bare, tmp_path / "out")
+    assert rt_series.PATIENT_ID not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_structure_names_that_mean_an_organ():
+    from model.dicom_truth import organ_for_name
+
+    assert [organ_for_name(n) for n in ("Stomach", "STOMACH", "Small bowel", "Bowel_Small", "SmallIntestine",
+                                        "Large bowel", "Bowel_Large", "Colon", "large_intestine")] == \
+        ["stomach", "stomach", "small_bowel", "small_bowel", "small_bowel",
+         "large_bowel", "large_bowel", "large_bowel", "large_bowel"]
+    assert [organ_for_name(n) for n in ("Bowel bag", "Stomach PRV 5mm", "Stomach_PRV05", "Bowel", "Liver", "")] == \
+        [None] * 6
+
+
+def test_exports_log_and_print_no_patient_identifiers(exported, tmp_path, caplog, capfd):
+    import logging
+    import warnings
+
+    identifiers = (rt_series.PATIENT_NAME, rt_series.PATIENT_NAME.split("^")[0], rt_series.PATIENT_ID,
+                   rt_series.PATIENT_BIRTH_DATE, rt_series.ACCESSION_NUMBER)
+    assert rt_series.PATIENT_ID.encode() in exported["seg"].read_bytes()  # the check below is not vacuous
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = write_dicom_outputs(exported["masks"], exported["files"], tmp_path, name="again")
+        load_ground_truth([paths[0]], exported["scan"])
+        load_ground_truth([paths[1]], exported["scan"])
+    out, err = capfd.readouterr()
+    said = " ".join([caplog.text, out, err, *(str(w.message) for w in caught)])
+    assert [i for i in identifiers if i in said] == []
+    assert [p.name for p in paths] == ["again_seg.dcm", "again_rtstruct.dcm"]
+
+
+def test_the_uploaded_zip_of_the_series_works_like_its_files(exported, tmp_path):
+    from scan_fixtures import zip_files
+
+    archive = zip_files(exported["files"], tmp_path / "series.zip", folder="DICOM")
+    seg, rtstruct = write_dicom_outputs(exported["masks"], [archive], tmp_path / "out")
+    for path in (seg, rtstruct):
+        truth, _ = load_ground_truth([path], exported["scan"])
+        np.testing.assert_array_equal(truth, exported["masks"])
