@@ -134,7 +134,7 @@ def choose_runtime(device: str | None = None, *, precision: str | None = None,
 
 
 class FoldedDecodeHead(nn.Module):
-    """SegFormer's all-MLP decode head, rewritten to cost ~1 GFLOP instead of ~26 at 288².
+    """SegFormer's all-MLP decode head, rewritten to cost a small fraction of its FLOPs.
 
     The original projects every stage to ``D`` channels, upsamples to the first stage's size,
     concatenates (4·D channels) and fuses with a 1×1 conv, then batch norm (eval) and ReLU.
@@ -172,10 +172,9 @@ class FoldedDecodeHead(nn.Module):
 
     def forward(self, encoder_hidden_states, **kwargs) -> torch.Tensor:
         # One image at a time, accumulating in place: the fused map is D channels at the first
-        # stage's resolution (16 MB per 288² image for B4). A batch of 8 (127 MB per temporary)
-        # spilled the caches and page-faulted fresh buffers at every op; per image the head ran
-        # ~3x faster on the CPU. On a GPU the loop only adds a few kernel launches per image (not
-        # measured: no GPU here; benchmarks/gpu.py times batches up to 64).
+        # stage's resolution, and a whole batch of such temporaries spilled the caches and
+        # page-faulted fresh buffers at every op on the CPU (benchmarks/README.md has the timings).
+        # On a GPU the loop adds a few kernel launches per image; benchmarks/gpu.py times batches.
         return torch.cat([self._fuse([stage[i:i + 1] for stage in encoder_hidden_states])
                           for i in range(encoder_hidden_states[0].shape[0])])
 

@@ -56,7 +56,12 @@ def label2id(id2label: Mapping[int, str]) -> dict[str, int]:
     return {name: i for i, name in id2label.items()}
 
 
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    """A ``#rrggbb`` colour as an ``(r, g, b)`` tuple of 0..255 ints."""
+    h = colour.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
 def rgb(organ: str) -> tuple[int, int, int]:
     """An organ's colour as an ``(r, g, b)`` tuple of 0..255 ints."""
-    h = COLOURS[organ].lstrip("#")
-    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    return hex_rgb(COLOURS[organ])

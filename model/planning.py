@@ -40,8 +40,7 @@ class Structure:
 
     @property
     def rgb(self) -> tuple[int, int, int]:
-        h = self.colour.lstrip("#")
-        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+        return labels.hex_rgb(self.colour)
 
 
 def organ_structures(organ_masks: np.ndarray) -> list[Structure]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .image import MIN_SIDE
 from .scan import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, case_day_in, file_head, scan_stem
 
 
@@ -57,7 +58,7 @@ def read_nifti(path: str | Path) -> Scan:
     if data.dtype == np.float64:
         data = data.astype(np.float32)
     voxels = np.ascontiguousarray(data.transpose(2, 1, 0))  # (col, row, slice) → (slice, row, col)
-    if min(voxels.shape[1:]) < 16:
+    if min(voxels.shape[1:]) < MIN_SIDE:
         raise ScanError(f"{path.name}: axial slices of {voxels.shape[2]}×{voxels.shape[1]} px are too small.")
     col_mm, row_mm, slice_mm = (float(z) for z in img.header.get_zooms()[:3])
     if stored != "LPS":

@@ -1,17 +1,16 @@
 """The model in its own process, so that loading it overlaps the app's own start-up.
 
 A free CPU Space has 2 vCPUs, and the app's start is bound by Python imports that each run on
-one core: Gradio takes ~7 s, torch + transformers ~9 s. In one process they add up (15 s to the
-first answer on an idle 2-vCPU machine here); with the model loading in a child while the app
-imports Gradio, they overlap (~10 s).
+one core: Gradio's, and torch + transformers'. In one process they add up; with the model loading
+in a child while the app imports Gradio, they overlap (the cold-start rows of
+``benchmarks/results/`` measure both).
 
 :class:`SegmenterProcess` is started by ``python app.py`` before it imports Gradio: a ``fork`` of
 a process that has imported only the standard library, so no thread, lock or OpenMP pool is
 copied. Once torch is loaded (tests, notebooks) it spawns a fresh interpreter instead. It
 answers the part of :class:`~model.inference.Segmenter` the app uses: ``predict``,
 ``segment_slices``, ``segment_volume_steps``, ``describe``, ``batch_size`` and ``slice_offsets``.
-Slices and masks cross the process boundary as pickled arrays (~0.1 MB per slice, ~3.4 MB per
-16-slice scan chunk).
+Slices and masks cross the process boundary as pickled arrays, small next to a forward pass.
 
 This module imports only the standard library, never torch: the app's process stays free of the
 model's imports. Research demo, not for diagnostic use.
