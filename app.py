@@ -1,43 +1,28 @@
 """Gradio app: segment the stomach, small and large bowel on abdominal MRI slices.
 
 Research demo, not for diagnostic use. The UI only: decoding, prediction and measurements
-live in :mod:`model`. Importing this module builds ``demo`` but downloads nothing and starts
-no server, and the model loads in this process on first use. ``python app.py [--model ID_OR_DIR]
-[--revision REV]`` first starts loading the model in its own process (:mod:`model.worker`), then
-imports Gradio, launches, and serves as soon as the model is ready.
+live in :mod:`model`. Importing this module builds ``demo`` but downloads nothing, starts no
+server and loads no torch; the model loads in this process on first use. ``python app.py
+[--model ID_OR_DIR] [--revision REV]`` starts loading the model in its own process
+(:func:`model.worker.preload`) before it imports Gradio, launches, and serves as soon as the
+model is ready.
 """
 
 from __future__ import annotations
 
+from model import worker
+
+# The one statement before the imports (ruff's E402 is off for this file alone, in pyproject.toml):
+# under `python app.py` the model's process starts here, so its imports (torch, transformers) run
+# while this process imports Gradio; on a 2-vCPU Space the two then overlap instead of adding up
+# (cold start: benchmarks/results/). Imported (tests, notebooks), this does nothing.
+MODEL_PROCESS = worker.preload(__name__)
+
 import argparse
-import sys
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
-    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
-                                        "default: the blog's checkpoint, converted once")
-    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    return parser.parse_args(argv)
-
-
-_EARLY_MODEL = None
-if __name__ == "__main__":
-    # Start loading the model in its own process now, before this one imports Gradio: on a
-    # 2-vCPU Space the two imports (Gradio ~6 s, torch + transformers ~8 s) then overlap.
-    # model.worker and model.checkpoint import only the standard library here.
-    from model import worker
-    from model.checkpoint import env_model
-    from model.threads import prefer_sleeping_threads
-
-    prefer_sleeping_threads()  # inherited by the model process forked next
-    _ARGS = parse_args()
-    _EARLY_MODEL = worker.SegmenterProcess(_ARGS.model or env_model()[0], _ARGS.revision or env_model()[1])
-
-# The rest is imported after the model process has forked.
 import logging
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -50,7 +35,7 @@ import numpy as np
 from gradio.utils import get_upload_folder
 
 from model import labels
-from model.checkpoint import CheckpointError, env_model
+from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
 from model.overlay import annotations, organ_areas, save_mask_png
@@ -84,25 +69,25 @@ MAX_FILE_SIZE = "100mb"
 
 # --------------------------------------------------------------------------- model, loaded once
 
-_model_choice: tuple[str | None, str | None] = env_model()
+_model_choice: tuple[str | None, str | None] = model_choice()
 _segmenter: Segmenter | SegmenterProcess | None = None
 _segmenter_lock = threading.Lock()
 
 
-def configure(model: str | None, revision: str | None = None) -> None:
-    """Choose the checkpoint (``None``: ``MODEL``/``MODEL_REVISION``, else the blog's). Resets a loaded one."""
+def configure(model: str | None, revision: str | None = None, segmenter: SegmenterProcess | None = None) -> None:
+    """Choose the checkpoint (``None``: ``MODEL``/``MODEL_REVISION``, else the blog's); resets a loaded one.
+
+    ``segmenter``: that checkpoint already loading in its own process (``python app.py``'s).
+    """
     global _model_choice, _segmenter
-    env = env_model()
-    _model_choice = (model or env[0], revision or env[1])
-    _segmenter = None
+    _model_choice = model_choice(model, revision)
+    _segmenter = segmenter
 
 
 def get_segmenter() -> Segmenter | SegmenterProcess:
-    """The process's one model, loaded on first use.
+    """The process's one model: the configured model process, else loaded here on first use.
 
-    Under ``python app.py`` that is the :class:`~model.worker.SegmenterProcess` started before
-    Gradio was imported (when it serves the configured checkpoint); elsewhere, or once that
-    process has died, a :class:`~model.inference.Segmenter` loaded in this process.
+    A model process that died is replaced by a model loaded in this process.
     """
     global _segmenter
     with _segmenter_lock:
@@ -111,13 +96,10 @@ def get_segmenter() -> Segmenter | SegmenterProcess:
             _segmenter.close()
             _segmenter = None
         if _segmenter is None:
-            if _EARLY_MODEL is not None and _EARLY_MODEL.choice == _model_choice and not _EARLY_MODEL.broken:
-                _segmenter = _EARLY_MODEL.wait()
-            else:
-                from model.inference import Segmenter  # torch loads here, on first use
+            from model.inference import Segmenter  # torch loads here, on first use
 
-                _segmenter = Segmenter.load(*_model_choice)
-        return _segmenter
+            _segmenter = Segmenter.load(*_model_choice)
+        return _segmenter.wait() if isinstance(_segmenter, SegmenterProcess) else _segmenter
 
 
 # --------------------------------------------------------------------------- output files
@@ -364,8 +346,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                     label="Sample slices", examples_per_page=12)
                     gr.Markdown(samples_note)
                 with gr.Column():
-                    # PNG, not Gradio's default WebP: lossless for a scan, and cheaper to encode
-                    # (266² slice: ~15 ms against ~60 ms under load on a 2-vCPU machine).
+                    # PNG, not Gradio's default WebP: lossless for a scan, and cheaper to encode.
                     overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True, format="png")
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
@@ -428,8 +409,16 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
     return demo
 
 
-_import_samples = find_samples(fetch=False, limit=24)
-demo = build_demo(*_import_samples)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
+    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
+                                        "default: the blog's checkpoint, converted once")
+    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
+    return parser.parse_args(argv)
+
+
+# The samples are fetched (into the HF cache) only when the app is run, never on import.
+demo = build_demo(*find_samples(fetch=MODEL_PROCESS is not None, limit=24))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,24 +427,22 @@ def main(argv: list[str] | None = None) -> int:
     # pydicom logs each failed decoder with a traceback (and may quote element values); the scan
     # reader answers in one line instead. Not the level: pydicom resets it when first imported.
     logging.getLogger("pydicom").propagate = False
-    configure(args.model, args.revision)
-    # The first online start fetches the samples; rebuild only when that changed what import found.
-    samples = find_samples(fetch=True, limit=24)
-    app = demo if samples == _import_samples else build_demo(*samples)
+    choice = model_choice(args.model, args.revision)
+    configure(*choice, segmenter=MODEL_PROCESS if MODEL_PROCESS is not None and MODEL_PROCESS.choice == choice else None)
     # Serve while the model finishes loading (in its own process under `python app.py`): the
     # first requests wait for it, and a checkpoint that cannot load still ends the app with one line.
     # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set.
-    app.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True)
+    demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True)
     try:
         segmenter = get_segmenter()
     except CheckpointError as err:
-        app.close()
+        demo.close()
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.info("model: %s", segmenter.describe())
     threading.Thread(target=_sweep_forever, args=(CACHE_SECONDS, _SCRATCH, Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
-    app.block_thread()
+    demo.block_thread()
     return 0
 
 

@@ -310,6 +310,7 @@ def load_model(local_dir: str | Path):
         raise CheckpointError(f"Could not load the model in {local_dir}: {type(err).__name__}: {err}".splitlines()[0]) from None
 
 
-def env_model() -> tuple[str | None, str | None]:
-    """``MODEL`` and ``MODEL_REVISION`` from the environment, as Spaces configure apps."""
-    return os.environ.get("MODEL") or None, os.environ.get("MODEL_REVISION") or None
+def model_choice(model: str | None = None, revision: str | None = None) -> tuple[str | None, str | None]:
+    """The checkpoint to serve: ``model``/``revision`` as given, else ``MODEL``/``MODEL_REVISION`` from
+    the environment (as Spaces configure apps), else ``None`` (the blog's checkpoint, latest)."""
+    return model or os.environ.get("MODEL") or None, revision or os.environ.get("MODEL_REVISION") or None

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError, env_model
+from .checkpoint import CheckpointError, model_choice
 from .cohort import check_out_dir, run, score_cohort, write_cohort_files
 from .scan_sources import NameClashError, find_scans
 from .threads import prefer_sleeping_threads
@@ -59,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .inference import Segmenter
 
-    env = env_model()
     try:
-        segmenter = Segmenter.load(args.model or env[0], args.revision or env[1])
+        segmenter = Segmenter.load(*model_choice(args.model, args.revision))
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -76,6 +76,27 @@ def start_method() -> str:
     return "fork" if forkable else "spawn"
 
 
+def preload(module_name: str, argv: list[str] | None = None) -> SegmenterProcess | None:
+    """Under ``python app.py`` (``module_name == "__main__"``) start loading the model now; else ``None``.
+
+    Called first thing in ``app.py``, before it imports Gradio, so that the model's imports run in
+    the child while the app's run here. Reads only ``--model`` and ``--revision`` from ``argv``
+    (default ``sys.argv[1:]``), merged with the environment by
+    :func:`~model.checkpoint.model_choice`; the app's own parser checks the whole line afterwards.
+    """
+    if module_name != "__main__":
+        return None
+    import argparse
+
+    from .checkpoint import model_choice  # standard library only, like this module
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--model")
+    parser.add_argument("--revision")
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return SegmenterProcess(*model_choice(known.model, known.revision))
+
+
 class SegmenterProcess:
     """A :class:`~model.inference.Segmenter` loading and running in a child process.
 

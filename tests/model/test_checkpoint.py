@@ -127,3 +127,16 @@ def test_default_refuses_tampered_download(tmp_path, monkeypatch):
 def test_hub_repo_id_offline_message():
     with pytest.raises(ckpt.CheckpointError, match="Could not download someone/nothing"):
         ckpt.resolve("someone/nothing")
+
+
+def test_model_choice_merges_arguments_with_the_environment(monkeypatch):
+    from model.checkpoint import model_choice
+
+    monkeypatch.delenv("MODEL", raising=False)
+    monkeypatch.delenv("MODEL_REVISION", raising=False)
+    assert model_choice() == (None, None)
+    monkeypatch.setenv("MODEL", "owner/env-model")
+    monkeypatch.setenv("MODEL_REVISION", "v1")
+    assert model_choice() == ("owner/env-model", "v1")
+    assert model_choice("./local", None) == ("./local", "v1")
+    assert model_choice("./local", "v2") == ("./local", "v2")

@@ -74,13 +74,11 @@ def test_a_checkpoint_that_cannot_load_raises_its_one_line_error(softmax_ckpt, t
         proc.close()
 
 
-def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(app_module, softmax_ckpt, tmp_path,
-                                                                            monkeypatch):
+def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(app_module, softmax_ckpt, tmp_path):
     import gradio as gr
 
-    app_module.configure(str(softmax_ckpt))
     proc = SegmenterProcess(str(softmax_ckpt))
-    monkeypatch.setattr(app_module, "_EARLY_MODEL", proc)
+    app_module.configure(str(softmax_ckpt), segmenter=proc)
     image = str(good_slice(tmp_path))
     try:
         assert app_module.get_segmenter() is proc
@@ -131,3 +129,16 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
     assert list(proc.segment_volume_steps(voxels, masks, chunk_slices=4)) == [4, 8, 9]
     np.testing.assert_array_equal(masks, local.segment_volume(voxels))
     assert sent == [5, 7, 3]  # slices 0-4, 2-8 and 6-8: only what the stacks reach
+
+
+def test_preload_starts_a_model_process_only_for_the_script(softmax_ckpt, monkeypatch):
+    from model import worker
+
+    monkeypatch.delenv("MODEL", raising=False)
+    monkeypatch.setenv("MODEL_REVISION", "v2")
+    assert worker.preload("app", ["--model", str(softmax_ckpt)]) is None  # imported: nothing starts
+    proc = worker.preload("__main__", ["--model", str(softmax_ckpt), "--unrelated", "x"])
+    try:
+        assert isinstance(proc, SegmenterProcess) and proc.choice == (str(softmax_ckpt), "v2")
+    finally:
+        proc.close()
