@@ -136,8 +136,14 @@ def table(device: str, shared_data: Path = SHARED_DATA, precisions=("fp32", "bf1
     learned = ", ".join(f"{labels.DISPLAY_NAMES[o]} {dice(exact[:, i], label_maps == labels.ORGAN_IDS[o]):.2f}"
                         for i, o in enumerate(labels.ORGANS))
     default = choose_runtime(device).precision
-    lines = [f"Fidelity against the exact fp32 model on {device} ({time.strftime('%Y-%m-%d')}); the model's Dice "
-             f"against the 21 real labels: {learned}.", "",
+    if torch.device(device).type == "cuda":
+        machine = torch.cuda.get_device_name(torch.device(device))
+    else:
+        from benchmarks.measure import Machine
+
+        machine = Machine.this().describe()
+    lines = [f"Fidelity against the exact fp32 model on {device} ({time.strftime('%Y-%m-%d')}): {machine}.",
+             f"The model's Dice against the 21 real labels: {learned}.", "",
              "| precision | data | identical pixels | worst slice-organ Dice | slice-organs judged | bar |",
              "|---|---|---:|---:|---:|---|"]
     for precision in precisions:
