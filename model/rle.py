@@ -8,8 +8,8 @@ of one line, so row-major is the order the masks were written in.
 
 A file has one row per slice and organ: ``id,class,segmentation`` for ground truth, or
 ``id,class,predicted`` for a submission. Slice ids look like ``case123_day20_slice_0065``.
-A whole Kaggle ``train.csv`` decodes to ~8 GB of masks, so :func:`iter_rle_csv` and
-:class:`RleCsv` read the file once as strings and decode one case-day at a time.
+A whole Kaggle ``train.csv`` decodes to ~8 GB of masks, so :class:`RleCsv` reads the file
+once as strings and decodes one case-day at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,40 +202,8 @@ class RleCsv:
         return self._slices[case_day]
 
 
-def iter_rle_csv(
-    path: str | Path,
-    shapes: Mapping[str, tuple[int, int]] | None = None,
-    case_days: Iterable[str] | None = None,
-) -> Iterator[RleVolume]:
-    """Yield one :class:`RleVolume` (masks ``(O, D, H, W) bool``) per case-day of a file, lazily.
-
-    Each ``next()`` decodes one case-day; nothing else decoded is kept, only the file's RLE
-    strings. Each case-day's ``(H, W)`` comes from ``shapes`` or else from ``height`` and
-    ``width`` columns. With ``case_days``, only those are decoded, and a ``ValueError`` naming
-    any the file lacks is raised before the first is. Yields in order of first appearance in
-    the file. Columns and errors as in :class:`RleCsv`.
-    """
-    case_days = None if case_days is None else tuple(case_days)
-    rows = RleCsv(path, case_days)
-    if case_days is not None and (missing := [cd for cd in case_days if cd not in rows]):
-        raise ValueError(f"{path}: no rows for {', '.join(missing)}")
-    for case_day in rows.case_days:
-        yield rows.volume(case_day, (shapes or {}).get(case_day))
-
-
-def read_rle_csv(
-    path: str | Path, shapes: Mapping[str, tuple[int, int]] | None = None
-) -> dict[str, RleVolume]:
-    """Decode every case-day of a file at once: ``{case_day: RleVolume}``, in order of first appearance.
-
-    Loads everything: a full Kaggle ``train.csv`` takes ~8 GB. Prefer :func:`iter_rle_csv`
-    (or :class:`RleCsv`) for anything larger than a handful of scans. Shapes as there.
-    """
-    return {volume.case_day: volume for volume in iter_rle_csv(path, shapes)}
-
-
 def write_rle_csv(path: str | Path, volumes: Iterable[RleVolume], column: str = "predicted") -> None:
-    """Write volumes as ``id,class,<column>`` rows, one per slice and organ (what :func:`read_rle_csv` reads)."""
+    """Write volumes as ``id,class,<column>`` rows, one per slice and organ (what :class:`RleCsv` reads)."""
     if column not in RLE_COLUMNS:
         raise ValueError(f"column must be one of {RLE_COLUMNS}, got {column!r}")
     with open(path, "w", newline="") as f:
@@ -246,12 +214,6 @@ def write_rle_csv(path: str | Path, volumes: Iterable[RleVolume], column: str = 
                 kaggle_id = slice_id(volume.case_day, number)
                 for o, organ in enumerate(ORGANS):
                     writer.writerow([kaggle_id, KAGGLE_CLASSES[organ], rle_encode(volume.masks[o, d])])
-
-
-def read_volume_shapes(path: str | Path) -> dict[str, tuple[int, int]]:
-    """Read ``case_day,width,height,...`` rows (the shared data's ``volumes.csv``) as ``{case_day: (H, W)}``."""
-    with open(path, newline="") as f:
-        return {row["case_day"]: (int(row["height"]), int(row["width"])) for row in csv.DictReader(f)}
 
 
 def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:

@@ -53,10 +53,10 @@ def multilabel_ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rle_volumes(shared_data: Path):
     """The 9 real ground-truth volumes of ``rle/train.csv``, decoded once per session."""
-    from model.rle import read_rle_csv, read_volume_shapes
+    from locations import decode_rle_file, read_volume_shapes
 
     rle = shared_data / "rle"
-    return read_rle_csv(rle / "train.csv", read_volume_shapes(rle / "volumes.csv"))
+    return decode_rle_file(rle / "train.csv", read_volume_shapes(rle / "volumes.csv"))
 
 
 @pytest.fixture(scope="module")

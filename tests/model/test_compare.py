@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.compare import compare, confusion, load_ground_truth
-from model.rle import read_volume_shapes
+from locations import read_volume_shapes
 from model.scan import Scan, ScanError
 from model.volume import label_volume, save_label_nifti, save_mask_png_zip
 

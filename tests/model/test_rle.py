@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import itertools
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,11 @@ from hypothesis.extra.numpy import arrays
 
 import model.rle
 from model.labels import ORGANS
+from locations import decode_rle_file, read_volume_shapes
 from model.rle import (
     RleCsv,
     RleVolume,
-    iter_rle_csv,
     parse_slice_id,
-    read_rle_csv,
-    read_volume_shapes,
     rle_decode,
     rle_encode,
     slice_id,
@@ -141,7 +138,7 @@ def test_read_groups_sorts_and_fills_missing_organs(tmp_path):
             ["case5_day0_slice_0001", "stomach", "", "4", "3"],
         ],
     )
-    volumes = read_rle_csv(path)
+    volumes = decode_rle_file(path)
     assert list(volumes) == ["case1_day2", "case5_day0"]
     volume = volumes["case1_day2"]
     assert volume.slice_numbers == (3, 9)
@@ -156,8 +153,8 @@ def test_read_needs_shapes_and_rejects_bad_rows(tmp_path):
     header = ["id", "class", "segmentation"]
     path = _write(tmp_path / "a.csv", header, [["case1_day2_slice_0001", "stomach", "1 1"]])
     with pytest.raises(ValueError, match="no \\(height, width\\) for case1_day2"):
-        read_rle_csv(path)
-    assert read_rle_csv(path, {"case1_day2": (3, 4)})["case1_day2"].masks.sum() == 1
+        decode_rle_file(path)
+    assert decode_rle_file(path, {"case1_day2": (3, 4)})["case1_day2"].masks.sum() == 1
 
     cases = {
         "unknown class": [["case1_day2_slice_0001", "liver", ""]],
@@ -166,9 +163,9 @@ def test_read_needs_shapes_and_rejects_bad_rows(tmp_path):
     }
     for message, rows in cases.items():
         with pytest.raises(ValueError, match=message):
-            read_rle_csv(_write(tmp_path / "b.csv", header, rows), {"case1_day2": (3, 4)})
+            decode_rle_file(_write(tmp_path / "b.csv", header, rows), {"case1_day2": (3, 4)})
     with pytest.raises(ValueError, match="need columns"):
-        read_rle_csv(_write(tmp_path / "c.csv", ["id", "class", "rle"], []), {})
+        decode_rle_file(_write(tmp_path / "c.csv", ["id", "class", "rle"], []), {})
 
 
 def test_write_then_read_round_trips(tmp_path):
@@ -184,7 +181,7 @@ def test_write_then_read_round_trips(tmp_path):
     assert rows[0] == ["id", "class", "predicted"]
     assert rows[1][:2] == ["case1_day2_slice_0003", ORGANS[0]]
     assert len(rows) == 1 + len(ORGANS) * 4
-    read = read_rle_csv(path, {"case1_day2": (5, 6), "case9_day0": (2, 2)})
+    read = decode_rle_file(path, {"case1_day2": (5, 6), "case9_day0": (2, 2)})
     for volume in volumes:
         assert read[volume.case_day].slice_numbers == volume.slice_numbers
         np.testing.assert_array_equal(read[volume.case_day].masks, volume.masks)
@@ -282,35 +279,19 @@ def _real_files(shared_data: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
     return rle_dir / "train.csv", read_volume_shapes(rle_dir / "volumes.csv")
 
 
-def test_iterator_yields_what_read_rle_csv_reads(shared_data, rle_volumes):
-    path, shapes = _real_files(shared_data)
-    volumes = iter_rle_csv(path, shapes)
-    assert isinstance(volumes, Iterator)
-    seen = []
-    for volume in volumes:
-        expected = rle_volumes[volume.case_day]
-        assert volume.slice_numbers == expected.slice_numbers
-        np.testing.assert_array_equal(volume.masks, expected.masks)
-        seen.append(volume.case_day)
-    assert seen == list(rle_volumes)  # same order: first appearance in the file
-
-
 def test_case_days_filter_decodes_only_those(shared_data, rle_volumes, monkeypatch):
     path, shapes = _real_files(shared_data)
     decoded = []
     real_decode = model.rle.rle_decode
     monkeypatch.setattr(model.rle, "rle_decode", lambda rle, shape: decoded.append(1) or real_decode(rle, shape))
     first, *_, last = rle_volumes
-    volumes = {v.case_day: v for v in iter_rle_csv(path, shapes, case_days=[last, first])}
-    assert list(volumes) == [first, last]  # file order, whatever the order asked
+    both = RleCsv(path, case_days=[last, first])
+    assert both.case_days == (first, last) and decoded == []  # file order, whatever the order asked; nothing decoded yet
+    volumes = {case_day: both.volume(case_day, shapes[case_day]) for case_day in both.case_days}
     assert len(decoded) == len(ORGANS) * (len(rle_volumes[first].slice_numbers) + len(rle_volumes[last].slice_numbers))
     np.testing.assert_array_equal(volumes[last].masks, rle_volumes[last].masks)
 
     decoded.clear()
-    with pytest.raises(ValueError, match="no rows for case1_day1"):
-        next(iter_rle_csv(path, shapes, case_days=[first, "case1_day1"]))
-    assert decoded == []  # refused before decoding the case-day that is there
-
     rows = RleCsv(path, case_days=[last, "case1_day1"])
     assert rows.case_days == (last,) and last in rows and first not in rows and decoded == []
     assert rows.slice_numbers(last) == rle_volumes[last].slice_numbers
@@ -324,7 +305,7 @@ def test_unsorted_rows_are_grouped_by_case_day(shared_data, rle_volumes, tmp_pat
         header, *rows = list(csv.reader(f))
     order = np.random.default_rng(0).permutation(len(rows))
     shuffled = _write(tmp_path / "shuffled.csv", header, [rows[i] for i in order])
-    volumes = list(iter_rle_csv(shuffled, shapes))
+    volumes = list(decode_rle_file(shuffled, shapes).values())
     assert sorted(v.case_day for v in volumes) == sorted(rle_volumes)
     for volume in volumes:
         assert volume.slice_numbers == rle_volumes[volume.case_day].slice_numbers
@@ -340,21 +321,21 @@ def _peak_bytes(run) -> int:
         tracemalloc.stop()
 
 
-def test_iterating_holds_one_volume_not_the_file(shared_data, rle_volumes):
+def test_decoding_one_case_day_at_a_time_holds_one_volume_not_the_file(shared_data, rle_volumes):
     path, shapes = _real_files(shared_data)
     case_day = next(iter(rle_volumes))
     one_volume = rle_volumes[case_day].masks.nbytes  # 3 x 144 x 310 x 360 bool: 48 MB
     largest = max(v.masks.nbytes for v in rle_volumes.values())
-    whole_file = sum(v.masks.nbytes for v in rle_volumes.values())  # what read_rle_csv holds: 365 MB
+    whole_file = sum(v.masks.nbytes for v in rle_volumes.values())  # all decoded at once: 365 MB
     assert whole_file > 6 * largest
 
     def one():
-        (volume,) = iter_rle_csv(path, shapes, case_days=[case_day])
-        assert volume.masks.any()
+        assert RleCsv(path, case_days=[case_day]).volume(case_day, shapes[case_day]).masks.any()
 
-    def each():
-        assert sum(int(v.masks.sum()) for v in iter_rle_csv(path, shapes)) > 0
+    def each():  # as cohort scoring and train.evaluate walk a file
+        rows = RleCsv(path)
+        assert sum(int(rows.volume(cd, shapes[cd]).masks.sum()) for cd in rows.case_days) > 0
 
     assert _peak_bytes(one) < 2 * one_volume
-    # Without a filter, at most the volume yielded and the one being decoded are alive.
+    # Without a filter, at most the volume just counted and the one being decoded are alive.
     assert _peak_bytes(each) < 3 * largest

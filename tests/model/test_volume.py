@@ -9,7 +9,7 @@ import pytest
 
 from model import labels
 from model.overlay import decode_mask_png
-from model.rle import read_rle_csv
+from locations import decode_rle_file
 from model.scan import Scan, load_scan
 from model.scan_nifti import read_nifti
 from model.volume import (busiest_slice, label_volume, measure, save_label_nifti, save_mask_png_zip,
@@ -93,7 +93,7 @@ def test_submission_csv_round_trips_through_rle(tmp_path):
     scan = _scan(numbers=(1, 2, 3, 5, 6, 7), case_day="case9_day4")
     path = save_submission_csv(masks, scan, tmp_path / "sub.csv")
     assert path.read_text().splitlines()[:2] == ["id,class,predicted", "case9_day4_slice_0001,stomach,"]
-    volume = read_rle_csv(path, {"case9_day4": (20, 30)})["case9_day4"]
+    volume = decode_rle_file(path, {"case9_day4": (20, 30)})["case9_day4"]
     assert volume.slice_numbers == (1, 2, 3, 5, 6, 7)
     np.testing.assert_array_equal(volume.masks, masks)  # overlaps survive: one row per organ
     assert save_submission_csv(masks, _scan(), tmp_path / "none.csv") is None  # no case/day: no ids
