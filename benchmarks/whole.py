@@ -38,13 +38,18 @@ def measure(checkpoint_dir: Path, folder: Path, repeats: int, in_process: InProc
     env = {**env, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     with tempfile.TemporaryDirectory() as tmp:
         def process(*argv: str):
-            return lambda: subprocess.run([sys.executable, *argv], check=True, cwd=REPO, env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            def run():
+                # A fresh output folder every call: model.predict skips scans an earlier run finished.
+                out = tempfile.mkdtemp(dir=tmp)
+                subprocess.run([sys.executable, *(out if a == "OUT" else a for a in argv)], check=True, cwd=REPO,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if "OUT" in argv and not any(Path(out).iterdir()):
+                    raise RuntimeError(f"{' '.join(argv[:2])} wrote nothing: the row would time no work")
+            return run
 
         times = round_robin({
-            "ours": process("-m", "model.predict", str(folder), "--out", f"{tmp}/ours", "--model", str(checkpoint_dir)),
-            "reference": process("-m", "benchmarks.reference", str(folder), "--out", f"{tmp}/ref",
-                                 "--model", str(checkpoint_dir)),
+            "ours": process("-m", "model.predict", str(folder), "--out", "OUT", "--model", str(checkpoint_dir)),
+            "reference": process("-m", "benchmarks.reference", str(folder), "--out", "OUT", "--model", str(checkpoint_dir)),
             "start-up": process("-c", STARTUP_ONLY, str(checkpoint_dir)),
         }, repeats, warmup=0)
     m = medians(times)

@@ -31,7 +31,7 @@ def test_benchmark_rows_and_targets(tmp_path, shared_data):
     folder.mkdir()
     for path in sorted(scan.folder.glob("*.png"))[:3]:
         shutil.copy(path, folder / path.name)
-    whole_rows, whole_run = whole.measure(checkpoint, folder, 1, measured, dict(os.environ), log=lambda s: None)
+    whole_rows, whole_run = whole.measure(checkpoint, folder, 2, measured, dict(os.environ), log=lambda s: None)
     rows += whole_rows
     names = {(r.section, r.name.split(":")[0]) for r in rows}
     for expected in [("efficiency", "matmul peak fp32 (best of 1024²)"), ("in process", "reference"),
