@@ -1,4 +1,4 @@
-"""The headers of a source DICOM series, in the voxel order of :func:`model.scan.read_dicom_series`.
+"""The headers of a source DICOM series, in the voxel order of :func:`model.scan_dicom.read_dicom_series`.
 
 The DICOM SEG and RTSTRUCT exports reference the source images one by one, so they need the
 source's UIDs and geometry slice by slice, in the same order as the scan's voxels
@@ -108,7 +108,7 @@ def _read_headers(files: list[Path]) -> SourceSeries:
         raise ScanError("The DICOM series has malformed geometry tags.") from None
     if iop.shape[1] != 6 or positions.shape[1] != 3 or len(spacing) != 2 or not np.allclose(iop, iop[0], atol=1e-4):
         raise ScanError("The DICOM slices have malformed or different orientations.")
-    # The same order as model.scan.read_dicom_series: positions projected on the slice normal.
+    # The same order as model.scan_dicom.read_dicom_series: positions projected on the slice normal.
     row_cos, col_cos = iop[0, :3], iop[0, 3:]
     order = np.argsort(positions @ np.cross(row_cos, col_cos), kind="stable")
     return SourceSeries([datasets[i] for i in order], row_cos, col_cos, spacing, positions[order])

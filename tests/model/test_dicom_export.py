@@ -21,7 +21,8 @@ from model.dicom_export import write_dicom_outputs
 from model.dicom_source import read_source_series
 from model.planning import planning_structures
 from model.rtstruct import mask_contours
-from model.scan import ScanError, read_dicom_series
+from model.scan import ScanError
+from model.scan_dicom import read_dicom_series
 from scan_fixtures import kaggle_slices, stack
 
 GEOMETRIES = {
