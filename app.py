@@ -333,7 +333,7 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     if outputs.csv is None:
         notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
     notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''} (low confidence at an edge, "
-                 "an organ on one slice only, a jump in area); click one to go to its slice.")
+                 "an organ on one slice only, a jump in area)" + ("; click one to go to its slice." if review else "."))
     # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
     slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
                        label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
