@@ -18,12 +18,14 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
+import rt_series
 from bad_inputs import assert_one_clean_line, server_path
 from locations import REPO
 from scan_bad_inputs import SCAN_CASES, ScanCase, good_scan, gunzipped
 from scan_fixtures import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME
 
-PATIENT_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE, PATIENT_NAME.split("^")[1])
+PATIENT_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE, PATIENT_NAME.split("^")[1],
+                rt_series.PATIENT_NAME, rt_series.PATIENT_ID, rt_series.ACCESSION_NUMBER, "Roe")
 REFUSED = [c for c in SCAN_CASES if c.refuse]
 READ = [c for c in SCAN_CASES if c.shape]
 
@@ -33,7 +35,8 @@ def _make(case: ScanCase, root: Path, shared: Path) -> list[Path]:
     folder.mkdir()
     paths = case.make(folder, shared)
     if case.id.startswith("dicom"):  # the privacy checks below are not vacuous
-        assert all(PATIENT_NAME.encode() in p.read_bytes() for p in paths)
+        name = rt_series.PATIENT_NAME if case.id == "dicom-rt-series" else PATIENT_NAME
+        assert all(name.encode() in p.read_bytes() for p in paths)
     return paths
 
 
@@ -62,6 +65,12 @@ def _assert_private_file(path: Path) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for member in archive.infolist():
                 _assert_private(member.filename.encode() + archive.read(member), f"{path.name}:{member.filename}")
+
+
+def _assert_dicom_exports(case: ScanCase, downloads: list) -> None:
+    """The complete series, and only it, gets the two DICOM exports (the exception above is not vacuous)."""
+    exported = sorted(suffix for suffix in DICOM_EXPORTS for p in downloads if str(p).endswith(suffix))
+    assert exported == (sorted(DICOM_EXPORTS) if case.id == "dicom-rt-series" else []), (case.id, exported)
 
 
 def _assert_labels_fit(downloads: list[str], shape: tuple[int, int, int]) -> None:
@@ -102,6 +111,7 @@ def test_scan_battery_through_handler(app_module, shared_data, tmp_path, monkeyp
         assert slider.maximum == max(case.shape[0], 2) and overlay[0].shape == case.shape[1:]
         assert case.note is None or re.search(case.note, note), note
         _assert_labels_fit(downloads, case.shape)
+        _assert_dicom_exports(case, downloads)
         _assert_private(note, "the notes")
         for path in downloads:
             _assert_private_file(Path(path))
@@ -145,6 +155,7 @@ def test_scan_battery_through_http(server, client, log_start, shared_data, tmp_p
         assert case.note is None or re.search(case.note, note), note
         files = [server_path(f) for f in downloads]
         _assert_labels_fit(files, case.shape)
+        _assert_dicom_exports(case, files)
         _assert_private(note, "the notes")
         for path in files:
             _assert_private_file(path)
@@ -230,5 +241,6 @@ def test_cli_reads_each_scan_and_exports_no_patient_tags(cli_runs):
         assert nib.load(out / f"{name}_labels.nii.gz").shape == (w, h, d)
     exported = sorted(out.iterdir())
     assert any(p.name == "series_labels.nii.gz" for p in exported)  # the DICOM series was exported
+    assert len([p for p in exported if p.name.endswith(tuple(DICOM_EXPORTS))]) == 2  # the complete one's pair
     for path in exported:
         _assert_private_file(path)
