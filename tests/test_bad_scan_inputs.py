@@ -25,7 +25,7 @@ from scan_bad_inputs import SCAN_CASES, ScanCase, good_scan, gunzipped
 from scan_fixtures import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME
 
 PATIENT_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE, PATIENT_NAME.split("^")[1],
-                rt_series.PATIENT_NAME, rt_series.PATIENT_ID, rt_series.ACCESSION_NUMBER, "Roe")
+                rt_series.PATIENT_NAME, rt_series.PATIENT_ID, rt_series.ACCESSION_NUMBER)
 REFUSED = [c for c in SCAN_CASES if c.refuse]
 READ = [c for c in SCAN_CASES if c.shape]
 
