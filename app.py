@@ -38,7 +38,8 @@ from model import labels
 from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
-from model.overlay import annotations, organ_areas, save_mask_png
+from model.overlay import annotations, organ_areas, save_mask_png, uncertainty_map
+from model.planning import structure_volumes_ml
 from model.samples import find_samples
 from model.scan import Scan, ScanError, load_scan
 from model.volume import busiest_slice, measure, slice_areas_cm2, summary_line, write_outputs
@@ -172,12 +173,17 @@ def _visible(organ_names) -> list[str]:
     return [o for o in labels.ORGANS if labels.DISPLAY_NAMES[o] in shown]
 
 
-def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES):
+#: The slice tab's confidence overlay: its legend name and colour.
+UNCERTAINTY_LABEL = "Uncertain (1 − |2p − 1|)"
+SLICE_COLOR_MAP = {**COLOR_MAP, UNCERTAINTY_LABEL: "#ffff00"}
+
+
+def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
     """Segment one uploaded slice.
 
     Returns the AnnotatedImage value, the measurement table, the mask PNG (one bit per organ:
     stomach 1, small bowel 2, large bowel 4), a note on the pixel spacing, and the state the
-    opacity and organ controls re-render from.
+    opacity, organ and confidence controls re-render from.
     """
     if not image_file:
         raise _user_error("No image: upload an MRI slice (PNG, JPEG, TIFF or BMP) first.")
@@ -187,8 +193,9 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     except ImageError as err:
         raise _user_error(str(err)) from None
     spacing, source = resolve_pixel_spacing(path, pixel_spacing_mm)
+    probabilities = np.zeros((1, len(labels.ORGANS), *raw.shape[-2:]), dtype=np.float16)
     try:
-        organ_masks = get_segmenter().predict(raw[None])[0]
+        organ_masks = get_segmenter().predict(raw[None], probabilities)[0]
     except CheckpointError as err:
         raise _user_error(f"The model is not available: {err}") from None
     except ModelProcessError as err:
@@ -202,8 +209,8 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     mask_path = save_mask_png(organ_masks, _scratch_dir() / f"{path.stem}_masks.png")
     note = (f"Pixel spacing {spacing[0]:g} × {spacing[1]:g} mm ({source})"
             + ("; enter the scan's spacing for correct areas." if source == "assumed" else "."))
-    state = {"slice": display, "masks": organ_masks}
-    return (display, annotations(organ_masks, opacity, _visible(organs))), rows, str(mask_path), note, state
+    state = {"slice": display, "masks": organ_masks, "uncertainty": uncertainty_map(probabilities[0])}
+    return render(state, opacity, organs, show_confidence), rows, str(mask_path), note, state
 
 
 def preview_slice(image_file):
@@ -217,11 +224,18 @@ def preview_slice(image_file):
         return None
 
 
-def render(state, opacity=0.5, organs=ORGAN_CHOICES):
-    """Re-draw the overlay from a previous result, without running the model."""
+def render(state, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
+    """Re-draw the overlay from a previous result, without running the model.
+
+    ``show_confidence`` adds the model's per-pixel uncertainty (:func:`model.overlay.uncertainty_map`)
+    as one more layer, in yellow, its strength the uncertainty × opacity.
+    """
     if not state:
         return None
-    return state["slice"], annotations(state["masks"], opacity, _visible(organs))
+    layers = annotations(state["masks"], opacity, _visible(organs))
+    if show_confidence and state.get("uncertainty") is not None:
+        layers.append((state["uncertainty"] * float(np.clip(opacity, 0.0, 1.0)), UNCERTAINTY_LABEL))
+    return state["slice"], layers
 
 
 # --------------------------------------------------------------------------- scan handlers
@@ -232,18 +246,27 @@ def _paths(files) -> list[str]:
     return [f if isinstance(f, str) else f.get("path", "") for f in files]
 
 
+#: The Scan tab's review table; "Slice" is the slider's position (1..S), so a click can jump there.
+REVIEW_HEADERS = ["Slice", "Organ", "Flag", "Value", "Limit", "Detail"]
+
+
 def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, opacity=0.5,
-                       organs=ORGAN_CHOICES, progress=gr.Progress()):
+                       organs=ORGAN_CHOICES, bowel_bag=False, margin_mm=0, progress=gr.Progress()):
     """Segment a whole scan (a generator, so a cancelled request stops at the next chunk).
 
     Yields status lines while it works; its last value is: a note, the slice slider, the organ
-    overlay and the TP/FP/FN overlay of the busiest slice, the measurements table, the
-    per-slice area plot, the .glb surfaces, the download files, the comparison table (empty
-    without ground truth), and the state the slider and controls re-render from.
+    overlay and the TP/FP/FN overlay of the busiest slice, the measurements table (organs, then
+    the planning structures asked for), the per-slice area plot, the .glb surfaces, the download
+    files, the comparison table (empty without ground truth), the state the slider and controls
+    re-render from, and the review flags' table. ``bowel_bag`` and ``margin_mm`` (> 0) ask for
+    planning structures; for a DICOM series the downloads add its SEG and RTSTRUCT.
     """
     paths = _paths(scan_files)
     if not paths:
         raise _user_error("No scan: upload slice files, a .zip, a NIfTI file or DICOM files first.")
+    margin_mm = float(margin_mm or 0)
+    if not 0 <= margin_mm < float("inf"):
+        raise _user_error("The margin must be a number of mm, 0 or more (0: no margin).")
     progress(0, desc="Reading the scan")
     try:
         scan = load_scan(paths, slice_thickness_mm or None)
@@ -258,10 +281,11 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     except CheckpointError as err:
         raise _user_error(f"The model is not available: {err}") from None
 
-    skip = (gr.skip(),) * 9
+    skip = (gr.skip(),) * 10
     organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
+    probabilities = np.zeros(organ_masks.shape, dtype=np.float16)  # for the review's low-confidence rule
     try:
-        for done in segmenter.segment_volume_steps(scan.voxels, organ_masks):
+        for done in segmenter.segment_volume_steps(scan.voxels, organ_masks, probabilities=probabilities):
             progress((done, len(scan)), desc="Segmenting", unit="slices")
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *skip)
     except ModelProcessError as err:
@@ -271,24 +295,40 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
         raise _user_error("The model failed on this scan; try another.") from None
 
     progress(1.0, desc="Writing files")
-    outputs = write_outputs(organ_masks, scan, _scratch_dir())
+    outputs = write_outputs(organ_masks, scan, _scratch_dir(), probabilities=probabilities, bowel_bag=bool(bowel_bag),
+                            margin_mm=margin_mm, dicom_files=paths)
+    del probabilities
     volumes = measure(organ_masks, scan)
     rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1),
              f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
              round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in volumes]
+    for structure, (label, ml) in zip(outputs.structures, structure_volumes_ml(outputs.structures, scan.spacing_mm)):
+        present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
+        rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
+                     if present.size else "–", "–", "–"])
+    review = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.rule.replace("_", " "), round(f.value, 2),
+               f.limit, f.detail] for f in outputs.flags]
     comparison = compare(organ_masks, truth).rows() if truth is not None else []
     state = {"scan": scan, "masks": organ_masks, "truth": truth}
     index = busiest_slice(organ_masks)
-    notes = [summary_line(scan, volumes) + "."] + scan.notes + truth_notes
+    notes = [summary_line(scan, volumes) + "."] + scan.notes + truth_notes + list(outputs.notes)
     if outputs.csv is None:
         notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
+    notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''} (low confidence at an edge, "
+                 "an organ on one slice only, a jump in area)" + ("; click one to go to its slice." if review else "."))
     # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
     slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
                        label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
                        else "Slice (the scan has one)")
     yield ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
            area_plot_data(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
-           [str(f) for f in outputs.files()], comparison, state)
+           [str(f) for f in outputs.files()], comparison, state, review)
+
+
+def jump_to_flag(evt: gr.SelectData):
+    """The slider position of the clicked review row (its "Slice" column)."""
+    row = evt.row_value
+    return int(row[0]) if row else gr.skip()
 
 
 def area_plot_data(organ_masks, scan: Scan):
@@ -347,9 +387,13 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     gr.Markdown(samples_note)
                 with gr.Column():
                     # PNG, not Gradio's default WebP: lossless for a scan, and cheaper to encode.
-                    overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True, format="png")
+                    overlay = gr.AnnotatedImage(label="Organs", color_map=SLICE_COLOR_MAP, show_legend=True,
+                                                format="png")
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
+                    show_confidence = gr.Checkbox(label="Show confidence map", value=False,
+                                                  info="Yellow where the model is unsure: 1 − |2p − 1| of the "
+                                                       "least certain organ.")
                     spacing_note = gr.Markdown()
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Measurements", interactive=False)
                     mask_file = gr.File(label="Masks PNG (bits: stomach 1, small bowel 2, large bowel 4)")
@@ -364,6 +408,11 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     truth_files = gr.File(label="Ground truth (optional): train.csv-style RLE, label NIfTI or mask PNGs",
                                           file_count="multiple", type="filepath", elem_id="scan-truth")
                     with gr.Row():
+                        bowel_bag = gr.Checkbox(label="Bowel bag", value=False, elem_id="scan-bowel-bag",
+                                                info="Add small ∪ large bowel to the DICOM exports and measurements.")
+                        margin = gr.Number(label="Margin (mm)", value=0, minimum=0, elem_id="scan-margin",
+                                           info="0: none. Else a PRV of N mm around each organ (and the bag).")
+                    with gr.Row():
                         run_scan = gr.Button("Segment scan", variant="primary")
                         cancel_scan = gr.Button("Cancel", variant="stop")
                     scan_note = gr.Markdown(elem_id="scan-note")
@@ -372,6 +421,8 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                             colors_in_legend=ORGAN_CHOICES, label="Organ area per slice")
                     comparison = gr.Dataframe(headers=COMPARISON_HEADERS, label="Against ground truth (competition metric)",
                                               interactive=False)
+                    review_table = gr.Dataframe(headers=REVIEW_HEADERS, label="Review flags: click a row to see its slice",
+                                                interactive=False, elem_id="scan-review")
                 with gr.Column():
                     scan_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", interactive=False, elem_id="scan-slider")
                     scan_overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True,
@@ -382,7 +433,8 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                                show_legend=True)
                     mesh = gr.Model3D(label="Organ surfaces (3D)", clear_color=(0.1, 0.1, 0.1, 1.0), height=360)
                     downloads = gr.File(label="Downloads: labels NIfTI (1 stomach, 2 small bowel, 3 large bowel), "
-                                              "submission CSV, mask PNGs (bits 1/2/4), surfaces .glb",
+                                              "submission CSV, mask PNGs (bits 1/2/4), surfaces .glb, review CSV; "
+                                              "for a DICOM series, DICOM SEG and RTSTRUCT",
                                         file_count="multiple", interactive=False, elem_id="scan-downloads")
             scan_result = gr.State(time_to_live=CACHE_SECONDS)
         with gr.Accordion("About", open=False):
@@ -391,16 +443,18 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                         "and never logged. Data: UW-Madison GI Tract Image Segmentation (Kaggle 2022).")
 
         image_file.change(preview_slice, image_file, preview, api_visibility="private", show_progress="hidden")
-        run.click(segment, [image_file, spacing, opacity, organs],
+        run.click(segment, [image_file, spacing, opacity, organs, show_confidence],
                   [overlay, table, mask_file, spacing_note, result], api_name="segment", concurrency_id="model")
-        for control in (opacity, organs):
-            control.change(render, [result, opacity, organs], overlay, api_visibility="private",
+        for control in (opacity, organs, show_confidence):
+            control.change(render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
         demo.load(about, None, about_md, api_visibility="private")
         scan_event = run_scan.click(
-            segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs],
+            segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs, bowel_bag, margin],
             [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
-             scan_result], api_name="segment_scan", concurrency_id="model")
+             scan_result, review_table], api_name="segment_scan", concurrency_id="model")
+        review_table.select(jump_to_flag, None, scan_slider, api_visibility="private", queue=False,
+                            show_progress="hidden")
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],

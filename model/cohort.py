@@ -1,11 +1,14 @@
 """Many scans in one run: segment each, resume after an interruption, and write the cohort's files.
 
 For each :class:`~model.scan_sources.ScanSource` :func:`run` writes the Scan tab's files
-(:func:`model.volume.write_outputs`) and then ``<name>_summary.json``: written last, it marks
+(:func:`model.volume.write_outputs`: with the review CSV, the planning structures asked for, and
+for a DICOM series its SEG and RTSTRUCT) and then ``<name>_summary.json``: written last, it marks
 the scan finished, so a second run skips it. :func:`write_cohort_files` rebuilds, from those
 per-scan files alone, ``submission.csv`` (one Kaggle submission for every Kaggle-named scan)
-and ``volumes.csv`` (one row per scan). The command line and the Lightning predictor
-(``python -m train predict``) both call these, so their files are byte for byte the same.
+and ``volumes.csv`` (one row per scan, with the planning structures' volumes and the number of
+review flags). The command line and the Lightning predictor
+(``python -m train predict``) both call these, so their files are byte for byte the same (but for
+the new UIDs in the DICOM files).
 
 Memory: one scan at a time. Nothing of a finished scan is kept but its summary (a few hundred bytes).
 """
@@ -23,6 +26,7 @@ import numpy as np
 
 from . import labels
 from .metric import competition_score, score_case
+from .planning import structure_volumes_ml
 from .rle import RleCsv
 from .scan import ScanError
 from .scan_sources import NameClashError, ScanSource
@@ -69,12 +73,14 @@ def read_summary(out_dir: str | Path, name: str) -> dict | None:
 
 
 def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickness_mm: float | None = None,
-        progress: Callable[[int], None] | None = None) -> Iterator[ScanResult]:
+        progress: Callable[[int], None] | None = None, *, bowel_bag: bool = False,
+        margin_mm: float = 0.0) -> Iterator[ScanResult]:
     """Segment each source in turn into ``out_dir``; yield one :class:`ScanResult` per source.
 
     Scans finished in an earlier run (a summary with this input's path) are skipped. A scan that
     cannot be read or segmented is yielded as failed, and the run goes on. ``progress(n)`` is
     called with each chunk's new slice count. One scan is held in memory at a time.
+    ``bowel_bag`` and ``margin_mm`` ask for planning structures (:func:`model.volume.write_outputs`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +90,8 @@ def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickne
             yield ScanResult(source, "skipped", summary)
             continue
         try:
-            yield segment_source(segmenter, source, out_dir, slice_thickness_mm, progress)
+            yield segment_source(segmenter, source, out_dir, slice_thickness_mm, progress,
+                                 bowel_bag=bowel_bag, margin_mm=margin_mm)
         except ScanError as err:
             yield ScanResult(source, "failed", error=str(err))
         except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the cohort
@@ -93,25 +100,33 @@ def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickne
 
 
 def segment_source(segmenter, source: ScanSource, out_dir: Path, slice_thickness_mm: float | None = None,
-                   progress: Callable[[int], None] | None = None) -> ScanResult:
+                   progress: Callable[[int], None] | None = None, *, bowel_bag: bool = False,
+                   margin_mm: float = 0.0) -> ScanResult:
     """Read, segment and write one scan; its summary file last. Raises what reading or writing raises."""
     scan = source.load(slice_thickness_mm)
     organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
+    probabilities = np.zeros(organ_masks.shape, dtype=np.float16)  # for the review's low-confidence rule
     done = 0
-    for now in segmenter.segment_volume_steps(scan.voxels, organ_masks):
+    for now in segmenter.segment_volume_steps(scan.voxels, organ_masks, probabilities=probabilities):
         if progress is not None:
             progress(now - done)
         done = now
-    outputs = write_outputs(organ_masks, scan, out_dir)
+    outputs = write_outputs(organ_masks, scan, out_dir, probabilities=probabilities, bowel_bag=bowel_bag,
+                            margin_mm=margin_mm, dicom_files=source.paths)
+    del probabilities
     volumes = measure(organ_masks, scan)
     summary = {
         "name": scan.name, "label": source.label, "source": source.key, "kind": scan.kind,
         "case_day": scan.case_day, "submission": outputs.csv.name if outputs.csv else None,
         "slices": len(scan), "height": scan.shape[1], "width": scan.shape[2],
         "first_slice": scan.slice_numbers[0], "last_slice": scan.slice_numbers[-1],
-        "spacing_mm": list(scan.spacing_mm), "notes": scan.notes,
+        "spacing_mm": list(scan.spacing_mm), "notes": scan.notes + list(outputs.notes),
         "organs": {v.organ: {"volume_ml": round(v.volume_ml, 3), "voxels": v.voxels, "first_slice": v.first_slice,
                              "last_slice": v.last_slice} for v in volumes},
+        "structures": {s.key: {"label": s.label, "volume_ml": round(ml, 3)}
+                       for s, (_, ml) in zip(outputs.structures, structure_volumes_ml(outputs.structures, scan.spacing_mm))},
+        "review_flags": len(outputs.flags),
+        "files": [p.name for p in outputs.files()],
     }
     path = out_dir / f"{scan.name}{SUMMARY_SUFFIX}"
     tmp = path.with_suffix(".tmp")
@@ -151,16 +166,20 @@ def write_cohort_files(sources: list[ScanSource], out_dir: str | Path) -> tuple[
                "slice_mm", "row_mm", "col_mm"]
     for organ in labels.ORGANS:
         columns += [f"{organ}_ml", f"{organ}_first_slice", f"{organ}_last_slice"]
+    # Planning structures: one column each, in the order first seen; empty for scans without it.
+    structures = list(dict.fromkeys(key for s in summaries for key in s.get("structures", {})))
     with open(volumes, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(columns + ["source"])
+        writer.writerow(columns + [f"{key}_ml" for key in structures] + ["review_flags", "source"])
         for s in summaries:
             row = [s["name"], s["case_day"] or "", s["kind"], s["slices"], s["first_slice"], s["last_slice"],
                    s["height"], s["width"], *s["spacing_mm"]]
             for organ in labels.ORGANS:
                 o = s["organs"][organ]
                 row += [f"{o['volume_ml']:.3f}", o["first_slice"] or "", o["last_slice"] or ""]
-            writer.writerow(row + [s["label"]])
+            extra = s.get("structures", {})
+            row += [f"{extra[key]['volume_ml']:.3f}" if key in extra else "" for key in structures]
+            writer.writerow(row + [s.get("review_flags", ""), s["label"]])
     return (submission if parts else None), volumes
 
 

@@ -1,13 +1,16 @@
 """Segment scans, or a whole cohort, from the command line, writing the files the app's Scan tab offers.
 
     python -m model.predict INPUT... --out DIR [--model ID_OR_DIR] [--revision REV] [--truth train.csv]
+                            [--bowel-bag] [--margin-mm N]
 
 Each INPUT is a scan (a folder of slices, a zip, a NIfTI file, a DICOM folder; loose slice or
 .dcm files form one scan per folder they sit in) or a folder of scans, such as a Kaggle
 download (``train/caseN/caseN_dayM/scans``), searched for every scan under it. A scan is
 named after its ``caseN_dayM`` folder wherever its path has one. For each scan it writes
 ``DIR/<scan>_labels.nii.gz``, ``_masks.zip``, ``_organs.glb``, ``_submission.csv`` (Kaggle-named
-slices) and ``_summary.json`` (written last: the scan is finished) and prints one line with the
+slices), ``_review.csv`` (slices to review), for a DICOM series ``_seg.dcm`` and ``_rtstruct.dcm``
+(with the planning structures ``--bowel-bag`` and ``--margin-mm`` ask for), and ``_summary.json``
+(written last: the scan is finished) and prints one line with the
 organ volumes; then ``DIR/submission.csv`` (all Kaggle-named scans) and ``DIR/volumes.csv``
 (one row per scan). Run it again after an interruption: finished scans are skipped. With
 ``--truth`` it scores the cohort into ``DIR/scores.csv``. Exit status: 0, 1 when a scan failed
@@ -40,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slice-thickness", type=float, default=None,
                         help="slice thickness in mm for Kaggle slice files (default 3)")
     parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
+    parser.add_argument("--bowel-bag", action="store_true",
+                        help="add a bowel bag (small ∪ large bowel) to the DICOM exports and volumes")
+    parser.add_argument("--margin-mm", type=float, default=0.0, metavar="N",
+                        help="add a planning margin (PRV) of N mm around each organ (and the bowel bag); 0: none")
     args = parser.parse_args(argv)
+    if not (args.margin_mm >= 0 and args.margin_mm != float("inf")):
+        parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
     prefer_sleeping_threads()  # before .inference loads torch
 
     try:
@@ -69,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = {"done": 0, "skipped": 0, "failed": 0}
     seen_notes: set[str] = set()
     with CohortProgress(len(sources), sum(estimates.values())) as progress:
-        for result in run(segmenter, sources, args.out, args.slice_thickness, progress=progress.slices):
+        for result in run(segmenter, sources, args.out, args.slice_thickness, progress=progress.slices,
+                          bowel_bag=args.bowel_bag, margin_mm=args.margin_mm):
             counts[result.status] += 1
             if result.status == "done":
                 progress.say(f"{result.line} -> {args.out}", sys.stdout)

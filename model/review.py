@@ -126,8 +126,10 @@ def boundary_band(organ_masks: np.ndarray, band_px: int = BAND_PX) -> np.ndarray
 def boundary_margins(organ_masks: np.ndarray, probabilities: np.ndarray, band_px: int = BAND_PX) -> np.ndarray:
     """Mean ``|2p - 1|`` in each slice's organ boundary band, ``(S, O) float64``; NaN where there is no band."""
     band = boundary_band(np.asarray(organ_masks, dtype=bool), band_px)
-    margin = np.abs(2.0 * np.asarray(probabilities, dtype=np.float64) - 1.0)
-    total = np.where(band, margin, 0.0).sum(axis=(2, 3))
+    total = np.zeros(band.shape[:2])
+    for s in range(band.shape[0]):  # a slice at a time: the largest scan's margins at once are ~400 MB of float64
+        margin = np.abs(2.0 * np.asarray(probabilities[s], dtype=np.float64) - 1.0)
+        total[s] = np.where(band[s], margin, 0.0).sum(axis=(1, 2))
     count = band.sum(axis=(2, 3))
     return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
 

@@ -179,25 +179,72 @@ def save_organ_meshes(organ_masks: np.ndarray, scan: Scan, path: str | Path,
 
 @dataclass(frozen=True)
 class ScanOutputs:
-    """The files offered for one segmented scan (``None`` where not applicable)."""
+    """The files offered for one segmented scan (``None`` or empty where not applicable), and what went into them.
+
+    ``structures``: the planning structures asked for (:func:`model.planning.planning_structures`).
+    ``flags``: the review flags (:func:`model.review.review_flags`), also in ``review``.
+    ``dicom``: ``<scan>_seg.dcm`` and ``<scan>_rtstruct.dcm`` for a DICOM series. ``notes``:
+    one line each on files not written (not a DICOM series, or the export refused).
+    """
 
     nifti: Path
     masks_zip: Path
     csv: Path | None
     mesh: Path | None
+    review: Path | None = None
+    dicom: tuple[Path, ...] = ()
+    structures: tuple = ()
+    flags: tuple = ()
+    notes: tuple[str, ...] = ()
 
     def files(self) -> list[Path]:
-        return [p for p in (self.nifti, self.csv, self.masks_zip, self.mesh) if p is not None]
+        return [p for p in (self.nifti, self.csv, self.masks_zip, self.mesh, self.review, *self.dicom) if p is not None]
 
 
-def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path) -> ScanOutputs:
-    """Write every download for a scan into ``out_dir``, named after the scan; the UI and the CLI share this."""
+def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
+                  probabilities: np.ndarray | None = None, bowel_bag: bool = False, margin_mm: float = 0.0,
+                  dicom_files=None) -> ScanOutputs:
+    """Write every download for a scan into ``out_dir``, named after the scan; the UI and the CLI share this.
+
+    Always: the label NIfTI (organ ids 1-3 only; planning structures are not in it), the mask
+    PNG zip, the surfaces, the Kaggle CSV where the slices are Kaggle-named, and
+    ``<scan>_review.csv`` (:mod:`model.review`; its low-confidence rule needs ``probabilities``,
+    ``(O, D, H, W)`` float). ``bowel_bag`` and ``margin_mm`` (> 0) ask for planning structures
+    (:mod:`model.planning`). ``dicom_files``: the paths the scan was read from; for a DICOM series
+    they give ``<scan>_seg.dcm`` and ``<scan>_rtstruct.dcm`` with the organs and those structures
+    (:mod:`model.dicom_export`), else a note says why not.
+    """
+    from .planning import planning_structures
+    from .review import review_flags, write_review_csv
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = scan.name
+    structures = planning_structures(organ_masks, scan.spacing_mm, bowel_bag_structure=bowel_bag, margin_mm=margin_mm)
+    flags = review_flags(organ_masks.transpose(1, 0, 2, 3), scan.spacing_mm,
+                         None if probabilities is None else probabilities.transpose(1, 0, 2, 3), scan.slice_numbers)
+    dicom, notes = _write_dicom(organ_masks, scan, out_dir, structures, dicom_files) if dicom_files else ((), ())
     return ScanOutputs(
         nifti=save_label_nifti(organ_masks, scan, out_dir / f"{stem}_labels.nii.gz"),
         masks_zip=save_mask_png_zip(organ_masks, scan, out_dir / f"{stem}_masks.zip"),
         csv=save_submission_csv(organ_masks, scan, out_dir / f"{stem}_submission.csv"),
         mesh=save_organ_meshes(organ_masks, scan, out_dir / f"{stem}_organs.glb"),
+        review=write_review_csv(flags, out_dir / f"{stem}_review.csv"),
+        dicom=dicom, structures=tuple(structures), flags=tuple(flags), notes=notes,
     )
+
+
+def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures, dicom_files) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """The DICOM SEG and RTSTRUCT, or a one-line note on why there are none (never a tag value)."""
+    from .dicom_export import NOT_DICOM_NOTE, write_dicom_outputs
+    from .scan import ScanError
+
+    if scan.kind != "dicom":
+        return (), (NOT_DICOM_NOTE,)
+    try:
+        return tuple(write_dicom_outputs(organ_masks, dicom_files, out_dir, structures, name=scan.name)), ()
+    except Exception as err:  # noqa: BLE001 - the other downloads stand; a writer's own message may quote tags
+        for suffix in ("_seg.dcm", "_rtstruct.dcm"):  # no half-written pair
+            (out_dir / f"{scan.name}{suffix}").unlink(missing_ok=True)
+        reason = str(err) if isinstance(err, ScanError) else f"the export failed ({type(err).__name__})."
+        return (), (f"No DICOM SEG or RTSTRUCT: {reason}",)

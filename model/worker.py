@@ -10,7 +10,8 @@ a process that has imported only the standard library, so no thread, lock or Ope
 copied. Once torch is loaded (tests, notebooks) it spawns a fresh interpreter instead. It
 answers the part of :class:`~model.inference.Segmenter` the app uses: ``predict``,
 ``segment_slices``, ``segment_volume_steps``, ``describe``, ``batch_size`` and ``slice_offsets``.
-Slices and masks cross the process boundary as pickled arrays, small next to a forward pass.
+Slices and masks cross the process boundary as pickled arrays, small next to a forward pass;
+probabilities, when asked for, come back as float16.
 
 This module imports only the standard library, never torch: the app's process stays free of the
 model's imports. Research demo, not for diagnostic use.
@@ -51,12 +52,23 @@ def _load(model: str | None, revision: str | None, parent: int) -> dict:
             "description": _segmenter.describe()}
 
 
-def _predict(slices):
-    return _segmenter.predict(slices)
+def _predict(slices, with_probabilities: bool = False):
+    if not with_probabilities:
+        return _segmenter.predict(slices)
+    import numpy as np
+
+    # float16: half the pickle of float32, and more precision than the review rules need.
+    probabilities = np.empty((len(slices), len(_segmenter.contract.organ_channels), *slices.shape[-2:]), np.float16)
+    return _segmenter.predict(slices, probabilities), probabilities
 
 
-def _segment_slices(window, start: int, stop: int):
-    return _segmenter.segment_slices(window, start, stop)
+def _segment_slices(window, start: int, stop: int, with_probabilities: bool = False):
+    if not with_probabilities:
+        return _segmenter.segment_slices(window, start, stop)
+    import numpy as np
+
+    probabilities = np.empty((len(_segmenter.contract.organ_channels), stop - start, *window.shape[-2:]), np.float16)
+    return _segmenter.segment_slices(window, start, stop, probabilities), probabilities
 
 
 # --------------------------------------------------------------------------- in the app
@@ -128,30 +140,43 @@ class SegmenterProcess:
         self._description = facts["description"]
         return self
 
-    def predict(self, slices):
-        """:meth:`Segmenter.predict <model.inference.Segmenter.predict>`, run in the child."""
-        self.wait()
-        return self._result(None, _predict, slices)
+    def predict(self, slices, probabilities=None):
+        """:meth:`Segmenter.predict <model.inference.Segmenter.predict>`, run in the child.
 
-    def segment_slices(self, voxels, start: int, stop: int):
+        ``probabilities`` are computed in the child and sent back as float16 (then cast to the array's dtype).
+        """
+        self.wait()
+        if probabilities is None:
+            return self._result(None, _predict, slices)
+        organ_masks, sent = self._result(None, _predict, slices, True)
+        probabilities[...] = sent
+        return organ_masks
+
+    def segment_slices(self, voxels, start: int, stop: int, probabilities=None):
         """:meth:`Segmenter.segment_slices <model.inference.Segmenter.segment_slices>`, run in the child.
 
         Only the slices the 2.5D stacks reach cross over: the window is cut at the volume's own
         edges or beyond the farthest offset, so clamping to the window clamps as to the volume.
+        ``probabilities`` come back as float16, as in :meth:`predict`.
         """
         self.wait()
         low = max(start + min(*self.slice_offsets, 0), 0)
         high = min(stop + max(*self.slice_offsets, 0), len(voxels))
-        return self._result(None, _segment_slices, voxels[low:high], start - low, stop - low)
+        if probabilities is None:
+            return self._result(None, _segment_slices, voxels[low:high], start - low, stop - low)
+        organ_masks, sent = self._result(None, _segment_slices, voxels[low:high], start - low, stop - low, True)
+        probabilities[...] = sent
+        return organ_masks
 
-    def segment_volume_steps(self, voxels, organ_masks, chunk_slices: int | None = None):
+    def segment_volume_steps(self, voxels, organ_masks, chunk_slices: int | None = None, *, probabilities=None):
         """:meth:`Segmenter.segment_volume_steps <model.inference.Segmenter.segment_volume_steps>`,
         each chunk run in the child (the same loop: this module cannot import torch to share it)."""
         self.wait()
         chunk_slices = chunk_slices or 2 * self.batch_size
         for start in range(0, len(voxels), chunk_slices):
             stop = min(start + chunk_slices, len(voxels))
-            organ_masks[:, start:stop] = self.segment_slices(voxels, start, stop)
+            part = None if probabilities is None else probabilities[:, start:stop]
+            organ_masks[:, start:stop] = self.segment_slices(voxels, start, stop, part)
             yield stop
 
     def describe(self) -> str:

@@ -156,6 +156,13 @@ def _dicom(edit: Callable[[object], None] | None = None, count: int = 3):
     return make
 
 
+def _rt_series(folder: Path, shared: Path) -> list[Path]:
+    """A complete MR series (Frame of Reference and all): it gets a DICOM SEG and RTSTRUCT, which carry its tags."""
+    import rt_series
+
+    return rt_series.write_mr_series(stack(_slices(shared, 3)), folder / "series")
+
+
 def _no_pixel_data(ds) -> None:
     del ds.PixelData
 
@@ -235,7 +242,8 @@ SCAN_CASES: list[ScanCase] = [
              refuse=r"upl-crc\.zip is damaged \(slice_0027_234_234_1\.50_1\.50\.png fails its checksum"),
     ScanCase("zip-deflate64", _bytes("upl-d64.zip", _deflate64_zip), refuse=r"upl-d64\.zip uses a compression method"),
     # DICOM.
-    ScanCase("dicom-series", _dicom(), shape=(3, 234, 234)),
+    ScanCase("dicom-series", _dicom(), shape=(3, 234, 234), note=r"No DICOM SEG or RTSTRUCT: .*frame of reference"),
+    ScanCase("dicom-rt-series", _rt_series, shape=(3, 234, 234)),
     ScanCase("dicom-without-pixel-data", _dicom(_no_pixel_data),
              refuse=r"IM\d{4}\.dcm holds no image \(a DICOM without pixel data\)"),
     ScanCase("dicom-without-rows", _dicom(_no_rows), refuse=r"IM\d{4}\.dcm has an incomplete DICOM header"),

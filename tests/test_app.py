@@ -74,6 +74,22 @@ def test_render_rescales_opacity_without_model(app_module, shared_data, monkeypa
     assert anns[0][0].max() in (0.0, pytest.approx(0.8))
 
 
+def test_confidence_map_shows_the_models_uncertainty(app_module, shared_data):
+    from model.overlay import uncertainty_map
+
+    annotated, *_, state = app_module.segment(str(SLICE_266), None, 0.5, app_module.ORGAN_CHOICES, True)
+    layers = dict((name, layer) for layer, name in annotated[1])
+    uncertainty = layers[app_module.UNCERTAINTY_LABEL]
+    assert uncertainty.shape == (266, 266) and 0 <= uncertainty.min() and uncertainty.max() <= 0.5  # × opacity
+    np.testing.assert_allclose(uncertainty, state["uncertainty"] * 0.5)
+    assert uncertainty.std() > 0  # a map, not a constant
+    # Off by default, and toggled without the model.
+    assert app_module.UNCERTAINTY_LABEL not in [n for _, n in app_module.render(state, 0.5)[1]]
+    assert app_module.render(state, 1.0, [], True)[1][0][1] == app_module.UNCERTAINTY_LABEL
+    # The rule: 1 − min over organs of |2p − 1|.
+    np.testing.assert_allclose(uncertainty_map(np.array([[[0.5, 0.9]], [[0.1, 0.0]]])), [[1.0, 0.2]], atol=1e-6)
+
+
 @pytest.mark.parametrize("content,message", [
     (None, "No image"),
     (b"hello", "not an image"),

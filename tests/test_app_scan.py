@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import logging
+from pathlib import Path
+
 import gradio as gr
 import nibabel as nib
 import numpy as np
@@ -9,6 +13,10 @@ import pandas as pd
 import pytest
 
 import app
+import rt_series
+from model.dicom_export import NOT_DICOM_NOTE
+from model.dicom_source import read_source_series
+from scan_bad_inputs import gunzipped
 from scan_fixtures import kaggle_slices, stack, write_nifti, zip_files
 
 
@@ -29,7 +37,7 @@ def test_scan_tab_segments_a_kaggle_zip_and_compares_with_truth(tiny_app, shared
     files = kaggle_slices(shared_data, "volume_266x266", count=10)
     upload = zip_files(files, tmp_path / "case5_day2.zip", folder="scans")
     statuses, out = _run([str(upload)], None, None, 0.4, app.ORGAN_CHOICES)
-    note, slider, overlay, versus, table, plot, mesh, downloads, comparison, state = out
+    note, slider, overlay, versus, table, plot, mesh, downloads, comparison, state, review = out
     assert statuses[-1].endswith("10/10 slices…")
     assert "case5_day2: 10 slices 266×266" in note and "3 mm" in note
     masks = state["masks"]
@@ -45,7 +53,13 @@ def test_scan_tab_segments_a_kaggle_zip_and_compares_with_truth(tiny_app, shared
     assert isinstance(plot, pd.DataFrame) and len(plot) == 30 and set(plot["organ"]) == set(app.ORGAN_CHOICES)
     names = sorted(p.rsplit("/", 1)[-1] for p in downloads)
     assert names == ["case5_day2_labels.nii.gz", "case5_day2_masks.zip", "case5_day2_organs.glb",
-                     "case5_day2_submission.csv"]
+                     "case5_day2_review.csv", "case5_day2_submission.csv"]
+    assert NOT_DICOM_NOTE in note  # slice files carry no DICOM references
+    # The review table lists the review CSV's flags, at the slider's positions.
+    with open(next(p for p in downloads if p.endswith("_review.csv")), newline="") as f:
+        flags = list(csv.DictReader(f))
+    assert [row[0] for row in review] == [int(f["slice_index"]) + 1 for f in flags]
+    assert f"{len(flags)} review flag" in note
     labels_path = next(p for p in downloads if p.endswith(".nii.gz"))
     assert nib.load(labels_path).shape == (266, 266, 10)
 
@@ -65,9 +79,74 @@ def test_scan_tab_segments_a_kaggle_zip_and_compares_with_truth(tiny_app, shared
 def test_scan_tab_reads_nifti(tiny_app, shared_data, tmp_path):
     voxels = stack(kaggle_slices(shared_data, "volume_234x234", count=5))
     write_nifti(voxels, (4.0, 1.5, 1.5), tmp_path / "scan.nii.gz", ("R", "A", "S"))
-    _, out = _run([str(tmp_path / "scan.nii.gz")])
+    _, out = _run([str(tmp_path / "scan.nii.gz")], None, None, 0.5, app.ORGAN_CHOICES, True, 3)
     assert "5 slices 234×234" in out[0]
     np.testing.assert_array_equal(out[9]["scan"].voxels, voxels)
+    # No DICOM references: one line says why there is no SEG or RTSTRUCT, and there is none.
+    assert out[0].count(NOT_DICOM_NOTE) == 1 and not any(p.endswith(".dcm") for p in out[7])
+    # The planning structures are still measured; the label NIfTI keeps the organs' ids only.
+    assert [row[0] for row in out[4]][3:] == ["Bowel bag", "Stomach PRV 3mm", "Small bowel PRV 3mm",
+                                              "Large bowel PRV 3mm", "Bowel bag PRV 3mm"]
+    labels_path = next(p for p in out[7] if p.endswith("_labels.nii.gz"))
+    assert set(np.unique(np.asarray(nib.load(labels_path).dataobj))) <= {0, 1, 2, 3}
+
+
+@pytest.fixture(scope="module")
+def mr_series(shared_data, tmp_path_factory):
+    """A real 8-slice volume as a complete DICOM MR series, zipped as a user would upload it."""
+    root = tmp_path_factory.mktemp("mr")
+    voxels = stack(kaggle_slices(shared_data, "volume_266x266")[60:68])
+    files = rt_series.write_mr_series(voxels, root / "series")
+    return zip_files(files, root / "series.zip"), voxels
+
+
+def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_app, mr_series, caplog):
+    import highdicom as hd
+    import pydicom
+
+    upload, _ = mr_series
+    with caplog.at_level(logging.DEBUG):
+        _, out = _run([str(upload)], None, None, 0.5, app.ORGAN_CHOICES, True, 5)
+    note, table, downloads, state, review = out[0], out[4], out[7], out[9], out[10]
+    assert NOT_DICOM_NOTE not in note and "No DICOM" not in note
+    seg_path = next(p for p in downloads if p.endswith("series_seg.dcm"))
+    rtstruct_path = next(p for p in downloads if p.endswith("series_rtstruct.dcm"))
+    names = ["Stomach", "Small bowel", "Large bowel", "Bowel bag", "Stomach PRV 5mm", "Small bowel PRV 5mm",
+             "Large bowel PRV 5mm", "Bowel bag PRV 5mm"]
+    assert [r.ROIName for r in pydicom.dcmread(rtstruct_path).StructureSetROISequence] == names
+    seg = hd.seg.segread(seg_path)
+    assert [str(d.SegmentLabel) for d in seg.SegmentSequence] == names
+    # Every segment, read back on the source images (in the scan's order), is the app's mask.
+    masks = state["masks"]
+    assert masks.any(axis=(1, 2, 3)).all()
+    uids = [str(ds.SOPInstanceUID) for ds in read_source_series(upload).datasets]
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3],
+                                               ignore_spatial_locations=True)
+    np.testing.assert_array_equal(np.moveaxis(pixels > 0, -1, 0), masks)
+    # Measurements: the organs, then the structures.
+    assert [row[0] for row in table] == names
+    assert table[3][1] == pytest.approx(round((masks[1] | masks[2]).sum() * 3.0 * 1.5 * 1.25 / 1000, 1))
+    # Identifiers reach these two files and nothing else: not the notes, tables, log or other files.
+    identifiers = (rt_series.PATIENT_NAME, rt_series.PATIENT_ID, rt_series.PATIENT_BIRTH_DATE,
+                   rt_series.ACCESSION_NUMBER)
+    for path in (seg_path, rtstruct_path):
+        assert all(tag.encode() in Path(path).read_bytes() for tag in identifiers), path
+    shown = note + repr(table) + repr(review) + caplog.text
+    assert not any(tag in shown for tag in (*identifiers, "Roe", rt_series.STUDY_ID))
+    for path in downloads:
+        if not path.endswith(("_seg.dcm", "_rtstruct.dcm")):
+            data = gunzipped(Path(path))
+            assert not any(tag.encode() in data for tag in identifiers), path
+
+
+def test_a_click_on_a_review_row_moves_the_slider(tiny_app):
+    event = gr.SelectData(None, {"index": [2, 1], "value": "Stomach", "row_value": [7, "Stomach", "isolated"]})
+    assert app.jump_to_flag(event) == 7
+
+
+def test_a_negative_margin_is_one_line(tiny_app, mr_series):
+    with pytest.raises(gr.Error, match="margin must be"):
+        _run([str(mr_series[0])], None, None, 0.5, app.ORGAN_CHOICES, False, -1)
 
 
 def test_scan_tab_takes_a_one_slice_scan(tiny_app, shared_data):

@@ -18,12 +18,14 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
+import rt_series
 from bad_inputs import assert_one_clean_line, server_path
 from locations import REPO
 from scan_bad_inputs import SCAN_CASES, ScanCase, good_scan, gunzipped
 from scan_fixtures import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME
 
-PATIENT_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE, PATIENT_NAME.split("^")[1])
+PATIENT_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE, PATIENT_NAME.split("^")[1],
+                rt_series.PATIENT_NAME, rt_series.PATIENT_ID, rt_series.ACCESSION_NUMBER)
 REFUSED = [c for c in SCAN_CASES if c.refuse]
 READ = [c for c in SCAN_CASES if c.shape]
 
@@ -33,7 +35,8 @@ def _make(case: ScanCase, root: Path, shared: Path) -> list[Path]:
     folder.mkdir()
     paths = case.make(folder, shared)
     if case.id.startswith("dicom"):  # the privacy checks below are not vacuous
-        assert all(PATIENT_NAME.encode() in p.read_bytes() for p in paths)
+        name = rt_series.PATIENT_NAME if case.id == "dicom-rt-series" else PATIENT_NAME
+        assert all(name.encode() in p.read_bytes() for p in paths)
     return paths
 
 
@@ -43,14 +46,31 @@ def _assert_private(text: str | bytes, where: str) -> None:
         assert tag.encode() not in data, f"a patient tag ({tag}) reached {where}"
 
 
+#: The one deliberate exception: a DICOM SEG and an RTSTRUCT must carry the patient's identifiers to file
+#: under the right patient (docs/dicom_export.md). Only these two exports, and only if they are what they say.
+DICOM_EXPORTS = {"_seg.dcm": "1.2.840.10008.5.1.4.1.1.66.4", "_rtstruct.dcm": "1.2.840.10008.5.1.4.1.1.481.3"}
+
+
 def _assert_private_file(path: Path) -> None:
-    """The file's bytes, gunzipped, and for a zip every member's name and bytes."""
+    """The file's bytes, gunzipped, and for a zip every member's name and bytes (not the two DICOM exports)."""
+    import pydicom
+
+    for suffix, sop_class in DICOM_EXPORTS.items():
+        if path.name.endswith(suffix):
+            assert pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID == sop_class, path.name
+            return
     data = gunzipped(path)
     _assert_private(data, path.name)
     if data[:2] == b"PK":
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for member in archive.infolist():
                 _assert_private(member.filename.encode() + archive.read(member), f"{path.name}:{member.filename}")
+
+
+def _assert_dicom_exports(case: ScanCase, downloads: list) -> None:
+    """The complete series, and only it, gets the two DICOM exports (the exception above is not vacuous)."""
+    exported = sorted(suffix for suffix in DICOM_EXPORTS for p in downloads if str(p).endswith(suffix))
+    assert exported == (sorted(DICOM_EXPORTS) if case.id == "dicom-rt-series" else []), (case.id, exported)
 
 
 def _assert_labels_fit(downloads: list[str], shape: tuple[int, int, int]) -> None:
@@ -86,11 +106,12 @@ def test_scan_battery_through_handler(app_module, shared_data, tmp_path, monkeyp
         _assert_private(info.value.message, "the message")
         assert set(app_module._SCRATCH.iterdir()) == scratch_before, "a refused upload left output files"
     else:
-        note, slider, overlay, *_, downloads, _, state = _segment(app_module, paths)
+        note, slider, overlay, *_, downloads, _, state, _ = _segment(app_module, paths)
         assert state["scan"].shape == case.shape and state["masks"].shape == (3, *case.shape)
         assert slider.maximum == max(case.shape[0], 2) and overlay[0].shape == case.shape[1:]
         assert case.note is None or re.search(case.note, note), note
         _assert_labels_fit(downloads, case.shape)
+        _assert_dicom_exports(case, downloads)
         _assert_private(note, "the notes")
         for path in downloads:
             _assert_private_file(Path(path))
@@ -129,11 +150,12 @@ def test_scan_battery_through_http(server, client, log_start, shared_data, tmp_p
         assert_one_clean_line(info.value.message, case.id, case.refuse)
         _assert_private(info.value.message, "the message")
     else:
-        note, slider, *_, table, _, _, downloads, _ = _predict(client, paths)
+        note, slider, *_, table, _, _, downloads, _, _ = _predict(client, paths)
         assert slider["maximum"] == max(case.shape[0], 2) and len(table["data"]) == 3
         assert case.note is None or re.search(case.note, note), note
         files = [server_path(f) for f in downloads]
         _assert_labels_fit(files, case.shape)
+        _assert_dicom_exports(case, files)
         _assert_private(note, "the notes")
         for path in files:
             _assert_private_file(path)
@@ -219,5 +241,6 @@ def test_cli_reads_each_scan_and_exports_no_patient_tags(cli_runs):
         assert nib.load(out / f"{name}_labels.nii.gz").shape == (w, h, d)
     exported = sorted(out.iterdir())
     assert any(p.name == "series_labels.nii.gz" for p in exported)  # the DICOM series was exported
+    assert len([p for p in exported if p.name.endswith(tuple(DICOM_EXPORTS))]) == 2  # the complete one's pair
     for path in exported:
         _assert_private_file(path)

@@ -126,7 +126,8 @@ def test_a_second_run_skips_finished_scans_and_rebuilds_the_cohort_files(cohort,
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     redone = {n for n in after if after[n] != before.get(n)}
     assert redone == {"case1_day3_labels.nii.gz", "case1_day3_masks.zip", "case1_day3_organs.glb",
-                      "case1_day3_submission.csv", "case1_day3_summary.json", "submission.csv", "volumes.csv"}
+                      "case1_day3_review.csv", "case1_day3_submission.csv", "case1_day3_summary.json",
+                      "submission.csv", "volumes.csv"}
     assert (out / "submission.csv").read_bytes() == submission
 
 

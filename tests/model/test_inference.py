@@ -172,3 +172,47 @@ def test_largest_scan_memory_stays_bounded(tmp_path):
     assert fake.largest_input == 16 * 3 * 310 * 360 * 2  # one chunk of 2.5D stacks, never the whole scan
     # Masks (O, D, H, W) bool are 48 MB; everything else is per chunk.
     assert peak < 100 * 2**20, peak
+
+
+# --------------------------------------------------------------------------- probabilities
+
+
+def test_multilabel_probabilities_threshold_to_the_masks_exactly(shared_data, multilabel):
+    from scan_fixtures import kaggle_slices, stack
+
+    voxels = stack(kaggle_slices(shared_data, count=5))
+    masks = np.zeros((3, *voxels.shape), dtype=bool)
+    probabilities = np.zeros(masks.shape, dtype=np.float32)
+    assert list(multilabel.segment_volume_steps(voxels, masks, 2, probabilities=probabilities)) == [2, 4, 5]
+    assert 0 < masks.mean() < 1  # the check below is not vacuous
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+    np.testing.assert_array_equal(probabilities > multilabel.threshold, masks)
+    np.testing.assert_array_equal(masks, multilabel.segment_volume(voxels))  # asking for them changes nothing
+    # float16 (what the app keeps) is the float32 values rounded.
+    half = np.zeros(masks.shape, dtype=np.float16)
+    list(multilabel.segment_volume_steps(voxels, np.zeros_like(masks), probabilities=half))
+    np.testing.assert_allclose(half, probabilities, atol=1e-3)
+
+
+def test_softmax_probabilities_rank_the_chosen_organ_first(shared_data, softmax):
+    from scan_fixtures import kaggle_slices, stack
+
+    voxels = stack(kaggle_slices(shared_data, count=4))
+    probabilities = np.zeros((4, 3, *voxels.shape[1:]), dtype=np.float32)
+    masks = softmax.predict(voxels, probabilities)
+    assert masks.any() and probabilities.min() >= 0 and probabilities.sum(axis=1).max() <= 1 + 1e-5
+    # Background's probability is what the organs leave; the argmax over all four is the decision.
+    full = np.concatenate([1 - probabilities.sum(axis=1, keepdims=True), probabilities], axis=1)
+    top2 = np.sort(full, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-5  # near-ties (flat regions of a random model): rounding may pick either
+    assert clear.mean() > 0.5
+    winner = full.argmax(axis=1)
+    for o in range(3):
+        np.testing.assert_array_equal(masks[:, o][clear], (winner == o + 1)[clear])
+        # Everywhere, the chosen organ's probability is the pixel's largest, up to rounding.
+        assert (full[:, o + 1] >= top2[:, 1] - 1e-5)[masks[:, o]].all()
+
+
+def test_probabilities_of_the_wrong_shape_are_refused(softmax):
+    with pytest.raises(ValueError, match="do not fit"):
+        softmax.predict(np.zeros((2, 40, 40), np.uint16), np.zeros((2, 3, 40, 41), np.float32))

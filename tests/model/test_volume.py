@@ -10,6 +10,7 @@ import pytest
 from model import labels
 from model.overlay import decode_mask_png
 from locations import decode_rle_file
+from model.review import CSV_HEADER
 from model.scan import Scan, load_scan
 from model.scan_nifti import read_nifti
 from model.volume import (busiest_slice, label_volume, measure, save_label_nifti, save_mask_png_zip,
@@ -147,4 +148,8 @@ def test_write_outputs_from_a_real_zip(shared_data, tmp_path):
     masks[1, 2:4, 100:140, 90:120] = True
     outputs = write_outputs(masks, scan, tmp_path / "out")
     assert [p.name for p in outputs.files()] == ["case2_day1_labels.nii.gz", "case2_day1_submission.csv",
-                                                 "case2_day1_masks.zip", "case2_day1_organs.glb"]
+                                                 "case2_day1_masks.zip", "case2_day1_organs.glb",
+                                                 "case2_day1_review.csv"]
+    # Two slices in a row, each 40 × 30 px: no flag (neither isolated, nor a jump in area).
+    assert outputs.flags == () and outputs.review.read_text().splitlines() == [",".join(CSV_HEADER)]
+    assert outputs.structures == () and outputs.dicom == () and outputs.notes == ()

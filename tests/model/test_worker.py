@@ -142,3 +142,21 @@ def test_preload_starts_a_model_process_only_for_the_script(softmax_ckpt, monkey
         assert isinstance(proc, SegmenterProcess) and proc.choice == (str(softmax_ckpt), "v2")
     finally:
         proc.close()
+
+
+def test_probabilities_match_the_in_process_segmenter(worker, softmax_ckpt):
+    rng = np.random.default_rng(1)
+    voxels = rng.integers(0, 4000, size=(5, 50, 60), dtype=np.uint16)
+    local = Segmenter.load(str(softmax_ckpt))
+    expected = np.zeros((3, *voxels.shape), dtype=np.float16)
+    expected_masks = np.zeros((3, *voxels.shape), dtype=bool)
+    list(local.segment_volume_steps(voxels, expected_masks, 2, probabilities=expected))
+    probabilities = np.zeros_like(expected)
+    masks = np.zeros_like(expected_masks)
+    assert list(worker.segment_volume_steps(voxels, masks, 2, probabilities=probabilities)) == [2, 4, 5]
+    np.testing.assert_array_equal(masks, expected_masks)
+    np.testing.assert_array_equal(probabilities, expected)  # the same float16 values
+    assert np.unique(probabilities).size > 1 and abs(float(probabilities.mean()) - 0.25) < 0.01  # softmax of 4 classes
+    one = np.zeros((1, 3, 50, 60), dtype=np.float16)
+    np.testing.assert_array_equal(worker.predict(voxels[:1], one), expected_masks[:, :1].transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(one[0], expected[:, 0])
