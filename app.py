@@ -6,6 +6,10 @@ server and loads no torch; the model loads in this process on first use. ``pytho
 [--model ID_OR_DIR] [--revision REV]`` starts loading the model in its own process
 (:func:`model.worker.preload`) before it imports Gradio, launches, and serves as soon as the
 model is ready.
+
+About 500 lines, on purpose: two tabs of UI with their handlers, the upload retention sweepers
+(they need Gradio's cache folder) and the entry point; every mechanism behind them lives in
+:mod:`model`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from model import worker
 MODEL_PROCESS = worker.preload(__name__)
 
 import argparse
+import contextlib
 import logging
 import shutil
 import stat
@@ -41,7 +46,7 @@ from model.image import ImageError, normalize_intensity, read_slice, resolve_pix
 from model.overlay import annotations, organ_areas, save_mask_png, uncertainty_map
 from model.planning import structure_volumes_ml
 from model.samples import find_samples
-from model.scan import Scan, ScanError, load_scan
+from model.scan import Scan, load_scan
 from model.volume import busiest_slice, measure, slice_areas_cm2, summary_line, write_outputs
 from model.worker import ModelProcessError, SegmenterProcess
 
@@ -168,6 +173,27 @@ def _user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+@contextlib.contextmanager
+def _user_errors(step: str, failure: str):
+    """The handlers' one error mapping: whatever goes wrong in ``step`` becomes one line for the user.
+
+    Our domain errors carry their own actionable message (``ImageError`` and its ``ScanError``,
+    ``CheckpointError``, ``ModelProcessError``); anything else is logged by type only, never
+    with content, and the user reads ``failure``. The server keeps serving either way.
+    """
+    try:
+        yield
+    except gr.Error:
+        raise
+    except CheckpointError as err:
+        raise _user_error(f"The model is not available: {err}") from None
+    except (ImageError, ModelProcessError) as err:
+        raise _user_error(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - keep serving; never log image content
+        log.error("%s failed: %s", step, type(err).__name__)
+        raise _user_error(failure) from None
+
+
 def _visible(organ_names) -> list[str]:
     shown = set(organ_names or [])
     return [o for o in labels.ORGANS if labels.DISPLAY_NAMES[o] in shown]
@@ -188,21 +214,11 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     if not image_file:
         raise _user_error("No image: upload an MRI slice (PNG, JPEG, TIFF or BMP) first.")
     path = Path(image_file)
-    try:
+    with _user_errors("prediction", "The model failed on this image; try another slice."):
         raw = read_slice(path)
-    except ImageError as err:
-        raise _user_error(str(err)) from None
-    spacing, source = resolve_pixel_spacing(path, pixel_spacing_mm)
-    probabilities = np.zeros((1, len(labels.ORGANS), *raw.shape[-2:]), dtype=np.float16)
-    try:
+        spacing, source = resolve_pixel_spacing(path, pixel_spacing_mm)
+        probabilities = np.zeros((1, len(labels.ORGANS), *raw.shape[-2:]), dtype=np.float16)
         organ_masks = get_segmenter().predict(raw[None], probabilities)[0]
-    except CheckpointError as err:
-        raise _user_error(f"The model is not available: {err}") from None
-    except ModelProcessError as err:
-        raise _user_error(str(err)) from None
-    except Exception as err:  # noqa: BLE001 - keep serving; never log image content
-        log.error("prediction failed: %s", type(err).__name__)
-        raise _user_error("The model failed on this image; try another slice.") from None
     display = normalize_intensity(raw)
     rows = [[labels.DISPLAY_NAMES[a.organ], "yes" if a.present else "no", a.pixels, round(a.area_cm2, 2)]
             for a in organ_areas(organ_masks, spacing)]
@@ -268,31 +284,18 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     if not 0 <= margin_mm < float("inf"):
         raise _user_error("The margin must be a number of mm, 0 or more (0: no margin).")
     progress(0, desc="Reading the scan")
-    try:
+    with _user_errors("reading a scan", "These files could not be read as a scan; export them again or try another format."):
         scan = load_scan(paths, slice_thickness_mm or None)
         truth, truth_notes = load_ground_truth(_paths(truth_files), scan) if truth_files else (None, [])
-    except ScanError as err:
-        raise _user_error(str(err)) from None
-    except Exception as err:  # noqa: BLE001 - a file no reader foresaw: keep serving, log no content
-        log.error("reading a scan failed: %s", type(err).__name__)
-        raise _user_error("These files could not be read as a scan; export them again or try another format.") from None
-    try:
         segmenter = get_segmenter()
-    except CheckpointError as err:
-        raise _user_error(f"The model is not available: {err}") from None
 
     skip = (gr.skip(),) * 10
     organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
     probabilities = np.zeros(organ_masks.shape, dtype=np.float16)  # for the review's low-confidence rule
-    try:
+    with _user_errors("scan prediction", "The model failed on this scan; try another."):
         for done in segmenter.segment_volume_steps(scan.voxels, organ_masks, probabilities=probabilities):
             progress((done, len(scan)), desc="Segmenting", unit="slices")
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *skip)
-    except ModelProcessError as err:
-        raise _user_error(str(err)) from None
-    except Exception as err:  # noqa: BLE001 - keep serving; never log image content
-        log.error("scan prediction failed: %s", type(err).__name__)
-        raise _user_error("The model failed on this scan; try another.") from None
 
     progress(1.0, desc="Writing files")
     outputs = write_outputs(organ_masks, scan, _scratch_dir(), probabilities=probabilities, bowel_bag=bool(bowel_bag),
