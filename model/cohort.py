@@ -29,7 +29,7 @@ from .metric import competition_score, score_case
 from .planning import structure_volumes_ml
 from .rle import RleCsv
 from .scan import ScanError
-from .scan_sources import NameClashError, ScanSource
+from .scan_sources import NameClashError, ScanSource, find_scans
 from .volume import measure, summary_line, write_outputs
 
 SUMMARY_SUFFIX = "_summary.json"
@@ -48,6 +48,19 @@ class ScanResult:
     summary: dict | None = None
     error: str | None = None
     line: str | None = None  # the one-line summary of a scan segmented now
+
+
+def plan_cohort(inputs: list[Path], out_dir: str | Path) -> list[ScanSource]:
+    """Every scan under ``inputs`` (:func:`~model.scan_sources.find_scans`), checked against ``out_dir``.
+
+    Raises :class:`ScanError` (one line) when two would write the same files or none is found;
+    both CLIs (``model.predict``, ``train predict``) start here.
+    """
+    sources = find_scans(inputs)
+    check_out_dir(sources, out_dir)
+    if not sources:
+        raise ScanError(f"no scans found in {', '.join(map(str, inputs))}.")
+    return sources
 
 
 def check_out_dir(sources: list[ScanSource], out_dir: str | Path) -> None:

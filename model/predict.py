@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
-from .cohort import check_out_dir, run, score_cohort, write_cohort_files
-from .scan_sources import NameClashError, find_scans
+from .cohort import plan_cohort, run, score_cohort, write_cohort_files
+from .scan import ScanError
 from .threads import prefer_sleeping_threads
 
 
@@ -53,13 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     prefer_sleeping_threads()  # before .inference loads torch
 
     try:
-        sources = find_scans(args.inputs)
-        check_out_dir(sources, args.out)
-    except NameClashError as err:
+        sources = plan_cohort(args.inputs, args.out)
+    except ScanError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not sources:
-        print(f"error: no scans found in {', '.join(map(str, args.inputs))}.", file=sys.stderr)
         return 2
     for folder in args.inputs:
         if folder.is_dir() and not any(s.key.startswith(folder.absolute().as_posix() + "/") or

@@ -21,8 +21,9 @@ import lightning as L
 import torch
 
 from model.checkpoint import CheckpointError
-from model.cohort import check_out_dir, read_summary, run, score_cohort, write_cohort_files
-from model.scan_sources import NameClashError, ScanSource, find_scans
+from model.cohort import plan_cohort, read_summary, run, score_cohort, write_cohort_files
+from model.scan import ScanError
+from model.scan_sources import ScanSource
 
 
 class CohortPredictor(L.LightningModule):
@@ -82,13 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainer.strategy", dest="strategy", default="auto", help="e.g. ddp (default auto)")
     args = parser.parse_args(argv)
     try:
-        sources = find_scans(args.inputs)
-        check_out_dir(sources, args.out)
-    except NameClashError as err:
+        sources = plan_cohort(args.inputs, args.out)
+    except ScanError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not sources:
-        print(f"error: no scans found in {', '.join(map(str, args.inputs))}.", file=sys.stderr)
         return 2
 
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
