@@ -259,7 +259,6 @@ class Segmenter:
         self._mean = channel_stats(contract.image_mean, contract.num_channels).to(self.runtime.device)
         self._std = channel_stats(contract.image_std, contract.num_channels).to(self.runtime.device)
 
-
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, revision: str | None = None,
              device: str | None = None, runtime: Runtime | None = None) -> "Segmenter":
