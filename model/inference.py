@@ -10,8 +10,8 @@ fp32 model on real slices (``tests/model/test_fastpath.py``; the numbers are in
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -19,12 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
+from .engine import FORCE_FP32_ENV, PRECISION_ENV, cpu_flags, requested_precision
 from .image import normalize_intensity
+from .segmenting import SegmenterBase, stack_slices  # noqa: F401 - stack_slices: its old home, still imported
 
-#: Environment variable that picks the precision: one of :data:`PRECISIONS`.
-PRECISION_ENV = "UWMGI_PRECISION"
-#: ``UWMGI_FP32=1`` is the older spelling of ``UWMGI_PRECISION=exact``, still honoured.
-FORCE_FP32_ENV = "UWMGI_FP32"
 #: ``exact``: the unmodified fp32 eager model. ``fp32``: fp32 with the folded decode head (the
 #: same function, rounded differently). ``bf16``/``fp16``: autocast matmuls and convolutions over
 #: fp32 weights, with the folded head.
@@ -34,21 +32,9 @@ CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where that file does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how the model runs: a device and one of :data:`PRECISIONS`.
+    """Where and how the model runs on torch: a device and one of :data:`PRECISIONS`.
 
     Weights stay fp32 on every path; ``bf16``/``fp16`` run under autocast, which keeps the
     normalisation layers and softmax in fp32.
@@ -58,6 +44,7 @@ class Runtime:
     precision: str = "fp32"
     channels_last: bool = False
     reason: str = ""
+    engine: ClassVar[str] = "torch"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -88,7 +75,7 @@ class Runtime:
             parts.append("folded decode head")
         if self.channels_last:
             parts.append("channels_last")
-        text = f"{name} ({self.device.type}; {', '.join(parts)})"
+        text = f"torch {torch.__version__.split('+')[0]} on {name} ({self.device.type}; {', '.join(parts)})"
         return f"{text}: {self.reason}" if self.reason else text
 
 
@@ -111,11 +98,10 @@ def choose_runtime(device: str | None = None, *, precision: str | None = None,
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     chosen_by = "chosen"
     if precision is None:
-        precision = os.environ.get(PRECISION_ENV, "").strip().lower() or None
-        if precision is None and os.environ.get(FORCE_FP32_ENV, "").lower() in ("1", "true", "yes"):
-            precision, chosen_by = "exact", f"{FORCE_FP32_ENV}=1"
-        elif precision is not None:
-            chosen_by = f"{PRECISION_ENV}={precision}"
+        precision = requested_precision()
+        if precision is not None:
+            explicit = os.environ.get(PRECISION_ENV, "").strip()
+            chosen_by = f"{PRECISION_ENV}={precision}" if explicit else f"{FORCE_FP32_ENV}=1"
     else:
         chosen_by = "forced"
     if precision is None:
@@ -240,8 +226,12 @@ def organ_probabilities(logits: torch.Tensor, organ_channels: tuple[int, ...] | 
     return torch.softmax(logits.float(), dim=1)[:, channels]
 
 
-class Segmenter:
-    """A loaded contract checkpoint, ready to predict. Load once per process."""
+class Segmenter(SegmenterBase):
+    """A loaded contract checkpoint, ready to predict on torch. Load once per process.
+
+    The volume verbs (``segment_slices``, ``segment_volume_steps``, ``segment_volume``) come from
+    :class:`~model.segmenting.SegmenterBase`, shared with the OpenVINO engine.
+    """
 
     def __init__(self, model, contract: ckpt.Contract, info: ckpt.CheckpointInfo | None = None,
                  runtime: Runtime | None = None, batch_size: int = 8, threshold: float = 0.5):
@@ -269,11 +259,6 @@ class Segmenter:
         local_dir, info = ckpt.resolve(None if model is None else str(model), revision)
         contract = ckpt.read_contract(local_dir)
         return cls(ckpt.load_model(local_dir), contract, info, runtime or choose_runtime(device))
-
-    @property
-    def slice_offsets(self) -> tuple[int, ...]:
-        """Neighbour offsets of the input channels (``(0, 0, 0)`` for single-slice models)."""
-        return self.contract.slice_offsets or (0,) * self.contract.num_channels
 
     def preprocess(self, slices: np.ndarray) -> torch.Tensor:
         """Raw slices → the model's normalised input ``(N, C, h, w)``.
@@ -328,72 +313,3 @@ class Segmenter:
             if probabilities is not None:
                 probabilities[start:start + len(x)] = self.probabilities(logits).cpu().numpy()
         return out
-
-    def describe(self) -> str:
-        """One line for the About section: checkpoint, revision, sha and device."""
-        info = self.info
-        head = "multi-label sigmoid" if self.contract.multi_label else "softmax"
-        source = f"{info.source} @ {info.revision or 'latest'} (weights sha256 {info.weights_sha256[:12]}…)" if info else "in-memory model"
-        return f"{source}; {head} head, input {self.contract.input_size[0]}×{self.contract.input_size[1]}; running on {self.runtime.describe()}"
-
-    # ----------------------------------------------------------------------- volumes
-
-    def segment_slices(self, voxels: np.ndarray, start: int, stop: int,
-                       probabilities: np.ndarray | None = None) -> np.ndarray:
-        """Organ masks ``(O, stop - start, H, W) bool`` of slices ``start:stop`` of a volume ``(D, H, W)``.
-
-        Each slice goes in as the checkpoint's 2.5D stack (:attr:`slice_offsets`, edges clamped
-        to the volume) or alone for single-slice checkpoints, through :meth:`predict`.
-        ``probabilities``: optional ``(O, stop - start, H, W)`` float array to fill, as in :meth:`predict`.
-        """
-        if any(self.slice_offsets):
-            inputs = np.stack([stack_slices(voxels, i, self.slice_offsets) for i in range(start, stop)])
-        else:
-            inputs = voxels[start:stop]
-        if probabilities is None:
-            return self.predict(inputs).transpose(1, 0, 2, 3)
-        slices_first = np.empty((stop - start, *probabilities.shape[:1], *probabilities.shape[2:]), probabilities.dtype)
-        organ_masks = self.predict(inputs, slices_first).transpose(1, 0, 2, 3)
-        probabilities[...] = slices_first.transpose(1, 0, 2, 3)
-        return organ_masks
-
-    def segment_volume_steps(self, voxels: np.ndarray, organ_masks: np.ndarray,
-                             chunk_slices: int | None = None, *,
-                             probabilities: np.ndarray | None = None) -> Iterator[int]:
-        """Segment a volume ``(D, H, W)`` into ``organ_masks`` ``(O, D, H, W) bool`` chunk by chunk; yield slices done.
-
-        ``probabilities``: optional ``(O, D, H, W)`` float array (float16 halves the memory: 96 MB
-        for 144 × 360 × 310), filled with each organ's probability (:meth:`probabilities`).
-        Memory beyond the model stays at one chunk of inputs and logits plus these arrays (48 MB
-        of bool masks for 144 × 360 × 310). A caller that stops iterating (a cancelled request)
-        stops the work at the next chunk.
-        """
-        depth = voxels.shape[0]
-        if organ_masks.shape != (len(self.contract.organ_channels), *voxels.shape):
-            raise ValueError(f"organ_masks {organ_masks.shape} does not fit a volume of shape {voxels.shape}")
-        if probabilities is not None and probabilities.shape != organ_masks.shape:
-            raise ValueError(f"probabilities {probabilities.shape} do not fit masks of shape {organ_masks.shape}")
-        chunk_slices = chunk_slices or 2 * self.batch_size
-        for start in range(0, depth, chunk_slices):
-            stop = min(start + chunk_slices, depth)
-            part = None if probabilities is None else probabilities[:, start:stop]
-            organ_masks[:, start:stop] = self.segment_slices(voxels, start, stop, part)
-            yield stop
-
-    def segment_volume(self, voxels: np.ndarray, progress=None, chunk_slices: int | None = None) -> np.ndarray:
-        """Organ masks ``(O, D, H, W) bool`` of a volume ``(D, H, W)``; ``progress(slices_done)`` after each chunk."""
-        organ_masks = np.zeros((len(self.contract.organ_channels), *voxels.shape), dtype=bool)
-        for done in self.segment_volume_steps(voxels, organ_masks, chunk_slices):
-            if progress is not None:
-                progress(done)
-        return organ_masks
-
-
-def stack_slices(voxels: np.ndarray, index: int, offsets: Iterable[int]) -> np.ndarray:
-    """The 2.5D input stack ``(C, H, W)`` for slice ``index`` of ``voxels`` ``(D, H, W)``; edges clamp.
-
-    The one stacking function: serving (:meth:`Segmenter.segment_slices`) and training
-    (``train.data.SliceDataset``) both build their inputs with it.
-    """
-    depth = voxels.shape[0]
-    return voxels[[min(max(index + o, 0), depth - 1) for o in offsets]]
