@@ -1,9 +1,10 @@
 """The model in its own process, so that loading it overlaps the app's own start-up.
 
 A free CPU Space has 2 vCPUs, and the app's start is bound by Python imports that each run on
-one core: Gradio's, and torch + transformers'. In one process they add up; with the model loading
-in a child while the app imports Gradio, they overlap (the cold-start rows of
-``benchmarks/results/`` measure both).
+one core: Gradio's, and the engine's (torch + transformers, or OpenVINO with a cached conversion:
+:func:`model.engine.load_segmenter`). In one process they add up; with the model loading in a
+child while the app imports Gradio, they overlap (the cold-start rows of ``benchmarks/results/``
+measure both).
 
 :class:`SegmenterProcess` is started by ``python app.py`` before it imports Gradio: a ``fork`` of
 a process that has imported only the standard library, so no thread, lock or OpenMP pool is
@@ -45,9 +46,9 @@ def _exit_with_parent(parent: int) -> None:
 def _load(model: str | None, revision: str | None, parent: int) -> dict:
     global _segmenter
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
-    from .inference import Segmenter  # torch and transformers load here, in the child
+    from .engine import load_segmenter  # the engine loads here, in the child (no torch: cached OpenVINO)
 
-    _segmenter = Segmenter.load(model, revision)
+    _segmenter = load_segmenter(model, revision)
     return {"pid": os.getpid(), "batch_size": _segmenter.batch_size, "slice_offsets": _segmenter.slice_offsets,
             "description": _segmenter.describe()}
 
