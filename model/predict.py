@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
                                        s.key == folder.absolute().as_posix() for s in sources):
             print(f"note: no scans found in {folder}", file=sys.stderr)
 
-    from .inference import Segmenter
+    from .engine import load_segmenter  # with a cached OpenVINO model, no torch in this process
 
     try:
-        segmenter = Segmenter.load(*model_choice(args.model, args.revision))
-    except CheckpointError as err:
+        segmenter = load_segmenter(*model_choice(args.model, args.revision))
+    except (CheckpointError, ValueError) as err:  # ValueError: an unknown UWMGI_ENGINE or UWMGI_PRECISION
         print(f"error: {err}", file=sys.stderr)
         return 2
 
