@@ -17,6 +17,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Each test forces the path it tests; a precision chosen in the shell must not change the others.
 for _name in ("UWMGI_PRECISION", "UWMGI_FP32"):
     os.environ.pop(_name, None)
+# The engine too: the suite's default is torch on every CPU (the machine's own default would be
+# OpenVINO on AVX-512 CPUs only); tests/model/test_openvino.py forces OpenVINO where it tests it.
+os.environ["UWMGI_ENGINE"] = "torch"
 
 from benchmarks.served import Server  # noqa: E402
 from locations import REPO, SHARED_DATA  # noqa: E402
