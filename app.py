@@ -102,9 +102,9 @@ def get_segmenter() -> Segmenter | SegmenterProcess:
             _segmenter.close()
             _segmenter = None
         if _segmenter is None:
-            from model.inference import Segmenter  # torch loads here, on first use
+            from model.engine import load_segmenter  # the engine (torch or OpenVINO) loads here, on first use
 
-            _segmenter = Segmenter.load(*_model_choice)
+            _segmenter = load_segmenter(*_model_choice)
         return _segmenter.wait() if isinstance(_segmenter, SegmenterProcess) else _segmenter
 
 
