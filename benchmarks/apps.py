@@ -50,8 +50,9 @@ def measure(checkpoint_dir: Path, tiny_dir: Path, size: int, slice_file: Path, r
     }
     if reference_passive:
         specs["reference, passive OpenMP"] = (specs["reference"][0], {**env, "OMP_WAIT_POLICY": "PASSIVE"})
+    specs["ours, torch engine"] = (specs["ours"][0], {**env, "UWMGI_ENGINE": "torch"})  # before issue #16
     specs["ours, tiny model"] = (["app.py", "--model", str(tiny_dir)], env)
-    endpoint = {"ours": "/segment", "ours, tiny model": "/segment"}
+    endpoint = {"ours": "/segment", "ours, tiny model": "/segment", "ours, torch engine": "/segment"}
     rows, servers, cold = [], {}, {}
     try:
         for name, (argv, server_env) in specs.items():
@@ -70,6 +71,9 @@ def measure(checkpoint_dir: Path, tiny_dir: Path, size: int, slice_file: Path, r
             Row("served", "ours: app.py /segment (1 slice)", m["ours"], "s", times["ours"],
                 note=f"{served.ratio:.2f}× the reference's latency"),
         ]
+        rows.append(Row("served", "ours, UWMGI_ENGINE=torch: app.py /segment (1 slice)", m["ours, torch engine"], "s",
+                        times["ours, torch engine"], note=f"{m['ours, torch engine'] / m['reference']:.2f}× the "
+                                                           "reference's latency (the engine before OpenVINO)"))
         if reference_passive:
             key = "reference, passive OpenMP"
             rows.append(Row("served", "reference with OMP_WAIT_POLICY=PASSIVE", m[key], "s", times[key],
@@ -99,9 +103,12 @@ def measure(checkpoint_dir: Path, tiny_dir: Path, size: int, slice_file: Path, r
         # The reference imports both in one process; ours imports the model's side in its model process.
         ui = import_seconds("import gradio, gradio_client", env)
         model = import_seconds("from transformers import SegformerForSemanticSegmentation", env)
+        openvino = import_seconds("import openvino", env)
         rows += [Row("cold start", "imports: python -c 'import gradio, gradio_client'", ui, "s", note="the app's process"),
                  Row("cold start", "imports: python -c 'from transformers import SegformerForSemanticSegmentation'",
-                     model, "s", note=f"the model's process; in one process, as the reference does: ~{ui + model:.1f} s")]
+                     model, "s", note=f"the model's process; in one process, as the reference does: ~{ui + model:.1f} s"),
+                 Row("cold start", "imports: python -c 'import openvino'", openvino, "s",
+                     note="the model's process with a cached OpenVINO model (no torch)")]
         rows += [Row("memory", f"{name} server", peak_rss_mib(s.proc.pid), "MiB peak RSS") for name, s in servers.items()
                  if name != "ours, tiny model"]
     finally:

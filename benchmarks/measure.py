@@ -127,6 +127,63 @@ def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def openvino_matmul_peak(n: int, repeats: int) -> float:
+    """Best GFLOP/s of an ``n×n @ n×n`` fp32 MatMul compiled by OpenVINO on the CPU, precision pinned to f32."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    a = ops.parameter([n, n], ov.Type.f32)
+    b = ops.constant(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    compiled = ov.Core().compile_model(ov.Model([ops.matmul(a, b, False, False)], [a]), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
+    request, x = compiled.create_infer_request(), np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    request.infer({0: x})
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        request.infer({0: x})
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def theoretical_fp32_peak(machine: Machine) -> tuple[float | None, str]:
+    """(GFLOP/s, the assumptions) of cores × clock × fp32 FLOP per cycle: a sanity line, not a target.
+
+    FLOP per cycle per core: 2 FMA pipes × vector lanes × 2. AVX-512 on AMD (Zen 4) runs on
+    256-bit pipes (8 lanes, 32 FLOP/cycle); on Intel two 512-bit units (64; one-unit SKUs have 32);
+    AVX2+FMA 32. The clock is what /proc/cpuinfo reports (a VM often shows the base clock; boost is higher).
+    """
+    vendor, mhz = "", 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+            elif line.startswith("cpu MHz") and not mhz:
+                mhz = float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    flags = set(machine.flags)
+    if "avx512f" in flags:
+        per_cycle, why = (32, "AVX-512 on 256-bit pipes (Zen 4)") if vendor == "AuthenticAMD" else (64, "2× 512-bit FMA")
+    elif {"avx2", "fma"} <= flags:
+        per_cycle, why = 32, "2× 256-bit FMA"
+    else:
+        return None, "no FMA vector unit known"
+    if not mhz:
+        return None, "no clock in /proc/cpuinfo"
+    peak = machine.cpus * mhz / 1000 * per_cycle
+    return peak, (f"{machine.cpus} cores × {mhz / 1000:.2f} GHz (reported) × {per_cycle} FLOP/cycle ({why}); "
+                  f"at a 3.5 GHz boost: {machine.cpus * 3.5 * per_cycle:.0f}")
+
+
+def package_mib(name: str) -> float:
+    """Installed size of a distribution's files (its wheel, unpacked), in MiB."""
+    from importlib import metadata
+
+    files = metadata.distribution(name).files or []
+    return sum(f.size or 0 for f in files) / 2**20
+
+
 def forward_gflop(model, size: int) -> float:
     """GFLOP of one forward pass at ``size²``, counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode

@@ -18,7 +18,7 @@ from benchmarks.inprocess import InProcess
 from benchmarks.measure import REPO, Row, medians, round_robin
 
 STARTUP_ONLY = ("from model.threads import prefer_sleeping_threads; prefer_sleeping_threads(); "
-                "from model.inference import Segmenter; import sys; Segmenter.load(sys.argv[1])")
+                "from model.engine import load_segmenter; import sys; load_segmenter(sys.argv[1])")
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,15 @@ class Whole:
     ours_s: float
     ref_s: float
     slices: int
+    rest_s: float = 0.0  # ours, neither start-up nor the model: reading, stacking and writing the outputs
 
     @property
     def ratio(self) -> float:
         return self.ours_s / self.ref_s
+
+    @property
+    def writing_share(self) -> float:
+        return self.rest_s / self.ours_s
 
 
 def measure(checkpoint_dir: Path, folder: Path, repeats: int, in_process: InProcess, env: dict[str, str],
@@ -53,9 +58,9 @@ def measure(checkpoint_dir: Path, folder: Path, repeats: int, in_process: InProc
             "start-up": process("-c", STARTUP_ONLY, str(checkpoint_dir)),
         }, repeats, warmup=0)
     m = medians(times)
-    whole = Whole(m["ours"], m["reference"], slices)
     model_s = slices / in_process.scan_rate
     rest = m["ours"] - m["start-up"] - model_s
+    whole = Whole(m["ours"], m["reference"], slices, rest)
     log(f"whole process: ours {m['ours']:.1f} s, reference {m['reference']:.1f} s")
     return [
         Row("whole process", f"reference: the blog's pipeline over {slices} files, one process", m["reference"], "s",
