@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import ClassVar
 
 import numpy as np
 import openvino as ov
@@ -107,7 +108,7 @@ def test_pixel_values_and_decisions_are_torch_s():
 class RecordingCore(ov.Core):
     """``ov.Core`` that records the config every ``compile_model`` call asks for."""
 
-    configs: list[dict] = []
+    configs: ClassVar[list[dict]] = []
 
     def compile_model(self, model, device_name=None, config=None):
         RecordingCore.configs.append(dict(config or {}))
@@ -209,7 +210,7 @@ print(json.dumps({{"torch": "torch" in sys.modules, "transformers": "transformer
 
 def _run_without_torch(body: str, env: dict) -> dict:
     result = subprocess.run([sys.executable, "-c", NO_TORCH.format(body=body)], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -233,3 +234,17 @@ def test_model_process_and_cli_import_no_torch_with_a_cached_model(softmax_ckpt,
         f"out = main([{str(scan)!r}, '--out', {str(tmp_path / 'out')!r}, '--model', {str(softmax_ckpt)!r}])", env)
     assert not cli["torch"] and not cli["transformers"] and cli["out"] == 0
     assert any((tmp_path / "out").glob("*_labels.nii.gz"))
+
+
+def test_convert_cli_builds_the_cache_ahead(softmax_ckpt, ov_cache, caplog, capsys):
+    from model import convert
+
+    assert convert.main(["--openvino", "--model", str(softmax_ckpt)]) == 0
+    assert "OpenVINO model cached in" in capsys.readouterr().out
+    assert len(list(ov_cache.glob("openvino--*/model.xml"))) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="model.openvino_runtime"):
+        load_segmenter(str(softmax_ckpt), engine="openvino")
+    assert not caplog.records  # the app's first start converts nothing
+    with pytest.raises(SystemExit):
+        convert.main([])  # neither paths nor --openvino
