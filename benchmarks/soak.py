@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p50, p95, worst = np.percentile(latencies, [50, 95, 100]) if latencies else (float("nan"),) * 3
     command = f"python -m benchmarks.soak --clients {args.clients} --calls {args.calls}" + (
         f" --engine {args.engine}" if args.engine else "")
-    lines = [f"`{command}`, {time.strftime('%Y-%m-%d %H:%M')}, load average {load:.1f} at the start, "
-             f"{os.cpu_count()} CPUs", "",
+    started = f"`{command}`, {time.strftime('%Y-%m-%d %H:%M')}, load average {load:.1f} at the start, {os.cpu_count()} CPUs"
+    lines = [started, "",
              (f"{args.calls} calls of /segment by {args.clients} concurrent clients in {wall:.0f} s: "
               + ", ".join(f"{n} {kind}" for kind, n in sorted(outcomes.items()))
               + f"; latency of answered calls p50 {p50:.2f} s, p95 {p95:.2f} s, max {worst:.2f} s.")]
