@@ -1,9 +1,12 @@
-"""The one core prediction function: raw slices in as a batch, per-organ boolean masks out.
+"""The one core prediction function on torch: raw slices in as a batch, per-organ boolean masks out.
 
-The slice tab, the scan tab, the CLI and the benchmarks all call :meth:`Segmenter.predict`.
-How the model runs (device, precision, graph rewrites) is chosen once per process by
-:func:`choose_runtime`. The default on every machine is a path whose masks agree with the exact
-fp32 model on real slices (``tests/model/test_fastpath.py``; the numbers are in
+The slice tab, the scan tab, the CLI and the benchmarks all call ``predict`` of the segmenter
+:func:`model.engine.load_segmenter` returns: this module's :class:`Segmenter` (torch), or on
+CPUs where OpenVINO wins :class:`model.openvino_runtime.OpenVinoSegmenter`, which runs the model
+this module folds and has numpy twins of its pre- and post-processing. How torch runs (device,
+precision, graph rewrites) is chosen once per process by :func:`choose_runtime`. The default on
+every machine is a path whose masks agree with the exact fp32 model on real slices
+(``tests/model/test_fastpath.py``, ``tests/model/test_openvino.py``; the numbers are in
 ``benchmarks/README.md``); ``UWMGI_PRECISION`` picks another.
 """
 
@@ -83,7 +86,7 @@ def choose_runtime(device: str | None = None, *, precision: str | None = None,
                    flags: frozenset[str] | None = None) -> Runtime:
     """The path this process runs, chosen once at start-up.
 
-    Defaults hold the fidelity bar (per-organ Dice >= 0.98 per slice and >= 99.5 % identical
+    Defaults hold the fidelity bar (per-organ Dice >= 0.98 per slice and >= 99.99 % identical
     pixels against ``exact`` on real slices with a trained model):
 
     - CPU: ``fp32`` with the folded head. bf16 autocast does *not* hold the bar (per-slice Dice
