@@ -43,7 +43,7 @@ def test_benchmark_rows_and_targets(tmp_path, shared_data, monkeypatch):
                      ("in process", "reference"), ("in process", "ours"),
                      ("model only", "exact fp32 eager (torch), batch 1"), ("model only", "chosen path (torch), batch 1"),
                      ("engines", "torch fp32 (folded head), batch 1"), ("engines", "OpenVINO f32, batch 1"),
-                     ("engines", "OpenVINO f32, batch 8"), ("engines", "torch bf16 autocast (opt-in), batch 1"),
+                     ("engines", "OpenVINO f32, 8 slices a call"), ("engines", "torch bf16 autocast (opt-in), batch 1"),
                      ("engines", "OpenVINO conversion of the checkpoint, once"),
                      ("scan", "ours"), ("whole process", "reference"), ("whole process", "ours"),
                      ("memory", "benchmark process (both models, the scan)")]:
