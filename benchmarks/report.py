@@ -30,7 +30,8 @@ def targets(machine: Machine, in_process: InProcess, whole: Whole | None, served
     if whole is not None:
         out.append(f"- whole-process scan ({whole.slices} slices, python -m model.predict): {whole.ratio:.2f}× the "
                    f"reference's time, target ≤ 0.35× → {verdict(whole.ratio <= 0.35)}; writing the outputs "
-                   f"{whole.writing_share:.0%} of it, target ≤ 10% → {verdict(whole.writing_share <= 0.1)}")
+                   + (f"{whole.writing_share:.0%} of it, target ≤ 10% → {verdict(whole.writing_share <= 0.1)}"
+                      if whole.rest_s >= 0 else "not split this run (≤ 10% target unjudged: load changed between phases)"))
     if served is not None:
         out.append(f"- cold start to the first /segment, warm cache: {served.cold_start_s:.1f} s, target ≤ 3.5 s → "
                    f"{verdict(served.cold_start_s <= 3.5)}")

@@ -72,5 +72,6 @@ def measure(checkpoint_dir: Path, folder: Path, repeats: int, in_process: InProc
         Row("whole process", "ours, of which the model (the in-process scan rate)", model_s, "s",
             note=f"{model_s / m['ours']:.0%}"),
         Row("whole process", "ours, of which reading, stacking and writing the outputs (the rest)", rest, "s",
-            note=f"{rest / m['ours']:.0%}: NIfTI, mask zip, 3D surfaces"),
+            note=f"{rest / m['ours']:.0%}: NIfTI, mask zip, 3D surfaces" if rest >= 0 else
+            "negative: the in-process scan ran under heavier load than these processes; no split this run"),
     ], whole
