@@ -15,6 +15,7 @@ import pytest
 from bad_inputs import good_slice
 from locations import REPO
 from model.checkpoint import CheckpointError
+from model.engine import load_segmenter
 from model.inference import Segmenter
 from model.worker import SegmenterProcess, start_method
 
@@ -48,7 +49,7 @@ def test_spawns_once_torch_is_loaded():
 def test_masks_match_the_in_process_segmenter(worker, softmax_ckpt):
     rng = np.random.default_rng(0)
     slices = rng.integers(0, 4000, size=(3, 70, 90), dtype=np.uint16)
-    local = Segmenter.load(str(softmax_ckpt))
+    local = load_segmenter(str(softmax_ckpt))  # as the app loads it in process: the same engine and About line
     remote = worker.predict(slices)
     assert remote.dtype == bool and remote.shape == (3, 3, 70, 90)
     np.testing.assert_array_equal(remote, local.predict(slices))
