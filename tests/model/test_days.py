@@ -242,3 +242,17 @@ def test_kaggle_coordinates_put_the_image_centre_at_the_origin():
 def test_simpleitk_is_imported_only_when_comparing():
     code = "import sys, model.days; assert 'SimpleITK' not in sys.modules, 'imported at module load'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_published_truth_distribution_is_reproduced(shared_data, tmp_path):
+    """docs/days_truth.json (quoted by docs/compare.md) comes from the real labels: rerun case 122."""
+    import json
+
+    out = tmp_path / "truth.json"
+    subprocess.run([sys.executable, str(REPO / "docs" / "days_truth.py"), "--data", str(shared_data),
+                    "--out", str(out), "--cases", "122"], cwd=REPO, check=True, capture_output=True)
+    fresh = json.loads(out.read_text())
+    published = json.loads((REPO / "docs" / "days_truth.json").read_text())
+    assert fresh["check"]["largest_centroid_difference_mm"] < 1e-6
+    assert fresh["rows"] == [row for row in published["rows"] if row["case"] == "case122"]
+    assert len(fresh["rows"]) == 4 * len(ORGANS) and fresh["pairs_on_different_grids"] == 4
