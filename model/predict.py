@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
-from .cohort import plan_cohort, run, score_cohort, write_cohort_files
-from .scan import ScanError
+from .cohort import add_cohort_options, check_cohort_options, plan_cohort, run, score_cohort, write_cohort_files
+from .scans.base import ScanError
 from .threads import prefer_sleeping_threads
 
 
@@ -40,16 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
                                         "default: the blog's checkpoint")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    parser.add_argument("--slice-thickness", type=float, default=None,
-                        help="slice thickness in mm for Kaggle slice files (default 3)")
-    parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
-    parser.add_argument("--bowel-bag", action="store_true",
-                        help="add a bowel bag (small ∪ large bowel) to the DICOM exports and volumes")
-    parser.add_argument("--margin-mm", type=float, default=0.0, metavar="N",
-                        help="add a planning margin (PRV) of N mm around each organ (and the bowel bag); 0: none")
+    add_cohort_options(parser)
     args = parser.parse_args(argv)
-    if not (args.margin_mm >= 0 and args.margin_mm != float("inf")):
-        parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
+    check_cohort_options(parser, args)
     prefer_sleeping_threads()  # before .inference loads torch
 
     try:

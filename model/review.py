@@ -1,7 +1,7 @@
 """Review flags: slices and organs a person should look at before using the contours.
 
-Three rules, each per slice and organ, on ``(S, O, H, W)`` arrays (slices first, organs in
-:data:`model.labels.ORGANS` order):
+Three rules, each per slice and organ, on ``(O, D, H, W)`` masks and probabilities (organs in
+:data:`model.labels.ORGANS` order, as everywhere; the rules' helpers work slices first):
 
 ``low_confidence``
     The organ is on the slice and the mean probability margin in its boundary band is below
@@ -67,15 +67,20 @@ def review_flags(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]
                  min_area_mm2: float = MIN_AREA_MM2) -> list[ReviewFlag]:
     """All flags, sorted by slice, then organ, then rule.
 
-    ``organ_masks``: ``(S, O, H, W) bool``, the decision. ``probabilities``: ``(S, O, H, W)``
+    ``organ_masks``: ``(O, D, H, W) bool``, the decision. ``probabilities``: ``(O, D, H, W)``
     float in 0..1, or ``None`` to skip the low-confidence rule. ``spacing_mm``: ``(slice, row, col)``.
+    ``slice_numbers``: one per slice, which also fixes ``D`` (default ``1..D``).
     """
     organ_masks = np.asarray(organ_masks, dtype=bool)
-    if organ_masks.ndim != 4 or organ_masks.shape[1] != len(labels.ORGANS):
-        raise ValueError(f"organ_masks must be (S, {len(labels.ORGANS)}, H, W), got {organ_masks.shape}")
+    depth = organ_masks.shape[1] if organ_masks.ndim == 4 else 0
+    if organ_masks.ndim != 4 or organ_masks.shape[0] != len(labels.ORGANS) or (
+            slice_numbers is not None and len(slice_numbers) != depth):
+        raise ValueError(f"organ_masks must be ({len(labels.ORGANS)}, D, H, W) with one slice number per slice, "
+                         f"got {organ_masks.shape}")
     if probabilities is not None and probabilities.shape != organ_masks.shape:
         raise ValueError(f"probabilities are {probabilities.shape}; the masks are {organ_masks.shape}")
-    depth = organ_masks.shape[0]
+    organ_masks = organ_masks.transpose(1, 0, 2, 3)  # slices first for the rules below (a view)
+    probabilities = None if probabilities is None else probabilities.transpose(1, 0, 2, 3)
     numbers = tuple(slice_numbers) if slice_numbers is not None else tuple(range(1, depth + 1))
     pixel_mm2 = spacing_mm[1] * spacing_mm[2]
     areas = np.count_nonzero(organ_masks, axis=(2, 3))  # (S, O) pixels

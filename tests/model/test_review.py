@@ -7,9 +7,16 @@ import csv
 import numpy as np
 import pytest
 
-from model.review import CSV_HEADER, boundary_band, boundary_margins, review_flags, write_review_csv
+from model import review
+from model.review import CSV_HEADER, boundary_band, boundary_margins, write_review_csv
 
 SPACING = (3.0, 1.0, 1.0)  # 1 mm² pixels: areas in px are mm²
+
+
+def review_flags(masks, spacing, probabilities=None, **options):
+    """:func:`model.review.review_flags` on this file's slices-first cases (the function takes organs first)."""
+    return review.review_flags(masks.transpose(1, 0, 2, 3), spacing,
+                               None if probabilities is None else probabilities.transpose(1, 0, 2, 3), **options)
 
 
 def _masks(depth=7, size=40) -> np.ndarray:
