@@ -28,10 +28,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model import days
-from model.labels import ORGANS
-from model.rle import RleCsv
-from model.scan import Scan
+from model import days  # noqa: E402
+from model.labels import ORGANS  # noqa: E402
+from model.rle import RleCsv  # noqa: E402
+from model.scans import Scan  # noqa: E402
 
 PERCENTILES = (5, 25, 50, 75, 95)
 TOLERANCE = 1e-6
@@ -164,7 +164,9 @@ def summarise(pairs: list[dict]) -> dict:
     return summary
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def _percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
     return {f"p{q}": round(float(np.percentile(values, q)), 1) for q in PERCENTILES}
 
 

@@ -10,7 +10,7 @@ show their deformation in the registered numbers, which is what adaptive RT stud
 Patient coordinates are RAS+ millimetres from :attr:`Scan.affine` (NIfTI, DICOM). Kaggle slice
 PNGs carry no origin, so for them (``Scan.kind == "slices"``) the image centre is put at the
 origin: columns run right→left (LR), rows anterior→posterior (AP), slices inferior→superior
-(SI), as :mod:`model.scan_slices` assumes, with the middle voxel of the stack at ``(0, 0, 0)``.
+(SI), as :mod:`model.scans.slices` assumes, with the middle voxel of the stack at ``(0, 0, 0)``.
 Shifts are given as ``(LR, AP, SI)`` components, positive towards the patient's right, anterior
 and superior (RAS), and as a length. Raw shifts between two such scans are therefore relative
 to each image's centre: they include any change of set-up and field of view, not only motion.
@@ -33,7 +33,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from .labels import DISPLAY_NAMES, ORGANS
-from .scan import Scan, ScanError
+from .scans import Scan, ScanError, check_organ_masks
 
 #: Fewest slices a scan needs to be registered in 3D (the coarsest level shrinks by 4).
 MIN_SLICES = 8
@@ -429,9 +429,9 @@ TABLE_HEADERS = ["Organ", "Volume A (ml)", "Volume B (ml)", "Change (%)", "Centr
 
 
 def _check_masks(masks: np.ndarray, scan: Scan, day: str) -> None:
-    expected = (len(ORGANS), *scan.shape)
-    if masks.dtype != bool or masks.shape != expected:
-        raise ValueError(f"masks of day {day} must be {expected} bool, got {masks.shape} {masks.dtype}")
+    check_organ_masks(masks, scan.shape, f"masks of day {day}")
+    if masks.dtype != bool:
+        raise TypeError(f"masks of day {day} must be bool, got {masks.dtype}")
 
 
 def _case(case_day: str) -> str:

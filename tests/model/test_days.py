@@ -17,7 +17,7 @@ from scipy.spatial.transform import Rotation
 from model import days
 from model.labels import ORGANS
 from model.rle import RleCsv
-from model.scan import Scan, ScanError, load_scan
+from model.scans import Scan, ScanError, load_scan
 
 #: The shared 360×310 volume and its real labels (shared/data/README.md identifies it).
 CASE_DAY = "case47_day29"
