@@ -6,7 +6,8 @@ for a DICOM series its SEG and RTSTRUCT) and then ``<name>_summary.json``: writt
 the scan finished, so a second run skips it. :func:`write_cohort_files` rebuilds, from those
 per-scan files alone, ``submission.csv`` (one Kaggle submission for every Kaggle-named scan)
 and ``volumes.csv`` (one row per scan, with the planning structures' volumes and the number of
-review flags). The command line and the Lightning predictor
+review flags), and with ``--compare-days`` :func:`compare_cohort_days` adds ``changes.csv`` (each
+case's later treatment days against its first). The command line and the Lightning predictor
 (``python -m train predict``) both call these, so their files are byte for byte the same (but for
 the new UIDs in the DICOM files).
 
@@ -34,6 +35,7 @@ SUMMARY_SUFFIX = "_summary.json"
 SUBMISSION = "submission.csv"
 VOLUMES = "volumes.csv"
 SCORES = "scores.csv"
+CHANGES = "changes.csv"
 SUBMISSION_HEADER = "id,class,predicted"
 
 
@@ -100,6 +102,12 @@ def read_summary(out_dir: str | Path, name: str) -> dict | None:
         return None
 
 
+def finished(out_dir: str | Path, source: ScanSource) -> bool:
+    """Whether ``out_dir`` holds this input's finished outputs (a summary naming its path)."""
+    summary = read_summary(out_dir, source.name)
+    return summary is not None and summary["source"] == source.key
+
+
 def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickness_mm: float | None = None,
         progress: Callable[[int], None] | None = None, *, bowel_bag: bool = False,
         margin_mm: float = 0.0) -> Iterator[ScanResult]:
@@ -113,9 +121,8 @@ def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickne
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for source in sources:
-        summary = read_summary(out_dir, source.name)
-        if summary is not None and summary["source"] == source.key:
-            yield ScanResult(source, "skipped", summary)
+        if finished(out_dir, source):
+            yield ScanResult(source, "skipped", read_summary(out_dir, source.name))
             continue
         try:
             yield segment_source(segmenter, source, out_dir, slice_thickness_mm, progress,
@@ -234,3 +241,60 @@ def score_cohort(sources: list[ScanSource], out_dir: str | Path, truth_csv: str 
         writer.writeheader()
         writer.writerows([*rows, overall])
     return rows, {**overall, "unscored": unscored}
+
+
+# --------------------------------------------------------------------------- treatment days
+
+
+def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_csv: str | Path | None = None,
+                        slice_thickness_mm: float | None = None) -> tuple[Path, list[str]]:
+    """Write ``changes.csv``: each case's later days against its first day (:func:`model.days.compare_days`).
+
+    Works from the finished scans' files alone: each day's image is read again and its masks come
+    from ``<name>_masks.zip`` (overlaps kept), so nothing is segmented. Only scans named ``caseN_dayM``
+    take part. With ``truth_csv`` the true masks of both days are compared too, with the same
+    registration, each truth row after its predicted row. Returns the path and one line per pair
+    that could not be compared (the others are still written).
+    """
+    from .compare import load_ground_truth
+    from .days import case_and_day, compare_days, write_changes_csv
+
+    out_dir = Path(out_dir)
+    by_case: dict[str, list[tuple[int, ScanSource, dict]]] = {}
+    for source in sources:
+        summary = read_summary(out_dir, source.name)
+        if summary is not None and summary["case_day"]:
+            case, day = case_and_day(summary["case_day"])
+            by_case.setdefault(case, []).append((day, source, summary))
+
+    def day_masks(source: ScanSource, summary: dict):
+        scan = source.load(slice_thickness_mm)
+        masks = load_ground_truth([out_dir / f"{summary['name']}_masks.zip"], scan)[0]
+        truth = load_ground_truth([truth_csv], scan)[0] if truth_csv else None
+        return scan, masks, truth
+
+    rows, problems = [], []
+    for case, found in by_case.items():
+        found.sort(key=lambda item: item[0])
+        if len(found) < 2:
+            continue
+        (first, source_a, summary_a), later = found[0], found[1:]
+        try:
+            scan_a, masks_a, truth_a = day_masks(source_a, summary_a)
+        except ScanError as err:
+            problems.append(f"{case} day{first}: {err}")
+            continue
+        for day, source_b, summary_b in later:
+            try:
+                scan_b, masks_b, truth_b = day_masks(source_b, summary_b)
+                predicted = compare_days(scan_a, masks_a, scan_b, masks_b)
+                pair = predicted.rows(case, f"day{first}", f"day{day}")
+                if truth_a is not None:
+                    true = compare_days(scan_a, truth_a, scan_b, truth_b, registration=predicted.registration)
+                    truth_rows = true.rows(case, f"day{first}", f"day{day}", masks="truth")
+                    pair = [row for both in zip(pair, truth_rows) for row in both]
+            except ScanError as err:
+                problems.append(f"{case} day{first} vs day{day}: {err}")
+                continue
+            rows += pair
+    return write_changes_csv(rows, out_dir / CHANGES), problems

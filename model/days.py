@@ -49,7 +49,7 @@ CHANGE_COLUMNS = (
     "registration_translation_mm", "registration_rotation_deg",
     "status", "volume_change_ml", "raw_shift_lr_mm", "raw_shift_ap_mm", "raw_shift_si_mm",
     "registered_shift_lr_mm", "registered_shift_ap_mm", "registered_shift_si_mm",
-    "max_surface_distance_registered_mm", "registration_quality",
+    "max_surface_distance_registered_mm", "registration_quality", "masks",
 )
 
 
@@ -151,8 +151,11 @@ class DayComparison:
     image_b_on_a: np.ndarray
     notes: list[str] = field(default_factory=list)
 
-    def rows(self, case: str | None = None, day_a: str | None = None, day_b: str | None = None) -> list[dict]:
-        """One ``changes.csv`` row per organ (:data:`CHANGE_COLUMNS`), ``None`` where a value does not exist."""
+    def rows(self, case: str | None = None, day_a: str | None = None, day_b: str | None = None,
+             masks: str = "predicted") -> list[dict]:
+        """One ``changes.csv`` row per organ (:data:`CHANGE_COLUMNS`), ``None`` where a value does not exist.
+
+        ``masks`` says whose masks were compared (``"predicted"`` or ``"truth"``)."""
         reg = self.registration
         rows = []
         for o in self.organs:
@@ -171,7 +174,7 @@ class DayComparison:
                 "registered_shift_lr_mm": registered[0], "registered_shift_ap_mm": registered[1],
                 "registered_shift_si_mm": registered[2],
                 "max_surface_distance_registered_mm": o.max_surface_distance_registered_mm,
-                "registration_quality": reg.quality,
+                "registration_quality": reg.quality, "masks": masks,
             })
         return rows
 
@@ -436,6 +439,12 @@ def _check_masks(masks: np.ndarray, scan: Scan, day: str) -> None:
 
 def _case(case_day: str) -> str:
     return case_day.split("_", 1)[0]
+
+
+def case_and_day(case_day: str) -> tuple[str, int]:
+    """``"case122_day18"`` → ``("case122", 18)``."""
+    case, day = case_day.split("_day", 1)
+    return case, int(day)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Segment scans, or a whole cohort, from the command line, writing the files the app's Scan tab offers.
 
     python -m model.predict INPUT... --out DIR [--model ID_OR_DIR] [--revision REV] [--truth train.csv]
-                            [--bowel-bag] [--margin-mm N]
+                            [--bowel-bag] [--margin-mm N] [--compare-days]
 
 Each INPUT is a scan (a folder of slices, a zip, a NIfTI file, a DICOM folder; loose slice or
 .dcm files form one scan per folder they sit in) or a folder of scans, such as a Kaggle
@@ -13,8 +13,12 @@ slices), ``_review.csv`` (slices to review), for a DICOM series ``_seg.dcm`` and
 (written last: the scan is finished) and prints one line with the
 organ volumes; then ``DIR/submission.csv`` (all Kaggle-named scans) and ``DIR/volumes.csv``
 (one row per scan). Run it again after an interruption: finished scans are skipped. With
-``--truth`` it scores the cohort into ``DIR/scores.csv``. Exit status: 0, 1 when a scan failed
-(the others are still written), 2 when nothing could run. Research use only, not for diagnosis.
+``--truth`` it scores the cohort into ``DIR/scores.csv``. With ``--compare-days`` it writes
+``DIR/changes.csv``: each case's later days against its first day, per organ (volume change,
+centroid shift, Dice and HD95 after a rigid registration; :mod:`model.days`), and the same for the
+``--truth`` masks; scans finished in an earlier run are compared without loading a model. Exit
+status: 0, 1 when a scan (or a pair of days) failed (the others are still written), 2 when nothing
+could run. Research use only, not for diagnosis.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
-from .cohort import add_cohort_options, check_cohort_options, plan_cohort, run, score_cohort, write_cohort_files
+from .cohort import (add_cohort_options, check_cohort_options, compare_cohort_days, finished, plan_cohort, run,
+                     score_cohort, write_cohort_files)
 from .scans.base import ScanError
 from .threads import prefer_sleeping_threads
 
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "default: the blog's checkpoint")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
     add_cohort_options(parser)
+    parser.add_argument("--compare-days", action="store_true",
+                        help="write DIR/changes.csv: each case's later days against its first (and --truth's)")
     args = parser.parse_args(argv)
     check_cohort_options(parser, args)
     prefer_sleeping_threads()  # before .inference loads torch
@@ -55,13 +62,15 @@ def main(argv: list[str] | None = None) -> int:
                                        s.key == folder.absolute().as_posix() for s in sources):
             print(f"note: no scans found in {folder}", file=sys.stderr)
 
-    from .inference import Segmenter
+    segmenter = None  # a cohort finished in an earlier run (--compare-days afterwards) needs no model
+    if not all(finished(args.out, s) for s in sources):
+        from .inference import Segmenter
 
-    try:
-        segmenter = Segmenter.load(*model_choice(args.model, args.revision))
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        try:
+            segmenter = Segmenter.load(*model_choice(args.model, args.revision))
+        except CheckpointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
     estimates = {s.name: s.estimated_slices() for s in sources}
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -92,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.truth}: {err}", file=sys.stderr)
             return 2
         print(json.dumps(overall))
-    return 1 if counts["failed"] else 0
+    failed = counts["failed"]
+    if args.compare_days:
+        changes, problems = compare_cohort_days(sources, args.out, args.truth, args.slice_thickness)
+        for problem in problems:
+            print(f"error: compare days: {problem}", file=sys.stderr)
+        print(f"compare days: wrote {changes.name} in {args.out}", file=sys.stderr)
+        failed += len(problems)
+    return 1 if failed else 0
 
 
 class CohortProgress:
