@@ -7,7 +7,7 @@ server and loads no torch; the model loads in this process on first use. ``pytho
 (:func:`model.worker.preload`) before it imports Gradio, launches, and serves as soon as the
 model is ready.
 
-Two tabs of UI with their handlers and the entry point; every mechanism behind them (the model
+Three tabs of UI with their handlers and the entry point; every mechanism behind them (the model
 holder and the output folders' expiry included: :mod:`model.serving`) lives in :mod:`model`.
 """
 
@@ -33,11 +33,11 @@ import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
 
-from model import labels
+from model import days_view, labels
 from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
-from model.measure import busiest_slice, organ_areas, slice_areas_cm2, structure_volumes_ml, summary_line
+from model.measure import area_plot_table, busiest_slice, organ_areas, structure_volumes_ml, summary_line
 from model.outputs import ScanJob, SegmentedScan
 from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
@@ -230,7 +230,7 @@ def scan_view(result: SegmentedScan, truth, truth_notes: list[str], opacity=0.5,
                        label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
                        else "Slice (the scan has one)")
     return ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
-            area_plot_data(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
+            area_plot_table(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
             [str(f) for f in outputs.files()], compare(organ_masks, truth).rows() if truth is not None else [],
             state, review)
 
@@ -239,18 +239,6 @@ def jump_to_flag(evt: gr.SelectData):
     """The slider position of the clicked review row (its "Slice" column)."""
     row = evt.row_value
     return int(row[0]) if row else gr.skip()
-
-
-def area_plot_data(organ_masks, scan: Scan):
-    """Per-slice organ areas as the long table ``gr.LinePlot`` takes: slice, organ, area (cm²)."""
-    import pandas as pd
-
-    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
-    return pd.DataFrame({
-        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
-        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
-        "area (cm²)": areas.ravel().round(2),
-    })
 
 
 def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
@@ -266,6 +254,12 @@ def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
     versus = (display, confusion_annotations(masks, truth[:, index], opacity, _visible(organs))) \
         if truth is not None else None
     return overlay, versus
+
+
+def compare_days_files(files_a, files_b):
+    """The Compare days tab: note, table, picture and downloads (:func:`model.days_view.compare_uploads`)."""
+    with _user_errors("comparing days", "These two scans could not be compared; try another pair."):
+        return days_view.compare_uploads(_paths(files_a), _paths(files_b), get_segmenter, _scratch_dir())
 
 
 def about() -> str:
@@ -347,6 +341,16 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                               "for a DICOM series, DICOM SEG and RTSTRUCT",
                                         file_count="multiple", interactive=False, elem_id="scan-downloads")
             scan_result = gr.State(time_to_live=CACHE_SECONDS)
+        with gr.Tab("Compare days", elem_id="days-tab"):
+            with gr.Row():
+                days_in = [gr.File(label=f"Day {d}: a scan as in the Scan tab, optionally with its earlier _masks.zip",
+                                   file_count="multiple", type="filepath", elem_id=f"days-{d.lower()}") for d in "AB"]
+            days_run = gr.Button("Compare days (B against A)", variant="primary")
+            days_out = [gr.Markdown(elem_id="days-note"),
+                        gr.Dataframe(headers=days_view.TABLE_HEADERS, interactive=False, elem_id="days-table"),
+                        gr.Image(label="After alignment: A | B on A's grid | checkerboard", format="png"),
+                        gr.File(label="Downloads: changes CSV; B's labels on A's grid (NIfTI)", file_count="multiple",
+                                interactive=False, elem_id="days-downloads")]
         with gr.Accordion("About", open=False):
             about_md = gr.Markdown("Model loads with the first request.")
             gr.Markdown(f"{NOTICE}\n\nUploads and results are deleted within {2 * CACHE_SECONDS // 3600} hours "
@@ -366,6 +370,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         review_table.select(jump_to_flag, None, scan_slider, api_visibility="private", queue=False,
                             show_progress="hidden")
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
+        days_run.click(compare_days_files, days_in, days_out, api_name="compare_days", concurrency_id="model")
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")

@@ -85,3 +85,15 @@ def structure_volumes_ml(structures: list[Structure], spacing_mm: tuple[float, f
     """``(label, volume in ml)`` per structure: voxel count × voxel volume, as the organ measurements."""
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     return [(s.label, int(np.count_nonzero(s.mask)) * voxel_ml) for s in structures]
+
+
+def area_plot_table(organ_masks: np.ndarray, scan: Scan):
+    """Per-slice organ areas as the long table ``gr.LinePlot`` takes: a pandas DataFrame of slice, organ, area (cm²)."""
+    import pandas as pd  # Gradio's dependency; only the app's plot needs it
+
+    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
+    return pd.DataFrame({
+        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
+        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
+        "area (cm²)": areas.ravel().round(2),
+    })
