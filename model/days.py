@@ -427,8 +427,8 @@ def table(comparison: DayComparison) -> list[list]:
              fmt(o.hd95_registered_mm), o.status] for o in comparison.organs]
 
 
-TABLE_HEADERS = ["Organ", "Volume A (ml)", "Volume B (ml)", "Change (%)", "Centroid shift raw (mm)",
-                 "Centroid shift registered (mm)", "Dice registered", "HD95 registered (mm)", "Status"]
+TABLE_HEADERS = ["Organ", "A (ml)", "B (ml)", "Change (%)", "Centroid shift raw (mm)",
+                 "Centroid shift registered (mm)", "Dice", "HD95 (mm)", "Status"]
 
 
 def _check_masks(masks: np.ndarray, scan: Scan, day: str) -> None:

@@ -43,13 +43,13 @@ def compare_uploads(paths_a: list[str], paths_b: list[str], get_segmenter: Calla
     labels_b = save_label_nifti(comparison.masks_b_on_a, scan_a,
                                 out_dir / f"{scan_b.name}_on_{scan_a.name}_labels.nii.gz")
     index = busiest_slice(masks_a)
-    note = "\n\n".join([
+    note = "\n\n".join(dict.fromkeys([  # the two days often share a caveat (assumed thickness): say it once
         f"**A** {scan_a.describe()}. **B** {scan_b.describe()}.",
         f"Rigid registration: {comparison.registration.describe()}.",
         f"Slice {scan_a.slice_numbers[index]} of A (the one with most organ area): A, then B resampled onto A's "
         "grid, then a checkerboard of both. Bright contours: day A; pale contours: day B after alignment.",
         *comparison.notes, *scan_a.notes, *scan_b.notes,
-    ])
+    ]))
     return note, table(comparison), picture(comparison, scan_a, masks_a, index), [str(changes), str(labels_b)]
 
 
