@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..planning import Structure
-from ..scans.dicom import SourceSeries
+from ..scans.base import SourceSeries
 from .codes import MANUFACTURER, MODEL_NAME, RT_STRUCTURE_SET_STORAGE, SOFTWARE_VERSION, STUDY_COMPONENT_MANAGEMENT
 #: What RTROIInterpretedType each structure kind gets: organs and the bowel bag are organs at
 #: risk; a PRV is a region whose dose is to be kept low (DICOM has no PRV term).

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..planning import Structure
-from ..scans.dicom import SourceSeries
+from ..scans.base import SourceSeries
 from .codes import ALGORITHM_NAME, ANATOMY_CODES, MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 
 

@@ -10,14 +10,10 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..image import IMAGE_SUFFIXES, ImageError, normalize_intensity
-
-if TYPE_CHECKING:
-    from .dicom import SourceSeries
 
 #: Largest scan we read (voxels); 256 × 512 × 512. The biggest Kaggle scan is 144 × 360 × 310.
 MAX_VOXELS = 256 * 512 * 512
@@ -40,6 +36,47 @@ class ScanError(ImageError):
 
 
 @dataclass
+class SourceSeries:
+    """The headers of one single-frame series, in the scan's slice order (along the slice normal).
+
+    ``datasets``: headers (pixel data dropped), in the voxel order ``(S, H, W)``. ``row_cos``,
+    ``col_cos``: ImageOrientationPatient's direction of increasing column and of increasing row.
+    ``pixel_spacing``: ``(row, col)`` mm (PixelSpacing). ``positions``: ``(S, 3)``
+    ImagePositionPatient of each slice, LPS mm.
+    """
+
+    datasets: list
+    row_cos: np.ndarray
+    col_cos: np.ndarray
+    pixel_spacing: tuple[float, float]
+    positions: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return len(self.datasets), int(self.datasets[0].Rows), int(self.datasets[0].Columns)
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        return str(self.datasets[0].FrameOfReferenceUID)
+
+    def to_patient(self, slice_index: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Patient (LPS) mm of sub-pixel ``(row, col)`` positions on one slice, ``(N, 3) float64``.
+
+        DICOM's pixel-centre convention: pixel ``(0, 0)``'s centre is at ImagePositionPatient.
+        """
+        row_mm, col_mm = self.pixel_spacing
+        return (self.positions[slice_index] + np.outer(cols * col_mm, self.row_cos)
+                + np.outer(rows * row_mm, self.col_cos))
+
+    def check_referenceable(self) -> None:
+        """Raise :class:`ScanError` unless every header has what a SEG or RTSTRUCT must reference."""
+        need = ("FrameOfReferenceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+        if not all(all(ds.get(k) not in (None, "") for k in need) for ds in self.datasets):
+            raise ScanError("The DICOM series lacks the UIDs (study, series, instance, frame of reference) "
+                            "that a DICOM SEG or RTSTRUCT must reference.")
+
+
+@dataclass
 class Scan:
     """One axial scan.
 
@@ -48,7 +85,7 @@ class Scan:
     ``(col, row, slice, 1)`` to RAS+ mm. ``slice_numbers``: the Kaggle slice numbers, or
     1..D for other inputs. ``case_day``: e.g. ``"case123_day20"`` when a path names it.
     ``notes``: one-line caveats for the user (assumed spacing, gaps, fallbacks). ``source``:
-    a DICOM series' headers in voxel order (:class:`model.scans.dicom.SourceSeries`), which the
+    a DICOM series' headers in voxel order (:class:`SourceSeries`), which the
     DICOM SEG and RTSTRUCT reference; ``None`` for other inputs.
     """
 

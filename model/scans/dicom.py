@@ -2,7 +2,7 @@
 
 The one series reader: it orders the slices, builds the scan's voxels and affine from the
 geometry and pixel tags, and keeps the headers (without pixel data) in the same order as
-:class:`SourceSeries` on ``Scan.source``, which the DICOM SEG and RTSTRUCT exports reference
+:class:`~.base.SourceSeries` on ``Scan.source``, which the DICOM SEG and RTSTRUCT exports reference
 image by image. A DICOM SEG or RTSTRUCT lying next to the images (our own exports, re-uploaded
 with their series) is skipped, never read as a slice.
 
@@ -19,48 +19,7 @@ import numpy as np
 
 from ..dicom.codes import DERIVED_SOP_CLASSES
 from ..image import DEFAULT_PIXEL_SPACING_MM
-from .base import DEFAULT_SLICE_THICKNESS_MM, LPS_TO_RAS, Scan, ScanError, stack_voxels
-
-
-@dataclass
-class SourceSeries:
-    """The headers of one single-frame series, in the scan's slice order (along the slice normal).
-
-    ``datasets``: headers (pixel data dropped), in the voxel order ``(S, H, W)``. ``row_cos``,
-    ``col_cos``: ImageOrientationPatient's direction of increasing column and of increasing row.
-    ``pixel_spacing``: ``(row, col)`` mm (PixelSpacing). ``positions``: ``(S, 3)``
-    ImagePositionPatient of each slice, LPS mm.
-    """
-
-    datasets: list
-    row_cos: np.ndarray
-    col_cos: np.ndarray
-    pixel_spacing: tuple[float, float]
-    positions: np.ndarray
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return len(self.datasets), int(self.datasets[0].Rows), int(self.datasets[0].Columns)
-
-    @property
-    def frame_of_reference_uid(self) -> str:
-        return str(self.datasets[0].FrameOfReferenceUID)
-
-    def to_patient(self, slice_index: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Patient (LPS) mm of sub-pixel ``(row, col)`` positions on one slice, ``(N, 3) float64``.
-
-        DICOM's pixel-centre convention: pixel ``(0, 0)``'s centre is at ImagePositionPatient.
-        """
-        row_mm, col_mm = self.pixel_spacing
-        return (self.positions[slice_index] + np.outer(cols * col_mm, self.row_cos)
-                + np.outer(rows * row_mm, self.col_cos))
-
-    def check_referenceable(self) -> None:
-        """Raise :class:`ScanError` unless every header has what a SEG or RTSTRUCT must reference."""
-        need = ("FrameOfReferenceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-        if not all(all(ds.get(k) not in (None, "") for k in need) for ds in self.datasets):
-            raise ScanError("The DICOM series lacks the UIDs (study, series, instance, frame of reference) "
-                            "that a DICOM SEG or RTSTRUCT must reference.")
+from .base import DEFAULT_SLICE_THICKNESS_MM, LPS_TO_RAS, Scan, ScanError, SourceSeries, stack_voxels
 
 
 def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
