@@ -254,7 +254,7 @@ def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_cs
     from ``<name>_masks.zip`` (overlaps kept), so nothing is segmented. Only scans named ``caseN_dayM``
     take part. With ``truth_csv`` the true masks of both days are compared too, with the same
     registration, each truth row after its predicted row. Returns the path and one line per pair
-    that could not be compared (the others are still written).
+    that could not be compared, and per day the truth lacks (the other rows are still written).
     """
     from .compare import load_ground_truth
     from .days import case_and_day, compare_days, write_changes_csv
@@ -267,34 +267,45 @@ def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_cs
             case, day = case_and_day(summary["case_day"])
             by_case.setdefault(case, []).append((day, source, summary))
 
-    def day_masks(source: ScanSource, summary: dict):
+    rows, problems = [], []
+
+    def read_day(source: ScanSource, summary: dict):
+        """The scan, its predicted masks, and its true masks (``None`` without ``truth_csv`` or rows for it)."""
         scan = source.load(slice_thickness_mm)
         masks = load_ground_truth([out_dir / f"{summary['name']}_masks.zip"], scan)[0]
-        truth = load_ground_truth([truth_csv], scan)[0] if truth_csv else None
+        truth = None
+        if truth_csv:
+            try:
+                truth = load_ground_truth([truth_csv], scan)[0]
+            except ScanError as err:  # the predicted rows are still worth writing
+                problems.append(f"{summary['case_day']}: no truth compared: {err}")
         return scan, masks, truth
 
-    rows, problems = [], []
     for case, found in by_case.items():
         found.sort(key=lambda item: item[0])
         if len(found) < 2:
             continue
         (first, source_a, summary_a), later = found[0], found[1:]
         try:
-            scan_a, masks_a, truth_a = day_masks(source_a, summary_a)
+            scan_a, masks_a, truth_a = read_day(source_a, summary_a)
         except ScanError as err:
             problems.append(f"{case} day{first}: {err}")
             continue
         for day, source_b, summary_b in later:
             try:
-                scan_b, masks_b, truth_b = day_masks(source_b, summary_b)
+                scan_b, masks_b, truth_b = read_day(source_b, summary_b)
                 predicted = compare_days(scan_a, masks_a, scan_b, masks_b)
                 pair = predicted.rows(case, f"day{first}", f"day{day}")
-                if truth_a is not None:
+                if truth_a is not None and truth_b is not None:
                     true = compare_days(scan_a, truth_a, scan_b, truth_b, registration=predicted.registration)
                     truth_rows = true.rows(case, f"day{first}", f"day{day}", masks="truth")
                     pair = [row for both in zip(pair, truth_rows) for row in both]
             except ScanError as err:
                 problems.append(f"{case} day{first} vs day{day}: {err}")
+                continue
+            except Exception as err:  # noqa: BLE001 - one pair's failure must not stop the cohort
+                reason = " ".join(str(err).split())[:200]
+                problems.append(f"{case} day{first} vs day{day}: {type(err).__name__}: {reason}")
                 continue
             rows += pair
     return write_changes_csv(rows, out_dir / CHANGES), problems

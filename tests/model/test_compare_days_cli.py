@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from model.cohort import compare_cohort_days, plan_cohort
 from model.days import CHANGE_COLUMNS
 from model.predict import main
 from scan_fixtures import kaggle_slices
@@ -97,6 +98,18 @@ def test_compare_days_again_from_the_outputs_alone(two_days, capsys):
         for key in ("registration_translation_mm", "centroid_shift_registered_mm"):
             assert (new[key] == old[key] == "") or float(new[key]) == pytest.approx(float(old[key]), abs=0.05)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*_labels.nii.gz")} == nifti_times
+
+
+@pytest.mark.slow
+def test_a_day_the_truth_lacks_keeps_its_predicted_rows(two_days, tmp_path):
+    root, out, truth, _ = two_days
+    partial = tmp_path / "truth.csv"
+    partial.write_text("".join(line for line in truth.read_text().splitlines(keepends=True) if "day40" not in line))
+    sources = plan_cohort([root / "train"], out)
+    path, problems = compare_cohort_days(sources, out, partial)
+    _, rows = read_changes(path)
+    assert [r["masks"] for r in rows] == ["predicted"] * 3
+    assert len(problems) == 1 and problems[0].startswith("case47_day40: no truth compared: ")
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ multi-day labels against SimpleITK's own measurements, and the inputs that must 
 from __future__ import annotations
 
 import csv
+import logging
 import subprocess
 import sys
 import warnings
@@ -192,7 +193,8 @@ def test_a_2d_slice_is_refused(day_a):
         days.register(flat, scan)
 
 
-def test_different_patients_warn_without_naming_them(day_a):
+def test_different_patients_warn_without_naming_them(day_a, caplog):
+    caplog.set_level(logging.DEBUG)
     scan, masks = day_a
     other = Scan(scan.voxels, scan.spacing_mm, scan.affine, scan.slice_numbers, "case30_day0", "slices",
                  case_day="case30_day0")
@@ -201,6 +203,7 @@ def test_different_patients_warn_without_naming_them(day_a):
     assert not any("case30" in str(w.message) or "case47" in str(w.message) for w in caught)
     assert any("different cases" in note for note in result.notes)  # the user sees it; the log does not name them
     assert result.organs[0].dice_registered == 1.0
+    assert not [r for r in caplog.records if "case30" in r.getMessage() or "case47" in r.getMessage()]
 
 
 def test_scans_that_cannot_overlap_are_refused(day_a):
