@@ -55,11 +55,11 @@ CHANGE_COLUMNS = (
 
 @dataclass(frozen=True)
 class RegistrationSettings:
-    """How hard :func:`register` works. The defaults recover 8 mm and 3° within 0.1 mm and 0.1°
-    on the shared 360×310 volume (``tests/model/test_days.py``)."""
+    """How hard :func:`register` works. ``tests/model/test_days.py`` holds the defaults to a known
+    8 mm and 3° motion of a real scan (within 1 mm and 0.5°); docs/compare.md has what they reach."""
 
     #: Both images are first averaged down to voxels of about this size (BinShrink); the pyramid
-    #: below runs on those. Full 1.5 mm pixels cost 4x the time for no accuracy the tests can see.
+    #: below runs on those: full 1.5 mm pixels cost several times the time for no accuracy the tests see.
     working_spacing_mm: float = 3.0
     shrink_factors: tuple[int, ...] = (4, 2, 1)
     smoothing_sigmas_vox: tuple[float, ...] = (2.0, 1.0, 0.0)
