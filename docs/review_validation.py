@@ -40,8 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from model import labels, review
-from model.metric import dice_per_slice
+from model import labels, review  # noqa: E402
+from model.metric import dice_per_slice  # noqa: E402
 
 OUT = REPO / "docs" / "review_validation.json"
 #: The shared volumes with real labels, by case-day (shared/data/README.md).
@@ -59,7 +59,7 @@ MAX_RIGHT_DICE, MIN_WRONG_PX = 0.7, 50
 def labelled_volumes(data: Path, work: Path) -> dict:
     """``{case_day: (Scan, truth (O, D, H, W) bool)}``, the truth cut to the scan's own slices."""
     from model.rle import RleCsv
-    from model.scan import load_scan
+    from model.scans import load_scan
 
     subset = work / "truth.csv"  # RleCsv reads plain CSV: keep the three case-days' rows
     if not subset.exists():
@@ -288,7 +288,7 @@ def main() -> int:
             shifted, _, seconds_shifted = segment(checkpoint, scan.voxels, SHIFT_PX)
             wrong, dice = wrong_slice_organs(organ_masks, truth)
             start = time.perf_counter()
-            flags = review.review_flags(organ_masks, probabilities, scan.spacing_mm, scan.slice_numbers)
+            flags = review.review_flags(organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers)
             flag_seconds = time.perf_counter() - start
             regime = "held_out" if model_name == f"without_{case_day}" else "mostly_right"
             regimes[regime].append({
@@ -299,11 +299,11 @@ def main() -> int:
                 "seconds": seconds, "seconds_shifted": seconds_shifted, "flag_seconds": flag_seconds})
             print(f"{model_name} on {case_day} ({regime}): {wrong.mean():.2f} wrong, {len(flags)} flags", flush=True)
 
-    from model.scan import load_scan
+    from model.scans import load_scan
 
     unlabelled = load_scan(args.data / "scans" / UNLABELLED)
     masks, probabilities, _ = segment(args.work / f"steps{args.steps}" / "all", unlabelled.voxels)
-    flags = review.review_flags(masks, probabilities, unlabelled.spacing_mm, unlabelled.slice_numbers)
+    flags = review.review_flags(masks, unlabelled.spacing_mm, probabilities, unlabelled.slice_numbers)
     record = {
         "command": "python docs/review_validation.py",
         "definition_of_wrong": f"slice-organ Dice < {MAX_RIGHT_DICE} with the organ >= {MIN_WRONG_PX} px in prediction "

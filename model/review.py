@@ -16,10 +16,11 @@ is the largest of three signs of a wrong contour:
     with ``M = Σ p`` over the slice's pixels at or above :data:`PROBABILITY_FLOOR` (50 pixels'
     worth of mass scores 0.5).
 ``area jump``
-    The organ's area against the median area of its up to four neighbouring slices (two each
-    side, within the scan): ``|A - ref| / max(A, ref, MIN_ORGAN_PX)``, times
-    :data:`PROFILE_WEIGHT`. An organ gone from one slice between two where it is large, or
-    appearing alone, scores near the weight.
+    The organ's area against the median area of the five slices centred on it (two each side,
+    mirrored at the scan's ends; the slice itself included, so a lone outlier never sets the
+    median):
+    ``|A - ref| / max(A, ref, MIN_ORGAN_PX)``, times :data:`PROFILE_WEIGHT`. An organ gone from
+    one slice where it is large on both sides, or on one or two slices alone, scores the weight.
 
 :func:`review_flags` keeps the slices whose worst organ scores at least ``min_score``, ranks
 them by that score and keeps at most ``budget`` (default 15 %) of the scan's slices: one
@@ -49,7 +50,7 @@ PROBABILITY_FLOOR = 0.05
 MIN_ORGAN_PX = 50
 #: The area-jump sign's weight: it may lift a slice, but alone it is weaker evidence than the others.
 PROFILE_WEIGHT = 0.6
-#: Neighbouring slices on each side that make an organ's expected area.
+#: Slices on each side that, with the slice itself, make an organ's expected area (a median).
 PROFILE_SLICES = 2
 
 SIGNS = ("uncertain contour", "possibly missed", "area jump")
@@ -60,7 +61,7 @@ class OrganScores:
     """Per slice and organ, ``(O, D) float64`` each: the three signs, their maximum and which one it is.
 
     ``sign`` is ``(O, D) int``, an index into :data:`SIGNS`. ``areas``: the drawn masks' areas,
-    ``(O, D) int`` pixels; ``expected``: the neighbours' median area; ``mass``: the probability mass
+    ``(O, D) int`` pixels; ``expected``: the median area around each slice (:func:`expected_areas`); ``mass``: the probability mass
     (pixels at or above the floor) of each slice and organ.
     """
 
@@ -131,32 +132,33 @@ def organ_scores(organ_masks: np.ndarray, probabilities: np.ndarray, *,
 
 
 def expected_areas(areas: np.ndarray, neighbours: int = PROFILE_SLICES) -> np.ndarray:
-    """Median area of each slice's neighbours, ``neighbours`` each side within the scan: ``(O, D)`` → ``(O, D) float64``.
+    """Median area of the window of ``neighbours`` slices each side and the slice itself: ``(O, D)`` → ``(O, D) float64``.
 
-    A one-slice scan has no neighbours; its expected area is its own (no jump).
+    The slice itself is in the window so that an empty slice beside an organ's first slice does
+    not get half the organ as its expectation. Beyond the scan's ends the areas are mirrored
+    (slice -1 is slice 1), so the window always holds ``2 * neighbours + 1`` areas, an odd count,
+    and an end slice does not outvote its neighbours.
     """
-    depth = areas.shape[1]
-    expected = np.asarray(areas, dtype=np.float64).copy()
-    for d in range(depth):
-        around = [k for k in range(d - neighbours, d + neighbours + 1) if k != d and 0 <= k < depth]
-        if around:
-            expected[:, d] = np.median(areas[:, around], axis=1)
-    return expected
+    padded = np.pad(np.asarray(areas, dtype=np.float64), ((0, 0), (neighbours, neighbours)), mode="reflect")
+    window = np.lib.stride_tricks.sliding_window_view(padded, 2 * neighbours + 1, axis=1)  # (O, D, 2n + 1)
+    return np.median(window, axis=2)
 
 
-def review_flags(organ_masks: np.ndarray, probabilities: np.ndarray, spacing_mm: tuple[float, float, float],
-                 slice_numbers: tuple[int, ...] | None = None, *, budget: float = BUDGET,
-                 min_score: float = MIN_SCORE) -> list[ReviewFlag]:
+def review_flags(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float],
+                 probabilities: np.ndarray | None = None, slice_numbers: tuple[int, ...] | None = None, *,
+                 budget: float = BUDGET, min_score: float = MIN_SCORE) -> list[ReviewFlag]:
     """The slices to review first, worst first: one :class:`ReviewFlag` per slice, at most ``budget`` of them.
 
     ``organ_masks`` ``(O, D, H, W) bool`` and ``probabilities`` ``(O, D, H, W)`` float as in
-    :func:`organ_scores`. ``spacing_mm``: ``(slice, row, col)``, for areas in the reasons.
-    A slice is flagged when its worst organ scores at least ``min_score`` and it ranks within
+    :func:`organ_scores`; without probabilities only the area-jump sign can speak (the masks
+    stand in for them: sure of every pixel). ``spacing_mm``: ``(slice, row, col)``, for areas in
+    the reasons. ``slice_numbers``: the scan's own, one per slice (default ``1..D``). A slice is
+    flagged when its worst organ scores at least ``min_score`` and it ranks within
     ``max(1, floor(budget * D))`` slices; ties go to the earlier slice.
     """
     if not 0 < budget <= 1:
         raise ValueError(f"budget is a share of the slices, in (0, 1]; got {budget}")
-    scores = organ_scores(organ_masks, probabilities)
+    scores = organ_scores(organ_masks, organ_masks if probabilities is None else probabilities)
     depth = scores.score.shape[1]
     numbers = tuple(slice_numbers) if slice_numbers is not None else tuple(range(1, depth + 1))
     if len(numbers) != depth:
@@ -184,8 +186,8 @@ def _reason(scores: OrganScores, o: int, d: int, cm2: float) -> str:
     if sign == "possibly missed":
         return (f"possibly missed: nothing drawn, but probability mass worth {scores.mass[o, d] * cm2:.2f} cm² "
                 "under the threshold")
-    return (f"area jump: {scores.areas[o, d] * cm2:.2f} cm² here, {scores.expected[o, d] * cm2:.2f} cm² "
-            "(median) on the neighbouring slices")
+    return (f"area jump: {scores.areas[o, d] * cm2:.2f} cm² here, median {scores.expected[o, d] * cm2:.2f} cm² "
+            "over the five slices around it")
 
 
 def write_review_csv(flags: list[ReviewFlag], path: str | Path) -> Path:

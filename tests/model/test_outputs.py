@@ -152,8 +152,11 @@ def test_write_outputs_from_a_real_zip(shared_data, tmp_path):
     assert [p.name for p in outputs.files()] == ["case2_day1_labels.nii.gz", "case2_day1_submission.csv",
                                                  "case2_day1_masks.zip", "case2_day1_organs.glb",
                                                  "case2_day1_review.csv"]
-    # Two slices in a row, each 40 × 30 px: no flag (neither isolated, nor a jump in area).
-    assert outputs.flags == () and outputs.review.read_text().splitlines() == [",".join(CSV_HEADER)]
+    # Small bowel on two slices of six, empty around them: an area jump (no probabilities, so the only
+    # sign); one flag at most for six slices, the earlier of the tie.
+    assert [(f.slice_index, f.organ, f.score) for f in outputs.flags] == [(2, "small_bowel", 0.6)]
+    assert outputs.review.read_text().splitlines()[0] == ",".join(CSV_HEADER)
+    assert len(outputs.review.read_text().splitlines()) == 2
     assert outputs.structures == () and outputs.dicom == ()
     assert outputs.notes == (NOT_DICOM_NOTE,)  # a zip of PNGs carries no DICOM references
 
