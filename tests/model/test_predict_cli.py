@@ -74,7 +74,7 @@ def test_cli_writes_dicom_seg_rtstruct_and_planning_structures_for_a_dicom_serie
     # The review CSV: its header, and as many rows as volumes.csv counts.
     with open(out / "mr_review.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["slice_index", "slice_number", "organ", "rule", "value", "limit", "detail"]
+    assert rows[0] == ["slice_number", "organ", "score", "reason", "slice_index"]
     assert len(rows) - 1 == int(row["review_flags"])
 
 
