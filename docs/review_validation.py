@@ -4,8 +4,8 @@
 
 1. The three shared real volumes with real labels (``scans/`` + ``kaggle/train.csv.gz``:
    case139_day0, case146_day25, case47_day29; 296 slices) and the 21 labelled ``pairs/``.
-2. Four small multi-label SegFormers (1.0 M parameters, 128² input) trained from random weights,
-   seeded, with plain torch on one CPU core (about 2 minutes each on an idle core): one per volume
+2. Four small multi-label SegFormers (456k parameters, 128² input) trained from random weights,
+   seeded, with plain torch on one CPU core (2-4 minutes each on a shared one): one per volume
    left out (trained on the other two volumes and the pairs), and one on all three volumes and the pairs.
 3. Each model segments each volume through :class:`model.inference.Segmenter` (fp32, with the
    probabilities), and once more with the scan shifted by 6 pixels (test-time augmentation, to

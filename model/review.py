@@ -16,11 +16,11 @@ is the largest of three signs of a wrong contour:
     with ``M = Σ p`` over the slice's pixels at or above :data:`PROBABILITY_FLOOR` (50 pixels'
     worth of mass scores 0.5).
 ``area jump``
-    The organ's area against the median area of the five slices centred on it (two each side,
-    mirrored at the scan's ends; the slice itself included, so a lone outlier never sets the
-    median):
-    ``|A - ref| / max(A, ref, MIN_ORGAN_PX)``, times :data:`PROFILE_WEIGHT`. An organ gone from
-    one slice where it is large on both sides, or on one or two slices alone, scores the weight.
+    The organ's area ``A`` against ``ref``, the median area of the five slices centred on it (two
+    each side, mirrored at the scan's ends; the slice itself included, so a lone outlier never
+    sets the median): ``|A - ref| / max(A, ref, MIN_ORGAN_PX)``, times :data:`PROFILE_WEIGHT`.
+    An organ gone from one slice where it is large on both sides, or on one or two slices alone,
+    scores the weight.
 
 :func:`review_flags` keeps the slices whose worst organ scores at least ``min_score``, ranks
 them by that score and keeps at most ``budget`` (default 15 %) of the scan's slices: one
@@ -61,8 +61,8 @@ class OrganScores:
     """Per slice and organ, ``(O, D) float64`` each: the three signs, their maximum and which one it is.
 
     ``sign`` is ``(O, D) int``, an index into :data:`SIGNS`. ``areas``: the drawn masks' areas,
-    ``(O, D) int`` pixels; ``expected``: the median area around each slice (:func:`expected_areas`); ``mass``: the probability mass
-    (pixels at or above the floor) of each slice and organ.
+    ``(O, D) int`` pixels; ``expected``: the median area around each slice (:func:`expected_areas`);
+    ``mass``: the probability mass (pixels at or above the floor) of each slice and organ.
     """
 
     score: np.ndarray
