@@ -172,7 +172,7 @@ def _paths(files) -> list[str]:
 
 
 #: The Scan tab's review table; "Slice" is the slider's position (1..S), so a click can jump there.
-REVIEW_HEADERS = ["Slice", "Organ", "Flag", "Value", "Limit", "Detail"]
+REVIEW_HEADERS = ["Slice", "Organ", "Score", "Reason"]
 
 
 def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, opacity=0.5,
@@ -216,15 +216,14 @@ def scan_view(result: SegmentedScan, truth, truth_notes: list[str], opacity=0.5,
         present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
         rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
                      if present.size else "–", "–", "–"])
-    review = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.rule.replace("_", " "), round(f.value, 2),
-               f.limit, f.detail] for f in outputs.flags]
+    review = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.score, f.reason] for f in outputs.flags]
     state = {"scan": scan, "masks": organ_masks, "truth": truth}
     index = busiest_slice(organ_masks)
     notes = [summary_line(scan, result.volumes) + "."] + scan.notes + truth_notes + list(outputs.notes)
     if outputs.csv is None:
         notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
-    notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''} (low confidence at an edge, "
-                 "an organ on one slice only, a jump in area)" + ("; click one to go to its slice." if review else "."))
+    notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''}: the slices most likely wrong, worst "
+                 "first (at most 15 % of the scan)" + ("; click one to go to its slice." if review else "."))
     # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
     slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
                        label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1

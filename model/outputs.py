@@ -165,8 +165,8 @@ def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
 
     Always: the label NIfTI (organ ids 1-3 only; planning structures are not in it), the mask
     PNG zip, the surfaces, the Kaggle CSV where the slices are Kaggle-named, and
-    ``<scan>_review.csv`` (:mod:`model.review`; its low-confidence rule needs ``probabilities``,
-    ``(O, D, H, W)`` float). ``bowel_bag`` and ``margin_mm`` (> 0) ask for planning structures
+    ``<scan>_review.csv`` (:mod:`model.review`; its error score needs ``probabilities``,
+    ``(O, D, H, W)`` float; without them only the area-jump check runs). ``bowel_bag`` and ``margin_mm`` (> 0) ask for planning structures
     (:mod:`model.planning`). A scan read from a DICOM series also gets ``<scan>_seg.dcm`` and
     ``<scan>_rtstruct.dcm`` with the organs and those structures (:mod:`model.dicom.export`);
     other scans get a note saying why not.
