@@ -7,9 +7,8 @@ server and loads no torch; the model loads in this process on first use. ``pytho
 (:func:`model.worker.preload`) before it imports Gradio, launches, and serves as soon as the
 model is ready.
 
-About 500 lines, on purpose: two tabs of UI with their handlers, the upload retention sweepers
-(they need Gradio's cache folder) and the entry point; every mechanism behind them lives in
-:mod:`model`.
+Three tabs of UI with their handlers and the entry point; every mechanism behind them (the model
+holder and the output folders' expiry included: :mod:`model.serving`) lives in :mod:`model`.
 """
 
 from __future__ import annotations
@@ -25,33 +24,26 @@ MODEL_PROCESS = worker.preload(__name__)
 import argparse
 import contextlib
 import logging
-import shutil
-import stat
 import sys
 import tempfile
 import threading
-import time
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gradio as gr
 import numpy as np
 from gradio.utils import get_upload_folder
 
-from model import labels
+from model import days_view, labels
 from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
-from model.overlay import annotations, organ_areas, save_mask_png, uncertainty_map
-from model.planning import structure_volumes_ml
+from model.measure import area_plot_table, busiest_slice, organ_areas, structure_volumes_ml, summary_line
+from model.outputs import ScanJob, SegmentedScan
+from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
-from model.scan import Scan, load_scan
-from model.volume import busiest_slice, measure, slice_areas_cm2, summary_line, write_outputs
-from model.worker import ModelProcessError, SegmenterProcess
-
-if TYPE_CHECKING:
-    from model.inference import Segmenter
+from model.scans import Scan, load_scan
+from model.serving import ModelHolder, Scratch
+from model.worker import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
 
@@ -73,97 +65,14 @@ MAX_QUEUE_SIZE = 16
 #: Largest upload Gradio accepts. A 4096² float32 TIFF (our pixel cap) is 64 MiB; real slices are < 1 MiB.
 MAX_FILE_SIZE = "100mb"
 
-# --------------------------------------------------------------------------- model, loaded once
-
-_model_choice: tuple[str | None, str | None] = model_choice()
-_segmenter: Segmenter | SegmenterProcess | None = None
-_segmenter_lock = threading.Lock()
-
-
-def configure(model: str | None, revision: str | None = None, segmenter: SegmenterProcess | None = None) -> None:
-    """Choose the checkpoint (``None``: ``MODEL``/``MODEL_REVISION``, else the blog's); resets a loaded one.
-
-    ``segmenter``: that checkpoint already loading in its own process (``python app.py``'s).
-    """
-    global _model_choice, _segmenter
-    _model_choice = model_choice(model, revision)
-    _segmenter = segmenter
-
-
-def get_segmenter() -> Segmenter | SegmenterProcess:
-    """The process's one model: the configured model process, else loaded here on first use.
-
-    A model process that died is replaced by a model loaded in this process.
-    """
-    global _segmenter
-    with _segmenter_lock:
-        if isinstance(_segmenter, SegmenterProcess) and _segmenter.broken:
-            log.warning("the model process stopped; loading the model in the app's process")
-            _segmenter.close()
-            _segmenter = None
-        if _segmenter is None:
-            from model.engine import load_segmenter  # the engine (torch or OpenVINO) loads here, on first use
-
-            _segmenter = load_segmenter(*_model_choice)
-        return _segmenter.wait() if isinstance(_segmenter, SegmenterProcess) else _segmenter
-
-
-# --------------------------------------------------------------------------- output files
-
-_SCRATCH = Path(tempfile.gettempdir()) / "uwmgi-outputs"
-
-
-def _sweep_scratch(scratch: Path, max_age_s: float) -> None:
-    """Remove request folders under ``scratch`` older than ``max_age_s`` seconds."""
-    cutoff = time.time() - max_age_s
-    for old in scratch.iterdir() if scratch.is_dir() else ():
-        try:
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:  # another process swept it first
-            continue
-
-
-def _sweep_gradio_strays(cache: Path, max_age_s: float) -> None:
-    """Remove the empty ``tmpXXXX`` files ``gr.File(type="filepath")`` leaves at the top of Gradio's cache.
-
-    Gradio 6.31 creates one unused ``NamedTemporaryFile(delete=False)`` per preprocessed upload
-    (components/file.py) and ``delete_cache`` does not track it. They hold no data, but one per
-    request adds up on a long-running Space.
-    """
-    cutoff = time.time() - max_age_s
-    for stray in cache.glob("tmp*") if cache.is_dir() else ():
-        try:
-            info = stray.lstat()
-            if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_mtime < cutoff:
-                stray.unlink()
-        except FileNotFoundError:
-            continue
-
-
-def _sweep(max_age_s: float, scratch: Path | None = None, gradio_cache: Path | None = None) -> None:
-    """Our scratch copies and Gradio's empty strays, on the ``delete_cache`` age."""
-    _sweep_scratch(scratch or _SCRATCH, max_age_s)
-    _sweep_gradio_strays(gradio_cache or Path(get_upload_folder()), max_age_s)
-
-
-def _sweep_forever(max_age_s: float, scratch: Path, gradio_cache: Path, stop: threading.Event) -> None:
-    """Sweep on Gradio's ``delete_cache`` schedule, so old files go even when no request comes."""
-    while not stop.wait(max_age_s):
-        _sweep(max_age_s, scratch, gradio_cache)
+#: The process's one model, and the request output folders (deleted on Gradio's cache age).
+MODEL = ModelHolder()
+SCRATCH = Scratch(Path(tempfile.gettempdir()) / "uwmgi-outputs", CACHE_SECONDS)
+configure, get_segmenter = MODEL.configure, MODEL.get  # the handlers' and tests' names for them
 
 
 def _scratch_dir() -> Path:
-    """A fresh folder for one request's downloads; folders past the cache age are removed.
-
-    Gradio copies returned files into its own cache (deleted by ``delete_cache``); our copies
-    must not outlive that policy either: each request and a background sweeper remove them.
-    """
-    _SCRATCH.mkdir(exist_ok=True)
-    _sweep(CACHE_SECONDS)
-    folder = _SCRATCH / uuid.uuid4().hex
-    folder.mkdir()
-    return folder
+    return SCRATCH.new_dir(Path(get_upload_folder()))
 
 
 # --------------------------------------------------------------------------- handlers
@@ -263,7 +172,7 @@ def _paths(files) -> list[str]:
 
 
 #: The Scan tab's review table; "Slice" is the slider's position (1..S), so a click can jump there.
-REVIEW_HEADERS = ["Slice", "Organ", "Flag", "Value", "Limit", "Detail"]
+REVIEW_HEADERS = ["Slice", "Organ", "Score", "Reason"]
 
 
 def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, opacity=0.5,
@@ -287,63 +196,48 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     with _user_errors("reading a scan", "These files could not be read as a scan; export them again or try another format."):
         scan = load_scan(paths, slice_thickness_mm or None)
         truth, truth_notes = load_ground_truth(_paths(truth_files), scan) if truth_files else (None, [])
-        segmenter = get_segmenter()
-
-    skip = (gr.skip(),) * 10
-    organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
-    probabilities = np.zeros(organ_masks.shape, dtype=np.float16)  # for the review's low-confidence rule
+        job = ScanJob(get_segmenter(), scan)
     with _user_errors("scan prediction", "The model failed on this scan; try another."):
-        for done in segmenter.segment_volume_steps(scan.voxels, organ_masks, probabilities=probabilities):
+        for done in job.steps():
             progress((done, len(scan)), desc="Segmenting", unit="slices")
-            yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *skip)
-
+            yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *(gr.skip(),) * 10)
     progress(1.0, desc="Writing files")
-    outputs = write_outputs(organ_masks, scan, _scratch_dir(), probabilities=probabilities, bowel_bag=bool(bowel_bag),
-                            margin_mm=margin_mm, dicom_files=paths)
-    del probabilities
-    volumes = measure(organ_masks, scan)
+    result = job.finish(_scratch_dir(), bowel_bag=bool(bowel_bag), margin_mm=margin_mm)
+    yield scan_view(result, truth, truth_notes, opacity, organs)
+
+
+def scan_view(result: SegmentedScan, truth, truth_notes: list[str], opacity=0.5, organs=ORGAN_CHOICES) -> tuple:
+    """The Scan tab's outputs for a segmented scan, starting at its busiest slice (see :func:`segment_scan_files`)."""
+    scan, organ_masks, outputs = result.scan, result.organ_masks, result.outputs
     rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1),
              f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
-             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in volumes]
+             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in result.volumes]
     for structure, (label, ml) in zip(outputs.structures, structure_volumes_ml(outputs.structures, scan.spacing_mm)):
         present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
         rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
                      if present.size else "–", "–", "–"])
-    review = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.rule.replace("_", " "), round(f.value, 2),
-               f.limit, f.detail] for f in outputs.flags]
-    comparison = compare(organ_masks, truth).rows() if truth is not None else []
+    review = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.score, f.reason] for f in outputs.flags]
     state = {"scan": scan, "masks": organ_masks, "truth": truth}
     index = busiest_slice(organ_masks)
-    notes = [summary_line(scan, volumes) + "."] + scan.notes + truth_notes + list(outputs.notes)
+    notes = [summary_line(scan, result.volumes) + "."] + scan.notes + truth_notes + list(outputs.notes)
     if outputs.csv is None:
         notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
-    notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''} (low confidence at an edge, "
-                 "an organ on one slice only, a jump in area)" + ("; click one to go to its slice." if review else "."))
+    notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''}: the slices most likely wrong, worst "
+                 "first (at most 15 % of the scan)" + ("; click one to go to its slice." if review else "."))
     # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
     slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
                        label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
                        else "Slice (the scan has one)")
-    yield ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
-           area_plot_data(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
-           [str(f) for f in outputs.files()], comparison, state, review)
+    return ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
+            area_plot_table(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
+            [str(f) for f in outputs.files()], compare(organ_masks, truth).rows() if truth is not None else [],
+            state, review)
 
 
 def jump_to_flag(evt: gr.SelectData):
     """The slider position of the clicked review row (its "Slice" column)."""
     row = evt.row_value
     return int(row[0]) if row else gr.skip()
-
-
-def area_plot_data(organ_masks, scan: Scan):
-    """Per-slice organ areas as the long table ``gr.LinePlot`` takes: slice, organ, area (cm²)."""
-    import pandas as pd
-
-    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
-    return pd.DataFrame({
-        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
-        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
-        "area (cm²)": areas.ravel().round(2),
-    })
 
 
 def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
@@ -359,6 +253,12 @@ def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
     versus = (display, confusion_annotations(masks, truth[:, index], opacity, _visible(organs))) \
         if truth is not None else None
     return overlay, versus
+
+
+def compare_days_files(files_a, files_b):
+    """The Compare days tab: note, table, picture and downloads (:func:`model.days_view.compare_uploads`)."""
+    with _user_errors("comparing days", "These two scans could not be compared; try another pair."):
+        return days_view.compare_uploads(_paths(files_a), _paths(files_b), get_segmenter, _scratch_dir())
 
 
 def about() -> str:
@@ -440,6 +340,16 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                               "for a DICOM series, DICOM SEG and RTSTRUCT",
                                         file_count="multiple", interactive=False, elem_id="scan-downloads")
             scan_result = gr.State(time_to_live=CACHE_SECONDS)
+        with gr.Tab("Compare days", elem_id="days-tab"):
+            with gr.Row():
+                days_in = [gr.File(label=f"Day {d}: a scan as in the Scan tab, optionally with its earlier _masks.zip",
+                                   file_count="multiple", type="filepath", elem_id=f"days-{d.lower()}") for d in "AB"]
+            days_run = gr.Button("Compare days (B against A)", variant="primary")
+            days_out = [gr.Markdown(elem_id="days-note"),
+                        gr.Dataframe(headers=days_view.TABLE_HEADERS, interactive=False, elem_id="days-table"),
+                        gr.Image(label="After alignment: A | B on A's grid | checkerboard", format="png"),
+                        gr.File(label="Downloads: changes CSV; B's labels on A's grid (NIfTI)", file_count="multiple",
+                                interactive=False, elem_id="days-downloads")]
         with gr.Accordion("About", open=False):
             about_md = gr.Markdown("Model loads with the first request.")
             gr.Markdown(f"{NOTICE}\n\nUploads and results are deleted within {2 * CACHE_SECONDS // 3600} hours "
@@ -459,6 +369,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         review_table.select(jump_to_flag, None, scan_slider, api_visibility="private", queue=False,
                             show_progress="hidden")
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
+        days_run.click(compare_days_files, days_in, days_out, api_name="compare_days", concurrency_id="model")
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
@@ -497,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.info("model: %s", segmenter.describe())
-    threading.Thread(target=_sweep_forever, args=(CACHE_SECONDS, _SCRATCH, Path(get_upload_folder()), threading.Event()),
+    threading.Thread(target=SCRATCH.sweep_forever, args=(Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
     demo.block_thread()
     return 0

@@ -1,12 +1,13 @@
 """Many scans in one run: segment each, resume after an interruption, and write the cohort's files.
 
-For each :class:`~model.scan_sources.ScanSource` :func:`run` writes the Scan tab's files
-(:func:`model.volume.write_outputs`: with the review CSV, the planning structures asked for, and
+For each :class:`~model.scans.sources.ScanSource` :func:`run` writes the Scan tab's files
+(:func:`model.outputs.segment_scan`: with the review CSV, the planning structures asked for, and
 for a DICOM series its SEG and RTSTRUCT) and then ``<name>_summary.json``: written last, it marks
 the scan finished, so a second run skips it. :func:`write_cohort_files` rebuilds, from those
 per-scan files alone, ``submission.csv`` (one Kaggle submission for every Kaggle-named scan)
 and ``volumes.csv`` (one row per scan, with the planning structures' volumes and the number of
-review flags). The command line and the Lightning predictor
+review flags), and with ``--compare-days`` :func:`compare_cohort_days` adds ``changes.csv`` (each
+case's later treatment days against its first). The command line and the Lightning predictor
 (``python -m train predict``) both call these, so their files are byte for byte the same (but for
 the new UIDs in the DICOM files).
 
@@ -22,20 +23,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import labels
-from .metric import competition_score, score_case
-from .planning import structure_volumes_ml
+from .measure import structure_volumes_ml, summary_line
+from .metric import competition_score, score_submission
+from .outputs import segment_scan
 from .rle import RleCsv
-from .scan import ScanError
-from .scan_sources import NameClashError, ScanSource, find_scans
-from .volume import measure, summary_line, write_outputs
+from .scans.base import ScanError
+from .scans.sources import NameClashError, ScanSource, find_scans
 
 SUMMARY_SUFFIX = "_summary.json"
 SUBMISSION = "submission.csv"
 VOLUMES = "volumes.csv"
 SCORES = "scores.csv"
+CHANGES = "changes.csv"
 SUBMISSION_HEADER = "id,class,predicted"
 
 
@@ -50,8 +50,25 @@ class ScanResult:
     line: str | None = None  # the one-line summary of a scan segmented now
 
 
+def add_cohort_options(parser) -> None:
+    """The options both cohort commands take (``python -m model.predict`` and ``python -m train predict``)."""
+    parser.add_argument("--slice-thickness", type=float, default=None,
+                        help="slice thickness in mm for Kaggle slice files (default 3)")
+    parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
+    parser.add_argument("--bowel-bag", action="store_true",
+                        help="add a bowel bag (small ∪ large bowel) to the DICOM exports and volumes")
+    parser.add_argument("--margin-mm", type=float, default=0.0, metavar="N",
+                        help="add a planning margin (PRV) of N mm around each organ (and the bowel bag); 0: none")
+
+
+def check_cohort_options(parser, args) -> None:
+    """Refuse option values :func:`add_cohort_options` added that cannot be used (exits through ``parser.error``)."""
+    if not (args.margin_mm >= 0 and args.margin_mm != float("inf")):
+        parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
+
+
 def plan_cohort(inputs: list[Path], out_dir: str | Path) -> list[ScanSource]:
-    """Every scan under ``inputs`` (:func:`~model.scan_sources.find_scans`), checked against ``out_dir``.
+    """Every scan under ``inputs`` (:func:`~model.scans.sources.find_scans`), checked against ``out_dir``.
 
     Raises :class:`ScanError` (one line) when two would write the same files or none is found;
     both CLIs (``model.predict``, ``train predict``) start here.
@@ -85,6 +102,12 @@ def read_summary(out_dir: str | Path, name: str) -> dict | None:
         return None
 
 
+def finished(out_dir: str | Path, source: ScanSource) -> bool:
+    """Whether ``out_dir`` holds this input's finished outputs (a summary naming its path)."""
+    summary = read_summary(out_dir, source.name)
+    return summary is not None and summary["source"] == source.key
+
+
 def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickness_mm: float | None = None,
         progress: Callable[[int], None] | None = None, *, bowel_bag: bool = False,
         margin_mm: float = 0.0) -> Iterator[ScanResult]:
@@ -93,14 +116,13 @@ def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickne
     Scans finished in an earlier run (a summary with this input's path) are skipped. A scan that
     cannot be read or segmented is yielded as failed, and the run goes on. ``progress(n)`` is
     called with each chunk's new slice count. One scan is held in memory at a time.
-    ``bowel_bag`` and ``margin_mm`` ask for planning structures (:func:`model.volume.write_outputs`).
+    ``bowel_bag`` and ``margin_mm`` ask for planning structures (:func:`model.outputs.write_outputs`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for source in sources:
-        summary = read_summary(out_dir, source.name)
-        if summary is not None and summary["source"] == source.key:
-            yield ScanResult(source, "skipped", summary)
+        if finished(out_dir, source):
+            yield ScanResult(source, "skipped", read_summary(out_dir, source.name))
             continue
         try:
             yield segment_source(segmenter, source, out_dir, slice_thickness_mm, progress,
@@ -117,17 +139,16 @@ def segment_source(segmenter, source: ScanSource, out_dir: Path, slice_thickness
                    margin_mm: float = 0.0) -> ScanResult:
     """Read, segment and write one scan; its summary file last. Raises what reading or writing raises."""
     scan = source.load(slice_thickness_mm)
-    organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
-    probabilities = np.zeros(organ_masks.shape, dtype=np.float16)  # for the review's low-confidence rule
     done = 0
-    for now in segmenter.segment_volume_steps(scan.voxels, organ_masks, probabilities=probabilities):
+
+    def advance(now: int) -> None:
+        nonlocal done
         if progress is not None:
             progress(now - done)
         done = now
-    outputs = write_outputs(organ_masks, scan, out_dir, probabilities=probabilities, bowel_bag=bowel_bag,
-                            margin_mm=margin_mm, dicom_files=source.paths)
-    del probabilities
-    volumes = measure(organ_masks, scan)
+
+    result = segment_scan(segmenter, scan, out_dir, advance, bowel_bag=bowel_bag, margin_mm=margin_mm)
+    outputs, volumes = result.outputs, result.volumes
     summary = {
         "name": scan.name, "label": source.label, "source": source.key, "kind": scan.kind,
         "case_day": scan.case_day, "submission": outputs.csv.name if outputs.csv else None,
@@ -197,39 +218,94 @@ def write_cohort_files(sources: list[ScanSource], out_dir: str | Path) -> tuple[
 
 
 def score_cohort(sources: list[ScanSource], out_dir: str | Path, truth_csv: str | Path) -> tuple[list[dict], dict]:
-    """Score the finished Kaggle-named scans against a ``train.csv`` with :mod:`model.metric`.
+    """Score the finished Kaggle-named scans of ``submission.csv`` against a ``train.csv``; write ``scores.csv``.
 
-    Per case-day and overall; both are written to ``scores.csv`` (the overall row last, named
-    ``all``). Scans the truth lacks are left out. Prediction and truth are compared on the
-    union of their slice numbers (a slice one side lacks is empty there), decoded one scan at a time.
+    Per case-day and overall (the overall row last, named ``all``), by
+    :func:`model.metric.score_submission` and its one rule (a slice the prediction lacks counts as
+    empty; a scan the truth lacks is not scored and is named in the overall row's ``unscored``;
+    a slice the truth lacks is refused). Run :func:`write_cohort_files` first.
     """
     out_dir = Path(out_dir)
     summaries = [s for s in (read_summary(out_dir, src.name) for src in sources)
                  if s is not None and s["submission"]]
-    truth = RleCsv(truth_csv, [s["case_day"] for s in summaries])
-    rows, cases = [], []
-    for s in summaries:
-        if s["case_day"] not in truth:
-            continue
-        shape = (s["height"], s["width"])
-        predicted = RleCsv(out_dir / s["submission"]).volume(s["case_day"], shape)
-        true = truth.volume(s["case_day"], shape)
-        numbers = sorted(set(predicted.slice_numbers) | set(true.slice_numbers))
-        cases.append(score_case(_on_slices(predicted, numbers), _on_slices(true, numbers)))
-        rows.append({"case_day": s["case_day"], "slices": len(numbers), **competition_score(cases[-1:]).as_dict()})
-    overall = {"case_day": "all", "slices": sum(r["slices"] for r in rows), **competition_score(cases).as_dict()}
+    case_days = [s["case_day"] for s in summaries]
+    shapes = {s["case_day"]: (s["height"], s["width"]) for s in summaries}
+    if case_days:
+        rows, overall, unscored = score_submission(RleCsv(truth_csv, case_days), RleCsv(out_dir / SUBMISSION),
+                                                   case_days, shapes)
+    else:  # no Kaggle-named scan: nothing to score
+        rows, overall, unscored = [], competition_score([]), []
+    overall = {"case_day": "all", "slices": sum(r["slices"] for r in rows), **overall.as_dict()}
     with open(out_dir / SCORES, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(overall))
         writer.writeheader()
         writer.writerows([*rows, overall])
-    return rows, overall
+    return rows, {**overall, "unscored": unscored}
 
 
-def _on_slices(volume, numbers: list[int]) -> np.ndarray:
-    """``volume``'s masks ``(O, len(numbers), H, W) bool`` on ``numbers``; empty where it has no slice."""
-    if list(volume.slice_numbers) == numbers:
-        return volume.masks
-    masks = np.zeros((volume.masks.shape[0], len(numbers), *volume.masks.shape[2:]), dtype=bool)
-    position = {n: d for d, n in enumerate(numbers)}
-    masks[:, [position[n] for n in volume.slice_numbers]] = volume.masks
-    return masks
+# --------------------------------------------------------------------------- treatment days
+
+
+def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_csv: str | Path | None = None,
+                        slice_thickness_mm: float | None = None) -> tuple[Path, list[str]]:
+    """Write ``changes.csv``: each case's later days against its first day (:func:`model.days.compare_days`).
+
+    Works from the finished scans' files alone: each day's image is read again and its masks come
+    from ``<name>_masks.zip`` (overlaps kept), so nothing is segmented. Only scans named ``caseN_dayM``
+    take part. With ``truth_csv`` the true masks of both days are compared too, with the same
+    registration, each truth row after its predicted row. Returns the path and one line per pair
+    that could not be compared, and per day the truth lacks (the other rows are still written).
+    """
+    from .compare import load_ground_truth
+    from .days import case_and_day, compare_days, write_changes_csv
+
+    out_dir = Path(out_dir)
+    by_case: dict[str, list[tuple[int, ScanSource, dict]]] = {}
+    for source in sources:
+        summary = read_summary(out_dir, source.name)
+        if summary is not None and summary["case_day"]:
+            case, day = case_and_day(summary["case_day"])
+            by_case.setdefault(case, []).append((day, source, summary))
+
+    rows, problems = [], []
+
+    def read_day(source: ScanSource, summary: dict):
+        """The scan, its predicted masks, and its true masks (``None`` without ``truth_csv`` or rows for it)."""
+        scan = source.load(slice_thickness_mm)
+        masks = load_ground_truth([out_dir / f"{summary['name']}_masks.zip"], scan)[0]
+        truth = None
+        if truth_csv:
+            try:
+                truth = load_ground_truth([truth_csv], scan)[0]
+            except ScanError as err:  # the predicted rows are still worth writing
+                problems.append(f"{summary['case_day']}: no truth compared: {err}")
+        return scan, masks, truth
+
+    for case, found in by_case.items():
+        found.sort(key=lambda item: item[0])
+        if len(found) < 2:
+            continue
+        (first, source_a, summary_a), later = found[0], found[1:]
+        try:
+            scan_a, masks_a, truth_a = read_day(source_a, summary_a)
+        except ScanError as err:
+            problems.append(f"{case} day{first}: {err}")
+            continue
+        for day, source_b, summary_b in later:
+            try:
+                scan_b, masks_b, truth_b = read_day(source_b, summary_b)
+                predicted = compare_days(scan_a, masks_a, scan_b, masks_b)
+                pair = predicted.rows(case, f"day{first}", f"day{day}")
+                if truth_a is not None and truth_b is not None:
+                    true = compare_days(scan_a, truth_a, scan_b, truth_b, registration=predicted.registration)
+                    truth_rows = true.rows(case, f"day{first}", f"day{day}", masks="truth")
+                    pair = [row for both in zip(pair, truth_rows) for row in both]
+            except ScanError as err:
+                problems.append(f"{case} day{first} vs day{day}: {err}")
+                continue
+            except Exception as err:  # noqa: BLE001 - one pair's failure must not stop the cohort
+                reason = " ".join(str(err).split())[:200]
+                problems.append(f"{case} day{first} vs day{day}: {type(err).__name__}: {reason}")
+                continue
+            rows += pair
+    return write_changes_csv(rows, out_dir / CHANGES), problems

@@ -3,7 +3,7 @@
 Ground truth comes as Kaggle ``train.csv``-style RLE, a label NIfTI (ids 0–3 as in the
 dataset), bit-packed mask PNGs (this app's own export: stomach 1, small bowel 2, large
 bowel 4), or clinical contours of the same DICOM series: an RTSTRUCT or a DICOM SEG
-(:mod:`model.dicom_truth`). The numbers are the competition's, from :mod:`model.metric`, the implementation
+(:mod:`model.dicom.truth`). The numbers are the competition's, from :mod:`model.metric`, the implementation
 training uses too.
 """
 
@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from . import labels
-from .dicom_truth import is_dicom_truth, truth_from_dicom
+from .dicom.truth import truth_from_dicom
 from .image import IMAGE_SUFFIXES, ImageError, read_slice
 from .metric import Score, competition_score, score_case
 from .overlay import MASK_BITS, decode_mask_png
 from .rle import RleCsv
-from .scan import NIFTI_SUFFIXES, ScanError, Scan
-from .scan_nifti import read_nifti
-from .scan_zip import extract_zip
+from .scans.archive import extract_zip
+from .scans.base import Scan, ScanError
+from .scans.kinds import kind_of
+from .scans.nifti import read_nifti
 
 #: Names and colours of the comparison overlay (true positive, false positive, false negative).
 CONFUSION_COLOURS: dict[str, str] = {
@@ -49,20 +50,20 @@ def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarr
     paths = [Path(p) for p in paths]
     if not paths:
         raise ScanError("No ground-truth files given.")
-    first = paths[0].name.lower()
+    first, kind = paths[0].name.lower(), kind_of(paths[0])
     if first.endswith(".csv"):
         if len(paths) > 1:
             raise ScanError("Upload one ground-truth CSV.")
         return _truth_from_csv(paths[0], scan)
-    if first.endswith(NIFTI_SUFFIXES):
+    if kind == "nifti":
         if len(paths) > 1:
             raise ScanError("Upload one ground-truth NIfTI.")
         return _truth_from_nifti(paths[0], scan), []
-    if is_dicom_truth(paths[0]):
+    if kind == "dicom":
         if len(paths) > 1:
             raise ScanError("Upload one RTSTRUCT or DICOM SEG file as ground truth.")
         return truth_from_dicom(paths[0], scan)
-    if first.endswith(".zip"):
+    if kind == "zip":
         if len(paths) > 1:
             raise ScanError("Upload one ground-truth zip.")
         with tempfile.TemporaryDirectory(prefix="uwmgi-truth-") as tmp:

@@ -34,6 +34,9 @@ COLOURS: dict[str, str] = {
     "large_bowel": "#ff0000",
 }
 
+#: Colour of the bowel bag (a planning structure, not an organ): the two bowels' colours mixed.
+BOWEL_BAG_COLOUR = "#ff9a00"
+
 #: Softmax label id of each organ (0 is background).
 ORGAN_IDS: dict[str, int] = {organ: i + 1 for i, organ in enumerate(ORGANS)}
 

@@ -190,3 +190,50 @@ def _bool_pair(pred: np.ndarray, truth: np.ndarray, min_ndim: int) -> tuple[np.n
     if pred.shape != truth.shape or pred.ndim < min_ndim:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} must share a shape of {min_ndim}+ dims")
     return pred, truth
+
+
+# --------------------------------------------------------------------------- whole submissions
+
+
+class ScoringError(ValueError):
+    """A prediction and a truth that cannot be scored together. ``str(err)`` is one line."""
+
+
+def score_submission(truth, predicted, case_days: Iterable[str] | None = None,
+                     shapes: dict[str, tuple[int, int]] | None = None) -> tuple[list[dict], Score, list[str]]:
+    """Score Kaggle RLE predictions against a ``train.csv``-style truth: the one cohort scorer.
+
+    ``truth`` and ``predicted`` are :class:`model.rle.RleCsv`. ``case_days``: the scans to score
+    (default: every scan of the truth and the prediction); ``shapes``: ``(H, W)`` per scan where
+    the files carry none. The one rule for what either side lacks, checked before anything is decoded:
+
+    * a scan or slice the **prediction** lacks counts as predicted empty (a model that found
+      nothing writes empty rows, and a missing row means the same);
+    * a **scan** the truth lacks cannot be scored: it is left out and returned in ``unscored``,
+      for the caller to report (a cohort may hold scans beyond the truth file's);
+    * a **slice** the truth lacks, in a scan it has, is refused with :class:`ScoringError`: the
+      truth lists every slice of its scans, so the two files do not belong together.
+
+    Scans are decoded and scored one at a time, on the truth's slices. Returns one row per
+    scan (``case_day``, ``slices`` and the :class:`Score` fields), the overall :class:`Score`,
+    and the unscored scans.
+    """
+    if case_days is None:
+        case_days = [*truth.case_days, *(cd for cd in predicted.case_days if cd not in truth)]
+    unscored = [cd for cd in case_days if cd not in truth]
+    case_days = [cd for cd in case_days if cd in truth]
+    for case_day in case_days:
+        if case_day in predicted and (extra := sorted(set(predicted.slice_numbers(case_day))
+                                                      - set(truth.slice_numbers(case_day)))):
+            raise ScoringError(f"{case_day}: predicted slices {extra[:3]} are not in the truth")
+    rows, cases = [], []
+    for case_day in case_days:
+        true = truth.volume(case_day, (shapes or {}).get(case_day))
+        pred = np.zeros_like(true.masks)
+        if case_day in predicted:
+            found = predicted.volume(case_day, true.masks.shape[-2:])
+            position = {n: d for d, n in enumerate(true.slice_numbers)}
+            pred[:, [position[n] for n in found.slice_numbers]] = found.masks
+        cases.append(score_case(pred, true.masks))
+        rows.append({"case_day": case_day, "slices": len(true.slice_numbers), **competition_score(cases[-1:]).as_dict()})
+    return rows, competition_score(cases), unscored

@@ -1,4 +1,4 @@
-"""Overlays, per-organ measurements and mask files for predicted organ masks.
+"""Overlays and mask files for one slice's predicted organ masks (measurements: :mod:`model.measure`).
 
 All functions take ``organ_masks``: ``(O, H, W)`` bool with ``O`` following
 :data:`model.labels.ORGANS`.
@@ -6,7 +6,6 @@ All functions take ``organ_masks``: ``(O, H, W)`` bool with ``O`` following
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,6 @@ from . import labels
 #: Bit of each organ in the downloadable mask PNG (one bit per organ, so overlaps survive):
 #: stomach = 1, small bowel = 2, large bowel = 4. A pixel in both bowels reads 6.
 MASK_BITS: dict[str, int] = {organ: 1 << i for i, organ in enumerate(labels.ORGANS)}
-
-
-@dataclass(frozen=True)
-class OrganArea:
-    organ: str
-    present: bool
-    pixels: int
-    area_cm2: float
-
-
-def organ_areas(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> list[OrganArea]:
-    """Pixel count and area (cm²) of each organ; ``pixel_spacing_mm`` is ``(row, col)``."""
-    pixel_cm2 = pixel_spacing_mm[0] * pixel_spacing_mm[1] / 100.0
-    counts = organ_masks.reshape(len(labels.ORGANS), -1).sum(axis=1)
-    return [OrganArea(o, bool(c > 0), int(c), float(c) * pixel_cm2) for o, c in zip(labels.ORGANS, counts)]
 
 
 def annotations(organ_masks: np.ndarray, opacity: float = 0.5,
@@ -77,7 +61,7 @@ def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
     """How unsure the model is at each pixel, ``(H, W) float32`` in 0..1, from ``(O, H, W)`` organ probabilities.
 
     ``1 − min over organs of |2p − 1|``: 1 where some organ is at even odds, 0 where the model is
-    certain of every organ either way. The margin ``|2p − 1|`` is the review's (:mod:`model.review`).
+    certain of every organ either way.
     """
     margin = np.abs(2.0 * np.asarray(probabilities, dtype=np.float32) - 1.0)
     return (1.0 - margin.min(axis=0)).astype(np.float32)

@@ -3,7 +3,7 @@
 A :class:`Structure` is one named ``(S, H, W) bool`` mask on the scan's grid. The organs
 themselves are structures too (:func:`organ_structures`), so the DICOM exports, the
 measurements and the review all take one list. ``spacing_mm`` is always ``(slice, row, col)``,
-the order of :attr:`model.scan.Scan.spacing_mm` and of the mask axes.
+the order of :attr:`model.scans.Scan.spacing_mm` and of the mask axes.
 """
 
 from __future__ import annotations
@@ -14,10 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import labels
-
-#: Colour of the bowel bag: the two bowels' colours mixed (#009a17 and #ff0000).
-BOWEL_BAG_COLOUR = "#ff9a00"
-
 
 @dataclass(frozen=True, eq=False)  # eq on a mask array would be ambiguous; compare keys and masks yourself
 class Structure:
@@ -44,7 +40,7 @@ class Structure:
 
 
 def organ_structures(organ_masks: np.ndarray) -> list[Structure]:
-    """The organs as structures, in :data:`model.labels.ORGANS` order; ``organ_masks`` is ``(O, S, H, W) bool``."""
+    """The organs as structures, in :data:`model.labels.ORGANS` order; ``organ_masks`` is ``(O, D, H, W) bool``."""
     return [Structure(o, labels.DISPLAY_NAMES[o], organ_masks[i].astype(bool, copy=False), labels.COLOURS[o],
                       "organ", o) for i, o in enumerate(labels.ORGANS)]
 
@@ -99,7 +95,7 @@ def planning_structures(organ_masks: np.ndarray, spacing_mm: tuple[float, float,
     result = []
     bag = bowel_bag(organ_masks) if bowel_bag_structure else None
     if bag is not None:
-        result.append(Structure("bowel_bag", "Bowel bag", bag, BOWEL_BAG_COLOUR, "bowel_bag"))
+        result.append(Structure("bowel_bag", "Bowel bag", bag, labels.BOWEL_BAG_COLOUR, "bowel_bag"))
     if margin_mm > 0:
         mm = f"{margin_mm:g}mm"
         for organ in margin_organs:
@@ -108,11 +104,5 @@ def planning_structures(organ_masks: np.ndarray, spacing_mm: tuple[float, float,
                                     labels.COLOURS[organ], "prv", organ, margin_mm))
         if bag is not None:
             result.append(Structure(f"bowel_bag_prv_{mm}", f"Bowel bag PRV {mm}", margin_mask(bag, margin_mm, spacing_mm),
-                                    BOWEL_BAG_COLOUR, "prv", None, margin_mm))
+                                    labels.BOWEL_BAG_COLOUR, "prv", None, margin_mm))
     return result
-
-
-def structure_volumes_ml(structures: list[Structure], spacing_mm: tuple[float, float, float]) -> list[tuple[str, float]]:
-    """``(label, volume in ml)`` per structure: voxel count × voxel volume, as the organ measurements."""
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    return [(s.label, int(np.count_nonzero(s.mask)) * voxel_ml) for s in structures]

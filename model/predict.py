@@ -1,7 +1,7 @@
 """Segment scans, or a whole cohort, from the command line, writing the files the app's Scan tab offers.
 
     python -m model.predict INPUT... --out DIR [--model ID_OR_DIR] [--revision REV] [--truth train.csv]
-                            [--bowel-bag] [--margin-mm N]
+                            [--bowel-bag] [--margin-mm N] [--compare-days]
 
 Each INPUT is a scan (a folder of slices, a zip, a NIfTI file, a DICOM folder; loose slice or
 .dcm files form one scan per folder they sit in) or a folder of scans, such as a Kaggle
@@ -13,8 +13,12 @@ slices), ``_review.csv`` (slices to review), for a DICOM series ``_seg.dcm`` and
 (written last: the scan is finished) and prints one line with the
 organ volumes; then ``DIR/submission.csv`` (all Kaggle-named scans) and ``DIR/volumes.csv``
 (one row per scan). Run it again after an interruption: finished scans are skipped. With
-``--truth`` it scores the cohort into ``DIR/scores.csv``. Exit status: 0, 1 when a scan failed
-(the others are still written), 2 when nothing could run. Research use only, not for diagnosis.
+``--truth`` it scores the cohort into ``DIR/scores.csv``. With ``--compare-days`` it writes
+``DIR/changes.csv``: each case's later days against its first day, per organ (volume change,
+centroid shift, Dice and HD95 after a rigid registration; :mod:`model.days`), and the same for the
+``--truth`` masks; scans finished in an earlier run are compared without loading a model. Exit
+status: 0, 1 when a scan (or a pair of days) failed (the others are still written), 2 when nothing
+could run. Research use only, not for diagnosis.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
-from .cohort import plan_cohort, run, score_cohort, write_cohort_files
-from .scan import ScanError
+from .cohort import (add_cohort_options, check_cohort_options, compare_cohort_days, finished, plan_cohort, run,
+                     score_cohort, write_cohort_files)
+from .scans.base import ScanError
 from .threads import prefer_sleeping_threads
 
 
@@ -40,16 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
                                         "default: the blog's checkpoint")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    parser.add_argument("--slice-thickness", type=float, default=None,
-                        help="slice thickness in mm for Kaggle slice files (default 3)")
-    parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
-    parser.add_argument("--bowel-bag", action="store_true",
-                        help="add a bowel bag (small ∪ large bowel) to the DICOM exports and volumes")
-    parser.add_argument("--margin-mm", type=float, default=0.0, metavar="N",
-                        help="add a planning margin (PRV) of N mm around each organ (and the bowel bag); 0: none")
+    add_cohort_options(parser)
+    parser.add_argument("--compare-days", action="store_true",
+                        help="write DIR/changes.csv: each case's later days against its first (and --truth's)")
     args = parser.parse_args(argv)
-    if not (args.margin_mm >= 0 and args.margin_mm != float("inf")):
-        parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
+    check_cohort_options(parser, args)
     prefer_sleeping_threads()  # before .inference loads torch
 
     try:
@@ -62,13 +62,15 @@ def main(argv: list[str] | None = None) -> int:
                                        s.key == folder.absolute().as_posix() for s in sources):
             print(f"note: no scans found in {folder}", file=sys.stderr)
 
-    from .engine import load_segmenter  # with a cached OpenVINO model, no torch in this process
+    segmenter = None  # a cohort finished in an earlier run (--compare-days afterwards) needs no model
+    if not all(finished(args.out, s) for s in sources):
+        from .engine import load_segmenter  # with a cached OpenVINO model, no torch in this process
 
-    try:
-        segmenter = load_segmenter(*model_choice(args.model, args.revision))
-    except (CheckpointError, ValueError) as err:  # ValueError: an unknown UWMGI_ENGINE or UWMGI_PRECISION
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        try:
+            segmenter = load_segmenter(*model_choice(args.model, args.revision))
+        except (CheckpointError, ValueError) as err:  # ValueError: an unknown UWMGI_ENGINE or UWMGI_PRECISION
+            print(f"error: {err}", file=sys.stderr)
+            return 2
 
     estimates = {s.name: s.estimated_slices() for s in sources}
     counts = {"done": 0, "skipped": 0, "failed": 0}
@@ -99,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.truth}: {err}", file=sys.stderr)
             return 2
         print(json.dumps(overall))
-    return 1 if counts["failed"] else 0
+    failed = counts["failed"]
+    if args.compare_days:
+        changes, problems = compare_cohort_days(sources, args.out, args.truth, args.slice_thickness)
+        for problem in problems:
+            print(f"error: compare days: {problem}", file=sys.stderr)
+        print(f"compare days: wrote {changes.name} in {args.out}", file=sys.stderr)
+        failed += len(problems)
+    return 1 if failed else 0
 
 
 class CohortProgress:

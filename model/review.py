@@ -1,31 +1,38 @@
-"""Review flags: slices and organs a person should look at before using the contours.
+"""Review flags: the slices whose contours are most likely wrong, ranked, within a budget.
 
-Three rules, each per slice and organ, on ``(S, O, H, W)`` arrays (slices first, organs in
-:data:`model.labels.ORGANS` order):
+Every slice and organ gets an error score in 0..1 (:func:`organ_scores`) from the organ masks
+and the probabilities the masks were thresholded from, with no second forward pass. The score
+is the largest of three signs of a wrong contour:
 
-``low_confidence``
-    The organ is on the slice and the mean probability margin in its boundary band is below
-    ``min_margin`` (default :data:`MIN_MARGIN`). The margin of a pixel is ``|2p - 1|``: 0 at
-    even odds, 1 when the model is certain either way. ``p`` is the organ's probability
-    (sigmoid output, or the organ's softmax probability). The boundary band is every pixel
-    within ``band_px`` pixels (8-connected steps, default :data:`BAND_PX`) of the organ's
-    edge on that slice, inside or outside.
-``isolated``
-    The organ is on the slice and on neither neighbouring slice. Slices beyond the scan count
-    as empty, so an organ only on the first slice of a scan is flagged; a one-slice scan gets
-    no such flag.
-``area_jump``
-    The organ is on this slice and on the previous one, and the larger of the two areas is more
-    than ``max_area_ratio`` (default :data:`MAX_AREA_RATIO`) times the smaller. Pairs whose
-    larger area is under ``min_area_mm2`` (default :data:`MIN_AREA_MM2`) are skipped: a few
-    pixels more or less would swing the ratio. The flag is put on the later slice.
+``uncertain contour``
+    One minus the soft Dice between the drawn mask ``m`` and the organ's probability map
+    ``p`` (pixels under :data:`PROBABILITY_FLOOR` count as 0): ``1 - 2 Σ p·m / (Σ p + Σ m)``.
+    It is 0 when the model is sure of every pixel it drew and of nothing else, and it grows
+    with unsure pixels inside or along the contour and with probability mass left outside it,
+    normalised by the organ's own size, so a small, unsure piece scores high and a large organ
+    with a soft edge does not.
+``possibly missed``
+    Nothing drawn, but probability mass below the decision threshold: ``M / (M + MIN_ORGAN_PX)``
+    with ``M = Σ p`` over the slice's pixels at or above :data:`PROBABILITY_FLOOR` (50 pixels'
+    worth of mass scores 0.5).
+``area jump``
+    The organ's area ``A`` against ``ref``, the median area of the five slices centred on it (two
+    each side, mirrored at the scan's ends; the slice itself included, so a lone outlier never
+    sets the median): ``|A - ref| / max(A, ref, MIN_ORGAN_PX)``, times :data:`PROFILE_WEIGHT`.
+    An organ gone from one slice where it is large on both sides, or on one or two slices alone,
+    scores the weight.
 
-Each flag is one :class:`ReviewFlag`; :func:`write_review_csv` writes them as a CSV.
+:func:`review_flags` keeps the slices whose worst organ scores at least ``min_score``, ranks
+them by that score and keeps at most ``budget`` (default 15 %) of the scan's slices: one
+:class:`ReviewFlag` per slice, naming its worst organ and why. The weights and limits were
+chosen, and the flags measured, against real labels: ``docs/review.md`` (the numbers),
+``docs/review_validation.py`` (the run).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -33,109 +40,158 @@ import numpy as np
 
 from . import labels
 
-#: Mean boundary-band margin below which a slice's organ is "low confidence" (p within 0.25 of 0.5).
-MIN_MARGIN = 0.5
-#: Half-width of the boundary band, pixels.
-BAND_PX = 2
-#: Largest accepted ratio of an organ's areas on neighbouring slices.
-MAX_AREA_RATIO = 2.0
-#: Area pairs smaller than this (the larger of the two, mm²) are not judged: 1 cm².
-MIN_AREA_MM2 = 100.0
+#: Share of a scan's slices flagged at most (one slice when the scan has fewer than 1 / budget).
+BUDGET = 0.15
+#: Scores below this are never flagged, whatever the budget leaves.
+MIN_SCORE = 0.3
+#: Probabilities below this count as 0: the far background's tiny values add up over a slice.
+PROBABILITY_FLOOR = 0.05
+#: Organ pieces smaller than this (pixels) are noise to the missed-organ and area-jump signs.
+MIN_ORGAN_PX = 50
+#: The area-jump sign's weight: it may lift a slice, but alone it is weaker evidence than the others.
+PROFILE_WEIGHT = 0.6
+#: Slices on each side that, with the slice itself, make an organ's expected area (a median).
+PROFILE_SLICES = 2
+
+SIGNS = ("uncertain contour", "possibly missed", "area jump")
+
+
+@dataclass(frozen=True)
+class OrganScores:
+    """Per slice and organ, ``(O, D) float64`` each: the three signs, their maximum and which one it is.
+
+    ``sign`` is ``(O, D) int``, an index into :data:`SIGNS`. ``areas``: the drawn masks' areas,
+    ``(O, D) int`` pixels; ``expected``: the median area around each slice (:func:`expected_areas`);
+    ``mass``: the probability mass (pixels at or above the floor) of each slice and organ.
+    """
+
+    score: np.ndarray
+    uncertain: np.ndarray
+    missed: np.ndarray
+    jump: np.ndarray
+    sign: np.ndarray
+    areas: np.ndarray
+    expected: np.ndarray
+    mass: np.ndarray
 
 
 @dataclass(frozen=True)
 class ReviewFlag:
-    """One flag. ``slice_index`` is 0-based in the scan's order; ``slice_number`` is the scan's own
-    (Kaggle number, else ``slice_index + 1``). ``value`` is what the rule measured (mean margin,
-    or area ratio; 0 for ``isolated``) and ``limit`` the rule's threshold."""
+    """One flagged slice. ``slice_index`` is 0-based in the scan's order; ``slice_number`` is the
+    scan's own (Kaggle number, else ``slice_index + 1``). ``organ`` is the slice's worst organ,
+    ``score`` its error score (0..1) and ``reason`` what raised it, in words."""
 
-    slice_index: int
     slice_number: int
     organ: str
-    rule: str
-    value: float
-    limit: float
-    detail: str
+    score: float
+    reason: str
+    slice_index: int
 
 
 CSV_HEADER: tuple[str, ...] = tuple(f.name for f in fields(ReviewFlag))
 
 
+def check_shapes(organ_masks: np.ndarray, probabilities: np.ndarray) -> None:
+    """Refuse anything but ``(O, D, H, W)`` masks and probabilities of the same shape, ``O`` = the organs."""
+    organs = len(labels.ORGANS)
+    for name, array in (("organ_masks", organ_masks), ("probabilities", probabilities)):
+        if np.ndim(array) != 4 or np.shape(array)[0] != organs or 0 in np.shape(array):
+            raise ValueError(f"{name} must be (O={organs}, D, H, W) with no empty axis, got {np.shape(array)}")
+    if np.shape(probabilities) != np.shape(organ_masks):
+        raise ValueError(f"probabilities are {np.shape(probabilities)}; the masks are {np.shape(organ_masks)}")
+
+
+def organ_scores(organ_masks: np.ndarray, probabilities: np.ndarray, *,
+                 probability_floor: float = PROBABILITY_FLOOR, min_organ_px: int = MIN_ORGAN_PX,
+                 profile_weight: float = PROFILE_WEIGHT) -> OrganScores:
+    """The error score of every slice and organ and its three signs (module docstring).
+
+    ``organ_masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order.
+    ``probabilities``: ``(O, D, H, W)`` float in 0..1 (float16 is fine), each organ's probability
+    as the masks were decided from (:func:`model.inference.organ_probabilities`).
+    """
+    check_shapes(organ_masks, probabilities)
+    organ_masks = np.asarray(organ_masks, dtype=bool)
+    organs, depth = organ_masks.shape[:2]
+    overlap = np.zeros((organs, depth))
+    mass = np.zeros((organs, depth))
+    for d in range(depth):  # a slice at a time: a whole scan in float64 is ~400 MB
+        p = np.asarray(probabilities[:, d], dtype=np.float64)
+        p = np.where(p >= probability_floor, p, 0.0)
+        mass[:, d] = p.sum(axis=(1, 2))
+        overlap[:, d] = np.where(organ_masks[:, d], p, 0.0).sum(axis=(1, 2))
+    areas = np.count_nonzero(organ_masks, axis=(2, 3))
+    drawn = areas > 0
+    total = mass + areas
+    uncertain = np.where(drawn, 1.0 - 2.0 * overlap / np.where(total > 0, total, 1.0), 0.0)
+    missed = np.where(drawn, 0.0, mass / (mass + min_organ_px))
+    expected = expected_areas(areas)
+    jump = profile_weight * np.abs(areas - expected) / np.maximum(np.maximum(areas, expected), min_organ_px)
+    signs = np.stack([uncertain, missed, jump])
+    return OrganScores(signs.max(axis=0), uncertain, missed, jump, signs.argmax(axis=0), areas, expected, mass)
+
+
+def expected_areas(areas: np.ndarray, neighbours: int = PROFILE_SLICES) -> np.ndarray:
+    """Median area of the window of ``neighbours`` slices each side and the slice itself: ``(O, D)`` → ``(O, D) float64``.
+
+    The slice itself is in the window so that an empty slice beside an organ's first slice does
+    not get half the organ as its expectation. Beyond the scan's ends the areas are mirrored
+    (slice -1 is slice 1), so the window always holds ``2 * neighbours + 1`` areas, an odd count,
+    and an end slice does not outvote its neighbours.
+    """
+    padded = np.pad(np.asarray(areas, dtype=np.float64), ((0, 0), (neighbours, neighbours)), mode="reflect")
+    window = np.lib.stride_tricks.sliding_window_view(padded, 2 * neighbours + 1, axis=1)  # (O, D, 2n + 1)
+    return np.median(window, axis=2)
+
+
 def review_flags(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float],
                  probabilities: np.ndarray | None = None, slice_numbers: tuple[int, ...] | None = None, *,
-                 min_margin: float = MIN_MARGIN, band_px: int = BAND_PX, max_area_ratio: float = MAX_AREA_RATIO,
-                 min_area_mm2: float = MIN_AREA_MM2) -> list[ReviewFlag]:
-    """All flags, sorted by slice, then organ, then rule.
+                 budget: float = BUDGET, min_score: float = MIN_SCORE) -> list[ReviewFlag]:
+    """The slices to review first, worst first: one :class:`ReviewFlag` per slice, at most ``budget`` of them.
 
-    ``organ_masks``: ``(S, O, H, W) bool``, the decision. ``probabilities``: ``(S, O, H, W)``
-    float in 0..1, or ``None`` to skip the low-confidence rule. ``spacing_mm``: ``(slice, row, col)``.
+    ``organ_masks`` ``(O, D, H, W) bool`` and ``probabilities`` ``(O, D, H, W)`` float as in
+    :func:`organ_scores`; without probabilities only the area-jump sign can speak (the masks
+    stand in for them: sure of every pixel). ``spacing_mm``: ``(slice, row, col)``, for areas in
+    the reasons. ``slice_numbers``: the scan's own, one per slice (default ``1..D``). A slice is
+    flagged when its worst organ scores at least ``min_score`` and it ranks within
+    ``max(1, floor(budget * D))`` slices; ties go to the earlier slice.
     """
-    organ_masks = np.asarray(organ_masks, dtype=bool)
-    if organ_masks.ndim != 4 or organ_masks.shape[1] != len(labels.ORGANS):
-        raise ValueError(f"organ_masks must be (S, {len(labels.ORGANS)}, H, W), got {organ_masks.shape}")
-    if probabilities is not None and probabilities.shape != organ_masks.shape:
-        raise ValueError(f"probabilities are {probabilities.shape}; the masks are {organ_masks.shape}")
-    depth = organ_masks.shape[0]
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget is a share of the slices, in (0, 1]; got {budget}")
+    scores = organ_scores(organ_masks, organ_masks if probabilities is None else probabilities)
+    depth = scores.score.shape[1]
     numbers = tuple(slice_numbers) if slice_numbers is not None else tuple(range(1, depth + 1))
-    pixel_mm2 = spacing_mm[1] * spacing_mm[2]
-    areas = np.count_nonzero(organ_masks, axis=(2, 3))  # (S, O) pixels
-    present = areas > 0
-    flags: list[ReviewFlag] = []
-
-    if probabilities is not None:
-        margins = boundary_margins(organ_masks, probabilities, band_px)
-        for s, o in zip(*np.nonzero(present & (margins < min_margin))):
-            flags.append(ReviewFlag(int(s), numbers[s], labels.ORGANS[o], "low_confidence", round(float(margins[s, o]), 4),
-                                    min_margin, f"mean probability margin {margins[s, o]:.2f} in the {band_px}-px boundary band"))
-
-    if depth > 1:
-        padded = np.pad(present, ((1, 1), (0, 0)))
-        isolated = present & ~padded[:-2] & ~padded[2:]
-        for s, o in zip(*np.nonzero(isolated)):
-            flags.append(ReviewFlag(int(s), numbers[s], labels.ORGANS[o], "isolated", 0.0, 0.0,
-                                    "on this slice but on neither neighbouring slice"))
-
-    small, large = np.minimum(areas[:-1], areas[1:]), np.maximum(areas[:-1], areas[1:])
-    judged = (small > 0) & (large * pixel_mm2 >= min_area_mm2)
-    ratio = np.divide(large, small, out=np.ones(large.shape), where=small > 0)
-    for s, o in zip(*np.nonzero(judged & (ratio > max_area_ratio))):
-        later = int(s) + 1
-        flags.append(ReviewFlag(later, numbers[later], labels.ORGANS[o], "area_jump", round(float(ratio[s, o]), 4),
-                                max_area_ratio, f"area {areas[later, o] * pixel_mm2 / 100:.2f} cm² here, "
-                                f"{areas[s, o] * pixel_mm2 / 100:.2f} cm² on the previous slice"))
-
-    rule_order = {"low_confidence": 0, "isolated": 1, "area_jump": 2}
-    return sorted(flags, key=lambda f: (f.slice_index, labels.ORGANS.index(f.organ), rule_order[f.rule]))
+    if len(numbers) != depth:
+        raise ValueError(f"{len(numbers)} slice numbers for {depth} slices")
+    worst = scores.score.argmax(axis=0)  # (D,) the worst organ of each slice
+    slice_score = scores.score[worst, np.arange(depth)]
+    ranked = [int(d) for d in np.argsort(-slice_score, kind="stable") if slice_score[d] >= min_score]
+    cm2 = spacing_mm[1] * spacing_mm[2] / 100.0
+    return [ReviewFlag(numbers[d], labels.ORGANS[worst[d]], round(float(slice_score[d]), 3),
+                       _reason(scores, int(worst[d]), d, cm2), d)
+            for d in ranked[:max_flagged_slices(depth, budget)]]
 
 
-def boundary_band(organ_masks: np.ndarray, band_px: int = BAND_PX) -> np.ndarray:
-    """Pixels within ``band_px`` 8-connected steps of each mask's in-plane edge, ``(S, O, H, W) bool``.
-
-    The band is the dilation minus the erosion, per slice (never across slices). Pixels outside
-    the image count as background, so an organ cut by the image border has an edge there.
-    """
-    from scipy.ndimage import binary_dilation, binary_erosion
-
-    footprint = np.zeros((1, 1, 3, 3), dtype=bool)
-    footprint[0, 0] = True  # in-plane 3×3 only
-    dilated = binary_dilation(organ_masks, footprint, iterations=band_px)
-    eroded = binary_erosion(organ_masks, footprint, iterations=band_px, border_value=0)
-    return dilated & ~eroded
+def max_flagged_slices(depth: int, budget: float = BUDGET) -> int:
+    """The most slices a scan of ``depth`` slices gets flagged: ``max(1, floor(budget * depth))``."""
+    return max(1, math.floor(budget * depth + 1e-9))
 
 
-def boundary_margins(organ_masks: np.ndarray, probabilities: np.ndarray, band_px: int = BAND_PX) -> np.ndarray:
-    """Mean ``|2p - 1|`` in each slice's organ boundary band, ``(S, O) float64``; NaN where there is no band."""
-    band = boundary_band(np.asarray(organ_masks, dtype=bool), band_px)
-    total = np.zeros(band.shape[:2])
-    for s in range(band.shape[0]):  # a slice at a time: the largest scan's margins at once are ~400 MB of float64
-        margin = np.abs(2.0 * np.asarray(probabilities[s], dtype=np.float64) - 1.0)
-        total[s] = np.where(band[s], margin, 0.0).sum(axis=(1, 2))
-    count = band.sum(axis=(2, 3))
-    return np.divide(total, count, out=np.full(total.shape, np.nan), where=count > 0)
+def _reason(scores: OrganScores, o: int, d: int, cm2: float) -> str:
+    sign = SIGNS[scores.sign[o, d]]
+    if sign == "uncertain contour":
+        agreement = 1.0 - scores.uncertain[o, d]
+        return (f"uncertain contour: the model's probabilities agree with the drawn {scores.areas[o, d] * cm2:.2f} cm² "
+                f"at soft Dice {agreement:.2f}")
+    if sign == "possibly missed":
+        return (f"possibly missed: nothing drawn, but probability mass worth {scores.mass[o, d] * cm2:.2f} cm² "
+                "under the threshold")
+    return (f"area jump: {scores.areas[o, d] * cm2:.2f} cm² here, median {scores.expected[o, d] * cm2:.2f} cm² "
+            "over the five slices around it")
 
 
 def write_review_csv(flags: list[ReviewFlag], path: str | Path) -> Path:
-    """``flags`` as a CSV with :data:`CSV_HEADER` columns, one row per flag; returns ``path``."""
+    """``flags`` as a CSV with :data:`CSV_HEADER` columns, one row per flagged slice, worst first; returns ``path``."""
     path = Path(path)
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)

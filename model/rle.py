@@ -15,6 +15,7 @@ once as strings and decodes one case-day at a time.
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 import re
 from collections.abc import Iterable
@@ -121,7 +122,7 @@ class RleVolume:
 
 
 class RleCsv:
-    """A ``train.csv`` or submission file read once as RLE strings, decoded one case-day at a time.
+    """A ``train.csv`` (or ``.csv.gz``) or submission file read once as RLE strings, decoded one case-day at a time.
 
     Columns: ``id``, ``class`` and ``segmentation`` or ``predicted``; optionally ``height`` and
     ``width``. The strings of a whole Kaggle ``train.csv`` take tens of MB; its decoded masks
@@ -139,7 +140,8 @@ class RleCsv:
         self._slices: dict[str, dict[int, list[str | None]]] = {}
         #: ``{case_day: (H, W)}`` from the file's ``height`` and ``width`` columns; empty without them.
         self.shapes: dict[str, tuple[int, int]] = {}
-        with open(path, newline="") as f:
+        opener = gzip.open if str(path).endswith(".gz") else open  # the shared kaggle/train.csv.gz
+        with opener(path, "rt", newline="") as f:
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
             rle_column = next((c for c in RLE_COLUMNS if c in columns), None)

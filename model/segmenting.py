@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from .chunking import segment_volume_steps
+
 
 def stack_slices(voxels: np.ndarray, index: int, offsets: Iterable[int]) -> np.ndarray:
     """The 2.5D input stack ``(C, H, W)`` for slice ``index`` of ``voxels`` ``(D, H, W)``; edges clamp.
@@ -70,19 +72,12 @@ class SegmenterBase:
         for 144 × 360 × 310), filled with each organ's probability.
         Memory beyond the model stays at one chunk of inputs and logits plus these arrays (48 MB
         of bool masks for 144 × 360 × 310). A caller that stops iterating (a cancelled request)
-        stops the work at the next chunk.
+        stops the work at the next chunk (:func:`model.chunking.segment_volume_steps`).
         """
-        depth = voxels.shape[0]
-        if organ_masks.shape != (len(self.contract.organ_channels), *voxels.shape):
-            raise ValueError(f"organ_masks {organ_masks.shape} does not fit a volume of shape {voxels.shape}")
-        if probabilities is not None and probabilities.shape != organ_masks.shape:
-            raise ValueError(f"probabilities {probabilities.shape} do not fit masks of shape {organ_masks.shape}")
-        chunk_slices = chunk_slices or 2 * self.batch_size
-        for start in range(0, depth, chunk_slices):
-            stop = min(start + chunk_slices, depth)
-            part = None if probabilities is None else probabilities[:, start:stop]
-            organ_masks[:, start:stop] = self.segment_slices(voxels, start, stop, part)
-            yield stop
+        if organ_masks.shape[0] != len(self.contract.organ_channels):
+            raise ValueError(f"organ_masks {organ_masks.shape} has not one channel per organ of the checkpoint")
+        return segment_volume_steps(self.segment_slices, voxels, organ_masks, chunk_slices or 2 * self.batch_size,
+                                    probabilities)
 
     def segment_volume(self, voxels: np.ndarray, progress=None, chunk_slices: int | None = None) -> np.ndarray:
         """Organ masks ``(O, D, H, W) bool`` of a volume ``(D, H, W)``; ``progress(slices_done)`` after each chunk."""

@@ -28,6 +28,8 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from .chunking import segment_volume_steps
+
 #: How often the child checks that the app is still there (it exits when the app is gone).
 PARENT_POLL_S = 1.0
 
@@ -171,14 +173,10 @@ class SegmenterProcess:
 
     def segment_volume_steps(self, voxels, organ_masks, chunk_slices: int | None = None, *, probabilities=None):
         """:meth:`Segmenter.segment_volume_steps <model.inference.Segmenter.segment_volume_steps>`,
-        each chunk run in the child (the same loop: this module cannot import torch to share it)."""
+        each chunk run in the child."""
         self.wait()
-        chunk_slices = chunk_slices or 2 * self.batch_size
-        for start in range(0, len(voxels), chunk_slices):
-            stop = min(start + chunk_slices, len(voxels))
-            part = None if probabilities is None else probabilities[:, start:stop]
-            organ_masks[:, start:stop] = self.segment_slices(voxels, start, stop, part)
-            yield stop
+        return segment_volume_steps(self.segment_slices, voxels, organ_masks, chunk_slices or 2 * self.batch_size,
+                                    probabilities)
 
     def describe(self) -> str:
         self.wait()

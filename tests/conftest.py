@@ -67,13 +67,14 @@ def app_module(softmax_ckpt, tmp_path_factory):
     """``app`` with the tiny checkpoint and its scratch dir in a test folder, for calling handlers directly."""
     import app
 
-    scratch = tmp_path_factory.mktemp("scratch")
-    saved = app._SCRATCH
-    app._SCRATCH = scratch
+    from model.serving import Scratch
+
+    saved = app.SCRATCH
+    app.SCRATCH = Scratch(tmp_path_factory.mktemp("scratch"), app.CACHE_SECONDS)
     app.configure(str(softmax_ckpt))
     yield app
     app.configure(None)
-    app._SCRATCH = saved
+    app.SCRATCH = saved
 
 
 # --------------------------------------------------------------------------- one live server per session
@@ -92,7 +93,7 @@ class LiveServer:
 
     @property
     def scratch(self) -> Path:
-        """The app's own output folder (``app._SCRATCH`` in the server process)."""
+        """The app's own output folder (``app.SCRATCH.root`` in the server process)."""
         return self.tmp / "uwmgi-outputs"
 
     def stray_files(self) -> set[Path]:

@@ -89,10 +89,11 @@ def write_dicom_series(voxels: np.ndarray, dst: Path, *, pixel_spacing=(0.9, 0.8
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.InstanceNumber = depth - k
         if positions:
-            ds.ImagePositionPatient = [float(v) for v in np.array(origin) + k * slice_mm * normal]
+            ds.ImagePositionPatient = [float(v) for v in np.array(origin) + k * (slice_mm or 3.0) * normal]
             ds.ImageOrientationPatient = [float(v) for v in orientation]
         ds.PixelSpacing = [float(v) for v in pixel_spacing]
-        ds.SliceThickness = slice_mm
+        if slice_mm is not None:  # None: a series that gives no thickness
+            ds.SliceThickness = slice_mm
         ds.Rows, ds.Columns = rows, cols
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

@@ -14,8 +14,8 @@ import pytest
 
 import app
 import rt_series
-from model.dicom_export import NOT_DICOM_NOTE
-from model.dicom_source import read_source_series
+from model.dicom.export import NOT_DICOM_NOTE
+from model.scans import load_scan
 from scan_bad_inputs import gunzipped
 from scan_fixtures import kaggle_slices, stack, write_nifti, zip_files
 
@@ -119,7 +119,7 @@ def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_app, mr_
     # Every segment, read back on the source images (in the scan's order), is the app's mask.
     masks = state["masks"]
     assert masks.any(axis=(1, 2, 3)).all()
-    uids = [str(ds.SOPInstanceUID) for ds in read_source_series(upload).datasets]
+    uids = [str(ds.SOPInstanceUID) for ds in load_scan(upload).source.datasets]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3],
                                                ignore_spatial_locations=True)
     np.testing.assert_array_equal(np.moveaxis(pixels > 0, -1, 0), masks)

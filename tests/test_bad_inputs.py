@@ -25,12 +25,12 @@ def test_battery_through_handler(app_module, tmp_path, case):
 
     path = case.make(tmp_path)
     upload = str(path) if path else None
-    scratch_before = set(app_module._SCRATCH.iterdir())
+    scratch_before = set(app_module.SCRATCH.root.iterdir())
     if case.refuse:
         with pytest.raises(gr.Error) as info:
             app_module.segment(upload)
         assert_one_clean_line(info.value.message, case.id, case.refuse)
-        assert set(app_module._SCRATCH.iterdir()) == scratch_before, "a refused upload left output files"
+        assert set(app_module.SCRATCH.root.iterdir()) == scratch_before, "a refused upload left output files"
     else:
         (base, annotations), rows, mask_path, _, state = app_module.segment(upload)
         assert base.shape == case.shape and base.dtype == np.uint8

@@ -98,13 +98,13 @@ def test_scan_battery_through_handler(app_module, shared_data, tmp_path, monkeyp
     temp = tmp_path / "temp"  # where zips are extracted: must be empty again afterwards
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    scratch_before = set(app_module._SCRATCH.iterdir())
+    scratch_before = set(app_module.SCRATCH.root.iterdir())
     if case.refuse:
         with pytest.raises(gr.Error) as info:
             _segment(app_module, paths)
         assert_one_clean_line(info.value.message, case.id, case.refuse)
         _assert_private(info.value.message, "the message")
-        assert set(app_module._SCRATCH.iterdir()) == scratch_before, "a refused upload left output files"
+        assert set(app_module.SCRATCH.root.iterdir()) == scratch_before, "a refused upload left output files"
     else:
         note, slider, overlay, *_, downloads, _, state, _ = _segment(app_module, paths)
         assert state["scan"].shape == case.shape and state["masks"].shape == (3, *case.shape)
@@ -225,7 +225,7 @@ def test_cli_message_for_each_bad_scan(cli_runs, case):
 
 @pytest.mark.slow
 def test_cli_reads_each_scan_and_exports_no_patient_tags(cli_runs):
-    from model.scan import load_scan
+    from model.scans import load_scan
 
     _, read, inputs, out = cli_runs
     assert read.returncode == 0, read.stderr[-2000:]

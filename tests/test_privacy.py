@@ -11,6 +11,7 @@ import pytest
 
 from bad_inputs import good_slice
 from locations import REPO, free_port
+from model.serving import Scratch
 
 
 def _files(folder: Path) -> set[Path]:
@@ -43,7 +44,7 @@ def short_lived_app(softmax_ckpt, tmp_path, monkeypatch):
     gradio_tmp, scratch = tmp_path / "gradio", tmp_path / "scratch"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
     monkeypatch.setattr(app, "CACHE_SECONDS", 1)
-    monkeypatch.setattr(app, "_SCRATCH", scratch)
+    monkeypatch.setattr(app, "SCRATCH", Scratch(scratch, 1))
     app.configure(str(softmax_ckpt))
     demo = app.build_demo()
     port = free_port()
@@ -85,8 +86,6 @@ def test_uploads_outputs_and_scratch_are_deleted_on_schedule(short_lived_app, tm
 
 def test_sweeper_removes_old_files_without_requests(tmp_path):
     """... and without requests, the background sweeper started by ``main`` does."""
-    import app
-
     scratch, cache = tmp_path / "scratch", tmp_path / "gradio"
     old, fresh = scratch / "old", scratch / "fresh"
     for folder in (old, fresh, cache / "0123abcd"):
@@ -98,12 +97,12 @@ def test_sweeper_removes_old_files_without_requests(tmp_path):
     past = time.time() - 10
     for path in (old, cache / "tmpabc123", cache / "tmpdata", cache / "0123abcd" / "tmpupload.png"):
         os.utime(path, (past, past))
-    app._sweep(5, scratch, cache)
+    Scratch(scratch, 5).sweep(cache)
     assert not old.exists() and fresh.exists() and not (cache / "tmpabc123").exists()
     assert (cache / "tmpdata").exists() and (cache / "0123abcd" / "tmpupload.png").exists()
 
     stop = threading.Event()
-    threading.Thread(target=app._sweep_forever, args=(0.5, scratch, cache, stop), daemon=True).start()
+    threading.Thread(target=Scratch(scratch, 0.5).sweep_forever, args=(cache, stop), daemon=True).start()
     try:
         assert _wait_until(lambda: not fresh.exists(), timeout=10)
     finally:

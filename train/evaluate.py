@@ -13,11 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from model.checkpoint import CheckpointError
 from model.inference import Segmenter
-from model.metric import competition_score, score_case
+from model.metric import ScoringError, competition_score, score_case, score_submission
 from model.rle import RleCsv, RleVolume, write_rle_csv
 
 from . import data
@@ -69,10 +68,9 @@ def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | No
     """Score a Kaggle prediction CSV (``id,class,predicted``) against a ``train.csv``-style truth.
 
     Image sizes come from ``width,height`` columns of ``truth_csv`` when present, else from the scans
-    in ``data_dir``. Scans and slices of the truth missing from the prediction count as empty
-    predictions. A prediction for a scan or slice the truth lacks is an error (a wrong truth file,
-    most likely), raised before anything is decoded. Both files are read once as RLE strings, then
-    scored scan by scan, holding about one truth and one prediction volume at a time.
+    in ``data_dir``. Every scan of the truth is scored, by :func:`model.metric.score_submission`
+    and its rule for what either side lacks (the prediction's gaps count as empty; a scan or slice
+    the truth lacks is left out and listed under ``unscored``; a slice it lacks is an error).
     """
     with open(truth_csv, newline="") as f:
         header = next(csv.reader(f), [])
@@ -81,32 +79,11 @@ def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | No
         if data_dir is None:
             raise EvaluationError(f"{truth_csv} has no width,height columns: pass --data-dir with the scans.")
         shapes = {cd: files.shape for cd, files in data.index_scans(data_dir).items()}
-    truth, pred = RleCsv(truth_csv), RleCsv(pred_csv)
-    if extra := [cd for cd in pred.case_days if cd not in truth]:
-        raise EvaluationError(f"{pred_csv} predicts scans that {truth_csv} does not have: {extra[:3]}")
-    for case_day in pred.case_days:
-        if extra := sorted(set(pred.slice_numbers(case_day)) - set(truth.slice_numbers(case_day))):
-            raise EvaluationError(f"{pred_csv}: {case_day} slices {extra[:3]} are not in {truth_csv}")
-
-    def case_scores():
-        for case_day in truth.case_days:
-            true_volume = truth.volume(case_day, shapes.get(case_day))
-            yield score_case(_aligned_prediction(pred, true_volume), true_volume.masks)
-
-    return competition_score(case_scores()).as_dict()
-
-
-def _aligned_prediction(pred: RleCsv, truth: RleVolume) -> np.ndarray:
-    """``pred``'s masks of ``truth``'s scan on ``truth``'s slices, ``(O, D, H, W) bool``; empty where it has no rows."""
-    if truth.case_day not in pred:
-        return np.zeros_like(truth.masks)
-    predicted = pred.volume(truth.case_day, truth.masks.shape[-2:])
-    if predicted.slice_numbers == truth.slice_numbers:  # a full submission: no copy
-        return predicted.masks
-    aligned = np.zeros_like(truth.masks)
-    position = {n: d for d, n in enumerate(truth.slice_numbers)}
-    aligned[:, [position[n] for n in predicted.slice_numbers]] = predicted.masks
-    return aligned
+    try:
+        _, overall, unscored = score_submission(RleCsv(truth_csv), RleCsv(pred_csv), shapes=shapes)
+    except ScoringError as err:
+        raise EvaluationError(f"{pred_csv} against {truth_csv}: {err}") from None
+    return {**overall.as_dict(), "unscored": unscored}
 
 
 def evaluate_main(argv: list[str] | None = None) -> None:

@@ -21,19 +21,22 @@ import lightning as L
 import torch
 
 from model.checkpoint import CheckpointError
-from model.cohort import plan_cohort, read_summary, run, score_cohort, write_cohort_files
-from model.scan import ScanError
-from model.scan_sources import ScanSource
+from model.cohort import (add_cohort_options, check_cohort_options, plan_cohort, read_summary, run, score_cohort,
+                          write_cohort_files)
+from model.metric import ScoringError
+from model.scans.base import ScanError
+from model.scans.sources import ScanSource
 
 
 class CohortPredictor(L.LightningModule):
     """Runs the scans a process is given; the model is the serving :class:`~model.inference.Segmenter`, not trained."""
 
     def __init__(self, checkpoint: str, revision: str | None, sources: list[ScanSource], out_dir: Path,
-                 slice_thickness_mm: float | None = None):
+                 slice_thickness_mm: float | None = None, *, bowel_bag: bool = False, margin_mm: float = 0.0):
         super().__init__()
         self.checkpoint, self.revision = checkpoint, revision
         self.sources, self.out_dir, self.slice_thickness_mm = sources, out_dir, slice_thickness_mm
+        self.planning = {"bowel_bag": bowel_bag, "margin_mm": margin_mm}
         self.segmenter = None
         # With fewer scans than processes some get none; they still join the barrier in main().
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -52,7 +55,8 @@ class CohortPredictor(L.LightningModule):
     def predict_step(self, batch: list[int], batch_idx: int) -> list[str]:
         """Segment and write the batch's scans; returns their statuses (``done``, ``skipped``, ``failed``)."""
         statuses = []
-        for result in run(self.segmenter, [self.sources[i] for i in batch], self.out_dir, self.slice_thickness_mm):
+        for result in run(self.segmenter, [self.sources[i] for i in batch], self.out_dir, self.slice_thickness_mm,
+                          **self.planning):
             prefix = f"[rank {self.trainer.global_rank}] "
             if result.status == "done":
                 _say(f"{prefix}{result.line} -> {self.out_dir}", sys.stdout)
@@ -75,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="scans, or folders of scans")
     parser.add_argument("--out", required=True, type=Path, help="folder for the output files")
     parser.add_argument("--revision", help="Hub revision to pin")
-    parser.add_argument("--slice-thickness", type=float, help="slice thickness in mm for Kaggle slice files (default 3)")
-    parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
+    add_cohort_options(parser)
     parser.add_argument("--trainer.accelerator", dest="accelerator", default="auto", help="cpu, gpu, ... (default auto)")
     parser.add_argument("--trainer.devices", dest="devices", default="auto", help="devices per node (default auto)")
     parser.add_argument("--trainer.num_nodes", dest="num_nodes", type=int, default=1, help="nodes (default 1)")
     parser.add_argument("--trainer.strategy", dest="strategy", default="auto", help="e.g. ddp (default auto)")
     args = parser.parse_args(argv)
+    check_cohort_options(parser, args)
     try:
         sources = plan_cohort(args.inputs, args.out)
     except ScanError as err:
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = L.Trainer(accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
                         strategy=args.strategy, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, use_distributed_sampler=False)
-    module = CohortPredictor(args.checkpoint, args.revision, sources, args.out, args.slice_thickness)
+    module = CohortPredictor(args.checkpoint, args.revision, sources, args.out, args.slice_thickness,
+                             bowel_bag=args.bowel_bag, margin_mm=args.margin_mm)
     try:
         trainer.predict(module, return_predictions=False)
     except CheckpointError as err:
@@ -109,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.truth:
         import json
 
-        _, overall = score_cohort(sources, args.out, args.truth)
+        try:
+            _, overall = score_cohort(sources, args.out, args.truth)
+        except (OSError, ScoringError) as err:
+            print(f"error: {args.truth}: {err}", file=sys.stderr)
+            return 2
         print(json.dumps(overall))
     return 1 if failed else 0

@@ -17,7 +17,7 @@ from model.inference import Segmenter
 from model.labels import KAGGLE_CLASSES
 from model.predict import main
 from model.rle import RleCsv
-from model.scan_sources import NameClashError, find_scans
+from model.scans.sources import NameClashError, find_scans
 from scan_fixtures import kaggle_slices, stack, write_dicom_series, write_nifti
 
 #: case-day → (shared volume, slice count): three case-days, case1 on two days.
@@ -203,6 +203,7 @@ def test_truth_scores_each_case_day_and_the_cohort(cohort, softmax_ckpt, tmp_pat
     assert predicted_day3, "the tiny model predicts something on case1_day3, so its empty truth scores below 1"
     assert float(scores["case1_day3"]["hausdorff"]) == 1.0 and float(scores["case1_day3"]["dice"]) == 0.0
     assert overall["case_day"] == "all" and overall["score"] == pytest.approx(float(scores["all"]["score"]))
+    assert overall["unscored"] == ["case12_day1"]  # no truth rows: named, not scored
     assert 0.0 < overall["score"] < 1.0
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from model.compare import compare, confusion, load_ground_truth
 from locations import read_volume_shapes
-from model.scan import Scan, ScanError
-from model.volume import label_volume, save_label_nifti, save_mask_png_zip
+from model.scans import Scan, ScanError
+from model.outputs import label_volume, save_label_nifti, save_mask_png_zip
 
 
 def _kaggle_scan(case_day: str, shape: tuple[int, int, int], numbers=None) -> Scan:

@@ -10,19 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rt_series
 from model.compare import load_ground_truth
-from model.dicom_export import write_dicom_outputs
-from model.dicom_source import read_source_series
+from model.dicom.export import write_dicom_outputs
 from model.planning import planning_structures
-from model.rtstruct import mask_contours
-from model.scan import ScanError
-from model.scan_dicom import read_dicom_series
+from model.dicom.rtstruct import mask_contours
+from model.scans import ScanError, load_scan
+from model.scans.dicom import read_dicom_series
 from scan_fixtures import kaggle_slices, stack
 
 GEOMETRIES = {
@@ -53,11 +51,11 @@ def exported(request, shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     voxels = stack(kaggle_slices(shared_data, "volume_266x266")[40:70])
     files = rt_series.write_mr_series(voxels, root / "series", **GEOMETRIES[request.param])
-    scan = read_dicom_series(files)
+    scan = read_dicom_series(files, "case")
     masks = rt_series.organ_masks_for(scan.voxels)
     assert masks.sum(axis=(1, 2, 3)).min() >= 200
     structures = planning_structures(masks, scan.spacing_mm, bowel_bag_structure=True, margin_mm=5.0)
-    seg, rtstruct = write_dicom_outputs(masks, root / "series", root / "out", structures=structures, name="case")
+    seg, rtstruct = write_dicom_outputs(masks, scan, root / "out", structures=structures)
     return dict(name=request.param, root=root, files=files, scan=scan, masks=masks, structures=structures,
                 seg=seg, rtstruct=rtstruct)
 
@@ -75,7 +73,7 @@ def test_source_headers_follow_the_scans_voxel_order(exported):
     # Any file order; an earlier export in the same folder is not a source image.
     shutil.copy(exported["seg"], files[0].parent / "zz_seg.dcm")
     try:
-        source = read_source_series(files[0].parent)
+        source = load_scan(files[0].parent).source
     finally:
         (files[0].parent / "zz_seg.dcm").unlink()
     assert len(source.datasets) == len(files)
@@ -108,7 +106,7 @@ def test_seg_reads_back_with_highdicom_voxel_for_voxel(exported):
     import highdicom as hd
 
     seg = hd.seg.segread(exported["seg"])
-    source = read_source_series(exported["files"])
+    source = exported["scan"].source
     uids = [str(ds.SOPInstanceUID) for ds in source.datasets]
     structures = [*[m for m in exported["masks"]], *[s.mask for s in exported["structures"]]]
     assert [str(s.SegmentLabel) for s in seg.SegmentSequence] == [*ORGAN_LABELS, *[s.label for s in exported["structures"]]]
@@ -193,7 +191,7 @@ def test_clinical_style_rtstruct_as_ground_truth(exported, tmp_path):
     from skimage.measure import find_contours
 
     scan, masks = exported["scan"], exported["masks"]
-    source = read_source_series(exported["files"])
+    source = scan.source
     rt = pydicom.dcmread(exported["rtstruct"])
     rt.StructureSetROISequence = rt.StructureSetROISequence[:3]
     rt.ROIContourSequence = rt.ROIContourSequence[1:3]  # no stomach
@@ -252,8 +250,8 @@ def test_refusals_name_the_problem_without_tag_values(exported, tmp_path):
     import pydicom
 
     masks = exported["masks"]
-    with pytest.raises(ScanError, match="the DICOM series is"):
-        write_dicom_outputs(masks[:, 1:], exported["files"], tmp_path)
+    with pytest.raises(ValueError, match=r"organ_masks must be \(organs, slices, rows, cols\)"):
+        write_dicom_outputs(masks[:, 1:], exported["scan"], tmp_path)
     bare = []
     for f in exported["files"][:3]:
         ds = pydicom.dcmread(f)
@@ -261,13 +259,13 @@ def test_refusals_name_the_problem_without_tag_values(exported, tmp_path):
         ds.save_as(tmp_path / f.name)
         bare.append(tmp_path / f.name)
     with pytest.raises(ScanError, match="frame of reference") as err:
-        write_dicom_outputs(masks[:, :3], bare, tmp_path / "out")
+        write_dicom_outputs(masks[:, :3], read_dicom_series(bare), tmp_path / "out")
     assert rt_series.PATIENT_ID not in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
 def test_structure_names_that_mean_an_organ():
-    from model.dicom_truth import organ_for_name
+    from model.dicom.truth import organ_for_name
 
     assert [organ_for_name(n) for n in ("Stomach", "STOMACH", "Small bowel", "Bowel_Small", "SmallIntestine",
                                         "Large bowel", "Bowel_Large", "Colon", "large_intestine")] == \
@@ -278,6 +276,7 @@ def test_structure_names_that_mean_an_organ():
 
 
 def test_exports_log_and_print_no_patient_identifiers(exported, tmp_path, caplog, capfd):
+    import dataclasses
     import logging
     import warnings
 
@@ -287,7 +286,7 @@ def test_exports_log_and_print_no_patient_identifiers(exported, tmp_path, caplog
     caplog.set_level(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = write_dicom_outputs(exported["masks"], exported["files"], tmp_path, name="again")
+        paths = write_dicom_outputs(exported["masks"], dataclasses.replace(exported["scan"], name="again"), tmp_path)
         load_ground_truth([paths[0]], exported["scan"])
         load_ground_truth([paths[1]], exported["scan"])
     out, err = capfd.readouterr()
@@ -300,7 +299,24 @@ def test_the_uploaded_zip_of_the_series_works_like_its_files(exported, tmp_path)
     from scan_fixtures import zip_files
 
     archive = zip_files(exported["files"], tmp_path / "series.zip", folder="DICOM")
-    seg, rtstruct = write_dicom_outputs(exported["masks"], [archive], tmp_path / "out")
+    scan = load_scan([archive])
+    assert scan.source is not None and len(scan.source.datasets) == len(exported["files"])
+    seg, rtstruct = write_dicom_outputs(exported["masks"], scan, tmp_path / "out")
     for path in (seg, rtstruct):
         truth, _ = load_ground_truth([path], exported["scan"])
         np.testing.assert_array_equal(truth, exported["masks"])
+
+
+def test_both_exports_name_the_software_and_its_version(exported):
+    import pydicom
+
+    from model import __version__
+    from model.dicom.codes import MANUFACTURER, MODEL_NAME
+
+    assert __version__
+    for path in (exported["seg"], exported["rtstruct"]):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert (ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions) == (MANUFACTURER, MODEL_NAME, __version__)
+    seg = pydicom.dcmread(exported["seg"], stop_before_pixels=True)
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmVersion == __version__

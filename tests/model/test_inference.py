@@ -6,7 +6,8 @@ from PIL import Image
 from model import labels
 from model.image import read_slice
 from model.inference import Segmenter, choose_runtime
-from model.overlay import MASK_BITS, annotations, decode_mask_png, encode_mask_png, organ_areas
+from model.measure import organ_areas
+from model.overlay import MASK_BITS, annotations, decode_mask_png, encode_mask_png
 
 NATIVE_VOLUMES = ["volume_234x234", "volume_266x266", "volume_276x276", "volume_360x310"]
 

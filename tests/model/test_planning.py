@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.planning import bowel_bag, margin_mask, planning_structures, structure_volumes_ml
+from model.measure import structure_volumes_ml
+from model.planning import bowel_bag, margin_mask, planning_structures
 
 
 def _point(shape=(9, 21, 21), at=(4, 10, 10)) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 
 import rt_series
 
-from model.dicom_export import NOT_DICOM_NOTE
+from model.dicom.export import NOT_DICOM_NOTE
 from model.predict import main
 from scan_fixtures import kaggle_slices, stack, write_dicom_series, zip_files
 
@@ -43,7 +43,7 @@ def test_cli_writes_the_ui_files_for_each_scan(shared_data, softmax_ckpt, tmp_pa
 
 def test_cli_writes_dicom_seg_rtstruct_and_planning_structures_for_a_dicom_series(shared_data, softmax_ckpt,
                                                                                    tmp_path, capsys):
-    from model.scan import load_scan
+    from model.scans import load_scan
 
     voxels = stack(kaggle_slices(shared_data, "volume_234x234", count=6))
     rt_series.write_mr_series(voxels, tmp_path / "mr")
@@ -74,7 +74,7 @@ def test_cli_writes_dicom_seg_rtstruct_and_planning_structures_for_a_dicom_serie
     # The review CSV: its header, and as many rows as volumes.csv counts.
     with open(out / "mr_review.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["slice_index", "slice_number", "organ", "rule", "value", "limit", "detail"]
+    assert rows[0] == ["slice_number", "organ", "score", "reason", "slice_index"]
     assert len(rows) - 1 == int(row["review_flags"])
 
 

@@ -22,4 +22,4 @@ def test_offline_without_cache_says_where_samples_come_from(tmp_path, monkeypatc
     manifest = read_manifest()
     assert files == []
     assert manifest["repo_id"] in note and "EXAMPLES_DIR" in note
-    assert manifest["count"] == 37 and manifest["files"] == "samples/*.png"
+    assert manifest["files"] == "samples/*.png"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.scan import ScanError, load_scan
-from model.scan_zip import extract_zip
+from model.scans import ScanError, load_scan
+from model.scans.archive import extract_zip
 from scan_fixtures import (PATIENT_ID, PATIENT_NAME, kaggle_slices, stack, write_dicom_series, write_nifti,
                            zip_files)
 
@@ -197,6 +197,30 @@ def test_dicom_falls_back_to_instance_number(shared_data, tmp_path):
     scan = load_scan(files)
     np.testing.assert_array_equal(scan.voxels, voxels[::-1])  # InstanceNumbers run backwards
     assert any("InstanceNumber" in n for n in scan.notes)
+    assert scan.spacing_mm[0] == 3.0 and not any("assumed" in n for n in scan.notes)  # SliceThickness given
+
+
+def test_dicom_without_positions_or_thickness_says_it_assumed_3_mm(shared_data, tmp_path):
+    voxels = stack(kaggle_slices(shared_data, count=4))
+    scan = load_scan(write_dicom_series(voxels, tmp_path / "series", positions=False, slice_mm=None))
+    assert scan.spacing_mm[0] == 3.0
+    assert any("3 mm slices assumed" in n for n in scan.notes)
+    assert scan.source is None  # no geometry to reference: the exports will say so
+
+
+def test_one_precedence_for_a_files_kind(tmp_path):
+    """The content decides wherever it can, whatever the name says; the name only for slice images."""
+    import zipfile
+
+    from model.scans.kinds import kind_by_name, kind_of
+
+    renamed = tmp_path / "scan.nii"
+    with zipfile.ZipFile(renamed, "w") as z:
+        z.writestr("a.txt", "x")
+    assert kind_by_name(renamed) == "nifti" and kind_of(renamed) == "zip"
+    png = tmp_path / "slice.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert kind_of(png) == "slices"
 
 
 def test_mixed_dicom_series_are_refused(shared_data, tmp_path):

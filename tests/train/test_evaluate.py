@@ -78,14 +78,20 @@ def test_a_scan_missing_from_the_prediction_counts_as_empty(tmp_path, capsys):
     assert result["score"] == pytest.approx(0.4 * 2 / 9 + 0.6 * (1 - (hd_stomach + 2) / 3))  # 0.260021
     assert result["score"] == pytest.approx(0.260021, abs=1e-6)
 
-    # A prediction for a scan the truth does not have is refused, not ignored.
+    assert result["unscored"] == []
+
+    # A scan the truth does not have cannot be scored: it is named, not silently dropped or counted.
     write_rows(pred, "predicted", [(s0, "stomach", "1 1"), ("case3_day0_slice_0001", "stomach", "1 1")])
-    with pytest.raises(EvaluationError, match="does not have: \\['case3_day0'\\]"):
+    again = score(truth, pred)
+    assert again["unscored"] == ["case3_day0"] and again["dice/stomach"] == pytest.approx(1 / 3)
+    # A slice the truth does not have, in a scan it has, means the files do not belong together.
+    write_rows(pred, "predicted", [(s0, "stomach", "1 1"), ("case1_day0_slice_0009", "stomach", "1 1")])
+    with pytest.raises(EvaluationError, match=r"case1_day0: predicted slices \[9\] are not in the truth"):
         score(truth, pred)
     with pytest.raises(SystemExit) as exit_info:  # the command: one line, status 2
         main(["score", str(truth), str(pred)])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"error: {pred} predicts scans that {truth} does not have: ['case3_day0']\n"
+    assert capsys.readouterr().err.startswith(f"error: {pred} against {truth}: case1_day0: predicted slices [9]")
 
 def test_score_takes_sizes_from_data_dir_and_perfect_prediction_scores_one(synthetic_kaggle, tmp_path, capsys):
     pred = tmp_path / "pred.csv"

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_source import SourceSeries
-from .planning import Structure
-
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+from ..planning import Structure
+from ..scans.base import SourceSeries
+from .codes import MANUFACTURER, MODEL_NAME, RT_STRUCTURE_SET_STORAGE, SOFTWARE_VERSION, STUDY_COMPONENT_MANAGEMENT
 #: What RTROIInterpretedType each structure kind gets: organs and the bowel bag are organs at
 #: risk; a PRV is a region whose dose is to be kept low (DICOM has no PRV term).
 INTERPRETED_TYPE = {"organ": "ORGAN", "bowel_bag": "ORGAN", "prv": "AVOIDANCE"}
@@ -138,8 +137,7 @@ def _keyhole(outer: np.ndarray, holes: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
-                   series_description: str = "Research segmentation, not for diagnostic use",
-                   software_version: str = "") -> Path:
+                   series_description: str = "Research segmentation, not for diagnostic use") -> Path:
     """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as an RTSTRUCT.
 
     The file references the source series image by image and its Frame of Reference, and carries
@@ -176,10 +174,7 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
     ds.OperatorsName = ""
     ds.FrameOfReferenceUID = source.frame_of_reference_uid
     ds.PositionReferenceIndicator = first.get("PositionReferenceIndicator", "")
-    ds.Manufacturer = "uwmgi research demo"
-    ds.ManufacturerModelName = "GI tract segmentation"
-    if software_version:
-        ds.SoftwareVersions = software_version
+    ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
     ds.InstanceNumber = 1
     ds.StructureSetLabel = "GI organs"
     ds.StructureSetName = "GI organs (automatic)"
@@ -196,7 +191,7 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
     series_ref.SeriesInstanceUID = first.SeriesInstanceUID
     series_ref.ContourImageSequence = DicomSequence([image_ref(s) for s in source.datasets])
     study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Study Component Management: the usual value
+    study_ref.ReferencedSOPClassUID = STUDY_COMPONENT_MANAGEMENT
     study_ref.ReferencedSOPInstanceUID = first.StudyInstanceUID
     study_ref.RTReferencedSeriesSequence = DicomSequence([series_ref])
     frame_ref = Dataset()

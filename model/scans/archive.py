@@ -7,7 +7,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from .scan import JUNK, MAX_FILES, ScanError
+from .base import JUNK, MAX_FILES, ScanError
 
 #: Most bytes a zip may unpack to, counted while extracting (zip bombs).
 MAX_ZIP_BYTES = 1 << 30

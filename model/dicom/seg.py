@@ -16,17 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_source import SourceSeries
-from .planning import Structure
-
-#: SNOMED CT codes: (code, meaning). The organs, and the bowel bag as "Intestinal structure".
-ANATOMY_CODES: dict[str, tuple[str, str]] = {
-    "stomach": ("69695003", "Stomach"),
-    "small_bowel": ("30315005", "Small intestine"),
-    "large_bowel": ("14742008", "Large intestine"),
-    "bowel_bag": ("113276009", "Intestinal structure"),
-}
-ALGORITHM_NAME = "GI tract segmentation (research demo)"
+from ..planning import Structure
+from ..scans.base import SourceSeries
+from .codes import ALGORITHM_NAME, ANATOMY_CODES, MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 
 
 def segment_codes(structure: Structure):
@@ -47,14 +39,13 @@ def segment_codes(structure: Structure):
 
 
 def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
-              series_description: str = "Research segmentation, not for diagnostic use",
-              software_version: str = "0") -> Path:
+              series_description: str = "Research segmentation, not for diagnostic use") -> Path:
     """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as a binary DICOM SEG."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import ExplicitVRLittleEndian
 
-    algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, version=software_version or "0",
+    algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, version=SOFTWARE_VERSION,
                                                    family=codes.cid7162.ArtificialIntelligence)
     descriptions = []
     for number, structure in enumerate(structures, start=1):
@@ -72,8 +63,8 @@ def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str |
         source_images=source.datasets, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=9902, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="uwmgi research demo", manufacturer_model_name="GI tract segmentation",
-        software_versions=software_version or "0", device_serial_number="none",
+        manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
+        software_versions=SOFTWARE_VERSION, device_serial_number="none",
         content_label="GI_ORGANS", content_description="Automatic GI organ segmentation, research only",
         series_description=series_description, transfer_syntax_uid=ExplicitVRLittleEndian)
     path = Path(path)

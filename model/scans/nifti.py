@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .image import MIN_SIDE
-from .scan import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, case_day_in, file_head, scan_stem
+from ..image import MIN_SIDE
+from .base import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, case_day_in, file_head, scan_stem
 
 
 def read_nifti(path: str | Path) -> Scan:
@@ -71,7 +71,7 @@ def _open_nifti(path: Path, stack: contextlib.ExitStack):
     """The nibabel image of ``path``; its data is read lazily while ``stack`` is open.
 
     nibabel chooses its reader by file name, so a NIfTI under another name (found by
-    :func:`model.scan.sniff_kind`) is read from a stream instead, gunzipped when it is gzip.
+    :func:`model.scans.sniff_kind`) is read from a stream instead, gunzipped when it is gzip.
     """
     import nibabel as nib
 

@@ -15,8 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .scan import (JUNK, Scan, ScanError, case_day_in, kind_by_name, load_scan, natural_key, safe_name, scan_stem,
-                   sniff_kind)
+from .base import JUNK, Scan, ScanError, case_day_in, natural_key, safe_name, scan_stem
+from .kinds import kind_by_name, kind_of
+from .load import load_scan
 
 
 class NameClashError(ScanError):
@@ -25,7 +26,7 @@ class NameClashError(ScanError):
 
 @dataclass(frozen=True)
 class ScanSource:
-    """One scan to read: what :func:`model.scan.load_scan` takes, and the name its outputs get.
+    """One scan to read: what :func:`model.scans.load_scan` takes, and the name its outputs get.
 
     ``paths``: one folder or file, or the loose files of one folder. ``name``: the output file
     stem, unique among the sources of one run. ``label``: the input as the user gave it, for
@@ -99,7 +100,7 @@ def _walk(root: Path) -> list[Path]:
         dirs.sort(key=natural_key)
         kept = [folder_path / f for f in sorted(files, key=natural_key)
                 if not JUNK.search((folder_path / f).relative_to(root).as_posix())]
-        kinds = {f: kind_by_name(f) or sniff_kind(f) for f in kept}
+        kinds = {f: kind_of(f) for f in kept}
         if any(k in ("slices", "dicom") for k in kinds.values()):
             scans.append(folder_path)  # one scan: its reader takes the whole folder
             dirs.clear()

@@ -1,6 +1,13 @@
-"""DICOM series (single-frame files, with or without ``.dcm``), read with pydicom.
+"""DICOM series (single-frame files, with or without ``.dcm``), read once with pydicom.
 
-Only geometry and pixel tags are read; no tag value reaches a message (patient privacy).
+The one series reader: it orders the slices, builds the scan's voxels and affine from the
+geometry and pixel tags, and keeps the headers (without pixel data) in the same order as
+:class:`~.base.SourceSeries` on ``Scan.source``, which the DICOM SEG and RTSTRUCT exports reference
+image by image. A DICOM SEG or RTSTRUCT lying next to the images (our own exports, re-uploaded
+with their series) is skipped, never read as a slice.
+
+Patient privacy: the headers hold the patient's identifiers. They go only into the export
+files; no tag value reaches a message or a log line.
 """
 
 from __future__ import annotations
@@ -10,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .image import DEFAULT_PIXEL_SPACING_MM
-from .scan import Scan, ScanError, stack_voxels
-from .scan_slices import KAGGLE_SLICE_THICKNESS_MM
+from ..dicom.codes import DERIVED_SOP_CLASSES
+from ..image import DEFAULT_PIXEL_SPACING_MM
+from .base import DEFAULT_SLICE_THICKNESS_MM, LPS_TO_RAS, Scan, ScanError, SourceSeries, stack_voxels
 
 
 def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
@@ -29,12 +36,15 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_rescale
 
-    datasets, headers = [], []
+    datasets, headers, derived = [], [], 0
     for f in files:
         try:
             ds = pydicom.dcmread(f, force=f.suffix.lower() == ".dcm")
         except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError):
             raise ScanError(f"{f.name} is not a readable DICOM file.") from None
+        if str(ds.get("SOPClassUID", "")) in DERIVED_SOP_CLASSES:
+            derived += 1  # a SEG or RTSTRUCT next to its series: not an image of it
+            continue
         if "PixelData" not in ds:
             raise ScanError(f"{f.name} holds no image (a DICOM without pixel data).")
         try:
@@ -49,7 +59,8 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         datasets.append((f, ds))
         headers.append(header)
     if not datasets:
-        raise ScanError("No DICOM files found.")
+        raise ScanError("No DICOM images found (only DICOM SEG or RTSTRUCT files)." if derived
+                        else "No DICOM files found.")
 
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
     if len(series) > 1:
@@ -57,7 +68,7 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
     if len({h.size for h in headers}) > 1:
         raise ScanError("The DICOM slices have different sizes; upload one series at a time.")
     have_geometry = all(h.orientation is not None and h.position is not None for h in headers)
-    notes: list[str] = []
+    notes: list[str] = [f"{derived} DICOM SEG or RTSTRUCT file(s) next to the series were skipped."] if derived else []
     if have_geometry:
         iop = np.array([h.orientation for h in headers])
         if not np.allclose(iop, iop[0], atol=1e-4):
@@ -86,8 +97,11 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         slice_mm = float(np.median(gaps))
         if np.max(np.abs(gaps - slice_mm)) > 0.1 * slice_mm:
             notes.append("Uneven slice spacing; volumes use the median spacing.")
+    elif first.thickness_mm:
+        slice_mm = first.thickness_mm
     else:
-        slice_mm = first.thickness_mm or KAGGLE_SLICE_THICKNESS_MM
+        slice_mm = DEFAULT_SLICE_THICKNESS_MM
+        notes.append(f"The DICOM files give no slice positions or thickness; {slice_mm:g} mm slices assumed.")
 
     slices = []
     for f, ds in datasets:
@@ -100,6 +114,7 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
             raise ScanError(f"{f.name} is not a greyscale slice.")
         slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
         slices.append(apply_rescale(pixels, ds).astype(np.float32) if (slope, intercept) != (1.0, 0.0) else pixels)
+        del ds.PixelData  # the header stays for the exports; the pixels now live in the voxels
     voxels = stack_voxels(slices)
 
     if have_geometry:
@@ -109,9 +124,12 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_cos * col_mm, col_cos * row_mm, step, origin
     else:
         lps = np.diag([col_mm, row_mm, slice_mm, 1.0])
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS world → NIfTI's RAS world
+    affine = LPS_TO_RAS @ lps
+    source = None
+    if have_geometry and first.pixel_spacing is not None:
+        source = SourceSeries([ds for _, ds in datasets], row_cos, col_cos, (row_mm, col_mm), positions[order])
     return Scan(voxels, (slice_mm, row_mm, col_mm), affine, tuple(range(1, len(voxels) + 1)), name, "dicom",
-                notes=notes)
+                notes=notes, source=source)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ their names (:func:`organ_for_name`); planning margins (PRV) and unknown structu
 
 RTSTRUCT contours are filled slice by slice with ``skimage.draw.polygon`` (pixel centres inside
 the contour), and contours on the same slice combine by the even-odd rule: a contour inside
-another is a hole. That reads the keyhole contours of :mod:`model.rtstruct` and the separate
+another is a hole. That reads the keyhole contours of :mod:`model.dicom.rtstruct` and the separate
 inner contours other systems write alike.
 """
 
@@ -18,13 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import labels
-from .scan import Scan, ScanError
-
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
-#: SNOMED CT codes of the organs, as the SEG export writes them.
-ORGAN_CODES: dict[str, str] = {"69695003": "stomach", "30315005": "small_bowel", "14742008": "large_bowel"}
+from .. import labels
+from ..scans.base import LPS_TO_RAS, Scan, ScanError
+from .codes import ANATOMICAL_STRUCTURE, ORGAN_FOR_CODE, RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE
 #: How far (voxels) a contour plane or frame may sit from a slice of the scan and still be on it.
 PLANE_TOLERANCE = 0.1
 
@@ -47,17 +43,6 @@ def organ_for_name(name: str) -> str | None:
     return None
 
 
-def is_dicom_truth(path: Path) -> bool:
-    """Whether ``path`` is a DICOM file (by the ``DICM`` marker, or a ``.dcm`` name)."""
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def truth_from_dicom(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
     """``(O, S, H, W) bool`` ground truth from an RTSTRUCT or DICOM SEG, plus one-line notes."""
     import pydicom
@@ -77,7 +62,7 @@ def truth_from_dicom(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
 
 def _lps(scan: Scan) -> np.ndarray:
     """``(4, 4)`` from ``(col, row, slice, 1)`` to DICOM patient (LPS) mm."""
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ scan.affine
+    return LPS_TO_RAS @ scan.affine
 
 
 def _to_voxels(scan: Scan, points_lps: np.ndarray) -> np.ndarray:
@@ -138,7 +123,7 @@ def _truth_from_seg(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
     for item in seg.SegmentSequence:
         category = str(item.SegmentedPropertyCategoryCodeSequence[0].CodeValue)
         code = str(item.SegmentedPropertyTypeCodeSequence[0].CodeValue)
-        organ = ORGAN_CODES.get(code) if category == "91723000" else None
+        organ = ORGAN_FOR_CODE.get(code) if category == ANATOMICAL_STRUCTURE else None
         organ = organ or organ_for_name(str(item.get("SegmentLabel", "")))
         if organ is None or organ in segment_organ.values():
             skipped += 1

@@ -10,11 +10,13 @@ import pytest
 from model import labels
 from model.overlay import decode_mask_png
 from locations import decode_rle_file
+from model.dicom.export import NOT_DICOM_NOTE
 from model.review import CSV_HEADER
-from model.scan import Scan, load_scan
-from model.scan_nifti import read_nifti
-from model.volume import (busiest_slice, label_volume, measure, save_label_nifti, save_mask_png_zip,
-                          save_organ_meshes, save_submission_csv, slice_areas_cm2, write_outputs)
+from model.scans import Scan, load_scan
+from model.scans.nifti import read_nifti
+from model.measure import busiest_slice, measure, slice_areas_cm2
+from model.outputs import (label_volume, save_label_nifti, save_mask_png_zip, save_organ_meshes, save_submission_csv,
+                           write_outputs)
 from scan_fixtures import kaggle_slices, stack, write_dicom_series, zip_files
 
 
@@ -150,6 +152,25 @@ def test_write_outputs_from_a_real_zip(shared_data, tmp_path):
     assert [p.name for p in outputs.files()] == ["case2_day1_labels.nii.gz", "case2_day1_submission.csv",
                                                  "case2_day1_masks.zip", "case2_day1_organs.glb",
                                                  "case2_day1_review.csv"]
-    # Two slices in a row, each 40 × 30 px: no flag (neither isolated, nor a jump in area).
-    assert outputs.flags == () and outputs.review.read_text().splitlines() == [",".join(CSV_HEADER)]
-    assert outputs.structures == () and outputs.dicom == () and outputs.notes == ()
+    # Small bowel on two slices of six, empty around them: an area jump (no probabilities, so the only
+    # sign); one flag at most for six slices, the earlier of the tie.
+    assert [(f.slice_index, f.organ, f.score) for f in outputs.flags] == [(2, "small_bowel", 0.6)]
+    assert outputs.review.read_text().splitlines()[0] == ",".join(CSV_HEADER)
+    assert len(outputs.review.read_text().splitlines()) == 2
+    assert outputs.structures == () and outputs.dicom == ()
+    assert outputs.notes == (NOT_DICOM_NOTE,)  # a zip of PNGs carries no DICOM references
+
+
+def test_organ_masks_of_one_shape_only(tmp_path):
+    """``(O, D, H, W)`` everywhere: masks that do not fit the scan in every dimension are refused."""
+    from model.review import review_flags
+
+    scan = Scan(np.arange(4 * 8 * 6, dtype=np.uint16).reshape(4, 8, 6), (3.0, 1.5, 1.5), np.eye(4), (1, 2, 3, 4),
+                "four", "slices")
+    slices_first = np.zeros((4, 3, 8, 6), dtype=bool)
+    for wrong in (slices_first, np.zeros((3, 4, 6, 8), dtype=bool), np.zeros((3, 5, 8, 6), dtype=bool)):
+        with pytest.raises(ValueError, match=r"\(organs, slices, rows, cols\) = \(3, 4, 8, 6\)"):
+            write_outputs(wrong, scan, tmp_path)
+    with pytest.raises(ValueError, match="organ_masks must be"):
+        review_flags(slices_first, scan.spacing_mm, slice_numbers=scan.slice_numbers)
+    assert write_outputs(np.zeros((3, 4, 8, 6), dtype=bool), scan, tmp_path).nifti.exists()

@@ -6,12 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .image import DEFAULT_PIXEL_SPACING_MM, ImageError, parse_kaggle_name, read_slice
-from .scan import MAX_SLICES, Scan, ScanError, case_day_in, natural_key, stack_voxels
-
-#: The dataset's slice thickness, used for Kaggle slice files unless the user gives one.
-KAGGLE_SLICE_THICKNESS_MM = 3.0
-
+from ..image import DEFAULT_PIXEL_SPACING_MM, ImageError, parse_kaggle_name, read_slice
+from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, case_day_in, natural_key, stack_voxels
 
 def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | None = None,
                      root: Path | None = None, context: str = "") -> Scan:
@@ -54,7 +50,7 @@ def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | N
     if slice_thickness_mm is not None and float(slice_thickness_mm) > 0:
         thickness = float(slice_thickness_mm)
     else:
-        thickness = KAGGLE_SLICE_THICKNESS_MM
+        thickness = DEFAULT_SLICE_THICKNESS_MM
         notes.append(f"Slice thickness {thickness:g} mm (the dataset's value) assumed; enter another if it differs.")
 
     slices = []

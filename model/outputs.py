@@ -1,12 +1,16 @@
-"""Organ measurements, surfaces and export files for a segmented scan.
+"""Segmenting a whole scan and writing its files: the one :func:`segment_scan` of the app, CLI and train/.
 
-All functions take ``organ_masks``: ``(O, D, H, W)`` bool, organs in
-:data:`model.labels.ORGANS` order, over the slices of a :class:`model.scan.Scan`.
+All functions take ``organ_masks``: ``(O, D, H, W)`` bool, organs in :data:`model.labels.ORGANS`
+order, over the slices of a :class:`model.scans.Scan`. The steps: :class:`ScanJob` allocates
+the masks and runs the model chunk by chunk (:meth:`ScanJob.steps`, for progress and
+cancelling), then :meth:`ScanJob.finish` writes every download (:func:`write_outputs`) and
+measures the organs (:func:`model.measure.measure`). :func:`segment_scan` runs both.
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,62 +18,15 @@ import numpy as np
 from PIL import Image
 
 from . import labels
+from .measure import OrganVolume, measure
 from .overlay import encode_mask_png
 from .rle import RleVolume, write_rle_csv
-from .scan import Scan
+from .scans.base import Scan, ScanError, check_organ_masks
 
 #: Label ids in the NIfTI export: the dataset's (0 background, 1 stomach, 2 small bowel, 3 large bowel).
 #: A label volume holds one id per voxel, so where organs overlap (multi-label heads) the organ
 #: later in this order wins; the PNG zip keeps overlaps (one bit per organ).
 NIFTI_LABELS: dict[str, int] = dict(labels.ORGAN_IDS)
-
-
-@dataclass(frozen=True)
-class OrganVolume:
-    """One organ's measurements. Slice numbers are the scan's (Kaggle numbers, else 1..D)."""
-
-    organ: str
-    voxels: int
-    volume_ml: float
-    first_slice: int | None
-    last_slice: int | None
-    largest_area_cm2: float
-    largest_slice: int | None
-
-
-def slice_areas_cm2(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """Area of each organ on each slice, ``(O, D) float64`` cm²; ``spacing_mm`` is ``(slice, row, col)``."""
-    return np.count_nonzero(organ_masks, axis=(2, 3)) * (spacing_mm[1] * spacing_mm[2] / 100.0)
-
-
-def measure(organ_masks: np.ndarray, scan: Scan) -> list[OrganVolume]:
-    """Volume (voxel count × voxel volume), slice range and largest cross-section of each organ."""
-    voxel_ml = float(np.prod(scan.spacing_mm)) / 1000.0
-    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
-    result = []
-    for o, organ in enumerate(labels.ORGANS):
-        present = np.flatnonzero(areas[o])
-        count = int(np.count_nonzero(organ_masks[o]))
-        if present.size:
-            biggest = int(np.argmax(areas[o]))
-            numbers = scan.slice_numbers
-            result.append(OrganVolume(organ, count, count * voxel_ml, numbers[present[0]], numbers[present[-1]],
-                                      float(areas[o, biggest]), numbers[biggest]))
-        else:
-            result.append(OrganVolume(organ, 0, 0.0, None, None, 0.0, None))
-    return result
-
-
-def busiest_slice(organ_masks: np.ndarray) -> int:
-    """Index of the slice with the most organ area (all organs together); 0 for an empty prediction."""
-    return int(np.argmax(np.count_nonzero(organ_masks, axis=(0, 2, 3)))) if organ_masks.size else 0
-
-
-def summary_line(scan: Scan, volumes: list[OrganVolume]) -> str:
-    """``name: D slices W×H, stomach 123.4 ml, small bowel …`` for the CLI and the UI."""
-    d, h, w = scan.shape
-    parts = ", ".join(f"{labels.DISPLAY_NAMES[v.organ].lower()} {v.volume_ml:.1f} ml" for v in volumes)
-    return f"{scan.name}: {d} slices {w}×{h}, {parts}"
 
 
 # --------------------------------------------------------------------------- files
@@ -202,28 +159,28 @@ class ScanOutputs:
 
 
 def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
-                  probabilities: np.ndarray | None = None, bowel_bag: bool = False, margin_mm: float = 0.0,
-                  dicom_files=None) -> ScanOutputs:
-    """Write every download for a scan into ``out_dir``, named after the scan; the UI and the CLI share this.
+                  probabilities: np.ndarray | None = None, bowel_bag: bool = False,
+                  margin_mm: float = 0.0) -> ScanOutputs:
+    """Write every download for a scan into ``out_dir``, named after the scan.
 
     Always: the label NIfTI (organ ids 1-3 only; planning structures are not in it), the mask
     PNG zip, the surfaces, the Kaggle CSV where the slices are Kaggle-named, and
-    ``<scan>_review.csv`` (:mod:`model.review`; its low-confidence rule needs ``probabilities``,
-    ``(O, D, H, W)`` float). ``bowel_bag`` and ``margin_mm`` (> 0) ask for planning structures
-    (:mod:`model.planning`). ``dicom_files``: the paths the scan was read from; for a DICOM series
-    they give ``<scan>_seg.dcm`` and ``<scan>_rtstruct.dcm`` with the organs and those structures
-    (:mod:`model.dicom_export`), else a note says why not.
+    ``<scan>_review.csv`` (:mod:`model.review`; its error score needs ``probabilities``,
+    ``(O, D, H, W)`` float; without them only the area-jump check runs). ``bowel_bag`` and ``margin_mm`` (> 0) ask for planning structures
+    (:mod:`model.planning`). A scan read from a DICOM series also gets ``<scan>_seg.dcm`` and
+    ``<scan>_rtstruct.dcm`` with the organs and those structures (:mod:`model.dicom.export`);
+    other scans get a note saying why not.
     """
     from .planning import planning_structures
     from .review import review_flags, write_review_csv
 
+    check_organ_masks(organ_masks, scan.shape)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = scan.name
     structures = planning_structures(organ_masks, scan.spacing_mm, bowel_bag_structure=bowel_bag, margin_mm=margin_mm)
-    flags = review_flags(organ_masks.transpose(1, 0, 2, 3), scan.spacing_mm,
-                         None if probabilities is None else probabilities.transpose(1, 0, 2, 3), scan.slice_numbers)
-    dicom, notes = _write_dicom(organ_masks, scan, out_dir, structures, dicom_files) if dicom_files else ((), ())
+    flags = review_flags(organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers)
+    dicom, notes = _write_dicom(organ_masks, scan, out_dir, structures)
     return ScanOutputs(
         nifti=save_label_nifti(organ_masks, scan, out_dir / f"{stem}_labels.nii.gz"),
         masks_zip=save_mask_png_zip(organ_masks, scan, out_dir / f"{stem}_masks.zip"),
@@ -234,17 +191,65 @@ def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
     )
 
 
-def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures, dicom_files) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures) -> tuple[tuple[Path, ...], tuple[str, ...]]:
     """The DICOM SEG and RTSTRUCT, or a one-line note on why there are none (never a tag value)."""
-    from .dicom_export import NOT_DICOM_NOTE, write_dicom_outputs
-    from .scan import ScanError
+    from .dicom.export import NOT_DICOM_NOTE, write_dicom_outputs
 
     if scan.kind != "dicom":
         return (), (NOT_DICOM_NOTE,)
     try:
-        return tuple(write_dicom_outputs(organ_masks, dicom_files, out_dir, structures, name=scan.name)), ()
+        return tuple(write_dicom_outputs(organ_masks, scan, out_dir, structures)), ()
     except Exception as err:  # noqa: BLE001 - the other downloads stand; a writer's own message may quote tags
         for suffix in ("_seg.dcm", "_rtstruct.dcm"):  # no half-written pair
             (out_dir / f"{scan.name}{suffix}").unlink(missing_ok=True)
         reason = str(err) if isinstance(err, ScanError) else f"the export failed ({type(err).__name__})."
         return (), (f"No DICOM SEG or RTSTRUCT: {reason}",)
+
+
+# --------------------------------------------------------------------------- segmenting a scan
+
+
+@dataclass(frozen=True)
+class SegmentedScan:
+    """A segmented scan: its masks ``(O, D, H, W) bool``, the files written and the organ measurements."""
+
+    scan: Scan
+    organ_masks: np.ndarray
+    outputs: ScanOutputs
+    volumes: list[OrganVolume]
+
+
+class ScanJob:
+    """One scan through the model, in two steps: :meth:`steps` (the model, chunk by chunk), then :meth:`finish`.
+
+    ``segmenter``: a :class:`model.inference.Segmenter` or :class:`model.worker.SegmenterProcess`.
+    The per-organ probabilities ``(O, D, H, W) float16`` are kept only until :meth:`finish`
+    has used them for the review flags.
+    """
+
+    def __init__(self, segmenter, scan: Scan):
+        self.segmenter, self.scan = segmenter, scan
+        self.organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
+        self.probabilities: np.ndarray | None = np.zeros(self.organ_masks.shape, dtype=np.float16)
+
+    def steps(self) -> Iterator[int]:
+        """Run the model; yields the number of slices done after each chunk (stop iterating to cancel)."""
+        yield from self.segmenter.segment_volume_steps(self.scan.voxels, self.organ_masks,
+                                                       probabilities=self.probabilities)
+
+    def finish(self, out_dir: str | Path, *, bowel_bag: bool = False, margin_mm: float = 0.0) -> SegmentedScan:
+        """Write the downloads into ``out_dir`` (:func:`write_outputs`) and measure the organs."""
+        outputs = write_outputs(self.organ_masks, self.scan, out_dir, probabilities=self.probabilities,
+                                bowel_bag=bowel_bag, margin_mm=margin_mm)
+        self.probabilities = None  # up to 96 MB for the largest scan: not kept past the review
+        return SegmentedScan(self.scan, self.organ_masks, outputs, measure(self.organ_masks, self.scan))
+
+
+def segment_scan(segmenter, scan: Scan, out_dir: str | Path, progress: Callable[[int], None] | None = None, *,
+                 bowel_bag: bool = False, margin_mm: float = 0.0) -> SegmentedScan:
+    """Segment ``scan``, write its downloads into ``out_dir`` and measure it; ``progress(slices_done)`` per chunk."""
+    job = ScanJob(segmenter, scan)
+    for done in job.steps():
+        if progress is not None:
+            progress(done)
+    return job.finish(out_dir, bowel_bag=bowel_bag, margin_mm=margin_mm)

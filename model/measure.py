@@ -1,0 +1,99 @@
+"""Organ measurements: areas per slice, volumes, slice ranges and largest cross-sections.
+
+Scan functions take ``organ_masks``: ``(O, D, H, W)`` bool, organs in :data:`model.labels.ORGANS`
+order, over the slices of a :class:`model.scans.Scan`; :func:`organ_areas` takes one slice's
+``(O, H, W)``. Planning structures are measured the same way (:func:`structure_volumes_ml`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import labels
+from .planning import Structure
+from .scans.base import Scan
+
+
+@dataclass(frozen=True)
+class OrganArea:
+    """One organ on one slice: present or not, its pixel count and area."""
+
+    organ: str
+    present: bool
+    pixels: int
+    area_cm2: float
+
+
+def organ_areas(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> list[OrganArea]:
+    """Pixel count and area (cm²) of each organ on one slice ``(O, H, W)``; ``pixel_spacing_mm`` is ``(row, col)``."""
+    pixel_cm2 = pixel_spacing_mm[0] * pixel_spacing_mm[1] / 100.0
+    counts = organ_masks.reshape(len(labels.ORGANS), -1).sum(axis=1)
+    return [OrganArea(o, bool(c > 0), int(c), float(c) * pixel_cm2) for o, c in zip(labels.ORGANS, counts)]
+
+
+@dataclass(frozen=True)
+class OrganVolume:
+    """One organ's measurements. Slice numbers are the scan's (Kaggle numbers, else 1..D)."""
+
+    organ: str
+    voxels: int
+    volume_ml: float
+    first_slice: int | None
+    last_slice: int | None
+    largest_area_cm2: float
+    largest_slice: int | None
+
+
+def slice_areas_cm2(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """Area of each organ on each slice, ``(O, D) float64`` cm²; ``spacing_mm`` is ``(slice, row, col)``."""
+    return np.count_nonzero(organ_masks, axis=(2, 3)) * (spacing_mm[1] * spacing_mm[2] / 100.0)
+
+
+def measure(organ_masks: np.ndarray, scan: Scan) -> list[OrganVolume]:
+    """Volume (voxel count × voxel volume), slice range and largest cross-section of each organ."""
+    voxel_ml = float(np.prod(scan.spacing_mm)) / 1000.0
+    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
+    result = []
+    for o, organ in enumerate(labels.ORGANS):
+        present = np.flatnonzero(areas[o])
+        count = int(np.count_nonzero(organ_masks[o]))
+        if present.size:
+            biggest = int(np.argmax(areas[o]))
+            numbers = scan.slice_numbers
+            result.append(OrganVolume(organ, count, count * voxel_ml, numbers[present[0]], numbers[present[-1]],
+                                      float(areas[o, biggest]), numbers[biggest]))
+        else:
+            result.append(OrganVolume(organ, 0, 0.0, None, None, 0.0, None))
+    return result
+
+
+def busiest_slice(organ_masks: np.ndarray) -> int:
+    """Index of the slice with the most organ area (all organs together); 0 for an empty prediction."""
+    return int(np.argmax(np.count_nonzero(organ_masks, axis=(0, 2, 3)))) if organ_masks.size else 0
+
+
+def summary_line(scan: Scan, volumes: list[OrganVolume]) -> str:
+    """``name: D slices W×H, stomach 123.4 ml, small bowel …`` for the CLI and the UI."""
+    d, h, w = scan.shape
+    parts = ", ".join(f"{labels.DISPLAY_NAMES[v.organ].lower()} {v.volume_ml:.1f} ml" for v in volumes)
+    return f"{scan.name}: {d} slices {w}×{h}, {parts}"
+
+
+def structure_volumes_ml(structures: list[Structure], spacing_mm: tuple[float, float, float]) -> list[tuple[str, float]]:
+    """``(label, volume in ml)`` per structure: voxel count × voxel volume, as the organ measurements."""
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    return [(s.label, int(np.count_nonzero(s.mask)) * voxel_ml) for s in structures]
+
+
+def area_plot_table(organ_masks: np.ndarray, scan: Scan):
+    """Per-slice organ areas as the long table ``gr.LinePlot`` takes: a pandas DataFrame of slice, organ, area (cm²)."""
+    import pandas as pd  # Gradio's dependency; only the app's plot needs it
+
+    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
+    return pd.DataFrame({
+        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
+        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
+        "area (cm²)": areas.ravel().round(2),
+    })

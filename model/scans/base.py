@@ -1,0 +1,184 @@
+"""What every scan reader shares: the :class:`Scan` type, :class:`ScanError`, limits and naming helpers.
+
+The readers (:mod:`.slices`, :mod:`.nifti`, :mod:`.dicom`, :mod:`.archive`) and the dispatcher
+(:mod:`.load`) import this module; it imports none of them, so nothing here reaches back up.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..image import IMAGE_SUFFIXES, ImageError, normalize_intensity
+
+#: Largest scan we read (voxels); 256 × 512 × 512. The biggest Kaggle scan is 144 × 360 × 310.
+MAX_VOXELS = 256 * 512 * 512
+MAX_SLICES = 1000
+#: Most files one upload, folder or zip may hold (zip bombs, slow uploads).
+MAX_FILES = 2000
+#: The dataset's slice thickness: assumed (with a note) wherever a scan does not carry its own.
+DEFAULT_SLICE_THICKNESS_MM = 3.0
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_CASE_DAY = re.compile(r"case\d+_day\d+")
+#: Files a zip or folder may hold besides the scan; ignored rather than refused.
+JUNK = re.compile(r"(^|/)(__MACOSX/|\._|\.DS_Store$|Thumbs\.db$|desktop\.ini$|DICOMDIR$)|\.(txt|md|json|csv|xml)$", re.I)
+#: NIfTI's RAS+ world from DICOM's LPS world (and back: the matrix is its own inverse).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class ScanError(ImageError):
+    """A scan that cannot be read. ``str(err)`` is one line a person can act on."""
+
+
+@dataclass
+class SourceSeries:
+    """The headers of one single-frame series, in the scan's slice order (along the slice normal).
+
+    ``datasets``: headers (pixel data dropped), in the voxel order ``(S, H, W)``. ``row_cos``,
+    ``col_cos``: ImageOrientationPatient's direction of increasing column and of increasing row.
+    ``pixel_spacing``: ``(row, col)`` mm (PixelSpacing). ``positions``: ``(S, 3)``
+    ImagePositionPatient of each slice, LPS mm.
+    """
+
+    datasets: list
+    row_cos: np.ndarray
+    col_cos: np.ndarray
+    pixel_spacing: tuple[float, float]
+    positions: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return len(self.datasets), int(self.datasets[0].Rows), int(self.datasets[0].Columns)
+
+    @property
+    def frame_of_reference_uid(self) -> str:
+        return str(self.datasets[0].FrameOfReferenceUID)
+
+    def to_patient(self, slice_index: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Patient (LPS) mm of sub-pixel ``(row, col)`` positions on one slice, ``(N, 3) float64``.
+
+        DICOM's pixel-centre convention: pixel ``(0, 0)``'s centre is at ImagePositionPatient.
+        """
+        row_mm, col_mm = self.pixel_spacing
+        return (self.positions[slice_index] + np.outer(cols * col_mm, self.row_cos)
+                + np.outer(rows * row_mm, self.col_cos))
+
+    def check_referenceable(self) -> None:
+        """Raise :class:`ScanError` unless every header has what a SEG or RTSTRUCT must reference."""
+        need = ("FrameOfReferenceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+        if not all(all(ds.get(k) not in (None, "") for k in need) for ds in self.datasets):
+            raise ScanError("The DICOM series lacks the UIDs (study, series, instance, frame of reference) "
+                            "that a DICOM SEG or RTSTRUCT must reference.")
+
+
+@dataclass
+class Scan:
+    """One axial scan.
+
+    ``voxels``: ``(D, H, W)`` raw intensities (the file's dtype, or float32 after rescaling).
+    ``spacing_mm``: ``(slice, row, col)`` voxel size. ``affine``: ``(4, 4)`` from
+    ``(col, row, slice, 1)`` to RAS+ mm. ``slice_numbers``: the Kaggle slice numbers, or
+    1..D for other inputs. ``case_day``: e.g. ``"case123_day20"`` when a path names it.
+    ``notes``: one-line caveats for the user (assumed spacing, gaps, fallbacks). ``source``:
+    a DICOM series' headers in voxel order (:class:`SourceSeries`), which the
+    DICOM SEG and RTSTRUCT reference; ``None`` for other inputs.
+    """
+
+    voxels: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    affine: np.ndarray
+    slice_numbers: tuple[int, ...]
+    name: str
+    kind: str  # "slices", "nifti" or "dicom"
+    case_day: str | None = None
+    kaggle_named: bool = False
+    notes: list[str] = field(default_factory=list)
+    source: SourceSeries | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = safe_name(self.name)
+        if self.voxels.ndim != 3 or len(self.slice_numbers) != self.voxels.shape[0]:
+            raise ValueError(f"voxels must be (D, H, W) with one slice number per slice, got {self.voxels.shape}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.voxels.shape)  # type: ignore[return-value]
+
+    def display_slice(self, index: int) -> np.ndarray:
+        """Slice ``index`` stretched for display, ``(H, W) uint8`` (the model's own intensity step)."""
+        return normalize_intensity(self.voxels[index])
+
+    def __len__(self) -> int:
+        return self.voxels.shape[0]
+
+    def describe(self) -> str:
+        d, h, w = self.shape
+        s, r, c = self.spacing_mm
+        return f"{self.name}: {d} slices of {w}×{h} px, voxel {c:g} × {r:g} × {s:g} mm ({self.kind})"
+
+
+def check_organ_masks(organ_masks: np.ndarray, shape: tuple[int, int, int], what: str = "organ_masks") -> np.ndarray:
+    """``organ_masks`` as ``(O, D, H, W)`` bool for a scan of ``shape`` ``(D, H, W)``; ``ValueError`` otherwise.
+
+    Every dimension is checked, so slices and organs swapped (``(D, O, H, W)``) are refused even
+    for a three-slice scan.
+    """
+    from ..labels import ORGANS
+
+    organ_masks = np.asarray(organ_masks)
+    expected = (len(ORGANS), *shape)
+    if organ_masks.shape != expected:
+        raise ValueError(f"{what} must be (organs, slices, rows, cols) = {expected}, got {organ_masks.shape}")
+    return organ_masks
+
+
+def safe_name(name: str) -> str:
+    """``name`` cut to characters safe in output file names (names become file names)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "scan"
+
+
+def case_day_in(*texts: str) -> str | None:
+    """The innermost Kaggle ``caseN_dayM`` in the texts (paths), searched last to first; ``None`` if none."""
+    for text in reversed(texts):
+        found = _CASE_DAY.findall(text)
+        if found:
+            return found[-1]
+    return None
+
+
+def stack_voxels(slices: list[np.ndarray]) -> np.ndarray:
+    """Slices ``(H, W)`` of one size → ``(D, H, W)``, refused when too big or flat everywhere."""
+    voxels = np.stack(slices)
+    if voxels.size > MAX_VOXELS:
+        raise ScanError(f"The scan has {voxels.size:,} voxels, over the {MAX_VOXELS:,} limit.")
+    if voxels.max() == voxels.min():
+        raise ScanError("Every slice has the same flat intensity; there is nothing to segment.")
+    return voxels
+
+
+def file_head(path: Path, opener=open, size: int = 352) -> bytes:
+    """The first ``size`` bytes of ``path`` (through ``opener``); ``b""`` when unreadable."""
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read(size)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``slice_2`` before ``slice_10`` and ``case9`` before ``case10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(name))]
+
+
+def scan_stem(path: Path) -> str:
+    """A file's name without its scan suffix (``.nii.gz``, ``.zip``, ``.png``, ...)."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".zip", ".dcm", *IMAGE_SUFFIXES):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem

@@ -1,0 +1,106 @@
+"""What a long-running server needs around the model: one model per process, and output folders that expire.
+
+No Gradio here: the app passes Gradio's cache folder in, so this runs and tests without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import stat
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .checkpoint import model_choice
+from .worker import SegmenterProcess
+
+log = logging.getLogger("uwmgi.serving")
+
+
+class ModelHolder:
+    """The process's one model: a configured model process, else loaded in this process on first use.
+
+    A model process that died is replaced by a model loaded in this process.
+    """
+
+    def __init__(self) -> None:
+        self.choice: tuple[str | None, str | None] = model_choice()
+        self.segmenter = None
+        self._lock = threading.Lock()
+
+    def configure(self, model: str | None, revision: str | None = None,
+                  segmenter: SegmenterProcess | None = None) -> None:
+        """Choose the checkpoint (``None``: ``MODEL``/``MODEL_REVISION``, else the blog's); resets a loaded one.
+
+        ``segmenter``: that checkpoint already loading in its own process (``python app.py``'s).
+        """
+        self.choice = model_choice(model, revision)
+        self.segmenter = segmenter
+
+    def get(self):
+        """The loaded segmenter (:func:`model.engine.load_segmenter`) or ready :class:`~model.worker.SegmenterProcess`."""
+        with self._lock:
+            if isinstance(self.segmenter, SegmenterProcess) and self.segmenter.broken:
+                log.warning("the model process stopped; loading the model in the app's process")
+                self.segmenter.close()
+                self.segmenter = None
+            if self.segmenter is None:
+                from .engine import load_segmenter  # the engine (torch or OpenVINO) loads here, on first use
+
+                self.segmenter = load_segmenter(*self.choice)
+            return self.segmenter.wait() if isinstance(self.segmenter, SegmenterProcess) else self.segmenter
+
+
+class Scratch:
+    """Per-request output folders under ``root``, removed once older than ``max_age_s`` seconds.
+
+    The server returns files from these folders and Gradio copies them into its own cache, which
+    its ``delete_cache`` empties on the same age; our copies must not outlive that policy either.
+    Each new folder sweeps the old ones, and :meth:`sweep_forever` sweeps when no request comes.
+    Gradio's cache folder is passed in (``gradio_cache``) for its empty strays.
+    """
+
+    def __init__(self, root: Path, max_age_s: float):
+        self.root, self.max_age_s = Path(root), max_age_s
+
+    def new_dir(self, gradio_cache: Path) -> Path:
+        """A fresh folder for one request's downloads, after a sweep."""
+        self.root.mkdir(exist_ok=True)
+        self.sweep(gradio_cache)
+        folder = self.root / uuid.uuid4().hex
+        folder.mkdir()
+        return folder
+
+    def sweep(self, gradio_cache: Path) -> None:
+        """Remove our request folders and Gradio's empty strays older than ``max_age_s``."""
+        cutoff = time.time() - self.max_age_s
+        for old in self.root.iterdir() if self.root.is_dir() else ():
+            try:
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another process swept it first
+                continue
+        _sweep_gradio_strays(Path(gradio_cache), cutoff)
+
+    def sweep_forever(self, gradio_cache: Path, stop: threading.Event) -> None:
+        """Sweep every ``max_age_s`` until ``stop`` is set (a daemon thread's target)."""
+        while not stop.wait(self.max_age_s):
+            self.sweep(gradio_cache)
+
+
+def _sweep_gradio_strays(cache: Path, cutoff: float) -> None:
+    """Remove the empty ``tmpXXXX`` files ``gr.File(type="filepath")`` leaves at the top of Gradio's cache.
+
+    Gradio 6.31 creates one unused ``NamedTemporaryFile(delete=False)`` per preprocessed upload
+    (components/file.py) and ``delete_cache`` does not track it. They hold no data, but one per
+    request adds up on a long-running Space.
+    """
+    for stray in cache.glob("tmp*") if cache.is_dir() else ():
+        try:
+            info = stray.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_mtime < cutoff:
+                stray.unlink()
+        except FileNotFoundError:
+            continue

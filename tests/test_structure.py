@@ -1,0 +1,87 @@
+"""The layout's promises, checked on the source: imports flow one way, no cycle, one home per code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from locations import REPO
+
+MODEL = REPO / "model"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ``model.*`` module ``path`` imports, at any depth (lazy imports in functions too)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                # ``from . import labels``: the names may be modules themselves
+                found.update(f"{target}.{a.name}" for a in node.names)
+            else:
+                target = node.module or ""
+            found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {t for t in found if t.startswith("model")}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in MODEL.rglob("*.py")}
+    return {name: {t for t in _imports(path) if t in modules and t != name} for name, path in modules.items()}
+
+
+def test_model_has_no_import_cycle():
+    graph = _graph()
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError("import cycle: " + " → ".join(path[path.index(node):] + [node]))
+        if node in done:
+            return
+        for target in sorted(graph[node]):
+            visit(target, path + [node])
+        done.add(node)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_scan_readers_never_import_their_dispatcher():
+    graph = _graph()
+    for reader in ("model.scans.base", "model.scans.kinds", "model.scans.slices", "model.scans.nifti",
+                   "model.scans.dicom", "model.scans.archive"):
+        assert not graph[reader] & {"model.scans", "model.scans.load", "model.scans.sources"}, reader
+
+
+def test_model_never_imports_the_app_gradio_or_lightning():
+    for path in MODEL.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                assert name.split(".")[0] not in {"app", "gradio", "lightning", "train"}, f"{path}: imports {name}"
+
+
+def test_dicom_uids_and_snomed_codes_have_one_home():
+    codes = MODEL / "dicom" / "codes.py"
+    for path in MODEL.rglob("*.py"):
+        if path == codes:
+            continue
+        text = path.read_text()
+        for value in ("1.2.840.10008.", "91723000", "69695003", "30315005", "14742008", "113276009"):
+            assert value not in text, f"{path.relative_to(REPO)} spells out {value}; take it from model/dicom/codes.py"
+
+
+def test_app_stays_a_thin_ui():
+    assert len((REPO / "app.py").read_text().splitlines()) <= 420
