@@ -20,8 +20,11 @@ Default per machine, by what was measured to win and hold the fidelity bar
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: Environment variable that forces the engine: one of :data:`ENGINES`.
 ENGINE_ENV = "UWMGI_ENGINE"
@@ -93,15 +96,22 @@ def load_segmenter(model: str | None = None, revision: str | None = None, *, eng
     (torch) or a :class:`~model.openvino_runtime.OpenVinoSegmenter`.
 
     With a cached OpenVINO conversion nothing here imports torch; without one the model is
-    loaded with torch once, converted and cached (logged), then served by OpenVINO.
+    loaded with torch once, converted and cached (logged), then served by OpenVINO. If the
+    conversion fails, a default choice falls back to torch (logged); a forced one raises.
     Raises :class:`~model.checkpoint.CheckpointError` for a checkpoint that cannot load.
     """
     asked = precision or requested_precision()
     chosen, reason = choose_engine(asked, engine=engine)
     if chosen == "openvino":
-        from .openvino_runtime import OpenVinoSegmenter
+        from .openvino_runtime import ConversionError, OpenVinoSegmenter
 
-        return OpenVinoSegmenter.load(model, revision, precision=asked or "fp32", reason=reason)
+        try:
+            return OpenVinoSegmenter.load(model, revision, precision=asked or "fp32", reason=reason)
+        except ConversionError as err:
+            if reason == "forced":
+                raise
+            log.warning("%s Serving on torch instead.", err)
+            reason = "OpenVINO could not convert this checkpoint"
     from dataclasses import replace
 
     from .inference import Segmenter, choose_runtime

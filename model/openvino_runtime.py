@@ -103,6 +103,10 @@ def convert(model, contract: ckpt.Contract, dst: Path) -> Path:
     return dst / MODEL_XML
 
 
+class ConversionError(ckpt.CheckpointError):
+    """The checkpoint loads but could not be converted or cached for OpenVINO. ``str(err)`` is one line."""
+
+
 # --------------------------------------------------------------------------- numpy twins of the torch pre/post
 
 
@@ -240,10 +244,15 @@ class OpenVinoSegmenter(SegmenterBase):
             started = time.monotonic()
             from .inference import FoldedDecodeHead
 
-            model_ = ckpt.load_model(local_dir).eval()
-            if FoldedDecodeHead.supports(model_):
-                model_.decode_head = FoldedDecodeHead(model_.decode_head)
-            convert(model_, contract, folder)
+            torch_model = ckpt.load_model(local_dir).eval()
+            if FoldedDecodeHead.supports(torch_model):
+                torch_model.decode_head = FoldedDecodeHead(torch_model.decode_head)
+            try:
+                convert(torch_model, contract, folder)
+            except Exception as err:  # noqa: BLE001 - a read-only cache, an op OpenVINO cannot convert: one line
+                raise ConversionError(f"Could not convert the checkpoint for OpenVINO ({type(err).__name__}: "
+                                      f"{str(err).splitlines()[0] if str(err) else ''}); "
+                                      f"UWMGI_ENGINE=torch serves it on torch.") from None
             log.warning("OpenVINO: converted in %.1f s", time.monotonic() - started)
         return cls(folder / MODEL_XML, contract, info, precision, reason)
 

@@ -248,3 +248,18 @@ def test_convert_cli_builds_the_cache_ahead(softmax_ckpt, ov_cache, caplog, caps
     assert not caplog.records  # the app's first start converts nothing
     with pytest.raises(SystemExit):
         convert.main([])  # neither paths nor --openvino
+
+
+def test_a_failed_conversion_falls_back_to_torch_unless_forced(softmax_ckpt, ov_cache, monkeypatch, caplog):
+    def read_only_cache(*args):
+        raise PermissionError("[Errno 13] Permission denied: '/hub'")
+
+    monkeypatch.setattr(ovr, "convert", read_only_cache)
+    monkeypatch.setattr(engine, "choose_engine", lambda precision=None, engine=None: (engine or "openvino", "default"))
+    with caplog.at_level("WARNING", logger="model.engine"):
+        seg = load_segmenter(str(softmax_ckpt))
+    assert isinstance(seg, Segmenter) and "OpenVINO could not convert" in seg.describe()
+    assert any("Permission denied" in r.message and "torch instead" in r.message for r in caplog.records)
+    monkeypatch.setattr(engine, "choose_engine", lambda precision=None, engine=None: ("openvino", "forced"))
+    with pytest.raises(ovr.ConversionError, match="Could not convert the checkpoint for OpenVINO .PermissionError"):
+        load_segmenter(str(softmax_ckpt))
