@@ -165,11 +165,20 @@ def test_same_masks_and_probabilities_as_torch_fp32(ckpt, request, ov_cache):
         np.testing.assert_allclose(ours.forward(ours.preprocess(slices)), torch_fp32.forward(torch_fp32.preprocess(slices)).numpy(),
                                    rtol=1e-4, atol=1e-4)
     p_ours, p_torch = np.empty((5, 3, 70, 90), np.float32), np.empty((5, 3, 70, 90), np.float32)
-    masks = ours.predict(slices, p_ours)
-    np.testing.assert_array_equal(masks, torch_fp32.predict(slices, p_torch))
+    masks, want = ours.predict(slices, p_ours), torch_fp32.predict(slices, p_torch)
     np.testing.assert_allclose(p_ours, p_torch, atol=1e-4)
+    # A random model's logits tie along class borders; kernels differing in the last bits may flip a
+    # pixel there on another CPU, so: identical where the decision is clear, and at most 0.1 % elsewhere.
+    if ours.contract.multi_label:  # each organ's sigmoid against the threshold
+        clear = np.abs(p_torch - 0.5) > 1e-5
+    else:  # the winning class (background included) against the runner-up, per pixel
+        classes = np.sort(np.concatenate([1 - p_torch.sum(axis=1, keepdims=True), p_torch], axis=1), axis=1)
+        clear = np.broadcast_to((classes[:, -1] - classes[:, -2] > 1e-5)[:, None], masks.shape)
+    assert clear.mean() > 0.5  # a random model's probabilities are close, but mostly not within 1e-5
+    np.testing.assert_array_equal(masks[clear], want[clear])
+    assert (masks != want).mean() < 1e-3
     volume = slices[:, None].repeat(2, axis=1).reshape(10, 70, 90)
-    np.testing.assert_array_equal(ours.segment_volume(volume, chunk_slices=4), torch_fp32.segment_volume(volume))
+    assert (ours.segment_volume(volume, chunk_slices=4) != torch_fp32.segment_volume(volume)).mean() < 1e-3
 
 
 # --------------------------------------------------------------------------- fidelity on real slices
