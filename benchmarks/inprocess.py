@@ -131,7 +131,9 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
             reference.load_model(checkpoint_dir), contract, runtime=inference.choose_runtime("cpu", precision="bf16"))
     inputs = {name: (seg.preprocess(raw[None]), seg.preprocess(scan.voxels[:BATCH])) for name, seg in paths.items()}
 
-    canned_model = lambda pixel_values: ref_logits
+    def canned_model(pixel_values):
+        return ref_logits
+
     variants = {
         "ref": lambda: reference.predict_file(ref_model, scan.slice_file, size),
         "ours": lambda: app.segment(str(scan.slice_file)),

@@ -22,46 +22,18 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from pathlib import Path
+
+from .machine import cpu_flags, nvidia_gpu_present, requested_precision
 
 log = logging.getLogger(__name__)
 
 #: Environment variable that forces the engine: one of :data:`ENGINES`.
 ENGINE_ENV = "UWMGI_ENGINE"
 ENGINES = ("torch", "openvino")
-#: Environment variable that picks the precision (``model.inference.PRECISIONS``).
-PRECISION_ENV = "UWMGI_PRECISION"
-#: ``UWMGI_FP32=1`` is the older spelling of ``UWMGI_PRECISION=exact``, still honoured.
-FORCE_FP32_ENV = "UWMGI_FP32"
 #: Precisions OpenVINO runs here (``fp32`` is the default; ``bf16`` is opt-in, as on torch).
 OPENVINO_PRECISIONS = ("fp32", "bf16")
 #: CPU flags (as in /proc/cpuinfo) where OpenVINO fp32 was measured to beat torch fp32.
 OPENVINO_WINS_FLAGS = frozenset({"avx512f"})
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where that file does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def nvidia_gpu_present() -> bool:
-    """Whether an NVIDIA driver is loaded: a GPU torch may use (checked without importing torch)."""
-    return Path("/proc/driver/nvidia/version").exists()
-
-
-def requested_precision() -> str | None:
-    """The precision the environment asks for (``UWMGI_PRECISION``, else ``UWMGI_FP32=1`` → ``exact``), or ``None``."""
-    precision = os.environ.get(PRECISION_ENV, "").strip().lower() or None
-    if precision is None and os.environ.get(FORCE_FP32_ENV, "").lower() in ("1", "true", "yes"):
-        return "exact"
-    return precision
 
 
 def choose_engine(precision: str | None = None, *, flags: frozenset[str] | None = None,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt
-from .engine import FORCE_FP32_ENV, PRECISION_ENV, cpu_flags, requested_precision
+from .machine import FORCE_FP32_ENV, PRECISION_ENV, cpu_flags, requested_precision
 from .image import normalize_intensity
 from .segmenting import SegmenterBase, stack_slices  # noqa: F401 - stack_slices: its old home, still imported
 

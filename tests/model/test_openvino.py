@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from benchmarks.fidelity import CHECKPOINT as FIDELITY_MODEL
 from benchmarks.fidelity import MIN_AGREEMENT, MIN_DICE, fidelity, real_slices
 from locations import REPO
-from model import engine, inference
+from model import engine, inference, machine
 from model import openvino_runtime as ovr
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from model.engine import ENGINE_ENV, choose_engine, load_segmenter
@@ -37,7 +37,7 @@ def ov_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    for name in (ENGINE_ENV, engine.PRECISION_ENV, engine.FORCE_FP32_ENV):
+    for name in (ENGINE_ENV, machine.PRECISION_ENV, machine.FORCE_FP32_ENV):
         monkeypatch.delenv(name, raising=False)
     return tmp_path / "hub"
 
@@ -47,7 +47,7 @@ def ov_cache(tmp_path, monkeypatch):
 
 def test_engine_default_per_machine(monkeypatch):
     monkeypatch.delenv(ENGINE_ENV, raising=False)
-    monkeypatch.delenv(engine.PRECISION_ENV, raising=False)
+    monkeypatch.delenv(machine.PRECISION_ENV, raising=False)
     assert choose_engine(flags=AVX512, gpu=False)[0] == "openvino"
     assert choose_engine("bf16", flags=AVX512, gpu=False)[0] == "openvino"
     assert choose_engine(flags=AVX2_ONLY, gpu=False) == ("torch", "CPU without AVX-512, where OpenVINO was not measured to win")
@@ -128,7 +128,7 @@ def test_default_path_pins_f32_whatever_the_cpu(softmax_ckpt, ov_cache, monkeypa
 
 
 def test_bf16_is_opt_in(softmax_ckpt, ov_cache, monkeypatch):
-    monkeypatch.setenv(engine.PRECISION_ENV, "bf16")
+    monkeypatch.setenv(machine.PRECISION_ENV, "bf16")
     seg = load_segmenter(str(softmax_ckpt), engine="openvino")
     native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert seg.compiled.get_property("INFERENCE_PRECISION_HINT") == (ov.Type.bf16 if native else ov.Type.f32)
