@@ -5,10 +5,8 @@ live in :mod:`model`. Importing this module builds ``demo`` but downloads nothin
 server and loads no torch; the model loads in this process on first use. ``python app.py
 [--model ID_OR_DIR] [--revision REV]`` starts loading the model in its own process
 (:func:`model.worker.preload`) before it imports Gradio, launches, and serves as soon as the
-model is ready.
-
-Two tabs of UI with their handlers and the entry point; every mechanism behind them (the model
-holder and the output folders' expiry included: :mod:`model.serving`) lives in :mod:`model`.
+model is ready. Two tabs of UI with their handlers and the entry point; every mechanism behind
+them (the model holder, the output folders' expiry: :mod:`model.serving`) lives in :mod:`model`.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from model import worker
 # (cold start: benchmarks/results/). Imported (tests, notebooks), this does nothing.
 MODEL_PROCESS = worker.preload(__name__)
 
-import argparse
 import contextlib
 import logging
 import sys
@@ -36,13 +33,14 @@ from gradio.utils import get_upload_folder
 from model import labels
 from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
-from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
-from model.measure import busiest_slice, organ_areas, slice_areas_cm2, structure_volumes_ml, summary_line
+from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
+from model.edits import BRUSH_COLOURS, ScanEdits
+from model.measure import area_plot_table, area_rows, busiest_slice, volume_rows
 from model.outputs import ScanJob, SegmentedScan
 from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
 from model.scans import Scan, load_scan
-from model.serving import ModelHolder, Scratch
+from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args
 from model.worker import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
@@ -86,10 +84,9 @@ def _user_error(message: str) -> gr.Error:
 def _user_errors(step: str, failure: str):
     """The handlers' one error mapping: whatever goes wrong in ``step`` becomes one line for the user.
 
-    Our domain errors carry their own actionable message (``ImageError`` and its ``ScanError``,
-    ``CheckpointError``, ``ModelProcessError``); anything else is logged by type only, never
-    with content, and the user reads ``failure``. The server keeps serving either way.
-    """
+    Our domain errors (``ImageError`` and its ``ScanError`` and ``EditError``, ``CheckpointError``,
+    ``ModelProcessError``) carry their own message; anything else is logged by type only, never with
+    content, and the user reads ``failure``. The server keeps serving either way."""
     try:
         yield
     except gr.Error:
@@ -129,11 +126,9 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
         probabilities = np.zeros((1, len(labels.ORGANS), *raw.shape[-2:]), dtype=np.float16)
         organ_masks = get_segmenter().predict(raw[None], probabilities)[0]
     display = normalize_intensity(raw)
-    rows = [[labels.DISPLAY_NAMES[a.organ], "yes" if a.present else "no", a.pixels, round(a.area_cm2, 2)]
-            for a in organ_areas(organ_masks, spacing)]
+    rows = area_rows(organ_masks, spacing)
     mask_path = save_mask_png(organ_masks, _scratch_dir() / f"{path.stem}_masks.png")
-    note = (f"Pixel spacing {spacing[0]:g} × {spacing[1]:g} mm ({source})"
-            + ("; enter the scan's spacing for correct areas." if source == "assumed" else "."))
+    note = spacing_note(spacing, source)
     state = {"slice": display, "masks": organ_masks, "uncertainty": uncertainty_map(probabilities[0])}
     return render(state, opacity, organs, show_confidence), rows, str(mask_path), note, state
 
@@ -150,11 +145,8 @@ def preview_slice(image_file):
 
 
 def render(state, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
-    """Re-draw the overlay from a previous result, without running the model.
-
-    ``show_confidence`` adds the model's per-pixel uncertainty (:func:`model.overlay.uncertainty_map`)
-    as one more layer, in yellow, its strength the uncertainty × opacity.
-    """
+    """Re-draw the overlay from a previous result, without running the model; ``show_confidence`` adds the
+    model's uncertainty (:func:`model.overlay.uncertainty_map`) as a yellow layer, strength uncertainty × opacity."""
     if not state:
         return None
     layers = annotations(state["masks"], opacity, _visible(organs))
@@ -203,54 +195,59 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *(gr.skip(),) * 10)
     progress(1.0, desc="Writing files")
     result = job.finish(_scratch_dir(), bowel_bag=bool(bowel_bag), margin_mm=margin_mm)
-    yield scan_view(result, truth, truth_notes, opacity, organs)
+    yield scan_view(result, ScanEdits.of(result, bool(bowel_bag), margin_mm), truth, truth_notes, opacity, organs)
 
 
-def scan_view(result: SegmentedScan, truth, truth_notes: list[str], opacity=0.5, organs=ORGAN_CHOICES) -> tuple:
-    """The Scan tab's outputs for a segmented scan, starting at its busiest slice (see :func:`segment_scan_files`)."""
+def scan_view(result: SegmentedScan, edits: ScanEdits, truth, truth_notes: list[str], opacity=0.5,
+              organs=ORGAN_CHOICES, position: int | None = None) -> tuple:
+    """The Scan tab's outputs (see :func:`segment_scan_files`) at slider ``position`` (default: the busiest slice)."""
     scan, organ_masks, outputs = result.scan, result.organ_masks, result.outputs
-    rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1),
-             f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
-             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in result.volumes]
-    for structure, (label, ml) in zip(outputs.structures, structure_volumes_ml(outputs.structures, scan.spacing_mm)):
-        present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
-        rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
-                     if present.size else "–", "–", "–"])
-    review = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.rule.replace("_", " "), round(f.value, 2),
-               f.limit, f.detail] for f in outputs.flags]
-    state = {"scan": scan, "masks": organ_masks, "truth": truth}
-    index = busiest_slice(organ_masks)
-    notes = [summary_line(scan, result.volumes) + "."] + scan.notes + truth_notes + list(outputs.notes)
-    if outputs.csv is None:
-        notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
-    notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''} (low confidence at an edge, "
-                 "an organ on one slice only, a jump in area)" + ("; click one to go to its slice." if review else "."))
+    review = edits.review_rows()
+    state = {"scan": scan, "masks": organ_masks, "truth": truth, "edits": edits}
+    index = busiest_slice(organ_masks) if position is None else int(position) - 1
+    flags = len(outputs.flags)
+    notes = [*result.notes(), *truth_notes, f"{flags} review flag{'s' if flags != 1 else ''} (low confidence at an "
+             "edge, an organ on one slice only, a jump in area)" + ("; click one to go to its slice." if review else "."),
+             *edits.notes()]
     # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
     slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
                        label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
                        else "Slice (the scan has one)")
-    return ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
-            area_plot_data(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
-            [str(f) for f in outputs.files()], compare(organ_masks, truth).rows() if truth is not None else [],
-            state, review)
+    return ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs),
+            volume_rows(result.volumes, list(outputs.structures), scan), area_plot_table(organ_masks, scan),
+            str(outputs.mesh) if outputs.mesh else None, [str(f) for f in outputs.files()],
+            compare(organ_masks, truth).rows() if truth is not None else [], state, review)
 
 
 def jump_to_flag(evt: gr.SelectData):
     """The slider position of the clicked review row (its "Slice" column)."""
-    row = evt.row_value
-    return int(row[0]) if row else gr.skip()
+    return int(evt.row_value[0]) if evt.row_value else gr.skip()
 
 
-def area_plot_data(organ_masks, scan: Scan):
-    """Per-slice organ areas as the long table ``gr.LinePlot`` takes: slice, organ, area (cm²)."""
-    import pandas as pd
+def _scan_edits(state) -> ScanEdits:
+    if not state:
+        raise _user_error("No scan: segment a scan first, then edit its slices.")
+    return state["edits"]
 
-    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
-    return pd.DataFrame({
-        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
-        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
-        "area (cm²)": areas.ravel().round(2),
-    })
+
+def open_scan_editor(state, position=1, editor_state=None):
+    """Slice ``position`` (1-based) in the editor with its current masks, and the editor's state; with
+    ``editor_state`` (Reset), the editor's own slice again as the model predicted it (:mod:`model.edits`)."""
+    edits = _scan_edits(state)
+    with _user_errors("opening the editor", "The slice could not be opened in the editor."):
+        return edits.editor(int(position or 1) - 1) if editor_state is None else edits.reset_editor(editor_state)
+
+
+def apply_scan_edit(state, editor_state, value, opacity=0.5, organs=ORGAN_CHOICES):
+    """Write the editor's layers into their slice and recompute every output (:meth:`ScanEdits.apply`)."""
+    edits = _scan_edits(state)
+    with _user_errors("applying an edit", "The edit could not be applied; open the slice in the editor again."):
+        done = edits.apply(editor_state, (value or {}).get("layers"), _scratch_dir())
+    if done is None:
+        gr.Info("Nothing changed on this slice.")
+        return (gr.skip(),) * 11
+    edits, result = done
+    return scan_view(result, edits, state.get("truth"), [], opacity, organs, editor_state["slice_index"] + 1)
 
 
 def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
@@ -277,6 +274,14 @@ def about() -> str:
 
 
 # --------------------------------------------------------------------------- UI
+
+
+def slice_editor(elem_id: str) -> gr.ImageEditor:
+    """One slice's editor: a layer per organ (the layer, not the colour, is the organ), PNG both ways (lossless)."""
+    return gr.ImageEditor(label="Correct the slice: pick an organ's layer, then brush or erase", type="numpy",
+                          image_mode="RGBA", format="png", sources=(), transforms=(), elem_id=elem_id,
+                          layers=gr.LayerOptions(layers=ORGAN_CHOICES, allow_additional_layers=False),
+                          brush=gr.Brush(colors=BRUSH_COLOURS, color_mode="fixed"), eraser=gr.Eraser())
 
 
 def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.Blocks:
@@ -337,6 +342,11 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     scan_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", interactive=False, elem_id="scan-slider")
                     scan_overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True,
                                                     elem_id="scan-overlay")
+                    with gr.Row():
+                        edit_slice = gr.Button("Edit this slice", elem_id="scan-edit")
+                        apply_edit = gr.Button("Apply edit", variant="primary", elem_id="scan-apply-edit")
+                        reset_edit = gr.Button("Reset to prediction", elem_id="scan-reset-edit")
+                    scan_editor = slice_editor("scan-editor")
                     scan_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     scan_organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
                     versus = gr.AnnotatedImage(label="Against ground truth", color_map=CONFUSION_COLOURS,
@@ -346,7 +356,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                               "submission CSV, mask PNGs (bits 1/2/4), surfaces .glb, review CSV; "
                                               "for a DICOM series, DICOM SEG and RTSTRUCT",
                                         file_count="multiple", interactive=False, elem_id="scan-downloads")
-            scan_result = gr.State(time_to_live=CACHE_SECONDS)
+            scan_result, editor_state = gr.State(time_to_live=CACHE_SECONDS), gr.State(time_to_live=CACHE_SECONDS)
         with gr.Accordion("About", open=False):
             about_md = gr.Markdown("Model loads with the first request.")
             gr.Markdown(f"{NOTICE}\n\nUploads and results are deleted within {2 * CACHE_SECONDS // 3600} hours "
@@ -359,13 +369,19 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             control.change(render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
         demo.load(about, None, about_md, api_visibility="private")
+        scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
+                        scan_result, review_table]
         scan_event = run_scan.click(
             segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs, bowel_bag, margin],
-            [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
-             scan_result, review_table], api_name="segment_scan", concurrency_id="model")
+            scan_outputs, api_name="segment_scan", concurrency_id="model")
         review_table.select(jump_to_flag, None, scan_slider, api_visibility="private", queue=False,
                             show_progress="hidden")
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
+        edit_slice.click(open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state], api_visibility="private")
+        reset_edit.click(lambda state, position, editor: open_scan_editor(state, position, editor or {}),
+                         [scan_result, scan_slider, editor_state], [scan_editor, editor_state], api_visibility="private")
+        apply_edit.click(apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity, scan_organs],
+                         scan_outputs, api_visibility="private", concurrency_id="model")
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
@@ -373,24 +389,13 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
     return demo
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
-    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
-                                        "default: the blog's checkpoint, converted once")
-    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    return parser.parse_args(argv)
-
-
 # The samples are fetched (into the HF cache) only when the app is run, never on import.
 demo = build_demo(*find_samples(fetch=MODEL_PROCESS is not None, limit=24))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # pydicom logs each failed decoder with a traceback (and may quote element values); the scan
-    # reader answers in one line instead. Not the level: pydicom resets it when first imported.
-    logging.getLogger("pydicom").propagate = False
+    args = parse_app_args(argv)
+    configure_logging()
     choice = model_choice(args.model, args.revision)
     configure(*choice, segmenter=MODEL_PROCESS if MODEL_PROCESS is not None and MODEL_PROCESS.choice == choice else None)
     # Serve while the model finishes loading (in its own process under `python app.py`): the

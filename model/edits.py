@@ -220,6 +220,12 @@ class ScanEdits:
         masks = self.predicted_slice(index) if reset else self.organ_masks[:, index]
         return editor_value(self.scan.display_slice(index), masks), {"token": self.token, "slice_index": index}
 
+    def reset_editor(self, editor_state: dict | None) -> tuple[dict, dict]:
+        """The editor's slice again as the model predicted it; :class:`EditError` if the editor is on another scan."""
+        if not editor_state or editor_state.get("token") != self.token:
+            raise EditError("Open a slice of this scan in the editor first.")
+        return self.editor(int(editor_state["slice_index"]), reset=True)
+
     @property
     def edited_organs(self) -> frozenset[str]:
         return frozenset(e.organ for e in self.edits)
@@ -253,6 +259,12 @@ class ScanEdits:
                           corrections=write_corrections_zip(masks, self.scan, sorted({e.slice_index for e in edits}),
                                                             out_dir / f"{stem}_corrections.zip"))
         return replace(state, flags=outputs.flags), SegmentedScan(self.scan, masks, outputs, measure(masks, self.scan))
+
+    def notes(self) -> list[str]:
+        """A line on the edits for the Scan tab's notes; none before the first."""
+        pairs = len({(e.slice_index, e.organ) for e in self.edits})
+        return [f"Corrected by hand: {pairs} slice and organ pair{'s' if pairs != 1 else ''} (see the edit log); "
+                "every download is recomputed from the corrected masks."] if pairs else []
 
     def review_rows(self) -> list[list]:
         """The Scan tab's review table: the flags, then one "edited" row per edited slice and organ (slider positions)."""

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from . import labels
-from .measure import OrganVolume, measure
+from .measure import OrganVolume, measure, summary_line
 from .overlay import encode_mask_png
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, ScanError, check_organ_masks
@@ -229,6 +229,13 @@ class SegmentedScan:
     organ_masks: np.ndarray
     outputs: ScanOutputs
     volumes: list[OrganVolume]
+
+    def notes(self) -> list[str]:
+        """One line each: the summary, the scan's caveats, and the files not written and why."""
+        notes = [summary_line(self.scan, self.volumes) + ".", *self.scan.notes, *self.outputs.notes]
+        if self.outputs.csv is None:
+            notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
+        return notes
 
 
 class ScanJob:
