@@ -34,7 +34,7 @@ from model import labels
 from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
-from model.edits import BRUSH_COLOURS, ScanEdits
+from model.edits import BRUSH_COLOURS, BRUSH_PX, ScanEdits
 from model.measure import area_plot_table, area_rows, busiest_slice, volume_rows
 from model.outputs import ScanJob, SegmentedScan
 from model.overlay import annotations, save_mask_png, uncertainty_map
@@ -246,8 +246,7 @@ def apply_scan_edit(state, editor_state, value, opacity=0.5, organs=ORGAN_CHOICE
     if done is None:
         gr.Info("Nothing changed on this slice.")
         return (gr.skip(),) * 11
-    edits, result = done
-    return scan_view(result, edits, state.get("truth"), [], opacity, organs, editor_state["slice_index"] + 1)
+    return scan_view(done[1], done[0], state.get("truth"), [], opacity, organs, editor_state["slice_index"] + 1)
 
 
 def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
@@ -277,11 +276,13 @@ def about() -> str:
 
 
 def slice_editor(elem_id: str) -> gr.ImageEditor:
-    """One slice's editor: a layer per organ (the layer, not the colour, is the organ), PNG both ways (lossless)."""
-    return gr.ImageEditor(label="Correct the slice: pick an organ's layer, then brush or erase", type="numpy",
-                          image_mode="RGBA", format="png", sources=(), transforms=(), elem_id=elem_id,
+    """One slice's editor: a layer per organ (the layer, not the colour, is the organ), PNG (lossless) both ways; a
+    1×1 canvas to start from, as Gradio places layers loaded from Python in the largest canvas it has seen."""
+    return gr.ImageEditor(label="Correct the slice. Layers, top to bottom: stomach, small bowel, large bowel",
+                          type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(), elem_id=elem_id,
                           layers=gr.LayerOptions(layers=ORGAN_CHOICES, allow_additional_layers=False),
-                          brush=gr.Brush(colors=BRUSH_COLOURS, color_mode="fixed"), eraser=gr.Eraser())
+                          brush=gr.Brush(colors=BRUSH_COLOURS, color_mode="fixed", default_size=BRUSH_PX),
+                          eraser=gr.Eraser(default_size=BRUSH_PX), canvas_size=(1, 1))
 
 
 def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.Blocks:

@@ -45,6 +45,8 @@ MASK_ALPHA = 160
 MIN_ALPHA = MASK_ALPHA // 2
 #: The brush colours: each organ's colour, painted as opaque as the pre-filled masks.
 BRUSH_COLOURS = [(labels.COLOURS[o], round(MASK_ALPHA / 255, 2)) for o in labels.ORGANS]
+#: The brush's and eraser's radius, image pixels: fine enough for a bowel wall.
+BRUSH_PX = 6
 EDIT_LOG_HEADER = ("edit", "slice_index", "slice_number", "organ", "pixels_added", "pixels_removed")
 #: The case and day a corrections zip uses for a scan whose name has none (NIfTI, DICOM, loose files).
 FALLBACK_CASE_DAY = "case0_day0"

@@ -41,8 +41,8 @@ def test_apply_rewrites_every_output_from_the_corrected_slice(tiny_app, shared_d
     value, editor = app.open_scan_editor(state, 3)
     assert value["background"].shape == (310, 360, 3) and len(value["layers"]) == 3
     layers = [layer.copy() for layer in value["layers"]]
-    layers[STOMACH][:] = 0  # erase the stomach, paint a block of small bowel
-    layers[SMALL][200:220, 300:340] = (0, 154, 23, 255)
+    layers[STOMACH][:] = 0  # erase the stomach, paint a block of large bowel (id 3 in the NIfTI wins overlaps)
+    layers[LARGE][200:220, 300:340] = (255, 0, 0, 255)
     with caplog.at_level(logging.DEBUG):
         out = app.apply_scan_edit(state, editor, {"background": value["background"], "layers": layers,
                                                   "composite": None})
@@ -51,24 +51,27 @@ def test_apply_rewrites_every_output_from_the_corrected_slice(tiny_app, shared_d
     masks = new_state["masks"]
     expected = state["masks"].copy()
     expected[STOMACH, 2] = False
-    expected[SMALL, 2, 200:220, 300:340] = True
+    expected[LARGE, 2, 200:220, 300:340] = True
     np.testing.assert_array_equal(masks, expected)
-    np.testing.assert_array_equal(overlay[1][1][0] > 0, expected[SMALL, 2])  # the overlay shows the edit
+    np.testing.assert_array_equal(overlay[1][2][0] > 0, expected[LARGE, 2])  # the overlay shows the edit
     before, after = _labels(first[7]), _labels(downloads)
-    assert set(np.argwhere(before != after)[:, 0]) <= {2}
+    block = np.zeros(before.shape, dtype=bool)
+    block[2, 200:220, 300:340] = True
+    stomach_only = (before == 1) & ~expected[SMALL] & ~expected[LARGE]  # erased stomach pixels become background
+    np.testing.assert_array_equal(before != after, (block & (before != 3)) | (stomach_only & (np.arange(6) == 2)[:, None, None]))
     voxel_ml = 3.0 * 1.5 * 1.5 / 1000
     assert [row[1] for row in table[:3]] == [round(expected[o].sum() * voxel_ml, 1) for o in range(3)]
     number = state["scan"].slice_numbers[2]
-    small_cm2 = round(expected[SMALL, 2].sum() * 1.5 * 1.5 / 100, 2)
+    large_cm2 = round(expected[LARGE, 2].sum() * 1.5 * 1.5 / 100, 2)
     assert plot[(plot["slice"] == number) & (plot["organ"] == "Stomach")]["area (cm²)"].tolist() == [0.0]
-    assert plot[(plot["slice"] == number) & (plot["organ"] == "Small bowel")]["area (cm²)"].tolist() == [small_cm2]
+    assert plot[(plot["slice"] == number) & (plot["organ"] == "Large bowel")]["area (cm²)"].tolist() == [large_cm2]
     names = sorted(p.rsplit("/", 1)[-1] for p in downloads)
     assert "case9_day4_edits.csv" in names and "case9_day4_corrections.zip" in names
     with open(next(p for p in downloads if p.endswith("_edits.csv")), newline="") as f:
         rows = list(csv.DictReader(f))
     changed = {r["organ"] for r in rows}
-    assert changed <= {"stomach", "small_bowel"} and "small_bowel" in changed
-    assert {r[1] for r in review if r[2] == "edited"} == {{"stomach": "Stomach", "small_bowel": "Small bowel"}[o]
+    assert changed <= {"stomach", "large_bowel"} and "large_bowel" in changed
+    assert {r[1] for r in review if r[2] == "edited"} == {{"stomach": "Stomach", "large_bowel": "Large bowel"}[o]
                                                           for o in changed}
     assert all(r[0] == 3 for r in review if r[2] == "edited")
     assert not [r for r in caplog.records if r.name.startswith("uwmgi") and r.levelno >= logging.INFO]
