@@ -53,17 +53,22 @@ def _segment(page, server, upload, expected: str):
 def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
     """Put the slider on ``position``, open that slice in the editor, and wait until its three layers are drawn.
 
-    The editor creates each layer before it draws the layer's image into it, and says "change"
-    once all are drawn; so a flag is set on the first "change" that sees three new layers.
+    The editor empties itself while the request runs (three new blank layers named after the
+    organs), creates each loaded layer (named "Layer 1") before it draws the layer's image into
+    it, and says "change" once all are drawn; so a flag is set on the first "change" that sees
+    three new layers, all loaded ones.
     """
     slider = page.locator("#scan-slider input[type=number]")
     slider.fill(str(position))
     slider.press("Enter")
     page.wait_for_function("() => window.editor && window.editor.app.canvas === document.querySelector('#scan-editor canvas')")
     page.evaluate("""() => { const e = window.editor, old = e.layer_manager.get_layers().map(l => l.id);
+        const call = {};  // an earlier call's listener stays registered; only this call's may set the flag
+        window.layers_call = call;
         window.layers_ready = false;
         e.on('change', () => { const ids = e.layer_manager.get_layers().map(l => l.id);
-            if (ids.length === 3 && ids.every(id => !old.includes(id))) window.layers_ready = true; }); }""")
+            if (window.layers_call === call && ids.length === 3 && ids.every(id => !old.includes(id))
+                && e.layer_manager.get_layers().every(l => l.name === 'Layer 1')) window.layers_ready = true; }); }""")
     page.locator("#scan-edit").click()
     page.wait_for_function("([w, h]) => window.layers_ready && window.editor.width === w && window.editor.height === h",
                            arg=[shape[1], shape[0]], timeout=60_000)
@@ -185,3 +190,27 @@ def test_the_seg_of_an_edited_dicom_series_says_semiautomatic_for_that_organ_onl
     rtstruct = pydicom.dcmread(_download(page, tmp_path, "_rtstruct.dcm"))
     assert {r.ROIName: r.ROIGenerationAlgorithm for r in rtstruct.StructureSetROISequence} == {
         "Stomach": "AUTOMATIC", "Small bowel": "SEMIAUTOMATIC", "Large bowel": "AUTOMATIC"}
+
+
+def test_after_a_larger_scan_shifted_layers_are_refused_and_nothing_lands(server, shared_data, browser, tmp_path):
+    """Gradio 6.31 draws layers loaded from Python centred in the largest canvas it has held: after a
+    360×310 slice, a 266×266 slice's layers come back shifted. Apply must refuse them in one line."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
+    large = zip_files(kaggle_slices(shared_data, "volume_360x310")[60:63], tmp_path / "case9_day4.zip",
+                      folder="case9_day4/scans")
+    _segment(page, server, large, "3 slices 360×310")
+    _open_editor(page, 2, (310, 360))
+    small = zip_files(kaggle_slices(shared_data, "volume_266x266")[60:63], tmp_path / "case5_day1.zip",
+                      folder="case5_day1/scans")
+    page.locator("#scan-files button[aria-label='Clear']").first.click()
+    page.locator("#scan-files input[type=file]").set_input_files(small)
+    page.get_by_role("button", name="Segment scan").click()
+    expect(page.locator("#scan-note")).to_contain_text("3 slices 266×266", timeout=120_000)
+    _open_editor(page, 2, (266, 266))
+    _stroke(page, LARGE, "Brush", [(40.5, 60.5), (200.5, 90.5)])
+    page.locator("#scan-apply-edit").click()
+    expect(page.get_by_text("The editor shifted the layers off the slice").first).to_be_visible(timeout=60_000)
+    expect(page.locator('#scan-downloads a[download$="_edits.csv"]')).to_have_count(0)
+    expect(page.locator("#scan-note")).not_to_contain_text("Corrected by hand")
