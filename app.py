@@ -34,13 +34,13 @@ from model import labels
 from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
-from model.edits import BRUSH_COLOURS, BRUSH_PX, ScanEdits
+from model.edits import BRUSH_COLOURS, BRUSH_PX, ScanEdits, edit_slice_state, editor_value, slice_state
 from model.measure import area_plot_table, area_rows, busiest_slice, volume_rows
 from model.outputs import ScanJob, SegmentedScan
 from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
 from model.scans import Scan, load_scan
-from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args
+from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args, upload_paths
 from model.worker import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
@@ -100,23 +100,15 @@ def _user_errors(step: str, failure: str):
         raise _user_error(failure) from None
 
 
-def _visible(organ_names) -> list[str]:
-    shown = set(organ_names or [])
-    return [o for o in labels.ORGANS if labels.DISPLAY_NAMES[o] in shown]
-
-
 #: The slice tab's confidence overlay: its legend name and colour.
 UNCERTAINTY_LABEL = "Uncertain (1 − |2p − 1|)"
 SLICE_COLOR_MAP = {**COLOR_MAP, UNCERTAINTY_LABEL: "#ffff00"}
 
 
 def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
-    """Segment one uploaded slice.
-
-    Returns the AnnotatedImage value, the measurement table, the mask PNG (one bit per organ:
-    stomach 1, small bowel 2, large bowel 4), a note on the pixel spacing, and the state the
-    opacity, organ and confidence controls re-render from.
-    """
+    """Segment one uploaded slice: the AnnotatedImage value, the measurements, the mask PNG (one bit per
+    organ: stomach 1, small bowel 2, large bowel 4), a note on the pixel spacing, and the state the
+    opacity, organ and confidence controls (and the editor) re-render from."""
     if not image_file:
         raise _user_error("No image: upload an MRI slice (PNG, JPEG, TIFF or BMP) first.")
     path = Path(image_file)
@@ -129,7 +121,7 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     rows = area_rows(organ_masks, spacing)
     mask_path = save_mask_png(organ_masks, _scratch_dir() / f"{path.stem}_masks.png")
     note = spacing_note(spacing, source)
-    state = {"slice": display, "masks": organ_masks, "uncertainty": uncertainty_map(probabilities[0])}
+    state = slice_state(display, organ_masks, uncertainty_map(probabilities[0]), spacing, path.stem)
     return render(state, opacity, organs, show_confidence), rows, str(mask_path), note, state
 
 
@@ -144,12 +136,28 @@ def preview_slice(image_file):
         return None
 
 
+def open_slice_editor(state):
+    """The segmented slice in the editor with its masks, and the editor's state (this slice's token)."""
+    if not state:
+        raise _user_error("No slice: segment a slice first, then edit it.")
+    return editor_value(state["slice"], state["masks"]), {"token": state["token"]}
+
+
+def apply_slice_edit(state, editor_state, value, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
+    """The editor's layers as the slice's masks: the overlay, measurements, mask PNG and state again."""
+    with _user_errors("applying an edit", "The edit could not be applied; open the slice in the editor again."):
+        state = edit_slice_state(state, editor_state, (value or {}).get("layers"))
+    mask_path = save_mask_png(state["masks"], _scratch_dir() / f"{state['name']}_masks.png")
+    return (render(state, opacity, organs, show_confidence), area_rows(state["masks"], state["spacing"]),
+            str(mask_path), state)
+
+
 def render(state, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
     """Re-draw the overlay from a previous result, without running the model; ``show_confidence`` adds the
     model's uncertainty (:func:`model.overlay.uncertainty_map`) as a yellow layer, strength uncertainty × opacity."""
     if not state:
         return None
-    layers = annotations(state["masks"], opacity, _visible(organs))
+    layers = annotations(state["masks"], opacity, labels.organs_named(organs))
     if show_confidence and state.get("uncertainty") is not None:
         layers.append((state["uncertainty"] * float(np.clip(opacity, 0.0, 1.0)), UNCERTAINTY_LABEL))
     return state["slice"], layers
@@ -158,27 +166,18 @@ def render(state, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
 # --------------------------------------------------------------------------- scan handlers
 
 
-def _paths(files) -> list[str]:
-    files = files if isinstance(files, (list, tuple)) else [files] if files else []
-    return [f if isinstance(f, str) else f.get("path", "") for f in files]
-
-
 #: The Scan tab's review table; "Slice" is the slider's position (1..S), so a click can jump there.
 REVIEW_HEADERS = ["Slice", "Organ", "Flag", "Value", "Limit", "Detail"]
 
 
 def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, opacity=0.5,
                        organs=ORGAN_CHOICES, bowel_bag=False, margin_mm=0, progress=gr.Progress()):
-    """Segment a whole scan (a generator, so a cancelled request stops at the next chunk).
-
-    Yields status lines while it works; its last value is: a note, the slice slider, the organ
-    overlay and the TP/FP/FN overlay of the busiest slice, the measurements table (organs, then
-    the planning structures asked for), the per-slice area plot, the .glb surfaces, the download
-    files, the comparison table (empty without ground truth), the state the slider and controls
-    re-render from, and the review flags' table. ``bowel_bag`` and ``margin_mm`` (> 0) ask for
-    planning structures; for a DICOM series the downloads add its SEG and RTSTRUCT.
-    """
-    paths = _paths(scan_files)
+    """Segment a whole scan (a generator, so a cancelled request stops at the next chunk); yields status
+    lines, then :func:`scan_view`'s outputs: a note, the slider, the organ and TP/FP/FN overlays, the
+    measurements (organs, then the planning structures that ``bowel_bag`` and ``margin_mm`` > 0 ask for),
+    the area plot, the surfaces, the downloads (a DICOM series adds SEG and RTSTRUCT), the comparison, the
+    state and the review table."""
+    paths = upload_paths(scan_files)
     if not paths:
         raise _user_error("No scan: upload slice files, a .zip, a NIfTI file or DICOM files first.")
     margin_mm = float(margin_mm or 0)
@@ -187,7 +186,7 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     progress(0, desc="Reading the scan")
     with _user_errors("reading a scan", "These files could not be read as a scan; export them again or try another format."):
         scan = load_scan(paths, slice_thickness_mm or None)
-        truth, truth_notes = load_ground_truth(_paths(truth_files), scan) if truth_files else (None, [])
+        truth, truth_notes = load_ground_truth(upload_paths(truth_files), scan) if truth_files else (None, [])
         job = ScanJob(get_segmenter(), scan)
     with _user_errors("scan prediction", "The model failed on this scan; try another."):
         for done in job.steps():
@@ -257,19 +256,11 @@ def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
     index = int(np.clip(int(position or 1) - 1, 0, len(scan) - 1))
     display = scan.display_slice(index)
     masks = state["masks"][:, index]
-    overlay = (display, annotations(masks, opacity, _visible(organs)))
+    overlay = (display, annotations(masks, opacity, labels.organs_named(organs)))
     truth = state.get("truth")
-    versus = (display, confusion_annotations(masks, truth[:, index], opacity, _visible(organs))) \
+    versus = (display, confusion_annotations(masks, truth[:, index], opacity, labels.organs_named(organs))) \
         if truth is not None else None
     return overlay, versus
-
-
-def about() -> str:
-    """Which checkpoint is loaded, and where it runs."""
-    try:
-        return f"**Model:** {get_segmenter().describe()}"
-    except CheckpointError as err:
-        return f"**Model not loaded:** {err}"
 
 
 # --------------------------------------------------------------------------- UI
@@ -313,7 +304,11 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     spacing_note = gr.Markdown()
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Measurements", interactive=False)
                     mask_file = gr.File(label="Masks PNG (bits: stomach 1, small bowel 2, large bowel 4)")
-            result = gr.State()
+                    with gr.Row():
+                        edit_one = gr.Button("Edit this slice", elem_id="slice-edit")
+                        apply_one = gr.Button("Apply edit", variant="primary", elem_id="slice-apply-edit")
+                    one_editor = slice_editor("slice-editor")
+            result, one_editor_state = gr.State(time_to_live=CACHE_SECONDS), gr.State(time_to_live=CACHE_SECONDS)
         with gr.Tab("Scan", elem_id="scan-tab"):
             with gr.Row():
                 with gr.Column():
@@ -369,7 +364,10 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         for control in (opacity, organs, show_confidence):
             control.change(render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
-        demo.load(about, None, about_md, api_visibility="private")
+        demo.load(MODEL.about, None, about_md, api_visibility="private")
+        edit_one.click(open_slice_editor, result, [one_editor, one_editor_state], api_visibility="private")
+        apply_one.click(apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs, show_confidence],
+                        [overlay, table, mask_file, result], api_visibility="private")
         scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
                         scan_result, review_table]
         scan_event = run_scan.click(

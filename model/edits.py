@@ -115,6 +115,26 @@ def layers_to_masks(layers, shape: tuple[int, int]) -> np.ndarray:
     return masks
 
 
+def slice_state(display: np.ndarray, organ_masks: np.ndarray, uncertainty: np.ndarray | None,
+                spacing_mm: tuple[float, float], name: str) -> dict:
+    """The Slice tab's state: the slice ``(H, W) uint8`` as shown, its masks ``(O, H, W) bool``, the
+    model's uncertainty, the pixel spacing, the file's stem, and a token new for every slice."""
+    return {"slice": display, "masks": organ_masks, "uncertainty": uncertainty, "spacing": spacing_mm,
+            "name": name, "token": uuid.uuid4().hex}
+
+
+def edit_slice_state(state: dict | None, editor_state: dict | None, layers) -> dict:
+    """The Slice tab's ``state`` with the editor's ``layers`` as its masks (:func:`layers_to_masks`).
+
+    Raises :class:`EditError` without a slice, for an editor opened on another slice, or for bad layers.
+    """
+    if not state:
+        raise EditError("No slice: segment a slice first, then edit it.")
+    if not editor_state or editor_state.get("token") != state.get("token"):
+        raise EditError("This edit was opened on another slice; open the current slice in the editor again.")
+    return {**state, "masks": layers_to_masks(layers, state["masks"].shape[1:])}
+
+
 def changes(before: np.ndarray, after: np.ndarray, edit: int, slice_index: int, slice_number: int) -> list[SliceEdit]:
     """One :class:`SliceEdit` per organ whose ``(H, W)`` mask differs between ``(O, H, W) bool`` ``before`` and ``after``."""
     rows = []

@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .checkpoint import model_choice
+from .checkpoint import CheckpointError, model_choice
 from .worker import SegmenterProcess
 
 log = logging.getLogger("uwmgi.serving")
@@ -37,6 +37,12 @@ def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
                                         "default: the blog's checkpoint, converted once")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
     return parser.parse_args(argv)
+
+
+def upload_paths(files) -> list[str]:
+    """A Gradio file input's value (a path, a ``{"path": ...}`` dict, a list of either, or nothing) as paths."""
+    files = files if isinstance(files, (list, tuple)) else [files] if files else []
+    return [f if isinstance(f, str) else f.get("path", "") for f in files]
 
 
 class ModelHolder:
@@ -71,6 +77,13 @@ class ModelHolder:
 
                 self.segmenter = Segmenter.load(*self.choice)
             return self.segmenter.wait() if isinstance(self.segmenter, SegmenterProcess) else self.segmenter
+
+    def about(self) -> str:
+        """Markdown: which checkpoint is loaded and where it runs, or why it is not loaded."""
+        try:
+            return f"**Model:** {self.get().describe()}"
+        except CheckpointError as err:
+            return f"**Model not loaded:** {err}"
 
 
 class Scratch:

@@ -104,3 +104,34 @@ def test_edits_never_land_in_another_scan_and_bad_sizes_are_one_line(tiny_app, s
     assert not new_state["edits"].edits
     unchanged, editor = app.open_scan_editor(new_state, 2)
     assert app.apply_scan_edit(new_state, editor, unchanged) == (gr.skip(),) * 11
+
+
+def test_slice_tab_editor_writes_the_corrected_mask_png_and_table(tiny_app, shared_data):
+    from PIL import Image
+
+    from model.overlay import decode_mask_png
+
+    image = kaggle_slices(shared_data, "volume_360x310")[62]
+    _, rows, _, _, state = app.segment(str(image))
+    value, editor = app.open_slice_editor(state)
+    assert value["background"].shape == (310, 360, 3)
+    layers = [layer.copy() for layer in value["layers"]]
+    layers[SMALL][:] = 0
+    layers[SMALL][10:30, 20:60] = (0, 154, 23, 255)
+    overlay, table, mask_png, new_state = app.apply_slice_edit(state, editor, {**value, "layers": layers})
+    expected = state["masks"].copy()
+    expected[SMALL] = False
+    expected[SMALL, 10:30, 20:60] = True
+    np.testing.assert_array_equal(new_state["masks"], expected)
+    np.testing.assert_array_equal(decode_mask_png(np.asarray(Image.open(mask_png))), expected)
+    assert table[SMALL][1:3] == ["yes", 800] and table[SMALL][3] == round(800 * 1.5 * 1.5 / 100, 2)
+    np.testing.assert_array_equal(overlay[1][SMALL][0] > 0, expected[SMALL])
+
+    # An editor opened on this slice never lands in the next one; bad sizes are one line.
+    _, _, _, _, next_state = app.segment(str(image))
+    with pytest.raises(gr.Error, match="opened on another slice"):
+        app.apply_slice_edit(next_state, editor, {**value, "layers": layers})
+    with pytest.raises(gr.Error, match="the slice is 360×310"):
+        app.apply_slice_edit(new_state, editor, {**value, "layers": [layer[:300] for layer in layers]})
+    with pytest.raises(gr.Error, match="No slice"):
+        app.open_slice_editor(None)
