@@ -66,7 +66,7 @@ MAX_FILE_SIZE = "100mb"
 #: The process's one model, and the request output folders (deleted on Gradio's cache age).
 MODEL = ModelHolder()
 SCRATCH = Scratch(Path(tempfile.gettempdir()) / "uwmgi-outputs", CACHE_SECONDS)
-configure, get_segmenter = MODEL.configure, MODEL.get  # the handlers' and tests' names for them
+configure, get_segmenter, about = MODEL.configure, MODEL.get, MODEL.about  # the handlers' and tests' names
 
 
 def _scratch_dir() -> Path:
@@ -364,7 +364,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         for control in (opacity, organs, show_confidence):
             control.change(render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
-        demo.load(MODEL.about, None, about_md, api_visibility="private")
+        demo.load(about, None, about_md, api_visibility="private")
         edit_one.click(open_slice_editor, result, [one_editor, one_editor_state], api_visibility="private")
         apply_one.click(apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs, show_confidence],
                         [overlay, table, mask_file, result], api_visibility="private")
