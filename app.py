@@ -365,7 +365,9 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             control.change(render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
         demo.load(about, None, about_md, api_visibility="private")
-        edit_one.click(open_slice_editor, result, [one_editor, one_editor_state], api_visibility="private")
+        # No progress overlay on an editor being filled: Gradio 6.31 can leave it up, over the canvas.
+        quiet = dict(api_visibility="private", show_progress="hidden")
+        edit_one.click(open_slice_editor, result, [one_editor, one_editor_state], **quiet)
         apply_one.click(apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs, show_confidence],
                         [overlay, table, mask_file, result], api_visibility="private")
         scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
@@ -376,9 +378,9 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         review_table.select(jump_to_flag, None, scan_slider, api_visibility="private", queue=False,
                             show_progress="hidden")
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
-        edit_slice.click(open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state], api_visibility="private")
+        edit_slice.click(open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state], **quiet)
         reset_edit.click(lambda state, position, editor: open_scan_editor(state, position, editor or {}),
-                         [scan_result, scan_slider, editor_state], [scan_editor, editor_state], api_visibility="private")
+                         [scan_result, scan_slider, editor_state], [scan_editor, editor_state], **quiet)
         apply_edit.click(apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity, scan_organs],
                          scan_outputs, api_visibility="private", concurrency_id="model")
         for control in (scan_slider, scan_opacity, scan_organs):

@@ -76,28 +76,43 @@ def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
 
 
 def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]]) -> None:
-    """Draw along ``path_px`` (slice pixel coordinates ``(x, y)``, pixel centres at +0.5) in ``layer``."""
+    """Draw along ``path_px`` (slice pixel coordinates ``(x, y)``, pixel centres at +0.5) in ``layer``.
+
+    The editor's progress overlay can cover the canvas for a while after a request (it then takes
+    the stroke), so the stroke is drawn again until the editor's Undo button says it landed.
+    """
+    from playwright.sync_api import expect
+
     editor = page.locator("#scan-editor")
+    tracker = editor.locator('[data-testid="status-tracker"]')
+    undo = editor.locator("button[aria-label='Undo']")
     editor.locator("button[aria-label='Show Layers']").click()
     editor.locator("li").nth(layer).click()
     editor.locator("button[aria-label='Show Layers']").click()
     editor.locator(f"button[aria-label='{tool}']").click()
     editor.scroll_into_view_if_needed()
-    t = page.evaluate("() => { const t = window.editor.image_container.worldTransform;"
-                      " return {a: t.a, b: t.b, c: t.c, d: t.d, tx: t.tx, ty: t.ty}; }")
-    assert t["b"] == 0 and t["c"] == 0 and t["a"] == pytest.approx(t["d"]), t
-    box = editor.locator("canvas").first.bounding_box()
-    scale = box["width"] / page.evaluate("() => window.editor.app.canvas.width")  # CSS px per canvas px
+    for _ in range(5):
+        expect(tracker).to_have_class(re.compile(r"\bhide\b"), timeout=60_000)
+        expect(undo).to_be_disabled()
+        t = page.evaluate("() => { const t = window.editor.image_container.worldTransform;"
+                          " return {a: t.a, b: t.b, c: t.c, d: t.d, tx: t.tx, ty: t.ty}; }")
+        assert t["b"] == 0 and t["c"] == 0 and t["a"] == pytest.approx(t["d"]), t
+        box = editor.locator("canvas").first.bounding_box()
+        scale = box["width"] / page.evaluate("() => window.editor.app.canvas.width")  # CSS px per canvas px
 
-    def screen(x, y):
-        return box["x"] + (t["tx"] + t["a"] * x) * scale, box["y"] + (t["ty"] + t["d"] * y) * scale
+        def screen(x, y):
+            return box["x"] + (t["tx"] + t["a"] * x) * scale, box["y"] + (t["ty"] + t["d"] * y) * scale
 
-    page.mouse.move(*screen(*path_px[0]))
-    page.mouse.down()
-    for point in path_px[1:]:
-        page.mouse.move(*screen(*point), steps=25)
-    page.mouse.up()
-    page.wait_for_timeout(500)
+        page.mouse.move(*screen(*path_px[0]))
+        page.mouse.down()
+        for point in path_px[1:]:
+            page.mouse.move(*screen(*point), steps=25)
+        page.mouse.up()
+        page.wait_for_timeout(500)
+        if undo.is_enabled():
+            return
+        page.wait_for_timeout(2000)
+    pytest.fail("the editor never took the stroke")
 
 
 def _apply(page) -> None:
