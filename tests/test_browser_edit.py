@@ -75,7 +75,7 @@ def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
     page.wait_for_timeout(500)
 
 
-def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]]) -> None:
+def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], editor_id: str = "scan-editor") -> None:
     """Draw along ``path_px`` (slice pixel coordinates ``(x, y)``, pixel centres at +0.5) in ``layer``.
 
     The editor's progress overlay can cover the canvas for a while after a request (it then takes
@@ -83,7 +83,8 @@ def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]]) -> 
     """
     from playwright.sync_api import expect
 
-    editor = page.locator("#scan-editor")
+    editor = page.locator(f"#{editor_id}")
+    assert page.evaluate(f"() => window.editor.app.canvas === document.querySelector('#{editor_id} canvas')")
     tracker = editor.locator('[data-testid="status-tracker"]')
     undo = editor.locator("button[aria-label='Undo']")
     editor.locator("button[aria-label='Show Layers']").click()
@@ -229,3 +230,44 @@ def test_after_a_larger_scan_shifted_layers_are_refused_and_nothing_lands(server
     expect(page.get_by_text("The editor shifted the layers off the slice").first).to_be_visible(timeout=60_000)
     expect(page.locator('#scan-downloads a[download$="_edits.csv"]')).to_have_count(0)
     expect(page.locator("#scan-note")).not_to_contain_text("Corrected by hand")
+
+
+def test_the_slice_tab_editor_writes_the_stroke_into_the_mask_png(server, shared_data, browser, tmp_path):
+    from playwright.sync_api import expect
+    from PIL import Image
+
+    from model.overlay import decode_mask_png
+
+    image = kaggle_slices(shared_data, "volume_360x310")[62]
+    page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
+    page.goto(server.url)
+    page.locator("input[type=file]").first.set_input_files(image)
+    page.get_by_role("button", name="Segment", exact=True).click()
+    expect(page.get_by_text("Pixel spacing 1.5 × 1.5 mm (file name).")).to_be_visible(timeout=90_000)
+
+    def mask_png():
+        with page.expect_download() as download:
+            page.locator('a[download$="_masks.png"]').click()
+        saved = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
+        download.value.save_as(saved)
+        return decode_mask_png(np.asarray(Image.open(saved)))
+
+    before = mask_png()
+    page.locator("#slice-edit").click()
+    page.wait_for_function("""() => { const e = window.editor;
+        return e && e.app.canvas === document.querySelector('#slice-editor canvas') && e.width === 360
+            && e.height === 310 && e.layer_manager.get_layers().length === 3
+            && e.layer_manager.get_layers().every(l => l.name === 'Layer 1'); }""", timeout=60_000)
+    page.wait_for_timeout(1000)
+    path = [(60.5, 250.5), (250.5, 270.5)]
+    _stroke(page, LARGE, "Brush", path, editor_id="slice-editor")
+    old = page.locator('a[download$="_masks.png"]').get_attribute("href")
+    page.locator("#slice-apply-edit").click()
+    expect(page.locator('a[download$="_masks.png"]')).not_to_have_attribute("href", old, timeout=60_000)
+    after = mask_png()
+    changed = before != after
+    assert not changed[[STOMACH, SMALL]].any() and (after[LARGE] >= before[LARGE]).all()
+    distance = _distance_to_path((310, 360), path)
+    assert distance[changed[LARGE]].max() <= BRUSH_PX + 1
+    under = (distance <= BRUSH_PX - 1) & ~before[LARGE]
+    assert under.sum() > 100 and after[LARGE][under].all()
