@@ -1,14 +1,9 @@
 """Gradio app: segment the stomach, small and large bowel on abdominal MRI slices.
 
-Research demo, not for diagnostic use. The UI only: decoding, prediction and measurements
-live in :mod:`model`. Importing this module builds ``demo`` but downloads nothing, starts no
-server and loads no torch; the model loads in this process on first use. ``python app.py
-[--model ID_OR_DIR] [--revision REV]`` starts loading the model in its own process
-(:func:`model.worker.preload`) before it imports Gradio, launches, and serves as soon as the
-model is ready.
-
-Three tabs of UI with their handlers and the entry point; every mechanism behind them (the model
-holder and the output folders' expiry included: :mod:`model.serving`) lives in :mod:`model`.
+Research demo, not for diagnostic use. Three tabs of UI, their handlers and the entry point; every
+mechanism behind them lives in :mod:`model`. Importing this module builds ``demo`` but downloads
+nothing, starts no server and loads no torch. ``python app.py [--model ID_OR_DIR] [--revision REV]``
+starts the model in its own process (:func:`model.worker.preload`) before it imports Gradio.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ from model import worker
 # (cold start: benchmarks/results/). Imported (tests, notebooks), this does nothing.
 MODEL_PROCESS = worker.preload(__name__)
 
-import argparse
 import contextlib
 import logging
 import sys
@@ -36,13 +30,14 @@ from gradio.utils import get_upload_folder
 from model import days_view, labels
 from model.checkpoint import CheckpointError, model_choice
 from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, load_ground_truth
-from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing
-from model.measure import area_plot_table, busiest_slice, organ_areas, structure_volumes_ml, summary_line
+from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
+from model.edits import BRUSH_COLOURS, BRUSH_PX, ScanEdits, edit_slice_state, editor_value, slice_state
+from model.measure import area_plot_table, area_rows, busiest_slice, volume_rows
 from model.outputs import ScanJob, SegmentedScan
 from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
 from model.scans import Scan, load_scan
-from model.serving import ModelHolder, Scratch
+from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args, upload_paths
 from model.worker import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
@@ -68,7 +63,7 @@ MAX_FILE_SIZE = "100mb"
 #: The process's one model, and the request output folders (deleted on Gradio's cache age).
 MODEL = ModelHolder()
 SCRATCH = Scratch(Path(tempfile.gettempdir()) / "uwmgi-outputs", CACHE_SECONDS)
-configure, get_segmenter = MODEL.configure, MODEL.get  # the handlers' and tests' names for them
+configure, get_segmenter, about = MODEL.configure, MODEL.get, MODEL.about  # the handlers' and tests' names
 
 
 def _scratch_dir() -> Path:
@@ -86,10 +81,9 @@ def _user_error(message: str) -> gr.Error:
 def _user_errors(step: str, failure: str):
     """The handlers' one error mapping: whatever goes wrong in ``step`` becomes one line for the user.
 
-    Our domain errors carry their own actionable message (``ImageError`` and its ``ScanError``,
-    ``CheckpointError``, ``ModelProcessError``); anything else is logged by type only, never
-    with content, and the user reads ``failure``. The server keeps serving either way.
-    """
+    Our domain errors (``ImageError`` and its ``ScanError`` and ``EditError``, ``CheckpointError``,
+    ``ModelProcessError``) carry their own message; anything else is logged by type only, never with
+    content, and the user reads ``failure``. The server keeps serving either way."""
     try:
         yield
     except gr.Error:
@@ -103,23 +97,15 @@ def _user_errors(step: str, failure: str):
         raise _user_error(failure) from None
 
 
-def _visible(organ_names) -> list[str]:
-    shown = set(organ_names or [])
-    return [o for o in labels.ORGANS if labels.DISPLAY_NAMES[o] in shown]
-
-
 #: The slice tab's confidence overlay: its legend name and colour.
 UNCERTAINTY_LABEL = "Uncertain (1 − |2p − 1|)"
 SLICE_COLOR_MAP = {**COLOR_MAP, UNCERTAINTY_LABEL: "#ffff00"}
 
 
 def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
-    """Segment one uploaded slice.
-
-    Returns the AnnotatedImage value, the measurement table, the mask PNG (one bit per organ:
-    stomach 1, small bowel 2, large bowel 4), a note on the pixel spacing, and the state the
-    opacity, organ and confidence controls re-render from.
-    """
+    """Segment one uploaded slice: the AnnotatedImage value, the measurements, the mask PNG (one bit per
+    organ: stomach 1, small bowel 2, large bowel 4), a note on the pixel spacing, and the state the
+    opacity, organ and confidence controls (and the editor) re-render from."""
     if not image_file:
         raise _user_error("No image: upload an MRI slice (PNG, JPEG, TIFF or BMP) first.")
     path = Path(image_file)
@@ -128,14 +114,10 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
         spacing, source = resolve_pixel_spacing(path, pixel_spacing_mm)
         probabilities = np.zeros((1, len(labels.ORGANS), *raw.shape[-2:]), dtype=np.float16)
         organ_masks = get_segmenter().predict(raw[None], probabilities)[0]
-    display = normalize_intensity(raw)
-    rows = [[labels.DISPLAY_NAMES[a.organ], "yes" if a.present else "no", a.pixels, round(a.area_cm2, 2)]
-            for a in organ_areas(organ_masks, spacing)]
     mask_path = save_mask_png(organ_masks, _scratch_dir() / f"{path.stem}_masks.png")
-    note = (f"Pixel spacing {spacing[0]:g} × {spacing[1]:g} mm ({source})"
-            + ("; enter the scan's spacing for correct areas." if source == "assumed" else "."))
-    state = {"slice": display, "masks": organ_masks, "uncertainty": uncertainty_map(probabilities[0])}
-    return render(state, opacity, organs, show_confidence), rows, str(mask_path), note, state
+    state = slice_state(normalize_intensity(raw), organ_masks, uncertainty_map(probabilities[0]), spacing, path.stem)
+    return (render(state, opacity, organs, show_confidence), area_rows(organ_masks, spacing), str(mask_path),
+            spacing_note(spacing, source), state)
 
 
 def preview_slice(image_file):
@@ -149,15 +131,28 @@ def preview_slice(image_file):
         return None
 
 
-def render(state, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
-    """Re-draw the overlay from a previous result, without running the model.
+def open_slice_editor(state):
+    """The segmented slice in the editor with its masks, and the editor's state (this slice's token)."""
+    if not state:
+        raise _user_error("No slice: segment a slice first, then edit it.")
+    return editor_value(state["slice"], state["masks"]), {"token": state["token"]}
 
-    ``show_confidence`` adds the model's per-pixel uncertainty (:func:`model.overlay.uncertainty_map`)
-    as one more layer, in yellow, its strength the uncertainty × opacity.
-    """
+
+def apply_slice_edit(state, editor_state, value, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
+    """The editor's layers as the slice's masks: the overlay, measurements, mask PNG and state again."""
+    with _user_errors("applying an edit", "The edit could not be applied; open the slice in the editor again."):
+        state = edit_slice_state(state, editor_state, (value or {}).get("layers"))
+    mask_path = save_mask_png(state["masks"], _scratch_dir() / f"{state['name']}_masks.png")
+    return (render(state, opacity, organs, show_confidence), area_rows(state["masks"], state["spacing"]),
+            str(mask_path), state)
+
+
+def render(state, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
+    """Re-draw the overlay from a previous result, without running the model; ``show_confidence`` adds the
+    model's uncertainty (:func:`model.overlay.uncertainty_map`) as a yellow layer, strength uncertainty × opacity."""
     if not state:
         return None
-    layers = annotations(state["masks"], opacity, _visible(organs))
+    layers = annotations(state["masks"], opacity, labels.organs_named(organs))
     if show_confidence and state.get("uncertainty") is not None:
         layers.append((state["uncertainty"] * float(np.clip(opacity, 0.0, 1.0)), UNCERTAINTY_LABEL))
     return state["slice"], layers
@@ -166,27 +161,18 @@ def render(state, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
 # --------------------------------------------------------------------------- scan handlers
 
 
-def _paths(files) -> list[str]:
-    files = files if isinstance(files, (list, tuple)) else [files] if files else []
-    return [f if isinstance(f, str) else f.get("path", "") for f in files]
-
-
 #: The Scan tab's review table; "Slice" is the slider's position (1..S), so a click can jump there.
 REVIEW_HEADERS = ["Slice", "Organ", "Score", "Reason"]
 
 
 def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, opacity=0.5,
                        organs=ORGAN_CHOICES, bowel_bag=False, margin_mm=0, progress=gr.Progress()):
-    """Segment a whole scan (a generator, so a cancelled request stops at the next chunk).
-
-    Yields status lines while it works; its last value is: a note, the slice slider, the organ
-    overlay and the TP/FP/FN overlay of the busiest slice, the measurements table (organs, then
-    the planning structures asked for), the per-slice area plot, the .glb surfaces, the download
-    files, the comparison table (empty without ground truth), the state the slider and controls
-    re-render from, and the review flags' table. ``bowel_bag`` and ``margin_mm`` (> 0) ask for
-    planning structures; for a DICOM series the downloads add its SEG and RTSTRUCT.
-    """
-    paths = _paths(scan_files)
+    """Segment a whole scan (a generator, so a cancelled request stops at the next chunk); yields status
+    lines, then :func:`scan_view`'s outputs: a note, the slider, the organ and TP/FP/FN overlays, the
+    measurements (organs, then the planning structures that ``bowel_bag`` and ``margin_mm`` > 0 ask for),
+    the area plot, the surfaces, the downloads (a DICOM series adds SEG and RTSTRUCT), the comparison, the
+    state and the review table."""
+    paths = upload_paths(scan_files)
     if not paths:
         raise _user_error("No scan: upload slice files, a .zip, a NIfTI file or DICOM files first.")
     margin_mm = float(margin_mm or 0)
@@ -195,7 +181,7 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     progress(0, desc="Reading the scan")
     with _user_errors("reading a scan", "These files could not be read as a scan; export them again or try another format."):
         scan = load_scan(paths, slice_thickness_mm or None)
-        truth, truth_notes = load_ground_truth(_paths(truth_files), scan) if truth_files else (None, [])
+        truth, truth_notes = load_ground_truth(upload_paths(truth_files), scan) if truth_files else (None, [])
         job = ScanJob(get_segmenter(), scan)
     with _user_errors("scan prediction", "The model failed on this scan; try another."):
         for done in job.steps():
@@ -203,41 +189,51 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *(gr.skip(),) * 10)
     progress(1.0, desc="Writing files")
     result = job.finish(_scratch_dir(), bowel_bag=bool(bowel_bag), margin_mm=margin_mm)
-    yield scan_view(result, truth, truth_notes, opacity, organs)
+    yield scan_view(result, ScanEdits.of(result, bool(bowel_bag), margin_mm), truth, truth_notes, opacity, organs)
 
 
-def scan_view(result: SegmentedScan, truth, truth_notes: list[str], opacity=0.5, organs=ORGAN_CHOICES) -> tuple:
-    """The Scan tab's outputs for a segmented scan, starting at its busiest slice (see :func:`segment_scan_files`)."""
+def scan_view(result: SegmentedScan, edits: ScanEdits, truth, truth_notes: list[str], opacity=0.5,
+              organs=ORGAN_CHOICES, position: int | None = None) -> tuple:
+    """The Scan tab's outputs (see :func:`segment_scan_files`) at slider ``position`` (default: the busiest slice)."""
     scan, organ_masks, outputs = result.scan, result.organ_masks, result.outputs
-    rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1),
-             f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
-             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in result.volumes]
-    for structure, (label, ml) in zip(outputs.structures, structure_volumes_ml(outputs.structures, scan.spacing_mm)):
-        present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
-        rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
-                     if present.size else "–", "–", "–"])
-    review = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.score, f.reason] for f in outputs.flags]
-    state = {"scan": scan, "masks": organ_masks, "truth": truth}
-    index = busiest_slice(organ_masks)
-    notes = [summary_line(scan, result.volumes) + "."] + scan.notes + truth_notes + list(outputs.notes)
-    if outputs.csv is None:
-        notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
-    notes.append(f"{len(review)} review flag{'s' if len(review) != 1 else ''}: the slices most likely wrong, worst "
-                 "first (at most 15 % of the scan)" + ("; click one to go to its slice." if review else "."))
+    review = edits.review_rows()
+    state = {"scan": scan, "masks": organ_masks, "truth": truth, "edits": edits}
+    index = busiest_slice(organ_masks) if position is None else int(position) - 1
+    flags = len(outputs.flags)
+    notes = [*result.notes(), *truth_notes, f"{flags} review flag{'s' if flags != 1 else ''}: the slices most likely "
+             "wrong, worst first (at most 15 % of the scan)" + ("; click one to go to its slice." if review else "."),
+             *edits.notes()]
     # Gradio refuses a slider whose minimum is its maximum, so a one-slice scan gets a fixed 1–2 one.
     slider = gr.Slider(minimum=1, maximum=max(len(scan), 2), value=index + 1, step=1, interactive=len(scan) > 1,
                        label=f"Slice (1–{len(scan)}; starts at the most organ area)" if len(scan) > 1
                        else "Slice (the scan has one)")
-    return ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs), rows,
-            area_plot_table(organ_masks, scan), str(outputs.mesh) if outputs.mesh else None,
-            [str(f) for f in outputs.files()], compare(organ_masks, truth).rows() if truth is not None else [],
-            state, review)
+    return ("\n".join(f"- {n}" for n in notes), slider, *render_scan(state, index + 1, opacity, organs),
+            volume_rows(result.volumes, list(outputs.structures), scan), area_plot_table(organ_masks, scan),
+            str(outputs.mesh) if outputs.mesh else None, [str(f) for f in outputs.files()],
+            compare(organ_masks, truth).rows() if truth is not None else [], state, review)
 
 
 def jump_to_flag(evt: gr.SelectData):
     """The slider position of the clicked review row (its "Slice" column)."""
-    row = evt.row_value
-    return int(row[0]) if row else gr.skip()
+    return int(evt.row_value[0]) if evt.row_value else gr.skip()
+
+
+def open_scan_editor(state, position=1, editor_state=None):
+    """Slice ``position`` (1-based) in the editor with its current masks, and the editor's state; with
+    ``editor_state`` (Reset), the editor's own slice again as the model predicted it (:mod:`model.edits`)."""
+    with _user_errors("opening the editor", "The slice could not be opened in the editor."):
+        edits = ScanEdits.of_state(state)
+        return edits.editor(int(position or 1) - 1) if editor_state is None else edits.reset_editor(editor_state)
+
+
+def apply_scan_edit(state, editor_state, value, opacity=0.5, organs=ORGAN_CHOICES):
+    """Write the editor's layers into their slice and recompute every output (:meth:`ScanEdits.apply`)."""
+    with _user_errors("applying an edit", "The edit could not be applied; open the slice in the editor again."):
+        done = ScanEdits.of_state(state).apply(editor_state, (value or {}).get("layers"), _scratch_dir())
+    if done is None:
+        gr.Info("Nothing changed on this slice.")
+        return (gr.skip(),) * 11
+    return scan_view(done[1], done[0], state.get("truth"), [], opacity, organs, editor_state["slice_index"] + 1)
 
 
 def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
@@ -248,9 +244,9 @@ def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
     index = int(np.clip(int(position or 1) - 1, 0, len(scan) - 1))
     display = scan.display_slice(index)
     masks = state["masks"][:, index]
-    overlay = (display, annotations(masks, opacity, _visible(organs)))
+    overlay = (display, annotations(masks, opacity, labels.organs_named(organs)))
     truth = state.get("truth")
-    versus = (display, confusion_annotations(masks, truth[:, index], opacity, _visible(organs))) \
+    versus = (display, confusion_annotations(masks, truth[:, index], opacity, labels.organs_named(organs))) \
         if truth is not None else None
     return overlay, versus
 
@@ -258,18 +254,20 @@ def render_scan(state, position=1, opacity=0.5, organs=ORGAN_CHOICES):
 def compare_days_files(files_a, files_b):
     """The Compare days tab: note, table, picture and downloads (:func:`model.days_view.compare_uploads`)."""
     with _user_errors("comparing days", "These two scans could not be compared; try another pair."):
-        return days_view.compare_uploads(_paths(files_a), _paths(files_b), get_segmenter, _scratch_dir())
-
-
-def about() -> str:
-    """Which checkpoint is loaded, and where it runs."""
-    try:
-        return f"**Model:** {get_segmenter().describe()}"
-    except CheckpointError as err:
-        return f"**Model not loaded:** {err}"
+        return days_view.compare_uploads(upload_paths(files_a), upload_paths(files_b), get_segmenter, _scratch_dir())
 
 
 # --------------------------------------------------------------------------- UI
+
+
+def slice_editor(elem_id: str) -> gr.ImageEditor:
+    """One slice's editor: a layer per organ (the layer, not the colour, is the organ), PNG (lossless) both ways; a
+    1×1 canvas to start from, as Gradio places layers loaded from Python in the largest canvas it has seen."""
+    return gr.ImageEditor(label="Correct the slice. Layers, top to bottom: stomach, small bowel, large bowel",
+                          type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(), elem_id=elem_id,
+                          layers=gr.LayerOptions(layers=ORGAN_CHOICES, allow_additional_layers=False),
+                          brush=gr.Brush(colors=BRUSH_COLOURS, color_mode="fixed", default_size=BRUSH_PX),
+                          eraser=gr.Eraser(default_size=BRUSH_PX), canvas_size=(1, 1))
 
 
 def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.Blocks:
@@ -290,17 +288,19 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     gr.Markdown(samples_note)
                 with gr.Column():
                     # PNG, not Gradio's default WebP: lossless for a scan, and cheaper to encode.
-                    overlay = gr.AnnotatedImage(label="Organs", color_map=SLICE_COLOR_MAP, show_legend=True,
-                                                format="png")
+                    overlay = gr.AnnotatedImage(label="Organs", color_map=SLICE_COLOR_MAP, show_legend=True, format="png")
                     opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
-                    show_confidence = gr.Checkbox(label="Show confidence map", value=False,
-                                                  info="Yellow where the model is unsure: 1 − |2p − 1| of the "
-                                                       "least certain organ.")
+                    show_confidence = gr.Checkbox(label="Show confidence map", value=False, info="Yellow where the "
+                                                  "model is unsure: 1 − |2p − 1| of the least certain organ.")
                     spacing_note = gr.Markdown()
                     table = gr.Dataframe(headers=TABLE_HEADERS, label="Measurements", interactive=False)
                     mask_file = gr.File(label="Masks PNG (bits: stomach 1, small bowel 2, large bowel 4)")
-            result = gr.State()
+                    with gr.Row():
+                        edit_one = gr.Button("Edit this slice", elem_id="slice-edit")
+                        apply_one = gr.Button("Apply edit", variant="primary", elem_id="slice-apply-edit")
+                    one_editor = slice_editor("slice-editor")
+            result, one_editor_state = gr.State(time_to_live=CACHE_SECONDS), gr.State(time_to_live=CACHE_SECONDS)
         with gr.Tab("Scan", elem_id="scan-tab"):
             with gr.Row():
                 with gr.Column():
@@ -330,16 +330,20 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     scan_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", interactive=False, elem_id="scan-slider")
                     scan_overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True,
                                                     elem_id="scan-overlay")
+                    with gr.Row():
+                        edit_slice = gr.Button("Edit this slice", elem_id="scan-edit")
+                        apply_edit = gr.Button("Apply edit", variant="primary", elem_id="scan-apply-edit")
+                        reset_edit = gr.Button("Reset to prediction", elem_id="scan-reset-edit")
+                    scan_editor = slice_editor("scan-editor")
                     scan_opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                     scan_organs = gr.CheckboxGroup(ORGAN_CHOICES, value=ORGAN_CHOICES, label="Show organs")
-                    versus = gr.AnnotatedImage(label="Against ground truth", color_map=CONFUSION_COLOURS,
-                                               show_legend=True)
+                    versus = gr.AnnotatedImage(label="Against ground truth", color_map=CONFUSION_COLOURS, show_legend=True)
                     mesh = gr.Model3D(label="Organ surfaces (3D)", clear_color=(0.1, 0.1, 0.1, 1.0), height=360)
                     downloads = gr.File(label="Downloads: labels NIfTI (1 stomach, 2 small bowel, 3 large bowel), "
                                               "submission CSV, mask PNGs (bits 1/2/4), surfaces .glb, review CSV; "
                                               "for a DICOM series, DICOM SEG and RTSTRUCT",
                                         file_count="multiple", interactive=False, elem_id="scan-downloads")
-            scan_result = gr.State(time_to_live=CACHE_SECONDS)
+            scan_result, editor_state = gr.State(time_to_live=CACHE_SECONDS), gr.State(time_to_live=CACHE_SECONDS)
         with gr.Tab("Compare days", elem_id="days-tab"):
             with gr.Row():
                 days_in = [gr.File(label=f"Day {d}: a scan as in the Scan tab, optionally with its earlier _masks.zip",
@@ -362,14 +366,24 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             control.change(render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
         demo.load(about, None, about_md, api_visibility="private")
+        # No progress overlay on an editor being filled: Gradio 6.31 can leave it up, over the canvas.
+        quiet = dict(api_visibility="private", show_progress="hidden")
+        edit_one.click(open_slice_editor, result, [one_editor, one_editor_state], **quiet)
+        apply_one.click(apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs, show_confidence],
+                        [overlay, table, mask_file, result], api_visibility="private")
+        scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
+                        scan_result, review_table]
         scan_event = run_scan.click(
             segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs, bowel_bag, margin],
-            [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
-             scan_result, review_table], api_name="segment_scan", concurrency_id="model")
-        review_table.select(jump_to_flag, None, scan_slider, api_visibility="private", queue=False,
-                            show_progress="hidden")
+            scan_outputs, api_name="segment_scan", concurrency_id="model")
+        review_table.select(jump_to_flag, None, scan_slider, queue=False, **quiet)
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
         days_run.click(compare_days_files, days_in, days_out, api_name="compare_days", concurrency_id="model")
+        edit_slice.click(open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state], **quiet)
+        reset_edit.click(lambda state, position, editor: open_scan_editor(state, position, editor or {}),
+                         [scan_result, scan_slider, editor_state], [scan_editor, editor_state], **quiet)
+        apply_edit.click(apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity, scan_organs],
+                         scan_outputs, api_visibility="private", concurrency_id="model")
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
@@ -377,29 +391,17 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
     return demo
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
-    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
-                                        "default: the blog's checkpoint, converted once")
-    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    return parser.parse_args(argv)
-
-
 # The samples are fetched (into the HF cache) only when the app is run, never on import.
 demo = build_demo(*find_samples(fetch=MODEL_PROCESS is not None, limit=24))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # pydicom logs each failed decoder with a traceback (and may quote element values); the scan
-    # reader answers in one line instead. Not the level: pydicom resets it when first imported.
-    logging.getLogger("pydicom").propagate = False
+    args = parse_app_args(argv)
+    configure_logging()
     choice = model_choice(args.model, args.revision)
     configure(*choice, segmenter=MODEL_PROCESS if MODEL_PROCESS is not None and MODEL_PROCESS.choice == choice else None)
-    # Serve while the model finishes loading (in its own process under `python app.py`): the
-    # first requests wait for it, and a checkpoint that cannot load still ends the app with one line.
-    # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when set.
+    # Serve while the model loads (in its own process under `python app.py`): the first requests wait
+    # for it; a checkpoint that cannot load still ends the app with one line. Host, port: GRADIO_SERVER_*.
     demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True)
     try:
         segmenter = get_segmenter()

@@ -10,7 +10,8 @@
    with ``model/metric.py`` on the 6 held-out slices and on all 21; the numbers and the recipe go
    to ``docs/screenshots.json``, which the README's captions quote.
 4. ``python app.py`` serves it; headless Chromium segments a real slice on the Slice tab and a real
-   scan (``DATA/scans/volume_266x266`` as a zip) on the Scan tab: ``docs/slice_tab.png``, ``docs/scan_tab.png``.
+   scan (``DATA/scans/volume_266x266`` as a zip) on the Scan tab: ``docs/slice_tab.png``, ``docs/scan_tab.png``,
+   and one slice corrected in the Scan tab's editor: ``docs/scan_edit.png``.
 
 The data, the training run and the weights stay in ``--work``; only the PNGs and the JSON belong in
 the repository. ``--model DIR`` skips steps 1-3 and photographs an existing checkpoint.
@@ -201,12 +202,40 @@ def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
             page.wait_for_timeout(2000)
             # Down to the area plot; below it headless Chromium (no GPU) leaves the 3D view blank.
             page.screenshot(path=str(shots / "scan.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 1440})
+
+            # The correction loop: the slider's slice in the editor, a stroke of large bowel, Apply.
+            page.locator("#scan-edit").click()
+            page.wait_for_function("""() => { const e = window.editor;
+                return e && e.app.canvas === document.querySelector('#scan-editor canvas')
+                    && e.layer_manager.get_layers().length === 3
+                    && e.layer_manager.get_layers().every(l => l.name === 'Layer 1'); }""", timeout=60_000)
+            page.wait_for_timeout(2000)
+            editor = page.locator("#scan-editor")
+            editor.locator("button[aria-label='Show Layers']").click()
+            editor.locator("li").nth(2).click()  # layers top to bottom: stomach, small bowel, large bowel
+            editor.locator("button[aria-label='Show Layers']").click()
+            editor.locator("button[aria-label='Brush']").click()
+            box = editor.locator("canvas").first.bounding_box()
+            x, y = box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.6
+            page.mouse.move(x, y)
+            page.mouse.down()
+            page.mouse.move(x + 70, y + 25, steps=25)
+            page.mouse.up()
+            page.wait_for_timeout(1000)
+            page.locator("#scan-apply-edit").click()
+            expect(page.locator("#scan-note")).to_contain_text("Corrected by hand", timeout=300_000)
+            page.wait_for_timeout(2000)
+            top = page.locator("#scan-slider").bounding_box()["y"] - 10
+            bottom = editor.bounding_box()["y"] + editor.bounding_box()["height"] + 10
+            page.screenshot(path=str(shots / "edit.png"), full_page=True,
+                            clip={"x": 0, "y": top, "width": 1280, "height": bottom - top})
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
     small_png(shots / "slice.png", DOCS / "slice_tab.png")
     small_png(shots / "scan.png", DOCS / "scan_tab.png")
+    small_png(shots / "edit.png", DOCS / "scan_edit.png")
 
 
 def main() -> int:
@@ -228,7 +257,7 @@ def main() -> int:
             (DOCS / "screenshots.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
             print(json.dumps(record, indent=1, ensure_ascii=False))
         photograph(checkpoint, args.data, work)
-    print(f"wrote {DOCS / 'slice_tab.png'} and {DOCS / 'scan_tab.png'}")
+    print(f"wrote {DOCS / 'slice_tab.png'}, {DOCS / 'scan_tab.png'} and {DOCS / 'scan_edit.png'}")
     return 0
 
 

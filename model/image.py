@@ -204,3 +204,9 @@ def resolve_pixel_spacing(path: str | Path | None, user_mm: float | None) -> tup
     if parsed is not None:
         return parsed.pixel_spacing_mm, "file name"
     return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM), "assumed"
+
+
+def spacing_note(spacing_mm: tuple[float, float], source: str) -> str:
+    """One line on a slice's pixel spacing and where it came from (:func:`resolve_pixel_spacing`)."""
+    return (f"Pixel spacing {spacing_mm[0]:g} × {spacing_mm[1]:g} mm ({source})"
+            + ("; enter the scan's spacing for correct areas." if source == "assumed" else "."))

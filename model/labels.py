@@ -44,6 +44,12 @@ ORGAN_IDS: dict[str, int] = {organ: i + 1 for i, organ in enumerate(ORGANS)}
 KAGGLE_CLASSES: dict[str, str] = {organ: organ for organ in ORGANS}
 
 
+def organs_named(display_names) -> list[str]:
+    """The organ keys whose :data:`DISPLAY_NAMES` are in ``display_names`` (``None``: none), in :data:`ORGANS` order."""
+    shown = set(display_names or [])
+    return [o for o in ORGANS if DISPLAY_NAMES[o] in shown]
+
+
 def id2label(multi_label: bool) -> dict[int, str]:
     """The ``id2label`` a contract checkpoint's config carries.
 

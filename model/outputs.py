@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from . import labels
-from .measure import OrganVolume, measure
+from .measure import OrganVolume, measure, summary_line
 from .overlay import encode_mask_png
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, ScanError, check_organ_masks
@@ -142,6 +142,8 @@ class ScanOutputs:
     ``flags``: the review flags (:func:`model.review.review_flags`), also in ``review``.
     ``dicom``: ``<scan>_seg.dcm`` and ``<scan>_rtstruct.dcm`` for a DICOM series. ``notes``:
     one line each on files not written (not a DICOM series, or the export refused).
+    ``edit_log`` and ``corrections``: after edits by hand, ``<scan>_edits.csv`` and
+    ``<scan>_corrections.zip`` (:mod:`model.edits`).
     """
 
     nifti: Path
@@ -153,23 +155,30 @@ class ScanOutputs:
     structures: tuple = ()
     flags: tuple = ()
     notes: tuple[str, ...] = ()
+    edit_log: Path | None = None
+    corrections: Path | None = None
 
     def files(self) -> list[Path]:
-        return [p for p in (self.nifti, self.csv, self.masks_zip, self.mesh, self.review, *self.dicom) if p is not None]
+        return [p for p in (self.nifti, self.csv, self.masks_zip, self.mesh, self.review, *self.dicom,
+                            self.edit_log, self.corrections) if p is not None]
 
 
 def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
                   probabilities: np.ndarray | None = None, bowel_bag: bool = False,
-                  margin_mm: float = 0.0) -> ScanOutputs:
+                  margin_mm: float = 0.0, flags=None, edited_organs=frozenset()) -> ScanOutputs:
     """Write every download for a scan into ``out_dir``, named after the scan.
 
     Always: the label NIfTI (organ ids 1-3 only; planning structures are not in it), the mask
     PNG zip, the surfaces, the Kaggle CSV where the slices are Kaggle-named, and
     ``<scan>_review.csv`` (:mod:`model.review`; its error score needs ``probabilities``,
-    ``(O, D, H, W)`` float; without them only the area-jump check runs). ``bowel_bag`` and ``margin_mm`` (> 0) ask for planning structures
-    (:mod:`model.planning`). A scan read from a DICOM series also gets ``<scan>_seg.dcm`` and
+    ``(O, D, H, W)`` float; without them only the area-jump check runs). ``bowel_bag`` and
+    ``margin_mm`` (> 0) ask for planning structures (:mod:`model.planning`). A scan read from a DICOM series also gets ``<scan>_seg.dcm`` and
     ``<scan>_rtstruct.dcm`` with the organs and those structures (:mod:`model.dicom.export`);
     other scans get a note saying why not.
+
+    After edits by hand (:mod:`model.edits`): ``flags`` are the review flags to write instead of
+    scoring again (the probabilities are gone by then), and ``edited_organs`` are marked
+    SEMIAUTOMATIC in the DICOM exports (the others stay AUTOMATIC).
     """
     from .planning import planning_structures
     from .review import review_flags, write_review_csv
@@ -179,8 +188,9 @@ def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = scan.name
     structures = planning_structures(organ_masks, scan.spacing_mm, bowel_bag_structure=bowel_bag, margin_mm=margin_mm)
-    flags = review_flags(organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers)
-    dicom, notes = _write_dicom(organ_masks, scan, out_dir, structures)
+    if flags is None:
+        flags = review_flags(organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers)
+    dicom, notes = _write_dicom(organ_masks, scan, out_dir, structures, frozenset(edited_organs))
     return ScanOutputs(
         nifti=save_label_nifti(organ_masks, scan, out_dir / f"{stem}_labels.nii.gz"),
         masks_zip=save_mask_png_zip(organ_masks, scan, out_dir / f"{stem}_masks.zip"),
@@ -191,14 +201,15 @@ def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
     )
 
 
-def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures,
+                 edited_organs: frozenset[str]) -> tuple[tuple[Path, ...], tuple[str, ...]]:
     """The DICOM SEG and RTSTRUCT, or a one-line note on why there are none (never a tag value)."""
     from .dicom.export import NOT_DICOM_NOTE, write_dicom_outputs
 
     if scan.kind != "dicom":
         return (), (NOT_DICOM_NOTE,)
     try:
-        return tuple(write_dicom_outputs(organ_masks, scan, out_dir, structures)), ()
+        return tuple(write_dicom_outputs(organ_masks, scan, out_dir, structures, edited_organs)), ()
     except Exception as err:  # noqa: BLE001 - the other downloads stand; a writer's own message may quote tags
         for suffix in ("_seg.dcm", "_rtstruct.dcm"):  # no half-written pair
             (out_dir / f"{scan.name}{suffix}").unlink(missing_ok=True)
@@ -217,6 +228,13 @@ class SegmentedScan:
     organ_masks: np.ndarray
     outputs: ScanOutputs
     volumes: list[OrganVolume]
+
+    def notes(self) -> list[str]:
+        """One line each: the summary, the scan's caveats, and the files not written and why."""
+        notes = [summary_line(self.scan, self.volumes) + ".", *self.scan.notes, *self.outputs.notes]
+        if self.outputs.csv is None:
+            notes.append("No submission CSV: it needs Kaggle slice names in a folder or zip named like case123_day20.")
+        return notes
 
 
 class ScanJob:

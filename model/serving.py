@@ -5,6 +5,7 @@ No Gradio here: the app passes Gradio's cache folder in, so this runs and tests 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import stat
@@ -13,10 +14,35 @@ import time
 import uuid
 from pathlib import Path
 
-from .checkpoint import model_choice
+from .checkpoint import CheckpointError, model_choice
 from .worker import SegmenterProcess
 
 log = logging.getLogger("uwmgi.serving")
+
+
+def configure_logging() -> None:
+    """The server's logging: INFO lines to stderr, and none of pydicom's own.
+
+    pydicom logs each failed decoder with a traceback (and may quote element values); the scan
+    reader answers in one line instead. Not the level: pydicom resets it when first imported.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pydicom").propagate = False
+
+
+def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``python app.py``'s options: ``--model`` and ``--revision`` (each falls back to its env variable)."""
+    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
+    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
+                                        "default: the blog's checkpoint, converted once")
+    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
+    return parser.parse_args(argv)
+
+
+def upload_paths(files) -> list[str]:
+    """A Gradio file input's value (a path, a ``{"path": ...}`` dict, a list of either, or nothing) as paths."""
+    files = files if isinstance(files, (list, tuple)) else [files] if files else []
+    return [f if isinstance(f, str) else f.get("path", "") for f in files]
 
 
 class ModelHolder:
@@ -51,6 +77,13 @@ class ModelHolder:
 
                 self.segmenter = load_segmenter(*self.choice)
             return self.segmenter.wait() if isinstance(self.segmenter, SegmenterProcess) else self.segmenter
+
+    def about(self) -> str:
+        """Markdown: which checkpoint is loaded and where it runs, or why it is not loaded."""
+        try:
+            return f"**Model:** {self.get().describe()}"
+        except CheckpointError as err:
+            return f"**Model not loaded:** {err}"
 
 
 class Scratch:

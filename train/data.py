@@ -152,12 +152,16 @@ def split_cases(case_days: list[str], folds: int, fold: int) -> tuple[list[str],
     """GroupKFold over patients: ``(train, val)`` case-days of ``fold``; a case is never on both sides.
 
     Deterministic for a given list of case-days (scikit-learn's GroupKFold without shuffling).
+    ``folds=1`` trains on every case and validates on none: fine-tuning on corrections made in the
+    app (``<scan>_corrections.zip``), which may hold a single case.
     """
     from sklearn.model_selection import GroupKFold
 
     if not 0 <= fold < folds:
         raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
     case_days = sorted(case_days)
+    if folds == 1:
+        return case_days, []
     groups = [case_of(cd) for cd in case_days]
     if len(set(groups)) < folds:
         raise ValueError(f"{folds} folds need at least {folds} cases, the data has {len(set(groups))}")

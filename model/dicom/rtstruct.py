@@ -137,17 +137,22 @@ def _keyhole(outer: np.ndarray, holes: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
-                   series_description: str = "Research segmentation, not for diagnostic use") -> Path:
+                   series_description: str = "Research segmentation, not for diagnostic use",
+                   algorithm_types: Sequence[str] | None = None) -> Path:
     """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as an RTSTRUCT.
 
     The file references the source series image by image and its Frame of Reference, and carries
     the source's patient and study identifiers (:data:`PATIENT_STUDY_KEYWORDS`). Empty structures
-    are kept as ROIs without contours, so every file lists the same ROIs.
+    are kept as ROIs without contours, so every file lists the same ROIs. ``algorithm_types``:
+    each ROI's ROI Generation Algorithm, ``"AUTOMATIC"`` (the default) or ``"SEMIAUTOMATIC"``.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+    kinds = list(algorithm_types or ["AUTOMATIC"] * len(structures))
+    if len(kinds) != len(structures):
+        raise ValueError(f"{len(kinds)} algorithm types for {len(structures)} structures")
     first = source.datasets[0]
     charset = first.get("SpecificCharacterSet", "ISO_IR 100") or "ISO_IR 100"
 
@@ -177,7 +182,7 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
     ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
     ds.InstanceNumber = 1
     ds.StructureSetLabel = "GI organs"
-    ds.StructureSetName = "GI organs (automatic)"
+    ds.StructureSetName = "GI organs (automatic)" if set(kinds) <= {"AUTOMATIC"} else "GI organs (corrected)"
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.ApprovalStatus = "UNAPPROVED"
 
@@ -207,7 +212,7 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = source.frame_of_reference_uid
         roi.ROIName = structure.label
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi.ROIGenerationAlgorithm = kinds[number - 1]
         rois.append(roi)
         contours = []
         for s in np.flatnonzero(structure.mask.any(axis=(1, 2))):

@@ -39,8 +39,13 @@ def segment_codes(structure: Structure):
 
 
 def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
-              series_description: str = "Research segmentation, not for diagnostic use") -> Path:
-    """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as a binary DICOM SEG."""
+              series_description: str = "Research segmentation, not for diagnostic use",
+              algorithm_types: Sequence[str] | None = None) -> Path:
+    """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as a binary DICOM SEG.
+
+    ``algorithm_types``: each segment's Segment Algorithm Type, ``"AUTOMATIC"`` (the default) or
+    ``"SEMIAUTOMATIC"`` (corrected by hand); either way this app is the algorithm identified.
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import ExplicitVRLittleEndian
@@ -48,13 +53,16 @@ def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str |
     algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, version=SOFTWARE_VERSION,
                                                    family=codes.cid7162.ArtificialIntelligence)
     descriptions = []
+    kinds = list(algorithm_types or ["AUTOMATIC"] * len(structures))
+    if len(kinds) != len(structures):
+        raise ValueError(f"{len(kinds)} algorithm types for {len(structures)} structures")
     for number, structure in enumerate(structures, start=1):
         if structure.mask.shape != source.shape:
             raise ValueError(f"{structure.key} is {structure.mask.shape}; the series is {source.shape}")
         category, kind, anatomy = segment_codes(structure)
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number, segment_label=structure.label, segmented_property_category=category,
-            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues[kinds[number - 1]],
             algorithm_identification=algorithm,
             primary_anatomic_structures=[anatomy] if anatomy is not None else None,
             display_color=hd.color.CIELabColor.from_rgb(*structure.rgb)))
@@ -65,7 +73,9 @@ def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str |
         series_instance_uid=hd.UID(), series_number=9902, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
         software_versions=SOFTWARE_VERSION, device_serial_number="none",
-        content_label="GI_ORGANS", content_description="Automatic GI organ segmentation, research only",
+        content_label="GI_ORGANS", content_description=("Automatic GI organ segmentation, research only"
+                                                        if set(kinds) == {"AUTOMATIC"} else
+                                                        "GI organ segmentation corrected by hand, research only"),
         series_description=series_description, transfer_syntax_uid=ExplicitVRLittleEndian)
     path = Path(path)
     seg.save_as(path)
