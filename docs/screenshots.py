@@ -203,7 +203,13 @@ def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
             # Down to the area plot; below it headless Chromium (no GPU) leaves the 3D view blank.
             page.screenshot(path=str(shots / "scan.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 1440})
 
-            # The correction loop: the slider's slice in the editor, a stroke of large bowel, Apply.
+            # The correction loop: the worst flagged slice (the review table's first row), in the editor, a
+            # stroke of large bowel, Apply.
+            review = page.locator("#scan-review")
+            expect(review.locator('[data-testid="cell-0-0"]')).to_be_visible(timeout=60_000)
+            flagged = review.locator('[data-testid="cell-0-0"]').inner_text().strip()
+            review.locator('[data-testid="cell-0-1"]').click()
+            expect(page.locator("#scan-slider input[type=number]")).to_have_value(flagged, timeout=30_000)
             page.locator("#scan-edit").click()
             page.wait_for_function("""() => { const e = window.editor;
                 return e && e.app.canvas === document.querySelector('#scan-editor canvas')
@@ -225,6 +231,8 @@ def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
             page.locator("#scan-apply-edit").click()
             expect(page.locator("#scan-note")).to_contain_text("Corrected by hand", timeout=300_000)
             page.wait_for_timeout(2000)
+            page.evaluate("window.scrollTo(0, 0)")  # boxes are viewport-relative; the review click scrolled
+            page.wait_for_timeout(2500)  # the overlay fades in again after the scroll
             top = page.locator("#scan-slider").bounding_box()["y"] - 10
             bottom = editor.bounding_box()["y"] + editor.bounding_box()["height"] + 10
             page.screenshot(path=str(shots / "edit.png"), full_page=True,
