@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bad_inputs import good_slice
-from locations import REPO
+from locations import REPO, free_port
 from model import checkpoint as ckpt
 from tiny import make_original_layout
 
@@ -63,12 +63,18 @@ def _broken_checkpoint(src, dst):
     return dst
 
 
-def test_model_that_fails_to_load_exits_clearly(app_module, softmax_ckpt, tmp_path, capsys):
+def test_model_that_fails_to_load_exits_clearly(softmax_ckpt, tmp_path):
+    """``python app.py --model BROKEN``: exit status 2 and one line. In its own process, as users run it
+    (in-process, ``main`` would share the loggers torch and transformers bound to an earlier test's stderr)."""
     broken = _broken_checkpoint(softmax_ckpt, tmp_path / "broken")
-    assert app_module.main(["--model", str(broken)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: Could not load the model in {broken}") and "\n" not in err, err
-    assert "Traceback" not in err
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(free_port()), "TMPDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, str(REPO / "app.py"), "--model", str(broken)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: Could not load the model in {broken}"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_model_that_fails_to_load_is_a_clear_gr_error(app_module, softmax_ckpt, tmp_path):
