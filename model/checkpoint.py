@@ -40,7 +40,6 @@ DEFAULT_SPACE = "veb-101/UWMGI_Medical_Image_Segmentation"
 DEFAULT_SUBFOLDER = "segformer_trained_weights"
 DEFAULT_WEIGHTS = "pytorch_model.bin"
 DEFAULT_SHA256 = "9d4e3ff92a26341874655b112c2dc458cbb5ecf6d03f078dea8dd92ab0639e4a"
-DEFAULT_SIZE_BYTES = 256_300_245
 #: The blog's app resized to 288² (the config's ``image_size: 224`` is a leftover) and used ImageNet statistics.
 DEFAULT_INPUT_SIZE = 288
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

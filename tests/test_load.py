@@ -12,10 +12,13 @@ import pytest
 from bad_inputs import good_slice
 
 CLIENTS, REQUESTS_EACH = 24, 4
-#: Server RSS (process and children) with the tiny checkpoint on CPU: ~0.5 GiB measured at the peak
-#: of the burst, mostly torch, transformers and gradio. A per-request leak would cross this bound.
-#: (The B4 checkpoint adds ~0.3 GiB of weights and activations for a 288² input.)
-RSS_BOUND_BYTES = 1 * 2**30
+#: Server RSS (process and children) with the tiny checkpoint on CPU. The session's server has by now
+#: served whole scans, editor applies and a compare-days registration (SimpleITK, scan buffers): 1.1 GiB
+#: measured at the peak of the burst, mostly torch, transformers, gradio and those. (The B4 checkpoint
+#: adds ~0.3 GiB of weights and activations for a 288² input.)
+RSS_BOUND_BYTES = 3 * 2**29
+#: What the burst itself (96 slices) may add: a per-request leak of a slice's buffers would cross it.
+BURST_GROWTH_BYTES = 2**28
 QUEUE_FULL = ("Queue is full",)  # the client's "Queue is full! Please try again." / the server's "Queue is full. Max size is 16 …"
 
 
@@ -43,7 +46,8 @@ def test_burst_of_concurrent_clients(server, tmp_path):
     failures: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(CLIENTS)
-    peak_rss = [_rss(server.proc.pid)]
+    before = _rss(server.proc.pid)
+    peak_rss = [before]
     done = threading.Event()
 
     def watch_memory():
@@ -83,7 +87,8 @@ def test_burst_of_concurrent_clients(server, tmp_path):
     p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
     print(f"\nload: {CLIENTS} clients x {REQUESTS_EACH} requests in {wall:.1f} s (clients included): {len(latencies)} answered, "
           f"{len(refused)} refused as queue-full (max_size={app.MAX_QUEUE_SIZE}), {len(failures)} failed; "
-          f"latency p50 {p50:.2f} s, p95 {p95:.2f} s; server peak RSS {peak_rss[0] / 2**20:.0f} MiB")
+          f"latency p50 {p50:.2f} s, p95 {p95:.2f} s; server RSS {before / 2**20:.0f} MiB before, peak "
+          f"{peak_rss[0] / 2**20:.0f} MiB")
     assert not any(t.is_alive() for t in threads), "a client hung"
     assert failures == [], failures[:3]
     assert len(latencies) + len(refused) == CLIENTS * REQUESTS_EACH
@@ -91,6 +96,7 @@ def test_burst_of_concurrent_clients(server, tmp_path):
     assert len(refused) <= CLIENTS * REQUESTS_EACH - (app.MAX_QUEUE_SIZE + app.CONCURRENCY_LIMIT)
     assert len(latencies) >= CLIENTS, "most of the burst must be served"
     assert peak_rss[0] < RSS_BOUND_BYTES, f"server RSS {peak_rss[0] / 2**20:.0f} MiB"
+    assert peak_rss[0] - before < BURST_GROWTH_BYTES, f"the burst grew the server by {(peak_rss[0] - before) >> 20} MiB"
     # Still serving after the burst.
     assert clients[0].predict(upload, api_name="/segment")[0]["annotations"]
     closers = [threading.Thread(target=c.close) for c in clients]  # each waits up to 1 s for its heartbeat
