@@ -23,8 +23,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .machine import FORCE_FP32_ENV, PRECISION_ENV, cpu_flags, requested_precision
-from .image import normalize_intensity
-from .segmenting import SegmenterBase, stack_slices  # noqa: F401 - stack_slices: its old home, still imported
+from .segmenting import SegmenterBase, stack_slices, stretched_inputs  # noqa: F401 - stack_slices: its old home, still imported
 
 #: ``exact``: the unmodified fp32 eager model. ``fp32``: fp32 with the folded decode head (the
 #: same function, rounded differently). ``bf16``/``fp16``: autocast matmuls and convolutions over
@@ -269,13 +268,7 @@ class Segmenter(SegmenterBase):
         ``slices``: ``(N, H, W)`` (one slice each, replicated to the channels) or ``(N, C, H, W)``
         (2.5D stacks), any numeric dtype. Intensity is stretched per image (per stack).
         """
-        slices = np.asarray(slices)
-        if slices.ndim == 3:
-            slices = slices[:, None]
-        if slices.ndim != 4:
-            raise ValueError(f"expected (N, H, W) or (N, C, H, W), got {slices.shape}")
-        stretched = np.stack([normalize_intensity(s) for s in slices])
-        x = torch.from_numpy(stretched).to(self.runtime.device, dtype=torch.float32)
+        x = torch.from_numpy(stretched_inputs(slices)).to(self.runtime.device, dtype=torch.float32)
         c = self.contract
         return pixel_values(x, c.input_size, self._mean, self._std, c.rescale_factor)
 

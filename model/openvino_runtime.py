@@ -36,8 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
-from .image import normalize_intensity
-from .segmenting import SegmenterBase
+from .segmenting import SegmenterBase, stretched_inputs
 
 log = logging.getLogger(__name__)
 
@@ -258,14 +257,8 @@ class OpenVinoSegmenter(SegmenterBase):
 
     def preprocess(self, slices: np.ndarray) -> np.ndarray:
         """Raw slices ``(N, H, W)`` or ``(N, C, H, W)`` → the model's input ``(N, C, h, w) float32``, as torch's."""
-        slices = np.asarray(slices)
-        if slices.ndim == 3:
-            slices = slices[:, None]
-        if slices.ndim != 4:
-            raise ValueError(f"expected (N, H, W) or (N, C, H, W), got {slices.shape}")
-        stretched = np.stack([normalize_intensity(s) for s in slices])
         c = self.contract
-        return pixel_values(stretched, c.input_size, self._mean, self._std, c.rescale_factor)
+        return pixel_values(stretched_inputs(slices), c.input_size, self._mean, self._std, c.rescale_factor)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Input ``(N, C, h, w)`` → logits ``(N, K, h/4, w/4) float32``, one slice per inference."""

@@ -12,6 +12,19 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from .chunking import segment_volume_steps
+from .image import normalize_intensity
+
+
+def stretched_inputs(slices: np.ndarray) -> np.ndarray:
+    """Raw slices ``(N, H, W)`` (one slice each, replicated to the channels later) or ``(N, C, H, W)``
+    (2.5D stacks), any numeric dtype, each stretched by :func:`normalize_intensity`: ``(N, C, H, W) uint8``.
+    The first step of both engines' pre-processing."""
+    slices = np.asarray(slices)
+    if slices.ndim == 3:
+        slices = slices[:, None]
+    if slices.ndim != 4:
+        raise ValueError(f"expected (N, H, W) or (N, C, H, W), got {slices.shape}")
+    return np.stack([normalize_intensity(s) for s in slices])
 
 
 def stack_slices(voxels: np.ndarray, index: int, offsets: Iterable[int]) -> np.ndarray:
