@@ -7,7 +7,7 @@ The bar every *default* path must hold (``model.inference.choose_runtime``), aga
 model, with a model that really segments: per-organ Dice >= 0.98 on every slice where the organ
 covers more than 50 px, and >= 99.99 % identical pixels. ``tests/model/test_fastpath.py`` asserts
 it for the defaults; this command prints it for every precision and writes
-``benchmarks/results/fidelity-<device>.md``.
+``benchmarks/results/fidelity-cpu-<kind>.md`` (one file per kind of CPU: avx2, avx512-bf16, amx).
 
 The model is a small softmax SegFormer trained with plain torch on the 21 real labelled slices of
 ``../shared/data/pairs`` through the serving preprocessing. It is committed
@@ -167,6 +167,16 @@ def table(device: str, shared_data: Path = SHARED_DATA, precisions=("fp32", "bf1
     return "\n".join(lines)
 
 
+def results_name(device: str) -> str:
+    """``fidelity-cpu-<kind>`` (avx2, avx512-bf16, amx): reduced precisions give different masks on each
+    kind of CPU, so each kind keeps its own file; ``fidelity-<device>`` elsewhere."""
+    if device.split(":")[0] != "cpu":
+        return f"fidelity-{device}"
+    from benchmarks.measure import Machine
+
+    return f"fidelity-cpu-{Machine.this().kind}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(args.device, args.data)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"fidelity-{args.device}.md").write_text(f"`python -m benchmarks.fidelity --device {args.device}`\n\n{text}\n")
+    (RESULTS / f"{results_name(args.device)}.md").write_text(f"`python -m benchmarks.fidelity --device {args.device}`\n\n{text}\n")
     return 0
 
 

@@ -3,12 +3,16 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from benchmarks import gpu, inprocess, report, whole
+from benchmarks.fidelity import MIN_AGREEMENT
 from benchmarks.measure import Machine, benchmark_checkpoint, benchmark_scan
+from locations import REPO
 
 AVX2 = Machine("test CPU", ("avx2", "fma"), 2, 2)
 NATIVE_BF16 = Machine("test CPU", ("avx2", "fma", "avx512f", "avx512_bf16"), 2, 2)
@@ -71,12 +75,57 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert all(v > 0 for v in rows.values() if not isinstance(v, str))
 
 
+def check_fidelity_rows(rows: list[dict]) -> None:
+    """What the suite asserts of ``gpu.fidelity_rows`` on a CPU: only what holds whatever its kernels.
+
+    fp32 is the default and must match the exact model. bf16 and fp16 are measurements: how many
+    pixels they keep depends on the CPU's reduced-precision kernels (99.31 % with AMX, above 99.9 %
+    on Zen 4), so no band is asserted on them, only that they were measured and reported as such.
+    """
+    by_name = {r["measurement"]: (r["value"], r["unit"]) for r in rows}
+    # The default holds the project's bar (fp32 kernels differ only in summation order, well inside it).
+    assert by_name["fidelity fp32 (default) vs exact fp32: worst slice-organ Dice"][1] == "held"
+    assert by_name["fidelity fp32 (default) vs exact fp32: identical pixels, worst group"][0] >= 100 * MIN_AGREEMENT
+    for precision in ("bf16", "fp16"):
+        agreement, unit = by_name[f"fidelity {precision} vs exact fp32: identical pixels, worst group"]
+        assert unit == "%" and 0 <= agreement <= 100
+        dice, verdict = by_name[f"fidelity {precision} vs exact fp32: worst slice-organ Dice"]
+        assert 0 <= dice <= 1 and verdict in ("held", "MISSED the bar")
+
+
 @pytest.mark.slow
 def test_gpu_fidelity_rows_on_cpu(tmp_path, shared_data):
     """The GPU script's fidelity check, run on the CPU over the real labelled pairs only."""
     shutil.copytree(shared_data / "pairs", tmp_path / "pairs")
-    rows = {r["measurement"]: (r["value"], r["unit"]) for r in gpu.fidelity_rows(torch.device("cpu"), tmp_path)}
-    assert rows["fidelity fp32 (default) vs exact fp32: worst slice-organ Dice"] == (1.0, "held")
-    assert rows["fidelity fp16 vs exact fp32: worst slice-organ Dice"][0] >= 0.98
-    assert 99.9 < rows["fidelity bf16 vs exact fp32: identical pixels, worst group"][0] < 100
+    check_fidelity_rows(gpu.fidelity_rows(torch.device("cpu"), tmp_path))
     assert gpu.fidelity_rows(torch.device("cpu"), tmp_path / "absent")[0]["value"].startswith("skipped")
+
+
+#: Ways to make torch's CPU bf16/fp16 matmuls run on other kernels than this CPU picks by itself.
+OTHER_KERNELS = {
+    "oneDNN capped at AVX2 (no AVX512-BF16, no AMX)": ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, ""),
+    "oneDNN off (torch's own CPU kernels)": ({}, "torch.backends.mkldnn.enabled = False"),
+}
+FIDELITY_ROWS = """
+import json, sys, torch
+{prelude}
+from benchmarks import gpu
+rows = gpu.fidelity_rows(torch.device("cpu"), __import__("pathlib").Path(sys.argv[1]))
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", list(OTHER_KERNELS))
+def test_fidelity_assertions_hold_on_other_kernels(tmp_path, shared_data, kernels):
+    """Guard against a relapse of #22: the assertions above hold when the reduced-precision rows come
+    from other kernels than this CPU's own (a stand-in for the CPUs CI may land on)."""
+    env_extra, prelude = OTHER_KERNELS[kernels]
+    shutil.copytree(shared_data / "pairs", tmp_path / "pairs")
+    result = subprocess.run([sys.executable, "-c", FIDELITY_ROWS.format(prelude=prelude), str(tmp_path)],
+                            cwd=REPO, env={**os.environ, **env_extra}, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    print(kernels, {r["measurement"]: r["value"] for r in rows})
+    check_fidelity_rows(rows)

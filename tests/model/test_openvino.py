@@ -203,7 +203,11 @@ def test_openvino_fidelity_on_real_slices(shared_data, ov_cache, precision):
         assert worst_agreement >= MIN_AGREEMENT, f"OpenVINO fp32: {worst_agreement:.4%} identical pixels"
         assert worst_dice >= MIN_DICE, f"OpenVINO fp32: a slice's organ Dice vs exact fp32 is {worst_dice:.4f}"
     else:
-        assert worst_agreement < 1.0  # bf16 really ran at bf16 (or, emulated, at least rounded differently)
+        # bf16 is a measurement (benchmarks/README.md): it runs at bf16 only where the CPU has it (else
+        # f32, and says so), and how many pixels it keeps depends on the kernels, so no band here.
+        assert 0 < worst_agreement <= 1 and 0 <= worst_dice <= 1
+        native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        assert ours.compiled.get_property("INFERENCE_PRECISION_HINT") == (ov.Type.bf16 if native else ov.Type.f32)
 
 
 # --------------------------------------------------------------------------- serving without torch
