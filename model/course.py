@@ -14,10 +14,11 @@ Distances are measured in mm on the scan's own spacing to a smooth surface (:fun
 the level 0.5 (``skimage.measure.marching_cubes``) of the mask smoothed by a Gaussian of σ = the
 finest voxel spacing, equal in mm along every axis. Distance maps on the voxels themselves are
 biased by about half a voxel at the staircase of a voxelised surface: scipy's Euclidean transform
-measures to the nearest target voxel *centre* (too far: a 10 mm ring 12 % too large on 1.5 × 1.5 × 3 mm
-voxels), and the half-way surface of the bare mask bulges at its corners (+3 %). Smoothing shrinks a
-convex target by about σ²/R (0.1 mm for a 20 mm sphere). Measured on the sphere phantom of
-``tests/course_phantoms.py``; ``docs/course_validation.json`` has the numbers.
+measures to the nearest target voxel *centre* (too far, so rings come out too small), the distance
+to that voxel's *box* is too near (its corners stick out), and the half-way surface of the bare
+mask bulges at its corners (rings too large). Smoothing shrinks a convex target by only about σ²/R.
+``docs/course_validation.json`` has the rings of both the smooth surface and scipy's map on the
+sphere phantom of ``tests/course_cases.py`` (1.5 × 1.5 × 3 mm voxels) against the analytic shells.
 
 Organ masks are ``(O, D, H, W) bool`` on each day's scan, organs in :data:`model.labels.ORGANS` order.
 """
@@ -134,6 +135,11 @@ class CourseSettings:
     def ring_names(self) -> list[str]:
         """``ring_0_10mm`` for each ring."""
         return [f"ring_{a:g}_{b:g}mm" for a, b in zip(self.ring_edges_mm, self.ring_edges_mm[1:])]
+
+    @property
+    def volumes_cc(self) -> list[float]:
+        """Every Dx cc reported: the defaults' and the constraints', sorted, once each."""
+        return sorted({*self.dose_volumes_cc, *(c.at for c in self.constraints if c.metric == "dcc")})
 
     @property
     def thresholds_gy(self) -> list[float]:
@@ -293,7 +299,7 @@ def dose_numbers(doses_gy: np.ndarray, voxel_cc: float, settings: CourseSettings
     """
     hottest = np.sort(np.asarray(doses_gy, dtype=np.float64))[::-1]
     result: dict = {"dmax": float(hottest[0]) if hottest.size else None, "dcc": {}, "vgy": {}}
-    for x in settings.dose_volumes_cc:
+    for x in settings.volumes_cc:
         n = int(math.ceil(x / voxel_cc - 1e-9))
         result["dcc"][x] = float(hottest[n - 1]) if 0 < n <= hottest.size else None
     ascending = hottest[::-1]
@@ -363,10 +369,7 @@ def measure_day(target: np.ndarray, organ_masks: np.ndarray, spacing_mm: Sequenc
             for c in settings.constraints:
                 if c.organ != organ:
                     continue
-                value = (numbers["dmax"] if c.metric == "dmax" else numbers["dcc"].get(c.at) if c.metric == "dcc"
-                         else numbers["vgy"][c.at])
-                if c.metric == "dcc" and c.at not in numbers["dcc"]:
-                    value = dose_numbers(dose_gy[mask], voxel_cc, CourseSettings(dose_volumes_cc=(c.at,)))["dcc"][c.at]
+                value = {"dmax": numbers["dmax"], "dcc": numbers["dcc"].get(c.at), "vgy": numbers["vgy"].get(c.at)}[c.metric]
                 if value is None and c.metric == "dmax":
                     value = 0.0  # an absent organ gets no dose
                 day.constraints.append((c, value, *c.check(value)))

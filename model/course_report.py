@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,10 +118,14 @@ def read_target(spec: str, scan: Scan) -> tuple[np.ndarray, list[str]]:
         from .dicom.truth import named_structure
 
         mask, header = named_structure(path, name, scan)
-        frame = str(header.get("FrameOfReferenceUID", "") or "")
-        for item in header.get("ReferencedFrameOfReferenceSequence", []) if not frame else []:
-            frame = str(item.get("FrameOfReferenceUID", "") or "")
-        return mask, check_same_patient(scan, str(header.get("PatientID", "") or ""), frame, path.name)
+        # An RTSTRUCT names its frame in three places (a SEG in the first): every one must be the scan's.
+        frames = {str(header.get("FrameOfReferenceUID", "") or "")}
+        frames |= {str(item.get("FrameOfReferenceUID", "") or "") for item in header.get("ReferencedFrameOfReferenceSequence", [])}
+        frames |= {str(roi.get("ReferencedFrameOfReferenceUID", "") or "") for roi in header.get("StructureSetROISequence", [])}
+        notes = []
+        for frame in sorted(frames - {""}) or [""]:
+            notes = check_same_patient(scan, str(header.get("PatientID", "") or ""), frame, path.name)
+        return mask, notes
     if kind == "nifti":
         from .scans.nifti import read_nifti
 
@@ -175,8 +180,6 @@ def finish_course(plan: CoursePlan, out_dir: str | Path, truth_csv: str | Path |
 
 def run_course(plan: CoursePlan, args) -> int:
     """The CLI's last step: compute and write the course, print its notes (a failing day first); 0 or 1."""
-    import sys
-
     try:
         files, notes = finish_course(plan, args.out, args.truth, args.slice_thickness)
     except (ScanError, ValueError) as err:
@@ -199,7 +202,7 @@ def course_rows(result: Course, case: str, masks: str = "predicted") -> list[dic
                    "in_target_cc": o.in_target_cc}
             row.update({f"{name}_cc": cc for name, cc in zip(settings.ring_names, o.ring_cc)})
             row.update({"min_distance_mm": o.min_distance_mm, "dmax_gy": o.dmax_gy})
-            row.update({_dcc_column(x): o.dx_cc_gy.get(x) for x in settings.dose_volumes_cc})
+            row.update({_dcc_column(x): o.dx_cc_gy.get(x) for x in settings.volumes_cc})
             row.update({_vgy_column(x): o.v_gy_cc.get(x) for x in settings.thresholds_gy})
             row.update({"registration_translation_mm": reg.translation_length_mm,
                         "registration_rotation_deg": reg.rotation_angle_deg})
@@ -213,7 +216,7 @@ def course_rows(result: Course, case: str, masks: str = "predicted") -> list[dic
 
 def course_columns(settings: CourseSettings) -> list[str]:
     return [*COURSE_COLUMNS, *(f"{n}_cc" for n in settings.ring_names), "min_distance_mm", "dmax_gy",
-            *(_dcc_column(x) for x in settings.dose_volumes_cc), *(_vgy_column(x) for x in settings.thresholds_gy),
+            *(_dcc_column(x) for x in settings.volumes_cc), *(_vgy_column(x) for x in settings.thresholds_gy),
             "registration_translation_mm", "registration_rotation_deg",
             *(col for c in settings.constraints for col in (c.text, f"{c.text} margin"))]
 

@@ -249,6 +249,7 @@ def read_csv(path):
         return list(reader.fieldnames), list(reader)
 
 
+@pytest.mark.slow
 def test_course_cli_writes_the_table_dvh_plots_and_rtstructs(dicom_course):
     out = dicom_course["out"]
     assert dicom_course["code"] == 0
@@ -268,6 +269,7 @@ def test_course_cli_writes_the_table_dvh_plots_and_rtstructs(dicom_course):
     assert not list(out.glob(".course-*"))  # the scratch folder is gone
 
 
+@pytest.mark.slow
 def test_mapped_target_follows_each_day(dicom_course):
     """Day 1's PTV_mapped is the PTV; days 3 and 5 carry it by the known roll (within a voxel)."""
     out = dicom_course["out"]
@@ -285,6 +287,7 @@ def test_mapped_target_follows_each_day(dicom_course):
         named_structure(rtstruct, "PTV_ring_10_20mm", scan)
 
 
+@pytest.mark.slow
 def test_dciodvfy_accepts_the_mapped_rtstruct(dicom_course):
     tool = require_tool("dciodvfy")
     path = dicom_course["out"] / "case7_day3_course_rtstruct.dcm"
@@ -295,12 +298,14 @@ def test_dciodvfy_accepts_the_mapped_rtstruct(dicom_course):
     assert errors == [], errors[:5]
 
 
+@pytest.mark.slow
 def test_course_again_reuses_the_segmented_days(dicom_course, capsys):
     """A second run with a model that does not exist: every day is finished, so nothing needs the model."""
     args = list(dicom_course["args"])
     args[args.index("--model") + 1] = str(dicom_course["root"] / "no-such-model")
     assert main(args) == 0
-    assert "course: wrote course.csv" in capsys.readouterr().err
+    wrote = [line for line in capsys.readouterr().err.splitlines() if line.startswith("course: wrote")]
+    assert len(wrote) == 1 and "course.csv" in wrote[0] and "case7_day5_course_rtstruct.dcm" in wrote[0]
 
 
 def refused(dicom_course, capsys, tmp_path, replace_args: dict, says: str):
@@ -324,37 +329,43 @@ def refused(dicom_course, capsys, tmp_path, replace_args: dict, says: str):
     return err[0]
 
 
+@pytest.mark.slow
 def test_refuses_a_missing_roi_and_lists_the_names(dicom_course, capsys, tmp_path):
     line = refused(dicom_course, capsys, tmp_path, {"--target": f"{dicom_course['target']}:CTV"}, "no ROI named 'CTV'")
     assert "PTV" in line and "GTV" in line
 
 
+@pytest.mark.slow
 def test_refuses_a_bad_constraint(dicom_course, capsys, tmp_path):
     refused(dicom_course, capsys, tmp_path, {"--constraint": "bowel:V20<=1"}, "does not parse")
 
 
+@pytest.mark.slow
 def test_refuses_a_dose_that_misses_the_scan(dicom_course, capsys, tmp_path):
     like = pydicom.dcmread(dicom_course["series"][1][0], stop_before_pixels=True)
     far = rt_series.write_rtdose(np.ones((4, 5, 6)), tmp_path / "far.dcm", like, origin=(900.0, 900.0, 900.0))
     refused(dicom_course, capsys, tmp_path, {"--dose": str(far)}, "does not overlap")
 
 
+@pytest.mark.slow
 def test_refuses_a_dose_of_another_patient(dicom_course, capsys, tmp_path):
     like = pydicom.dcmread(dicom_course["series"][1][0], stop_before_pixels=True)
     other = rt_series.write_rtdose(np.ones((4, 5, 6)), tmp_path / "other.dcm", like, patient_id="SOMEONE-ELSE")
     refused(dicom_course, capsys, tmp_path, {"--dose": str(other)}, "another patient")
 
 
+@pytest.mark.slow
 def test_refuses_a_target_on_another_frame_of_reference(dicom_course, capsys, tmp_path):
     reference = dicom_course["reference"]
     ds = pydicom.dcmread(dicom_course["target"])
-    ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = pydicom.uid.generate_uid()
+    ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = pydicom.uid.generate_uid()  # one of three places
     path = tmp_path / "other_frame.dcm"
     ds.save_as(path)
-    assert reference.source.frame_of_reference_uid != ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    assert reference.source.frame_of_reference_uid == ds.FrameOfReferenceUID
     refused(dicom_course, capsys, tmp_path, {"--target": f"{path}:PTV"}, "another frame of reference")
 
 
+@pytest.mark.slow
 def test_refuses_a_course_of_one_day(dicom_course, capsys, tmp_path):
     args = list(dicom_course["args"])
     args[0] = str(dicom_course["root"] / "case7" / "case7_day1")
@@ -405,6 +416,7 @@ def test_a_label_nifti_target_and_a_box(tmp_path):
         read_target("box:4:6,3:5", scan)
 
 
+@pytest.mark.slow
 def test_the_dvh_csv_holds_each_organ_found_with_a_dose(dicom_course):
     _, rows = read_csv(dicom_course["out"] / "dvh.csv")
     _, course_rows = read_csv(dicom_course["out"] / "course.csv")
@@ -415,3 +427,51 @@ def test_the_dvh_csv_holds_each_organ_found_with_a_dose(dicom_course):
         assert float(curve[0]["dose_gy"]) == 0.0 and float(curve[0]["volume_pct"]) == pytest.approx(100.0, abs=0.01)
         volumes = [float(r["volume_cc"]) for r in curve]
         assert volumes == sorted(volumes, reverse=True)
+
+
+def test_a_seg_segment_by_name(tmp_path):
+    from model.dicom.seg import write_seg
+
+    texture = (np.arange(20 * 40 * 48, dtype=np.uint16).reshape(20, 40, 48) % 97) + 1
+    rt_series.write_mr_series(texture, tmp_path / "mr", pixel_spacing=(1.5, 1.25))
+    scan = load_scan(tmp_path / "mr")
+    ptv = np.zeros(scan.shape, bool)
+    ptv[5:12, 10:30, 12:40] = True
+    stomach = np.zeros(scan.shape, bool)
+    stomach[2:6, 2:9, 2:9] = True
+    path = write_seg([Structure("stomach", "Stomach", stomach, "#007fff", "organ", "stomach"),
+                      Structure("bowel_bag", "PTV", ptv, "#ff00ff", "bowel_bag")], scan.source, tmp_path / "seg.dcm")
+    mask, header = named_structure(path, "ptv", scan)
+    assert np.array_equal(mask, ptv) and str(header.PatientID) == rt_series.PATIENT_ID
+    with pytest.raises(ScanError, match="no segment named 'CTV'; its segments: Stomach, PTV"):
+        named_structure(path, "CTV", scan)
+
+
+def test_constraints_pass_and_fail_with_their_margins_and_a_failing_day_comes_first():
+    phantom = REAL_SPACING
+    texts = ("stomach:D1cc<=30Gy", "stomach:V20Gy<=30cc", "stomach:Dmax<=33Gy", "small_bowel:Dmax<=1Gy")
+    settings = C.CourseSettings(constraints=tuple(C.parse_constraint(t) for t in texts))
+    organs = C.measure_day(phantom.target(), phantom.organ(), phantom.spacing_mm, phantom.dose(), settings)[0]
+    found = {c.text: (value, status, margin) for o in organs for c, value, status, margin in o.constraints}
+    stomach = organs[0]
+    d1cc = C.dose_numbers(phantom.dose()[phantom.organ()[0]], float(np.prod(phantom.spacing_mm)) / 1000,
+                          C.CourseSettings(dose_volumes_cc=(1.0,)))["dcc"][1.0]
+    assert found["stomach:D1cc<=30Gy"] == (pytest.approx(d1cc), "fail", pytest.approx(30 - d1cc))
+    assert found["stomach:V20Gy<=30cc"] == (pytest.approx(stomach.v_gy_cc[20.0]), "pass",
+                                            pytest.approx(30 - stomach.v_gy_cc[20.0]))
+    assert found["stomach:Dmax<=33Gy"][1:] == ("fail", pytest.approx(33 - stomach.dmax_gy))
+    assert found["small_bowel:Dmax<=1Gy"] == (0.0, "pass", 1.0)  # an absent organ gets no dose
+
+    # Day 2 has the organ 6 mm nearer: it fails the same constraint by more; the failing days' note comes first.
+    days, target, _ = K.moved_days(phantom)
+    from model.days import registration_from_matrix
+    from model.dicom.rtdose import Dose
+
+    s, r, c = phantom.spacing_mm
+    dose = Dose(phantom.dose(), np.diag([-c, -r, s, 1.0]), name="phantom dose")
+    known = {"day1": registration_from_matrix(np.eye(4), days[0][1])}
+    result = C.course("day1", target, days, dose, C.CourseSettings(constraints=(C.parse_constraint("stomach:Dmax<=35Gy"),)),
+                      known)
+    assert [d.label for d in result.days] == ["day1", "day2"]
+    assert result.days[0].failed == [] and len(result.days[1].failed) == 1
+    assert result.notes[0].startswith("day2 FAILS stomach:Dmax<=35Gy (over by")
