@@ -152,8 +152,9 @@ class OrganDay:
     """One organ on one day. Volumes in cc (= ml), distances in mm, doses in Gy; ``None`` where a
     number does not exist (an absent organ, no dose, an organ smaller than the Dx cc volume).
 
-    ``min_distance_mm``: the gap between the organ's and the target's voxel boxes, or, when they
-    overlap, minus the depth of the organ's deepest voxel centre inside the target.
+    ``min_distance_mm``: the smallest distance between the organ's and the target's surfaces
+    (:func:`surface_points_mm`), or, when they overlap, minus the depth of the organ's deepest surface
+    point inside the target. ``ring_cc``: one volume per ring of :attr:`CourseSettings.ring_names`.
     ``dvh``: ``(doses (B,), volumes_cc (B,))``, the volume receiving at least each dose.
     """
 
@@ -234,7 +235,7 @@ def signed_distance_mm(target: np.ndarray, spacing_mm: Sequence[float], reach_mm
     """``(D, H, W) float32`` mm from each voxel centre to the target's surface: positive outside, negative inside.
 
     The surface is :func:`surface_points_mm`'s; the distance is to its nearest vertex (``scipy.spatial.cKDTree``),
-    which for a point more than a voxel away is the distance to the surface within hundredths of a mm.
+    which for a point more than a voxel away is close to the distance to the surface itself (the vertices are dense).
     Voxels farther than ``reach_mm`` from the target's bounding box get +inf (they are in no ring).
     An empty target gives +inf everywhere.
     """

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import labels
-from .course import Course, CourseSettings, course, parse_constraint
+from .course import Course, CourseSettings, check_dose_overlap, course, parse_constraint
 from .dicom.rtdose import Dose, read_rtdose
 from .scans.base import Scan, ScanError
 from .scans.sources import ScanSource
@@ -93,8 +93,6 @@ def prepare_course(args, sources: list[ScanSource]) -> CoursePlan:
     if args.dose is not None:
         dose = read_rtdose(args.dose)
         notes += check_same_patient(ref_scan, dose.patient_id, dose.frame_of_reference_uid, args.dose.name)
-        from .course import check_dose_overlap
-
         check_dose_overlap(ref_scan, dose)
     return CoursePlan(cases[0], days, reference, ref_scan, target, dose, settings, notes)
 
@@ -134,6 +132,8 @@ def read_target(spec: str, scan: Scan) -> tuple[np.ndarray, list[str]]:
                 labelled.affine, scan.affine, atol=1e-3 * min(scan.spacing_mm))):
             raise ScanError(f"{path.name} is not on the reference scan's grid ({labelled.describe()}; "
                             f"the reference: {scan.describe()}).")
+        if name and not name.isdigit():
+            raise ValueError(f"--target {spec}: a label NIfTI's structure is a label id (FILE:2), not {name!r}")
         ids = np.rint(labelled.voxels).astype(np.int64)
         mask = ids == int(name) if name else ids != 0
         if not mask.any():
