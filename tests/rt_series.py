@@ -102,8 +102,8 @@ def organ_masks_for(voxels: np.ndarray) -> np.ndarray:
 def write_rtdose(gy: np.ndarray, path: Path, like, *, origin=(-180.0, -160.0, -60.0), orientation=AXIAL,
                  pixel_spacing=(1.5, 1.25), frame_mm=3.0, absolute_offsets: bool = False,
                  patient_id: str | None = None, frame_uid: str | None = None) -> Path:
-    """Write ``(F, R, C)`` Gy as a synthetic RTDOSE: 16-bit values scaled by DoseGridScaling (plastimatch
-    1.9 misreads 32-bit dose values: it took half the pixel data's length and drew on a wrong grid).
+    """Write ``(F, R, C)`` Gy as a synthetic RTDOSE: 16-bit values scaled by DoseGridScaling (for a 32-bit
+    dose, ``plastimatch header`` reported half the pixel data's length, so 16 bits are used).
 
     ``like``: a dataset of the MR series whose patient, study and frame of reference it copies
     (``patient_id``, ``frame_uid`` override them, for the refusals). ``absolute_offsets``: write
