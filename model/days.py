@@ -277,6 +277,25 @@ def _levels(settings: RegistrationSettings, slices: int) -> list[int]:
     return levels or [len(settings.shrink_factors) - 1]
 
 
+def resample(volume: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int], onto_affine: np.ndarray,
+             onto_to_volume: np.ndarray | None = None, linear: bool = True, outside: float = 0.0) -> np.ndarray:
+    """``volume`` ``(D, H, W)`` (RAS ``affine``) sampled on another grid: ``shape`` with RAS ``onto_affine``.
+
+    ``onto_to_volume``: ``(4, 4)`` RAS transform from a point of the new grid's frame to the same
+    anatomy in the volume's frame (a registration's ``a_to_b`` when the volume is day B and the
+    grid day A's; identity when ``None``). Trilinear or nearest neighbour; ``outside`` beyond the volume.
+    Returns the volume's dtype (float32 for bool input: threshold it yourself).
+    """
+    import SimpleITK as sitk
+
+    dtype = np.float32 if volume.dtype == bool else volume.dtype
+    moving = _itk_image(volume.astype(dtype, copy=False), affine)
+    grid = _itk_image(np.zeros(shape, np.uint8), onto_affine)
+    transform = _itk_transform(np.eye(4) if onto_to_volume is None else onto_to_volume)
+    interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
+    return sitk.GetArrayFromImage(sitk.Resample(moving, grid, transform, interpolator, float(outside)))
+
+
 def _itk_image(voxels: np.ndarray, affine: np.ndarray):
     """``(D, H, W)`` array with a RAS affine → a SimpleITK image in ITK's LPS frame."""
     import SimpleITK as sitk

@@ -2,6 +2,7 @@
 
     python -m model.predict INPUT... --out DIR [--model ID_OR_DIR] [--revision REV] [--truth train.csv]
                             [--bowel-bag] [--margin-mm N] [--compare-days]
+                            [--course --target FILE[:ROI] [--dose RTDOSE] [--constraint C ...] [--reference DAY]]
 
 Each INPUT is a scan (a folder of slices, a zip, a NIfTI file, a DICOM folder; loose slice or
 .dcm files form one scan per folder they sit in) or a folder of scans, such as a Kaggle
@@ -18,7 +19,9 @@ organ volumes; then ``DIR/submission.csv`` (all Kaggle-named scans) and ``DIR/vo
 centroid shift, Dice and HD95 after a rigid registration; :mod:`model.days`), and the same for the
 ``--truth`` masks; scans finished in an earlier run are compared without loading a model. Exit
 status: 0, 1 when a scan (or a pair of days) failed (the others are still written), 2 when nothing
-could run. Research use only, not for diagnosis.
+could run. With ``--course`` (one case's days, a target on the reference day, optionally a dose and
+constraints) it writes ``DIR/course.csv``, ``dvh.csv``, plots and the mapped target's RTSTRUCTs
+(:mod:`model.course_report`; docs/course.md). Research use only, not for diagnosis.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from .checkpoint import CheckpointError, model_choice
 from .cohort import (add_cohort_options, check_cohort_options, compare_cohort_days, finished, plan_cohort, run,
                      score_cohort, write_cohort_files)
+from .course_report import add_course_options, prepare_course, run_course
 from .scans.base import ScanError
 from .threads import prefer_sleeping_threads
 
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     add_cohort_options(parser)
     parser.add_argument("--compare-days", action="store_true",
                         help="write DIR/changes.csv: each case's later days against its first (and --truth's)")
+    add_course_options(parser)
     args = parser.parse_args(argv)
     check_cohort_options(parser, args)
     prefer_sleeping_threads()  # before .inference loads torch
@@ -56,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         sources = plan_cohort(args.inputs, args.out)
     except ScanError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:  # a course is checked whole before any scan is segmented
+        course = prepare_course(args, sources) if args.course else None
+    except (ScanError, ValueError) as err:
+        print(f"error: course: {err}", file=sys.stderr)
         return 2
     for folder in args.inputs:
         if folder.is_dir() and not any(s.key.startswith(folder.absolute().as_posix() + "/") or
@@ -108,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: compare days: {problem}", file=sys.stderr)
         print(f"compare days: wrote {changes.name} in {args.out}", file=sys.stderr)
         failed += len(problems)
+    if course is not None:
+        failed += run_course(course, args)
     return 1 if failed else 0
 
 

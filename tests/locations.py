@@ -4,6 +4,8 @@ several folders have a conftest.py, so nothing is imported from there)."""
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
 
 from benchmarks.served import free_port  # noqa: F401 - the one helper, re-exported for the tests
@@ -25,3 +27,15 @@ def decode_rle_file(path: Path, shapes: dict[str, tuple[int, int]] | None = None
 
     rows = RleCsv(path)
     return {case_day: rows.volume(case_day, (shapes or {}).get(case_day)) for case_day in rows.case_days}
+
+
+def require_tool(name: str) -> str:
+    """The path of a command-line tool; skips when absent, fails under CI, whose .ci/run installs it."""
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {name} is missing (apt-get install plastimatch dicom3tools)")
+        pytest.skip(f"{name} is not installed (apt-get install plastimatch dicom3tools)")
+    return path

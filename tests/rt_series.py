@@ -97,3 +97,56 @@ def organ_masks_for(voxels: np.ndarray) -> np.ndarray:
     radius = np.hypot(r - rows * 0.55, c - cols * 0.72)
     large_bowel = (radius >= 12) & (radius <= 22) & (s >= depth * 0.1) & (s < depth * 0.7)
     return np.stack([stomach, small_bowel, large_bowel])
+
+
+def write_rtdose(gy: np.ndarray, path: Path, like, *, origin=(-180.0, -160.0, -60.0), orientation=AXIAL,
+                 pixel_spacing=(1.5, 1.25), frame_mm=3.0, absolute_offsets: bool = False,
+                 patient_id: str | None = None, frame_uid: str | None = None) -> Path:
+    """Write ``(F, R, C)`` Gy as a synthetic RTDOSE: 16-bit values scaled by DoseGridScaling (for a 32-bit
+    dose, ``plastimatch header`` reported half the pixel data's length, so 16 bits are used).
+
+    ``like``: a dataset of the MR series whose patient, study and frame of reference it copies
+    (``patient_id``, ``frame_uid`` override them, for the refusals). ``absolute_offsets``: write
+    GridFrameOffsetVector as the frames' z coordinates (the standard's second form, axial only).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rt_dose_storage = "1.2.840.10008.5.1.4.1.1.481.2"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = rt_dose_storage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID, ds.SOPInstanceUID = rt_dose_storage, meta.MediaStorageSOPInstanceUID
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "FrameOfReferenceUID"):
+        setattr(ds, keyword, like.get(keyword, ""))
+    if patient_id is not None:
+        ds.PatientID = patient_id
+    if frame_uid is not None:
+        ds.FrameOfReferenceUID = frame_uid
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "RTDOSE", generate_uid(), 90, 1
+    ds.PositionReferenceIndicator, ds.Manufacturer = "", "test"
+    frames, rows, cols = gy.shape
+    row_cos, col_cos = np.array(orientation[:3]), np.array(orientation[3:])
+    normal = np.cross(row_cos, col_cos)
+    ds.ImagePositionPatient = [round(float(v), 4) for v in origin]
+    ds.ImageOrientationPatient = [round(float(v), 8) for v in orientation]
+    ds.PixelSpacing = [float(v) for v in pixel_spacing]
+    ds.SliceThickness = frame_mm
+    offsets = np.arange(frames) * frame_mm
+    ds.GridFrameOffsetVector = [round(float(v), 4) for v in (offsets + origin[2] if absolute_offsets else offsets)]
+    ds.FrameIncrementPointer = 0x3004000C
+    ds.NumberOfFrames, ds.Rows, ds.Columns = frames, rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"
+    scale = max(float(np.max(gy)), 1e-3) / 60000.0
+    ds.DoseGridScaling = f"{scale:.6e}"
+    scale = float(ds.DoseGridScaling)
+    ds.PixelData = np.rint(np.clip(gy, 0, None) / scale).astype("<u2").tobytes()
+    assert abs(float(normal[2])) > 0.99 or not absolute_offsets
+    ds.save_as(path, enforce_file_format=True)
+    return path

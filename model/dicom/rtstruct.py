@@ -29,8 +29,9 @@ from ..planning import Structure
 from ..scans.base import SourceSeries
 from .codes import MANUFACTURER, MODEL_NAME, RT_STRUCTURE_SET_STORAGE, SOFTWARE_VERSION, STUDY_COMPONENT_MANAGEMENT
 #: What RTROIInterpretedType each structure kind gets: organs and the bowel bag are organs at
-#: risk; a PRV is a region whose dose is to be kept low (DICOM has no PRV term).
-INTERPRETED_TYPE = {"organ": "ORGAN", "bowel_bag": "ORGAN", "prv": "AVOIDANCE"}
+#: risk; a PRV is a region whose dose is to be kept low (DICOM has no PRV term). The course report's
+#: mapped target is a PTV, and its rings are CONTROL regions (structures to count within, not to treat).
+INTERPRETED_TYPE = {"organ": "ORGAN", "bowel_bag": "ORGAN", "prv": "AVOIDANCE", "target": "PTV", "ring": "CONTROL"}
 #: Source attributes copied so the file files under the same patient and study.
 PATIENT_STUDY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
                           "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")

@@ -7,7 +7,6 @@ instance numbers against the positions. Agreement is measured in patient space.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
@@ -21,6 +20,7 @@ from model.planning import planning_structures
 from model.dicom.rtstruct import mask_contours
 from model.scans import ScanError, load_scan
 from model.scans.dicom import read_dicom_series
+from locations import require_tool
 from scan_fixtures import kaggle_slices, stack
 
 GEOMETRIES = {
@@ -29,16 +29,6 @@ GEOMETRIES = {
     "axial_descending": dict(orientation=rt_series.AXIAL, instance_order="descending", pixel_spacing=(1.5, 1.5)),
 }
 ORGAN_LABELS = ("Stomach", "Small bowel", "Large bowel")
-
-
-def require_tool(name: str) -> str:
-    """The path of a command-line tool; skips when absent, fails under CI, whose .ci/run installs it."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {name} is missing (apt-get install plastimatch dicom3tools)")
-        pytest.skip(f"{name} is not installed (apt-get install plastimatch dicom3tools)")
-    return path
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
