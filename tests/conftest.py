@@ -63,18 +63,18 @@ def rle_volumes(shared_data: Path):
 
 
 @pytest.fixture(scope="module")
-def app_module(softmax_ckpt, tmp_path_factory):
-    """``app`` with the tiny checkpoint and its scratch dir in a test folder, for calling handlers directly."""
-    import app
-
+def tiny_model(softmax_ckpt, tmp_path_factory):
+    """The page's model holder on the tiny checkpoint, and its scratch dir in a test folder, for calling
+    the tabs' handlers (:mod:`ui`) directly; yields :mod:`ui.server`."""
     from model.serving import Scratch
+    from ui import server
 
-    saved = app.SCRATCH
-    app.SCRATCH = Scratch(tmp_path_factory.mktemp("scratch"), app.CACHE_SECONDS)
-    app.configure(str(softmax_ckpt))
-    yield app
-    app.configure(None)
-    app.SCRATCH = saved
+    saved = server.SCRATCH
+    server.SCRATCH = Scratch(tmp_path_factory.mktemp("scratch"), server.CACHE_SECONDS)
+    server.MODEL.configure(str(softmax_ckpt))
+    yield server
+    server.MODEL.configure(None)
+    server.SCRATCH = saved
 
 
 # --------------------------------------------------------------------------- one live server per session
@@ -93,7 +93,7 @@ class LiveServer:
 
     @property
     def scratch(self) -> Path:
-        """The app's own output folder (``app.SCRATCH.root`` in the server process)."""
+        """The app's own output folder (``ui.server.SCRATCH.root`` in the server process)."""
         return self.tmp / "uwmgi-outputs"
 
     def stray_files(self) -> set[Path]:
