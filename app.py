@@ -3,19 +3,11 @@
 Research demo, not for diagnostic use. The page: three tabs of components and their events, and
 the entry point. The handlers, their state and tables live in :mod:`ui`; every mechanism behind
 them in :mod:`model`. Importing this module builds ``demo`` but downloads nothing, starts no server
-and loads no torch. ``python app.py [--model ID_OR_DIR] [--revision REV]`` starts the model in its
-own process (:func:`model.worker.preload`) before it imports Gradio.
+and loads no torch. ``python app.py [--model ID_OR_DIR] [--revision REV]`` (:func:`main`) starts the
+model in its own process, then serves the page while it loads.
 """
 
 from __future__ import annotations
-
-from model import worker
-
-# The one statement before the imports (ruff's E402 is off for this file alone, in pyproject.toml):
-# under `python app.py` the model's process starts here, so its imports (torch, transformers) run
-# while this process imports Gradio; on a 2-vCPU Space the two then overlap instead of adding up
-# (cold start: benchmarks/results/). Imported (tests, notebooks), this does nothing.
-MODEL_PROCESS = worker.preload(__name__)
 
 import logging
 import sys
@@ -28,6 +20,7 @@ from gradio.utils import get_upload_folder
 from model.checkpoint import CheckpointError, model_choice
 from model.samples import find_samples
 from model.serving import configure_logging
+from model.worker import SegmenterProcess
 from ui import days_tab, scan_tab, server, slice_tab
 from ui.editor import BRUSH_COLOURS, BRUSH_PX
 from ui.overlays import COLOR_MAP, CONFUSION_COLOURS, ORGAN_CHOICES, SLICE_COLOR_MAP
@@ -178,16 +171,17 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
 
 
 # The samples are fetched (into the HF cache) only when the app is run, never on import.
-demo = build_demo(*find_samples(fetch=MODEL_PROCESS is not None, limit=24))
+demo = build_demo(*find_samples(fetch=__name__ == "__main__", limit=24))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = server.parse_app_args(argv)
     configure_logging()
+    # The model loads in its own process (model.worker) while this one starts serving: the first
+    # requests wait for it; a checkpoint that cannot load still ends the app with one line.
+    # Host, port: GRADIO_SERVER_*.
     choice = model_choice(args.model, args.revision)
-    server.MODEL.configure(*choice, segmenter=MODEL_PROCESS if MODEL_PROCESS is not None and MODEL_PROCESS.choice == choice else None)
-    # Serve while the model loads (in its own process under `python app.py`): the first requests wait
-    # for it; a checkpoint that cannot load still ends the app with one line. Host, port: GRADIO_SERVER_*.
+    server.MODEL.configure(*choice, segmenter=SegmenterProcess(*choice))
     demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True)
     try:
         segmenter = server.MODEL.get()

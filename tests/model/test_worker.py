@@ -133,19 +133,6 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
     assert sent == [5, 7, 3]  # slices 0-4, 2-8 and 6-8: only what the stacks reach
 
 
-def test_preload_starts_a_model_process_only_for_the_script(softmax_ckpt, monkeypatch):
-    from model import worker
-
-    monkeypatch.delenv("MODEL", raising=False)
-    monkeypatch.setenv("MODEL_REVISION", "v2")
-    assert worker.preload("app", ["--model", str(softmax_ckpt)]) is None  # imported: nothing starts
-    proc = worker.preload("__main__", ["--model", str(softmax_ckpt), "--unrelated", "x"])
-    try:
-        assert isinstance(proc, SegmenterProcess) and proc.choice == (str(softmax_ckpt), "v2")
-    finally:
-        proc.close()
-
-
 def test_probabilities_match_the_in_process_segmenter(worker, softmax_ckpt):
     rng = np.random.default_rng(1)
     voxels = rng.integers(0, 4000, size=(5, 50, 60), dtype=np.uint16)
