@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,21 @@ def rle_volumes(shared_data: Path):
 
     rle = shared_data / "rle"
     return decode_rle_file(rle / "train.csv", read_volume_shapes(rle / "volumes.csv"))
+
+
+@pytest.fixture()
+def kaggle_scan(shared_data, tmp_path):
+    """Six real 360×310 slices (W×H: not square) in a case-day folder, with deterministic organ masks."""
+    import rt_series
+    from model.scans import load_scan
+    from scan_fixtures import kaggle_slices
+
+    folder = tmp_path / "case9_day4" / "scans"
+    folder.mkdir(parents=True)
+    files = [shutil.copy(f, folder) for f in kaggle_slices(shared_data, "volume_360x310")[60:66]]
+    scan = load_scan(files)
+    assert scan.shape == (6, 310, 360) and scan.case_day == "case9_day4"
+    return scan, rt_series.organ_masks_for(scan.voxels)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import zipfile
 
 import nibabel as nib
@@ -17,22 +16,10 @@ from model.measure import measure
 from model.outputs import SegmentedScan, write_outputs
 from model.planning import planning_structures
 from model.review import ReviewFlag
-from model.scans import load_scan
 from model.scans.dicom import read_dicom_series
 from scan_fixtures import kaggle_slices, stack
 
 STOMACH, SMALL, LARGE = range(3)
-
-
-@pytest.fixture()
-def kaggle_scan(shared_data, tmp_path):
-    """Six real 360×310 slices (W×H: not square) in a case-day folder, with deterministic organ masks."""
-    folder = tmp_path / "case9_day4" / "scans"
-    folder.mkdir(parents=True)
-    files = [shutil.copy(f, folder) for f in kaggle_slices(shared_data, "volume_360x310")[60:66]]
-    scan = load_scan(files)
-    assert scan.shape == (6, 310, 360) and scan.case_day == "case9_day4"
-    return scan, rt_series.organ_masks_for(scan.voxels)
 
 
 def segmented(scan, masks, out_dir, **options) -> ScanEdits:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
-import rt_series
 from model import labels
-from model.scans import load_scan
-from scan_fixtures import kaggle_slices
 from ui.editor import FRAME_ALPHA, MASK_ALPHA, MIN_ALPHA, EditError, editor_value, layers_to_masks
 
 STOMACH, SMALL, LARGE = range(3)
-
-
-@pytest.fixture()
-def kaggle_scan(shared_data, tmp_path):
-    """Six real 360×310 slices (W×H: not square), with deterministic organ masks."""
-    folder = tmp_path / "case9_day4" / "scans"
-    folder.mkdir(parents=True)
-    files = [shutil.copy(f, folder) for f in kaggle_slices(shared_data, "volume_360x310")[60:66]]
-    scan = load_scan(files)
-    assert scan.shape == (6, 310, 360)
-    return scan, rt_series.organ_masks_for(scan.voxels)
 
 
 def test_editor_layers_round_trip_at_the_slices_own_grid(kaggle_scan):
