@@ -84,7 +84,7 @@ def peaks(machine: Machine, quick: bool) -> tuple[float, float, list[Row]]:
 def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, repeats: int, quick: bool,
             log=print) -> tuple[list[Row], InProcess]:
     """The in-process rows, and the numbers later rows and the targets are computed from."""
-    import app  # the UI module, for its /segment handler in process
+    from ui import server, slice_tab  # the page's model holder and its /segment handler, in process
 
     size = ARCHITECTURES[arch][1]
     fp32_peak, bf16_peak, rows = peaks(machine, quick)
@@ -103,8 +103,8 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
             rows.append(Row("engines", "OpenVINO conversion of the checkpoint, once (cold cache, torch loaded)",
                             time.perf_counter() - started, "s", note="then cached by weights sha256, shape policy, version"))
         rows += [Row("engines", f"installed size of {name}", package_mib(name), "MiB") for name in ("openvino", "torch")]
-    app.configure(str(checkpoint_dir))
-    ours = app.get_segmenter()  # the machine's default engine, as the app runs it
+    server.MODEL.configure(str(checkpoint_dir))
+    ours = server.MODEL.get()  # the machine's default engine, as the app runs it
     log(f"runtime: {ours.runtime.describe()}; GFLOP/forward {nominal_gflop:.1f} nominal, {executed_gflop:.1f} executed")
 
     raw = read_slice(scan.slice_file)
@@ -116,7 +116,7 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
     def ours_without_model():  # the handler with the forward pass replaced by its precomputed result
         ours.forward = lambda x: fast_logits
         try:
-            app.segment(str(scan.slice_file))
+            slice_tab.segment(str(scan.slice_file))
         finally:
             del ours.forward
 
@@ -136,7 +136,7 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
 
     variants = {
         "ref": lambda: reference.predict_file(ref_model, scan.slice_file, size),
-        "ours": lambda: app.segment(str(scan.slice_file)),
+        "ours": lambda: slice_tab.segment(str(scan.slice_file)),
         "ours pre/post": ours_without_model,
         "ref pre/post": lambda: reference.predict_file(canned_model, scan.slice_file, size),
         "model exact b1": lambda: exact.forward(exact.preprocess(raw[None])),
@@ -156,7 +156,7 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
     eff = executed_gflop / m["model fast b1"] / fp32_peak
     rows += [
         Row("in process", "reference: blog steps, fp32 eager (1 slice)", m["ref"], "s", times["ref"]),
-        Row("in process", "ours: /segment handler, app.segment (1 slice)", m["ours"], "s", times["ours"],
+        Row("in process", "ours: /segment handler, slice_tab.segment (1 slice)", m["ours"], "s", times["ours"],
             note=f"{m['ref'] / m['ours']:.2f}× faster than the reference"),
         Row("in process", "reference pre/post: its steps, forward pass precomputed", m["ref pre/post"], "s",
             times["ref pre/post"]),
@@ -207,7 +207,7 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
             note=f"{nominal_gflop * ref_rate / fp32_peak:.0%} of the best fp32 GEMM"),
         Row("memory", "benchmark process (both models, the scan)", peak_rss_mib(), "MiB peak RSS"),
     ]
-    app.configure(None)
+    server.MODEL.configure(None)
     return rows, InProcess(runtime=ours.runtime.describe(), nominal_gflop=nominal_gflop, executed_gflop=executed_gflop,
                            fp32_peak=fp32_peak, bf16_peak=bf16_peak, model_b1_s=m["model fast b1"],
                            model_exact_s=m["model exact b1"], prepost_s=m["ours pre/post"],

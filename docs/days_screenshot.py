@@ -39,6 +39,8 @@ from model.days_view import compare_uploads  # noqa: E402
 from model.outputs import save_mask_png_zip  # noqa: E402
 from model.rle import RleCsv  # noqa: E402
 from model.scans import Scan, load_scan  # noqa: E402
+from ui.days_tab import days_view  # noqa: E402
+from ui.tables import DAYS_HEADERS  # noqa: E402
 
 CASE_DAY = "case47_day29"
 SHIFT_MM = np.array([4.0, -5.0, 4.9])  # RAS (LR, AP, SI), as tests/model/test_days.py
@@ -140,11 +142,11 @@ def main() -> int:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     day_a, day_b = make_days(args.data, args.work)
-    note, rows, _, _ = compare_uploads([str(p) for p in day_a], [str(p) for p in day_b], None, args.work / "out")
+    note, rows, _, _ = days_view(compare_uploads([str(p) for p in day_a], [str(p) for p in day_b], None, args.work / "out"))
     record = {"day_a": f"{CASE_DAY} (real scan and labels)",
               "day_b": f"day A moved by {np.linalg.norm(SHIFT_MM):.2f} mm and {ROTATION_DEG:g}° onto a 266x266 grid",
               "known_translation_mm": SHIFT_MM.tolist(), "known_rotation_deg": ROTATION_DEG,
-              "note": note, "headers": days.TABLE_HEADERS, "rows": rows}
+              "note": note, "headers": DAYS_HEADERS, "rows": rows}
     (REPO / "docs" / "compare_days.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     print(note)
     checkpoint = args.model

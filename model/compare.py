@@ -10,11 +10,9 @@ training uses too.
 from __future__ import annotations
 
 import csv
-import math
 import re
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +28,6 @@ from .scans.base import Scan, ScanError
 from .scans.kinds import kind_of
 from .scans.nifti import read_nifti
 
-#: Names and colours of the comparison overlay (true positive, false positive, false negative).
-CONFUSION_COLOURS: dict[str, str] = {
-    "True positive": "#ffd400",
-    "False positive": "#ff00ff",
-    "False negative": "#00e5ff",
-}
 _SLICE_NUMBER = re.compile(r"slice_(\d+)")
 
 
@@ -156,23 +148,9 @@ def _truth_from_pngs(files: list[Path], scan: Scan) -> np.ndarray:
     return truth
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Competition numbers of one scan (:class:`model.metric.Score`) as table rows."""
-
-    score: Score
-
-    def rows(self) -> list[list]:
-        """``[organ, Dice, HD, score]`` per organ and overall; NaN (nothing to score) shows as ``"–"``."""
-        s = self.score
-        table = [[labels.DISPLAY_NAMES[o], _fmt(s.dice_per_organ[o]), _fmt(s.hausdorff_per_organ[o]),
-                  _fmt(s.score_per_organ[o])] for o in labels.ORGANS]
-        return table + [["All organs", _fmt(s.dice), _fmt(s.hausdorff), _fmt(s.score)]]
-
-
-def compare(organ_masks: np.ndarray, truth: np.ndarray) -> Comparison:
-    """Score a prediction against ground truth, both ``(O, D, H, W) bool``."""
-    return Comparison(competition_score([score_case(organ_masks, truth)]))
+def compare(organ_masks: np.ndarray, truth: np.ndarray) -> Score:
+    """The competition numbers of a prediction against ground truth, both ``(O, D, H, W) bool``."""
+    return competition_score([score_case(organ_masks, truth)])
 
 
 def confusion(organ_masks: np.ndarray, truth: np.ndarray, visible: Iterable[str] = labels.ORGANS) -> np.ndarray:
@@ -185,14 +163,3 @@ def confusion(organ_masks: np.ndarray, truth: np.ndarray, visible: Iterable[str]
     pred, true = organ_masks[keep], truth[keep]
     return np.stack([(pred & true).any(0), (pred & ~true).any(0), (~pred & true).any(0)])
 
-
-def confusion_annotations(organ_masks: np.ndarray, truth: np.ndarray, opacity: float = 0.5,
-                          visible: Iterable[str] = labels.ORGANS) -> list[tuple[np.ndarray, str]]:
-    """``gr.AnnotatedImage`` annotations for :func:`confusion` (mask × opacity, as the organ overlay)."""
-    alpha = float(np.clip(opacity, 0.0, 1.0))
-    return [(m.astype(np.float32) * alpha, name)
-            for m, name in zip(confusion(organ_masks, truth, visible), CONFUSION_COLOURS)]
-
-
-def _fmt(value: float) -> float | str:
-    return "–" if math.isnan(value) else round(value, 4)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from .labels import DISPLAY_NAMES, ORGANS
+from .labels import ORGANS
 from .scans import Scan, ScanError, check_organ_masks
 
 #: Fewest slices a scan needs to be registered in 3D (the coarsest level shrinks by 4).
@@ -434,20 +434,6 @@ def write_changes_csv(rows: list[dict], path: str | Path) -> Path:
         for row in rows:
             writer.writerow({key: _cell(row.get(key)) for key in CHANGE_COLUMNS})
     return path
-
-
-def table(comparison: DayComparison) -> list[list]:
-    """The per-organ numbers as display rows (organ, ml A, ml B, %, raw mm, registered mm, Dice, HD95 mm)."""
-    def fmt(value, digits=1):
-        return "" if value is None else round(float(value), digits)
-
-    return [[DISPLAY_NAMES[o.organ], fmt(o.volume_a_ml), fmt(o.volume_b_ml), fmt(o.volume_change_pct),
-             fmt(o.raw_shift_length_mm), fmt(o.registered_shift_length_mm), fmt(o.dice_registered, 3),
-             fmt(o.hd95_registered_mm), o.status] for o in comparison.organs]
-
-
-TABLE_HEADERS = ["Organ", "A (ml)", "B (ml)", "Change (%)", "Centroid shift raw (mm)",
-                 "Centroid shift registered (mm)", "Dice", "HD95 (mm)", "Status"]
 
 
 def _check_masks(masks: np.ndarray, scan: Scan, day: str) -> None:

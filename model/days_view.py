@@ -1,37 +1,43 @@
-"""The Compare days tab's work, without Gradio: two uploads in, a table, a picture and two downloads out.
+"""The Compare days tab's work, without Gradio: two uploads in, the comparison and two downloads out.
 
 Each day's upload is a scan in any format :func:`model.scans.load_scan` reads. It may also hold an
 earlier result of that scan, its ``<scan>_masks.zip`` or ``<scan>_labels.nii.gz`` download; then
-those masks are compared and the model is not run for that day. Day A is the reference.
+those masks are compared and the model is not run for that day. Day A is the reference. The
+page's note, table and picture are :mod:`ui.days_tab`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from skimage.segmentation import find_boundaries
 
-from . import labels
-from .days import TABLE_HEADERS, DayComparison, check_3d, compare_days, table, write_changes_csv
-from .image import normalize_intensity
-from .measure import busiest_slice
+from .days import DayComparison, check_3d, compare_days, write_changes_csv
 from .outputs import ScanJob, save_label_nifti
 from .scans import Scan, ScanError, load_scan
 
-__all__ = ["TABLE_HEADERS", "compare_uploads", "picture"]
-
 #: Upload names taken as an earlier result (this app's downloads) rather than as the scan.
 RESULT_SUFFIXES = ("_masks.zip", "_labels.nii.gz", "_labels.nii")
-#: Squares of the checkerboard panel, in pixels of A's grid.
-CHECKER_PX = 32
+
+
+@dataclass(frozen=True)
+class ComparedUploads:
+    """Two uploaded days compared: the scans, A's masks ``(O, D, H, W) bool``, the comparison
+    (:class:`model.days.DayComparison`, B's masks and image on A's grid) and the two downloads."""
+
+    scan_a: Scan
+    scan_b: Scan
+    masks_a: np.ndarray
+    comparison: DayComparison
+    changes_csv: Path
+    labels_b_on_a: Path
 
 
 def compare_uploads(paths_a: list[str], paths_b: list[str], get_segmenter: Callable, out_dir: Path,
-                    slice_thickness_mm: float | None = None) -> tuple[str, list[list], np.ndarray, list[str]]:
-    """Compare two uploaded days: a note, the table rows (:data:`TABLE_HEADERS`), the picture
-    (:func:`picture`) and the downloads ``<A>_vs_<B>_changes.csv`` and ``<B>_on_<A>_labels.nii.gz``
+                    slice_thickness_mm: float | None = None) -> ComparedUploads:
+    """Compare two uploaded days, writing ``<A>_vs_<B>_changes.csv`` and ``<B>_on_<A>_labels.nii.gz``
     (B's masks on A's grid, as the Scan tab's label NIfTI). Raises :class:`ScanError` with one line."""
     scan_a, results_a = _read("A", paths_a, slice_thickness_mm)
     scan_b, results_b = _read("B", paths_b, slice_thickness_mm)
@@ -42,33 +48,7 @@ def compare_uploads(paths_a: list[str], paths_b: list[str], get_segmenter: Calla
     changes = write_changes_csv(comparison.rows(scan_a.name, scan_a.name, scan_b.name), out_dir / f"{stem}_changes.csv")
     labels_b = save_label_nifti(comparison.masks_b_on_a, scan_a,
                                 out_dir / f"{scan_b.name}_on_{scan_a.name}_labels.nii.gz")
-    index = busiest_slice(masks_a)
-    note = "\n\n".join(dict.fromkeys([  # the two days often share a caveat (assumed thickness): say it once
-        f"**A** {scan_a.describe()}. **B** {scan_b.describe()}.",
-        f"Rigid registration: {comparison.registration.describe()}.",
-        f"Slice {scan_a.slice_numbers[index]} of A (the one with most organ area): A, then B resampled onto A's "
-        "grid, then a checkerboard of both. Bright contours: day A; pale contours: day B after alignment.",
-        *comparison.notes, *scan_a.notes, *scan_b.notes,
-    ]))
-    return note, table(comparison), picture(comparison, scan_a, masks_a, index), [str(changes), str(labels_b)]
-
-
-def picture(comparison: DayComparison, scan_a: Scan, masks_a: np.ndarray, index: int) -> np.ndarray:
-    """``(H, 3W, 3) uint8``: A | B on A's grid | checkerboard, at slice ``index``, both days' organ contours."""
-    a = scan_a.display_slice(index)
-    b = normalize_intensity(comparison.image_b_on_a[index])
-    rows, cols = np.indices(a.shape)
-    checker = np.where((rows // CHECKER_PX + cols // CHECKER_PX) % 2 == 0, a, b)
-    panels = []
-    for grey in (a, b, checker):
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-        for o, organ in enumerate(labels.ORGANS):
-            colour = np.array(labels.rgb(organ))
-            pale = (colour + 2 * 255) // 3
-            rgb[find_boundaries(comparison.masks_b_on_a[o, index], mode="inner")] = pale
-            rgb[find_boundaries(masks_a[o, index], mode="inner")] = colour
-        panels.append(rgb)
-    return np.concatenate(panels, axis=1)
+    return ComparedUploads(scan_a, scan_b, masks_a, comparison, changes, labels_b)
 
 
 def _read(day: str, paths: list[str], slice_thickness_mm: float | None) -> tuple[Scan, list[Path]]:

@@ -86,32 +86,3 @@ def structure_volumes_ml(structures: list[Structure], spacing_mm: tuple[float, f
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     return [(s.label, int(np.count_nonzero(s.mask)) * voxel_ml) for s in structures]
 
-
-def area_rows(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> list[list]:
-    """The Slice tab's measurements of ``(O, H, W) bool`` masks: organ, present, pixels, area (cm²)."""
-    return [[labels.DISPLAY_NAMES[a.organ], "yes" if a.present else "no", a.pixels, round(a.area_cm2, 2)]
-            for a in organ_areas(organ_masks, pixel_spacing_mm)]
-
-
-def volume_rows(volumes: list[OrganVolume], structures: list[Structure], scan: Scan) -> list[list]:
-    """The Scan tab's measurements: organ, volume (ml), slices, largest cross-section (cm²) and its
-    slice per organ, then name, volume and slices per planning structure (``"–"`` where none)."""
-    rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1), f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
-             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in volumes]
-    for structure, (label, ml) in zip(structures, structure_volumes_ml(structures, scan.spacing_mm)):
-        present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
-        rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
-                     if present.size else "–", "–", "–"])
-    return rows
-
-
-def area_plot_table(organ_masks: np.ndarray, scan: Scan):
-    """Per-slice organ areas as the long ``pandas.DataFrame`` a line plot takes: slice, organ, area (cm²)."""
-    import pandas as pd
-
-    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
-    return pd.DataFrame({
-        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
-        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
-        "area (cm²)": areas.ravel().round(2),
-    })

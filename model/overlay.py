@@ -1,4 +1,4 @@
-"""Overlays and mask files for one slice's predicted organ masks (measurements: :mod:`model.measure`).
+"""Mask files and the uncertainty map of one slice's predicted organ masks (measurements: :mod:`model.measure`).
 
 All functions take ``organ_masks``: ``(O, H, W)`` bool with ``O`` following
 :data:`model.labels.ORGANS`.
@@ -16,22 +16,6 @@ from . import labels
 #: Bit of each organ in the downloadable mask PNG (one bit per organ, so overlaps survive):
 #: stomach = 1, small bowel = 2, large bowel = 4. A pixel in both bowels reads 6.
 MASK_BITS: dict[str, int] = {organ: 1 << i for i, organ in enumerate(labels.ORGANS)}
-
-
-def annotations(organ_masks: np.ndarray, opacity: float = 0.5,
-                visible: tuple[str, ...] | list[str] = labels.ORGANS) -> list[tuple[np.ndarray, str]]:
-    """``gr.AnnotatedImage`` annotations: one ``(mask (H, W) float32, display name)`` per visible organ.
-
-    The component has no opacity setting; it uses the mask value as alpha, so we pass
-    ``mask × opacity``. Every visible organ is listed, even when empty, so the legend always
-    shows all three.
-    """
-    alpha = float(np.clip(opacity, 0.0, 1.0))
-    return [
-        (organ_masks[i].astype(np.float32) * alpha, labels.DISPLAY_NAMES[organ])
-        for i, organ in enumerate(labels.ORGANS)
-        if organ in visible
-    ]
 
 
 def encode_mask_png(organ_masks: np.ndarray) -> np.ndarray:

@@ -5,7 +5,6 @@ No Gradio here: the app passes Gradio's cache folder in, so this runs and tests 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import stat
@@ -28,21 +27,6 @@ def configure_logging() -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pydicom").propagate = False
-
-
-def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """``python app.py``'s options: ``--model`` and ``--revision`` (each falls back to its env variable)."""
-    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
-    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
-                                        "default: the blog's checkpoint, converted once")
-    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    return parser.parse_args(argv)
-
-
-def upload_paths(files) -> list[str]:
-    """A Gradio file input's value (a path, a ``{"path": ...}`` dict, a list of either, or nothing) as paths."""
-    files = files if isinstance(files, (list, tuple)) else [files] if files else []
-    return [f if isinstance(f, str) else f.get("path", "") for f in files]
 
 
 class ModelHolder:

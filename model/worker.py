@@ -1,14 +1,14 @@
 """The model in its own process, so that loading it overlaps the app's own start-up.
 
-A free CPU Space has 2 vCPUs, and the app's start is bound by Python imports that each run on
-one core: Gradio's, and the engine's (torch + transformers, or OpenVINO with a cached conversion:
-:func:`model.engine.load_segmenter`). In one process they add up; with the model loading in a
-child while the app imports Gradio, they overlap (the cold-start rows of ``benchmarks/results/``
-measure both).
+A free CPU Space has 2 vCPUs, and the app's start is bound by Python work that runs on one core:
+the page's launch, and the engine's imports and load (torch + transformers, or OpenVINO with a
+cached conversion: :func:`model.engine.load_segmenter`). In one process they add up; with the
+model loading in a child while the app launches, they overlap (the cold-start rows of
+``benchmarks/results/`` measure both).
 
-:class:`SegmenterProcess` is started by ``python app.py`` before it imports Gradio: a ``fork`` of
-a process that has imported only the standard library, so no thread, lock or OpenMP pool is
-copied. Once torch is loaded (tests, notebooks) it spawns a fresh interpreter instead. It
+:class:`SegmenterProcess` is started by ``python app.py``'s ``main``: a ``fork`` of a process that
+has not loaded torch, so no OpenMP pool is copied. Once torch is loaded (tests, notebooks) it
+spawns a fresh interpreter instead. It
 answers the part of :class:`~model.inference.Segmenter` the app uses: ``predict``,
 ``segment_slices``, ``segment_volume_steps``, ``describe``, ``batch_size`` and ``slice_offsets``.
 Slices and masks cross the process boundary as pickled arrays, small next to a forward pass;
@@ -85,31 +85,10 @@ def start_method() -> str:
     """``fork`` while this process has not loaded torch (fast, and safe: no OpenMP pool to copy), else ``spawn``.
 
     Spawn re-imports the caller's ``__main__`` in the child, so under ``python app.py`` it would
-    import Gradio there too; the app forks before it imports anything heavy.
+    import Gradio and build the page there too; the app forks before it loads torch.
     """
     forkable = "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules
     return "fork" if forkable else "spawn"
-
-
-def preload(module_name: str, argv: list[str] | None = None) -> SegmenterProcess | None:
-    """Under ``python app.py`` (``module_name == "__main__"``) start loading the model now; else ``None``.
-
-    Called first thing in ``app.py``, before it imports Gradio, so that the model's imports run in
-    the child while the app's run here. Reads only ``--model`` and ``--revision`` from ``argv``
-    (default ``sys.argv[1:]``), merged with the environment by
-    :func:`~model.checkpoint.model_choice`; the app's own parser checks the whole line afterwards.
-    """
-    if module_name != "__main__":
-        return None
-    import argparse
-
-    from .checkpoint import model_choice  # standard library only, like this module
-
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--model")
-    parser.add_argument("--revision")
-    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return SegmenterProcess(*model_choice(known.model, known.revision))
 
 
 class SegmenterProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,19 +63,34 @@ def rle_volumes(shared_data: Path):
     return decode_rle_file(rle / "train.csv", read_volume_shapes(rle / "volumes.csv"))
 
 
+@pytest.fixture()
+def kaggle_scan(shared_data, tmp_path):
+    """Six real 360×310 slices (W×H: not square) in a case-day folder, with deterministic organ masks."""
+    import rt_series
+    from model.scans import load_scan
+    from scan_fixtures import kaggle_slices
+
+    folder = tmp_path / "case9_day4" / "scans"
+    folder.mkdir(parents=True)
+    files = [shutil.copy(f, folder) for f in kaggle_slices(shared_data, "volume_360x310")[60:66]]
+    scan = load_scan(files)
+    assert scan.shape == (6, 310, 360) and scan.case_day == "case9_day4"
+    return scan, rt_series.organ_masks_for(scan.voxels)
+
+
 @pytest.fixture(scope="module")
-def app_module(softmax_ckpt, tmp_path_factory):
-    """``app`` with the tiny checkpoint and its scratch dir in a test folder, for calling handlers directly."""
-    import app
-
+def tiny_model(softmax_ckpt, tmp_path_factory):
+    """The page's model holder on the tiny checkpoint, and its scratch dir in a test folder, for calling
+    the tabs' handlers (:mod:`ui`) directly; yields :mod:`ui.server`."""
     from model.serving import Scratch
+    from ui import server
 
-    saved = app.SCRATCH
-    app.SCRATCH = Scratch(tmp_path_factory.mktemp("scratch"), app.CACHE_SECONDS)
-    app.configure(str(softmax_ckpt))
-    yield app
-    app.configure(None)
-    app.SCRATCH = saved
+    saved = server.SCRATCH
+    server.SCRATCH = Scratch(tmp_path_factory.mktemp("scratch"), server.CACHE_SECONDS)
+    server.MODEL.configure(str(softmax_ckpt))
+    yield server
+    server.MODEL.configure(None)
+    server.SCRATCH = saved
 
 
 # --------------------------------------------------------------------------- one live server per session
@@ -93,7 +109,7 @@ class LiveServer:
 
     @property
     def scratch(self) -> Path:
-        """The app's own output folder (``app.SCRATCH.root`` in the server process)."""
+        """The app's own output folder (``ui.server.SCRATCH.root`` in the server process)."""
         return self.tmp / "uwmgi-outputs"
 
     def stray_files(self) -> set[Path]:

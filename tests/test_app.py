@@ -14,6 +14,7 @@ from PIL import Image
 
 from locations import REPO, SHARED_DATA
 from model.overlay import decode_mask_png
+from ui import overlays, slice_tab
 
 SLICE_266 = SHARED_DATA / "scans" / "volume_266x266" / "slice_0070_266_266_1.50_1.50.png"
 
@@ -23,12 +24,13 @@ _IMPORT_PROBE = """
 import json, sys
 import psutil
 import app
+from ui import server
 print(json.dumps({
     "demo": type(app.demo).__name__,
     "endpoints": sorted(f.api_name for f in app.demo.fns.values() if f.api_name in ("segment", "segment_scan")),
     "heavy_modules": sorted(m for m in ("torch", "transformers", "lightning") if m in sys.modules),
     "child_processes": len(psutil.Process().children(recursive=True)),
-    "segmenter": repr(app.MODEL.segmenter),
+    "segmenter": repr(server.MODEL.segmenter),
 }))
 """
 
@@ -44,42 +46,42 @@ def test_importing_app_builds_demo_without_loading_torch_or_a_model():
                      "child_processes": 0, "segmenter": "None"}
 
 
-def test_handler_on_real_slice(shared_data, app_module):
-    annotated, rows, mask_path, note, state = app_module.segment(str(SLICE_266))
+def test_handler_on_real_slice(shared_data, tiny_model):
+    annotated, rows, mask_path, note, state = slice_tab.segment(str(SLICE_266))
     base, anns = annotated
     assert base.shape == (266, 266) and base.dtype == np.uint8
     assert [name for _, name in anns] == ["Stomach", "Small bowel", "Large bowel"]
     assert "file name" in note
     masks = decode_mask_png(np.asarray(Image.open(mask_path)))
-    np.testing.assert_array_equal(masks, state["masks"])
+    np.testing.assert_array_equal(masks, state.organ_masks)
     assert [r[2] for r in rows] == masks.reshape(3, -1).sum(1).tolist()
     assert rows[0][3] == pytest.approx(masks[0].sum() * 1.5 * 1.5 / 100, abs=0.01)
 
 
-def test_render_rescales_opacity_without_model(app_module, shared_data, monkeypatch):
-    *_, state = app_module.segment(str(SLICE_266))
-    monkeypatch.setattr(app_module, "get_segmenter", lambda: pytest.fail("render must not run the model"))
-    found = int(np.argmax(state["masks"].sum(axis=(1, 2))))  # the organ with most pixels, so its layer is not empty
-    assert state["masks"][found].any(), "the tiny model found no organ on this slice: nothing to check"
-    name = app_module.ORGAN_CHOICES[found]
-    base, anns = app_module.render(state, 0.8, [name])
+def test_render_rescales_opacity_without_model(tiny_model, shared_data, monkeypatch):
+    *_, state = slice_tab.segment(str(SLICE_266))
+    monkeypatch.setattr(tiny_model.MODEL, "get", lambda: pytest.fail("render must not run the model"))
+    found = int(np.argmax(state.organ_masks.sum(axis=(1, 2))))  # the organ with most pixels, so its layer is not empty
+    assert state.organ_masks[found].any(), "the tiny model found no organ on this slice: nothing to check"
+    name = overlays.ORGAN_CHOICES[found]
+    base, anns = slice_tab.render(state, 0.8, [name])
     assert [n for _, n in anns] == [name]
-    np.testing.assert_array_equal(anns[0][0] > 0, state["masks"][found])
+    np.testing.assert_array_equal(anns[0][0] > 0, state.organ_masks[found])
     assert anns[0][0].max() == pytest.approx(0.8)
 
 
-def test_confidence_map_shows_the_models_uncertainty(app_module, shared_data):
+def test_confidence_map_shows_the_models_uncertainty(tiny_model, shared_data):
     from model.overlay import uncertainty_map
 
-    annotated, *_, state = app_module.segment(str(SLICE_266), None, 0.5, app_module.ORGAN_CHOICES, True)
+    annotated, *_, state = slice_tab.segment(str(SLICE_266), None, 0.5, overlays.ORGAN_CHOICES, True)
     layers = dict((name, layer) for layer, name in annotated[1])
-    uncertainty = layers[app_module.UNCERTAINTY_LABEL]
+    uncertainty = layers[overlays.UNCERTAINTY_LABEL]
     assert uncertainty.shape == (266, 266) and 0 <= uncertainty.min() and uncertainty.max() <= 0.5  # × opacity
-    np.testing.assert_allclose(uncertainty, state["uncertainty"] * 0.5)
+    np.testing.assert_allclose(uncertainty, state.uncertainty * 0.5)
     assert uncertainty.std() > 0  # a map, not a constant
     # Off by default, and toggled without the model.
-    assert app_module.UNCERTAINTY_LABEL not in [n for _, n in app_module.render(state, 0.5)[1]]
-    assert app_module.render(state, 1.0, [], True)[1][0][1] == app_module.UNCERTAINTY_LABEL
+    assert overlays.UNCERTAINTY_LABEL not in [n for _, n in slice_tab.render(state, 0.5)[1]]
+    assert slice_tab.render(state, 1.0, [], True)[1][0][1] == overlays.UNCERTAINTY_LABEL
     # The rule: 1 − min over organs of |2p − 1|.
     np.testing.assert_allclose(uncertainty_map(np.array([[[0.5, 0.9]], [[0.1, 0.0]]])), [[1.0, 0.2]], atol=1e-6)
 
@@ -89,7 +91,7 @@ def test_confidence_map_shows_the_models_uncertainty(app_module, shared_data):
     (b"hello", "not an image"),
     (b"", "empty"),
 ])
-def test_handler_bad_input_is_gr_error(app_module, tmp_path, content, message):
+def test_handler_bad_input_is_gr_error(tiny_model, tmp_path, content, message):
     import gradio as gr
 
     path = None
@@ -97,15 +99,15 @@ def test_handler_bad_input_is_gr_error(app_module, tmp_path, content, message):
         path = tmp_path / "upload.png"
         path.write_bytes(content)
     with pytest.raises(gr.Error, match=message):
-        app_module.segment(str(path) if path else None)
+        slice_tab.segment(str(path) if path else None)
 
 
-def test_flat_image_is_gr_error(app_module, tmp_path):
+def test_flat_image_is_gr_error(tiny_model, tmp_path):
     import gradio as gr
 
     Image.new("L", (64, 64), 3).save(tmp_path / "flat.png")
     with pytest.raises(gr.Error, match="min == max"):
-        app_module.segment(str(tmp_path / "flat.png"))
+        slice_tab.segment(str(tmp_path / "flat.png"))
 
 
 # --------------------------------------------------------------------------- a real server (conftest.server)

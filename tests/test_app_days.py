@@ -10,21 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import app
-from model.days import CHANGE_COLUMNS, TABLE_HEADERS
+from model.days import CHANGE_COLUMNS
 from model.outputs import save_mask_png_zip
 from model.rle import RleCsv
 from model.scans import load_scan
 from scan_fixtures import kaggle_slices
+from ui import days_tab
+from ui.tables import DAYS_HEADERS
 
 CASE_DAY = "case47_day29"  # the shared volume_360x310 (shared/data/README.md)
-
-
-@pytest.fixture()
-def tiny_app(softmax_ckpt):
-    app.configure(str(softmax_ckpt))
-    yield app
-    app.configure(None)
 
 
 def _masks_zip(shared_data: Path, tmp_path: Path) -> Path:
@@ -36,12 +30,12 @@ def _masks_zip(shared_data: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_compare_days_tab_with_an_earlier_result_and_the_model(tiny_app, shared_data, tmp_path):
+def test_compare_days_tab_with_an_earlier_result_and_the_model(tiny_model, shared_data, tmp_path):
     day_a = [str(f) for f in kaggle_slices(shared_data, "volume_360x310")] + [str(_masks_zip(shared_data, tmp_path))]
     day_b = [str(f) for f in kaggle_slices(shared_data, "volume_266x266")]  # segmented by the tiny model
-    note, rows, picture, downloads = app.compare_days_files(day_a, day_b)
+    note, rows, picture, downloads = days_tab.compare_days_files(day_a, day_b)
     assert "Rigid registration: B moved" in note and "volume_360x310" in note
-    assert [r[0] for r in rows] == ["Stomach", "Small bowel", "Large bowel"] and len(rows[0]) == len(TABLE_HEADERS)
+    assert [r[0] for r in rows] == ["Stomach", "Small bowel", "Large bowel"] and len(rows[0]) == len(DAYS_HEADERS)
     assert [r[1] for r in rows] == [pytest.approx(v, abs=0.1) for v in (202.0, 483.5, 870.5)]  # the real labels' ml
     assert picture.shape == (310, 3 * 360, 3) and picture.dtype == np.uint8
     names = [Path(p).name for p in downloads]
@@ -54,10 +48,10 @@ def test_compare_days_tab_with_an_earlier_result_and_the_model(tiny_app, shared_
     assert set(np.unique(np.asarray(labels_b.dataobj)).tolist()) <= {0, 1, 2, 3}
 
 
-def test_compare_days_tab_refuses_a_2d_slice_before_running_the_model(tiny_app, shared_data):
+def test_compare_days_tab_refuses_a_2d_slice_before_running_the_model(tiny_model, shared_data):
     day_a = [str(f) for f in kaggle_slices(shared_data, "volume_360x310", count=10)]
     day_b = [str(f) for f in kaggle_slices(shared_data, "volume_266x266", count=1)]
     with pytest.raises(gr.Error, match="Day B .* is a single 2D slice"):
-        app.compare_days_files(day_a, day_b)
+        days_tab.compare_days_files(day_a, day_b)
     with pytest.raises(gr.Error, match="Day A: upload its scan"):
-        app.compare_days_files([], day_b)
+        days_tab.compare_days_files([], day_b)

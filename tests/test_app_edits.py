@@ -10,22 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import app
-from model.edits import layers_to_masks
 from scan_fixtures import kaggle_slices, zip_files
+from ui import overlays, scan_tab, slice_tab
+from ui.editor import layers_to_masks
 
 STOMACH, SMALL, LARGE = range(3)
 
 
-@pytest.fixture()
-def tiny_app(softmax_ckpt):
-    app.configure(str(softmax_ckpt))
-    yield app
-    app.configure(None)
-
-
 def _segment(upload, **kwargs):
-    return list(app.segment_scan_files([str(upload)], None, None, 0.5, app.ORGAN_CHOICES, **kwargs))[-1]
+    return list(scan_tab.segment_scan_files([str(upload)], None, None, 0.5, overlays.ORGAN_CHOICES, **kwargs))[-1]
 
 
 def _labels(downloads) -> np.ndarray:
@@ -34,23 +27,23 @@ def _labels(downloads) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj).transpose(2, 1, 0)
 
 
-def test_apply_rewrites_every_output_from_the_corrected_slice(tiny_app, shared_data, tmp_path, caplog):
+def test_apply_rewrites_every_output_from_the_corrected_slice(tiny_model, shared_data, tmp_path, caplog):
     files = kaggle_slices(shared_data, "volume_360x310")[60:66]
     upload = zip_files(files, tmp_path / "case9_day4.zip", folder="scans")
     first = _segment(upload)
     state = first[9]
-    value, editor = app.open_scan_editor(state, 3)
+    value, editor = scan_tab.open_scan_editor(state, 3)
     assert value["background"].shape == (310, 360, 3) and len(value["layers"]) == 3
     layers = [layer.copy() for layer in value["layers"]]
     layers[STOMACH][:] = 0  # erase the stomach, paint a block of large bowel (id 3 in the NIfTI wins overlaps)
     layers[LARGE][200:220, 300:340] = (255, 0, 0, 255)
     with caplog.at_level(logging.DEBUG):
-        out = app.apply_scan_edit(state, editor, {"background": value["background"], "layers": layers,
+        out = scan_tab.apply_scan_edit(state, editor, {"background": value["background"], "layers": layers,
                                                   "composite": None})
     note, slider, overlay, _, table, plot, _, downloads, _, new_state, review = out
     assert slider.value == 3 and "Corrected by hand: " in note
-    masks = new_state["masks"]
-    expected = state["masks"].copy()
+    masks = new_state.organ_masks
+    expected = state.organ_masks.copy()
     expected[STOMACH, 2] = False
     expected[LARGE, 2, 200:220, 300:340] = True
     np.testing.assert_array_equal(masks, expected)
@@ -62,7 +55,7 @@ def test_apply_rewrites_every_output_from_the_corrected_slice(tiny_app, shared_d
     np.testing.assert_array_equal(before != after, (block & (before != 3)) | (stomach_only & (np.arange(6) == 2)[:, None, None]))
     voxel_ml = 3.0 * 1.5 * 1.5 / 1000
     assert [row[1] for row in table[:3]] == [round(expected[o].sum() * voxel_ml, 1) for o in range(3)]
-    number = state["scan"].slice_numbers[2]
+    number = state.scan.slice_numbers[2]
     large_cm2 = round(expected[LARGE, 2].sum() * 1.5 * 1.5 / 100, 2)
     assert plot[(plot["slice"] == number) & (plot["organ"] == "Stomach")]["area (cm²)"].tolist() == [0.0]
     assert plot[(plot["slice"] == number) & (plot["organ"] == "Large bowel")]["area (cm²)"].tolist() == [large_cm2]
@@ -78,60 +71,60 @@ def test_apply_rewrites_every_output_from_the_corrected_slice(tiny_app, shared_d
     assert not [r for r in caplog.records if r.name.startswith("uwmgi") and r.levelno >= logging.INFO]
 
     # Reset: the editor gets the model's own prediction of its slice back.
-    reset, _ = app.open_scan_editor(new_state, 1, editor)
-    np.testing.assert_array_equal(layers_to_masks(reset["layers"], (310, 360)), state["masks"][:, 2])
+    reset, _ = scan_tab.reset_scan_editor(new_state, editor)
+    np.testing.assert_array_equal(layers_to_masks(reset["layers"], (310, 360)), state.organ_masks[:, 2])
 
 
-def test_edits_never_land_in_another_scan_and_bad_sizes_are_one_line(tiny_app, shared_data, tmp_path):
+def test_edits_never_land_in_another_scan_and_bad_sizes_are_one_line(tiny_model, shared_data, tmp_path):
     files = kaggle_slices(shared_data, "volume_360x310")[60:64]
     upload = zip_files(files, tmp_path / "case9_day4.zip", folder="scans")
     old_state = _segment(upload)[9]
-    value, old_editor = app.open_scan_editor(old_state, 2)
+    value, old_editor = scan_tab.open_scan_editor(old_state, 2)
     value["layers"][SMALL][:10, :10] = (0, 154, 23, 255)
     new_state = _segment(upload)[9]  # the same files again: still a new scan
     with pytest.raises(gr.Error, match="opened on another scan"):
-        app.apply_scan_edit(new_state, old_editor, value)
-    _, editor = app.open_scan_editor(new_state, 2)
+        scan_tab.apply_scan_edit(new_state, old_editor, value)
+    _, editor = scan_tab.open_scan_editor(new_state, 2)
     half = {**value, "layers": [layer[::2, ::2] for layer in value["layers"]]}
     with pytest.raises(gr.Error, match="layer is 180×155 px; the slice is 360×310"):
-        app.apply_scan_edit(new_state, editor, half)
+        scan_tab.apply_scan_edit(new_state, editor, half)
     with pytest.raises(gr.Error, match="sent 0 layers"):
-        app.apply_scan_edit(new_state, editor, {"background": None, "layers": [], "composite": None})
+        scan_tab.apply_scan_edit(new_state, editor, {"background": None, "layers": [], "composite": None})
     with pytest.raises(gr.Error, match="No scan"):
-        app.apply_scan_edit(None, editor, value)
+        scan_tab.apply_scan_edit(None, editor, value)
     with pytest.raises(gr.Error, match="Open a slice of this scan"):
-        app.open_scan_editor(new_state, 1, {})
-    assert not new_state["edits"].edits
-    unchanged, editor = app.open_scan_editor(new_state, 2)
-    assert app.apply_scan_edit(new_state, editor, unchanged) == (gr.skip(),) * 11
+        scan_tab.reset_scan_editor(new_state, None)
+    assert not new_state.edits.edits
+    unchanged, editor = scan_tab.open_scan_editor(new_state, 2)
+    assert scan_tab.apply_scan_edit(new_state, editor, unchanged) == (gr.skip(),) * 11
 
 
-def test_slice_tab_editor_writes_the_corrected_mask_png_and_table(tiny_app, shared_data):
+def test_slice_tab_editor_writes_the_corrected_mask_png_and_table(tiny_model, shared_data):
     from PIL import Image
 
     from model.overlay import decode_mask_png
 
     image = kaggle_slices(shared_data, "volume_360x310")[62]
-    _, rows, _, _, state = app.segment(str(image))
-    value, editor = app.open_slice_editor(state)
+    _, rows, _, _, state = slice_tab.segment(str(image))
+    value, editor = slice_tab.open_slice_editor(state)
     assert value["background"].shape == (310, 360, 3)
     layers = [layer.copy() for layer in value["layers"]]
     layers[SMALL][:] = 0
     layers[SMALL][10:30, 20:60] = (0, 154, 23, 255)
-    overlay, table, mask_png, new_state = app.apply_slice_edit(state, editor, {**value, "layers": layers})
-    expected = state["masks"].copy()
+    overlay, table, mask_png, new_state = slice_tab.apply_slice_edit(state, editor, {**value, "layers": layers})
+    expected = state.organ_masks.copy()
     expected[SMALL] = False
     expected[SMALL, 10:30, 20:60] = True
-    np.testing.assert_array_equal(new_state["masks"], expected)
+    np.testing.assert_array_equal(new_state.organ_masks, expected)
     np.testing.assert_array_equal(decode_mask_png(np.asarray(Image.open(mask_png))), expected)
     assert table[SMALL][1:3] == ["yes", 800] and table[SMALL][3] == round(800 * 1.5 * 1.5 / 100, 2)
     np.testing.assert_array_equal(overlay[1][SMALL][0] > 0, expected[SMALL])
 
     # An editor opened on this slice never lands in the next one; bad sizes are one line.
-    _, _, _, _, next_state = app.segment(str(image))
+    _, _, _, _, next_state = slice_tab.segment(str(image))
     with pytest.raises(gr.Error, match="opened on another slice"):
-        app.apply_slice_edit(next_state, editor, {**value, "layers": layers})
+        slice_tab.apply_slice_edit(next_state, editor, {**value, "layers": layers})
     with pytest.raises(gr.Error, match="the slice is 360×310"):
-        app.apply_slice_edit(new_state, editor, {**value, "layers": [layer[:300] for layer in layers]})
+        slice_tab.apply_slice_edit(new_state, editor, {**value, "layers": [layer[:300] for layer in layers]})
     with pytest.raises(gr.Error, match="No slice"):
-        app.open_slice_editor(None)
+        slice_tab.open_slice_editor(None)

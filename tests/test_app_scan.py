@@ -12,45 +12,38 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import app
 import rt_series
 from model.dicom.export import NOT_DICOM_NOTE
 from model.scans import load_scan
 from scan_bad_inputs import gunzipped
 from scan_fixtures import kaggle_slices, stack, write_nifti, zip_files
-
-
-@pytest.fixture()
-def tiny_app(softmax_ckpt):
-    app.configure(str(softmax_ckpt))
-    yield app
-    app.configure(None)
+from ui import overlays, scan_tab
 
 
 def _run(*args, **kwargs):
     """Drain the handler's generator; return the status lines and the final outputs."""
-    values = list(app.segment_scan_files(*args, **kwargs))
+    values = list(scan_tab.segment_scan_files(*args, **kwargs))
     return [v[0] for v in values[:-1]], values[-1]
 
 
-def test_scan_tab_segments_a_kaggle_zip_and_compares_with_truth(tiny_app, shared_data, tmp_path):
+def test_scan_tab_segments_a_kaggle_zip_and_compares_with_truth(tiny_model, shared_data, tmp_path):
     files = kaggle_slices(shared_data, "volume_266x266", count=10)
     upload = zip_files(files, tmp_path / "case5_day2.zip", folder="scans")
-    statuses, out = _run([str(upload)], None, None, 0.4, app.ORGAN_CHOICES)
+    statuses, out = _run([str(upload)], None, None, 0.4, overlays.ORGAN_CHOICES)
     note, slider, overlay, versus, table, plot, mesh, downloads, comparison, state, review = out
     assert statuses[-1].endswith("10/10 slices…")
     assert "case5_day2: 10 slices 266×266" in note and "3 mm" in note
-    masks = state["masks"]
+    masks = state.organ_masks
     assert masks.shape == (3, 10, 266, 266)
     # The slider spans the scan and starts on the slice with the most organ area.
     areas = masks.sum(axis=(0, 2, 3))
     assert (slider.minimum, slider.maximum, slider.value) == (1, 10, int(np.argmax(areas)) + 1)
     image, annotations = overlay
-    assert image.shape == (266, 266) and [name for _, name in annotations] == app.ORGAN_CHOICES
+    assert image.shape == (266, 266) and [name for _, name in annotations] == overlays.ORGAN_CHOICES
     assert versus is None and comparison == []
     voxel_ml = 3.0 * 1.5 * 1.5 / 1000
     assert [row[1] for row in table] == [round(masks[o].sum() * voxel_ml, 1) for o in range(3)]
-    assert isinstance(plot, pd.DataFrame) and len(plot) == 30 and set(plot["organ"]) == set(app.ORGAN_CHOICES)
+    assert isinstance(plot, pd.DataFrame) and len(plot) == 30 and set(plot["organ"]) == set(overlays.ORGAN_CHOICES)
     names = sorted(p.rsplit("/", 1)[-1] for p in downloads)
     assert names == ["case5_day2_labels.nii.gz", "case5_day2_masks.zip", "case5_day2_organs.glb",
                      "case5_day2_review.csv", "case5_day2_submission.csv"]
@@ -65,23 +58,23 @@ def test_scan_tab_segments_a_kaggle_zip_and_compares_with_truth(tiny_app, shared
 
     # Our own mask PNGs as ground truth: a perfect match, and a TP/FP/FN overlay.
     png_zip = next(p for p in downloads if p.endswith("_masks.zip"))
-    _, out = _run([str(upload)], None, [png_zip], 0.5, app.ORGAN_CHOICES)
+    _, out = _run([str(upload)], None, [png_zip], 0.5, overlays.ORGAN_CHOICES)
     comparison, versus = out[8], out[3]
     assert comparison[-1][0] == "All organs" and comparison[-1][3] == 1.0
     assert [name for _, name in versus[1]] == ["True positive", "False positive", "False negative"]
     assert not versus[1][1][0].any() and not versus[1][2][0].any()
 
     # The slider and controls re-render from the state without the model.
-    overlay, _ = app.render_scan(out[9], 3, 1.0, ["Stomach"])
+    overlay, _ = scan_tab.render_scan(out[9], 3, 1.0, ["Stomach"])
     np.testing.assert_array_equal(overlay[1][0][0], masks[0, 2].astype(np.float32))
 
 
-def test_scan_tab_reads_nifti(tiny_app, shared_data, tmp_path):
+def test_scan_tab_reads_nifti(tiny_model, shared_data, tmp_path):
     voxels = stack(kaggle_slices(shared_data, "volume_234x234", count=5))
     write_nifti(voxels, (4.0, 1.5, 1.5), tmp_path / "scan.nii.gz", ("R", "A", "S"))
-    _, out = _run([str(tmp_path / "scan.nii.gz")], None, None, 0.5, app.ORGAN_CHOICES, True, 3)
+    _, out = _run([str(tmp_path / "scan.nii.gz")], None, None, 0.5, overlays.ORGAN_CHOICES, True, 3)
     assert "5 slices 234×234" in out[0]
-    np.testing.assert_array_equal(out[9]["scan"].voxels, voxels)
+    np.testing.assert_array_equal(out[9].scan.voxels, voxels)
     # No DICOM references: one line says why there is no SEG or RTSTRUCT, and there is none.
     assert out[0].count(NOT_DICOM_NOTE) == 1 and not any(p.endswith(".dcm") for p in out[7])
     # The planning structures are still measured; the label NIfTI keeps the organs' ids only.
@@ -100,13 +93,13 @@ def mr_series(shared_data, tmp_path_factory):
     return zip_files(files, root / "series.zip"), voxels
 
 
-def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_app, mr_series, caplog):
+def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_model, mr_series, caplog):
     import highdicom as hd
     import pydicom
 
     upload, _ = mr_series
     with caplog.at_level(logging.DEBUG):
-        _, out = _run([str(upload)], None, None, 0.5, app.ORGAN_CHOICES, True, 5)
+        _, out = _run([str(upload)], None, None, 0.5, overlays.ORGAN_CHOICES, True, 5)
     note, table, downloads, state, review = out[0], out[4], out[7], out[9], out[10]
     assert NOT_DICOM_NOTE not in note and "No DICOM" not in note
     seg_path = next(p for p in downloads if p.endswith("series_seg.dcm"))
@@ -117,7 +110,7 @@ def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_app, mr_
     seg = hd.seg.segread(seg_path)
     assert [str(d.SegmentLabel) for d in seg.SegmentSequence] == names
     # Every segment, read back on the source images (in the scan's order), is the app's mask.
-    masks = state["masks"]
+    masks = state.organ_masks
     assert masks.any(axis=(1, 2, 3)).all()
     uids = [str(ds.SOPInstanceUID) for ds in load_scan(upload).source.datasets]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3],
@@ -139,20 +132,20 @@ def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_app, mr_
             assert not any(tag.encode() in data for tag in identifiers), path
 
 
-def test_a_click_on_a_review_row_moves_the_slider(tiny_app):
+def test_a_click_on_a_review_row_moves_the_slider(tiny_model):
     event = gr.SelectData(None, {"index": [2, 1], "value": "Stomach", "row_value": [7, "Stomach", "isolated"]})
-    assert app.jump_to_flag(event) == 7
+    assert scan_tab.jump_to_flag(event) == 7
 
 
-def test_a_negative_margin_is_one_line(tiny_app, mr_series):
+def test_a_negative_margin_is_one_line(tiny_model, mr_series):
     with pytest.raises(gr.Error, match="margin must be"):
-        _run([str(mr_series[0])], None, None, 0.5, app.ORGAN_CHOICES, False, -1)
+        _run([str(mr_series[0])], None, None, 0.5, overlays.ORGAN_CHOICES, False, -1)
 
 
-def test_scan_tab_takes_a_one_slice_scan(tiny_app, shared_data):
+def test_scan_tab_takes_a_one_slice_scan(tiny_model, shared_data):
     _, out = _run([str(kaggle_slices(shared_data, "volume_234x234", count=1)[0])])
     slider, state = out[1], out[9]
-    assert state["masks"].shape == (3, 1, 234, 234)
+    assert state.organ_masks.shape == (3, 1, 234, 234)
     assert slider.value == 1 and not slider.interactive
 
 
@@ -160,7 +153,7 @@ def test_scan_tab_takes_a_one_slice_scan(tiny_app, shared_data):
     (None, "No scan"),
     ("text", "not a slice image"),
 ])
-def test_bad_scan_uploads_raise_one_line_errors(tiny_app, tmp_path, files, message):
+def test_bad_scan_uploads_raise_one_line_errors(tiny_model, tmp_path, files, message):
     if files == "text":
         (tmp_path / "notes.exe").write_bytes(b"MZ\x00")
         files = [str(tmp_path / "notes.exe")]
@@ -169,18 +162,18 @@ def test_bad_scan_uploads_raise_one_line_errors(tiny_app, tmp_path, files, messa
     assert "\n" not in str(err.value.message)
 
 
-def test_a_reader_bug_is_one_line_and_logs_no_content(tiny_app, tmp_path, monkeypatch, caplog):
+def test_a_reader_bug_is_one_line_and_logs_no_content(tiny_model, tmp_path, monkeypatch, caplog):
     def broken_reader(*args, **kwargs):
         raise KeyError("Doe^Jane")  # an unforeseen failure, quoting a tag value
 
-    monkeypatch.setattr(app, "load_scan", broken_reader)
+    monkeypatch.setattr(scan_tab, "load_scan", broken_reader)
     (tmp_path / "scan.nii").write_bytes(b"x")
     with pytest.raises(gr.Error, match="could not be read as a scan") as err:
         _run([str(tmp_path / "scan.nii")])
     assert "Doe" not in err.value.message and "Doe" not in caplog.text and "KeyError" in caplog.text
 
 
-def test_ground_truth_that_does_not_fit_is_refused_before_segmenting(tiny_app, shared_data, tmp_path):
+def test_ground_truth_that_does_not_fit_is_refused_before_segmenting(tiny_model, shared_data, tmp_path):
     files = kaggle_slices(shared_data, "volume_266x266", count=3)
     (tmp_path / "truth.csv").write_text("id,class,segmentation\ncase1_day1_slice_0001,stomach,1 5\n"
                                         "case2_day1_slice_0001,stomach,1 5\n")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from bad_inputs import CASES, assert_one_clean_line, good_slice, server_path
 from model.overlay import decode_mask_png
+from ui import server, slice_tab
 
 HTTP_CASES = [c for c in CASES if c.http]
 
@@ -20,24 +21,24 @@ HTTP_CASES = [c for c in CASES if c.http]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_battery_through_handler(app_module, tmp_path, case):
+def test_battery_through_handler(tiny_model, tmp_path, case):
     import gradio as gr
 
     path = case.make(tmp_path)
     upload = str(path) if path else None
-    scratch_before = set(app_module.SCRATCH.root.iterdir())
+    scratch_before = set(server.SCRATCH.root.iterdir())
     if case.refuse:
         with pytest.raises(gr.Error) as info:
-            app_module.segment(upload)
+            slice_tab.segment(upload)
         assert_one_clean_line(info.value.message, case.id, case.refuse)
-        assert set(app_module.SCRATCH.root.iterdir()) == scratch_before, "a refused upload left output files"
+        assert set(server.SCRATCH.root.iterdir()) == scratch_before, "a refused upload left output files"
     else:
-        (base, annotations), rows, mask_path, _, state = app_module.segment(upload)
+        (base, annotations), rows, mask_path, _, state = slice_tab.segment(upload)
         assert base.shape == case.shape and base.dtype == np.uint8
-        assert state["masks"].shape == (3, *case.shape) and len(rows) == 3
+        assert state.organ_masks.shape == (3, *case.shape) and len(rows) == 3
         assert decode_mask_png(np.asarray(Image.open(mask_path))).shape == (3, *case.shape)
     # The next request is answered.
-    assert app_module.segment(str(good_slice(tmp_path)))[0][1]
+    assert slice_tab.segment(str(good_slice(tmp_path)))[0][1]
 
 
 # --------------------------------------------------------------------------- the HTTP API, against the live server

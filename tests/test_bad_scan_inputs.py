@@ -23,6 +23,7 @@ from bad_inputs import assert_one_clean_line, server_path
 from locations import REPO
 from scan_bad_inputs import SCAN_CASES, ScanCase, good_scan, gunzipped
 from scan_fixtures import PATIENT_BIRTH_DATE, PATIENT_ID, PATIENT_NAME
+from ui import scan_tab, server
 
 PATIENT_TAGS = (PATIENT_NAME, PATIENT_ID, PATIENT_BIRTH_DATE, PATIENT_NAME.split("^")[1],
                 rt_series.PATIENT_NAME, rt_series.PATIENT_ID, rt_series.ACCESSION_NUMBER)
@@ -82,14 +83,14 @@ def _assert_labels_fit(downloads: list[str], shape: tuple[int, int, int]) -> Non
 # --------------------------------------------------------------------------- the handler, in-process
 
 
-def _segment(app_module, paths: list[Path]) -> tuple:
+def _segment(paths: list[Path]) -> tuple:
     """Drain ``segment_scan_files``; its last value."""
-    *_, last = app_module.segment_scan_files([str(p) for p in paths])
+    *_, last = scan_tab.segment_scan_files([str(p) for p in paths])
     return last
 
 
 @pytest.mark.parametrize("case", SCAN_CASES, ids=lambda c: c.id)
-def test_scan_battery_through_handler(app_module, shared_data, tmp_path, monkeypatch, case):
+def test_scan_battery_through_handler(tiny_model, shared_data, tmp_path, monkeypatch, case):
     import tempfile
 
     import gradio as gr
@@ -98,16 +99,16 @@ def test_scan_battery_through_handler(app_module, shared_data, tmp_path, monkeyp
     temp = tmp_path / "temp"  # where zips are extracted: must be empty again afterwards
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    scratch_before = set(app_module.SCRATCH.root.iterdir())
+    scratch_before = set(server.SCRATCH.root.iterdir())
     if case.refuse:
         with pytest.raises(gr.Error) as info:
-            _segment(app_module, paths)
+            _segment(paths)
         assert_one_clean_line(info.value.message, case.id, case.refuse)
         _assert_private(info.value.message, "the message")
-        assert set(app_module.SCRATCH.root.iterdir()) == scratch_before, "a refused upload left output files"
+        assert set(server.SCRATCH.root.iterdir()) == scratch_before, "a refused upload left output files"
     else:
-        note, slider, overlay, *_, downloads, _, state, _ = _segment(app_module, paths)
-        assert state["scan"].shape == case.shape and state["masks"].shape == (3, *case.shape)
+        note, slider, overlay, *_, downloads, _, state, _ = _segment(paths)
+        assert state.scan.shape == case.shape and state.organ_masks.shape == (3, *case.shape)
         assert slider.maximum == max(case.shape[0], 2) and overlay[0].shape == case.shape[1:]
         assert case.note is None or re.search(case.note, note), note
         _assert_labels_fit(downloads, case.shape)
@@ -131,9 +132,9 @@ def log_start(server) -> int:
 def _predict(client, paths: list[Path]):
     from gradio_client import handle_file
 
-    import app
+    from ui import overlays
 
-    return client.predict([handle_file(str(p)) for p in paths], None, None, 0.5, app.ORGAN_CHOICES,
+    return client.predict([handle_file(str(p)) for p in paths], None, None, 0.5, overlays.ORGAN_CHOICES,
                           api_name="/segment_scan")
 
 

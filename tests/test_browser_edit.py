@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from model.edits import BRUSH_PX
+from ui.editor import BRUSH_PX
 from scan_fixtures import kaggle_slices, zip_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

@@ -14,17 +14,17 @@ from bad_inputs import good_slice
 from locations import REPO, free_port
 from model import checkpoint as ckpt
 from tiny import make_original_layout
+from ui import server, slice_tab
 
 
 @pytest.fixture
-def app_module():
-    import app
+def tiny_model():
+    """The page's model holder, configured by each test and reset after it."""
+    yield server
+    server.MODEL.configure(None)
 
-    yield app
-    app.configure(None)
 
-
-def test_hub_unreachable_with_cache_runs_from_cache(app_module, tmp_path, monkeypatch):
+def test_hub_unreachable_with_cache_runs_from_cache(tiny_model, tmp_path, monkeypatch):
     """The converted default is in the cache: no download is even attempted, and requests are served."""
     import huggingface_hub
 
@@ -38,10 +38,10 @@ def test_hub_unreachable_with_cache_runs_from_cache(app_module, tmp_path, monkey
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
-    app_module.configure(None)
-    (base, annotations), *_ = app_module.segment(str(good_slice(tmp_path)))
+    server.MODEL.configure(None)
+    (base, annotations), *_ = slice_tab.segment(str(good_slice(tmp_path)))
     assert base.shape == (48, 64) and len(annotations) == 3
-    assert "converted" in app_module.about() and attempts == []
+    assert "converted" in server.MODEL.about() and attempts == []
 
 
 def test_hub_unreachable_without_cache_exits_clearly(tmp_path):
@@ -77,33 +77,33 @@ def test_model_that_fails_to_load_exits_clearly(softmax_ckpt, tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_model_that_fails_to_load_is_a_clear_gr_error(app_module, softmax_ckpt, tmp_path):
+def test_model_that_fails_to_load_is_a_clear_gr_error(tiny_model, softmax_ckpt, tmp_path):
     import gradio as gr
 
-    app_module.configure(str(_broken_checkpoint(softmax_ckpt, tmp_path / "broken")))
+    server.MODEL.configure(str(_broken_checkpoint(softmax_ckpt, tmp_path / "broken")))
     with pytest.raises(gr.Error) as info:
-        app_module.segment(str(good_slice(tmp_path)))
+        slice_tab.segment(str(good_slice(tmp_path)))
     assert info.value.message.startswith("The model is not available: Could not load the model")
-    assert "Model not loaded" in app_module.about()
+    assert "Model not loaded" in server.MODEL.about()
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("CUDA error: secret detail of pixel 12"), MemoryError()],
                          ids=["runtime-error", "out-of-memory"])
-def test_model_raising_is_gr_error_and_next_request_works(app_module, softmax_ckpt, tmp_path, monkeypatch, caplog,
+def test_model_raising_is_gr_error_and_next_request_works(tiny_model, softmax_ckpt, tmp_path, monkeypatch, caplog,
                                                           failure):
     import gradio as gr
 
-    app_module.configure(str(softmax_ckpt))
-    segmenter = app_module.get_segmenter()
+    server.MODEL.configure(str(softmax_ckpt))
+    segmenter = server.MODEL.get()
 
     def broken_predict(*args, **kwargs):
         raise failure
 
     monkeypatch.setattr(segmenter, "predict", broken_predict)
     with caplog.at_level(logging.INFO, logger="uwmgi.app"), pytest.raises(gr.Error) as info:
-        app_module.segment(str(good_slice(tmp_path)))
+        slice_tab.segment(str(good_slice(tmp_path)))
     assert info.value.message == "The model failed on this image; try another slice."
     assert f"prediction failed: {type(failure).__name__}" in caplog.text
     assert "secret" not in caplog.text and "upl-" not in caplog.text  # neither the error's text nor the file name
     monkeypatch.undo()
-    assert app_module.segment(str(good_slice(tmp_path)))[0][1]  # the same process serves the next request
+    assert slice_tab.segment(str(good_slice(tmp_path)))[0][1]  # the same process serves the next request

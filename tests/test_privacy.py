@@ -12,6 +12,7 @@ import pytest
 from bad_inputs import good_slice
 from locations import REPO, free_port
 from model.serving import Scratch
+from ui import server
 
 
 def _files(folder: Path) -> set[Path]:
@@ -30,10 +31,10 @@ def _wait_until(condition, timeout: float = 20.0) -> bool:
 def test_configured_policy_matches_readme():
     import app
 
-    assert app.demo.delete_cache == (app.CACHE_SECONDS, app.CACHE_SECONDS)
+    assert app.demo.delete_cache == (server.CACHE_SECONDS, server.CACHE_SECONDS)
     readme = (REPO / "README.md").read_text()
-    assert f"delete_cache=({app.CACHE_SECONDS}, {app.CACHE_SECONDS})" in readme
-    assert f"at most {2 * app.CACHE_SECONDS // 3600} hours" in readme
+    assert f"delete_cache=({server.CACHE_SECONDS}, {server.CACHE_SECONDS})" in readme
+    assert f"at most {2 * server.CACHE_SECONDS // 3600} hours" in readme
 
 
 @pytest.fixture
@@ -43,9 +44,9 @@ def short_lived_app(softmax_ckpt, tmp_path, monkeypatch):
 
     gradio_tmp, scratch = tmp_path / "gradio", tmp_path / "scratch"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(gradio_tmp))
-    monkeypatch.setattr(app, "CACHE_SECONDS", 1)
-    monkeypatch.setattr(app, "SCRATCH", Scratch(scratch, 1))
-    app.configure(str(softmax_ckpt))
+    monkeypatch.setattr(server, "CACHE_SECONDS", 1)
+    monkeypatch.setattr(server, "SCRATCH", Scratch(scratch, 1))
+    server.MODEL.configure(str(softmax_ckpt))
     demo = app.build_demo()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -53,7 +54,7 @@ def short_lived_app(softmax_ckpt, tmp_path, monkeypatch):
         yield f"http://127.0.0.1:{port}/", gradio_tmp, scratch
     finally:
         demo.close()
-        app.configure(None)
+        server.MODEL.configure(None)
 
 
 @pytest.mark.slow

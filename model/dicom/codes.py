@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from .. import __version__
 
-#: SOP classes of the derived objects (never source images): DICOM SEG and RT Structure Set.
+#: SOP classes of the derived objects (never source images): DICOM SEG and RT Structure Set. The scan
+#: reader skips them by pydicom's names for the same UIDs (model.scans must not import this package).
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 #: RT Dose Storage: a planned dose grid, read (never written) by the course report.
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
-DERIVED_SOP_CLASSES = frozenset({SEGMENTATION_STORAGE, RT_STRUCTURE_SET_STORAGE})
 #: Study Component Management: the usual Referenced SOP Class of an RTSTRUCT's study reference.
 STUDY_COMPONENT_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
 

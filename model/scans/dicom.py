@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dicom.codes import DERIVED_SOP_CLASSES
 from ..image import DEFAULT_PIXEL_SPACING_MM
 from .base import DEFAULT_SLICE_THICKNESS_MM, LPS_TO_RAS, Scan, ScanError, SourceSeries, stack_voxels
 
@@ -35,6 +34,9 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_rescale
+    # pydicom's names for the derived objects' SOP classes: model.dicom (the exports) imports this
+    # package, so taking them from model.dicom.codes would make the two packages import each other.
+    from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
     datasets, headers, derived = [], [], 0
     for f in files:
@@ -42,7 +44,7 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
             ds = pydicom.dcmread(f, force=f.suffix.lower() == ".dcm")
         except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError):
             raise ScanError(f"{f.name} is not a readable DICOM file.") from None
-        if str(ds.get("SOPClassUID", "")) in DERIVED_SOP_CLASSES:
+        if str(ds.get("SOPClassUID", "")) in (SegmentationStorage, RTStructureSetStorage):
             derived += 1  # a SEG or RTSTRUCT next to its series: not an image of it
             continue
         if "PixelData" not in ds:

@@ -1,9 +1,8 @@
-"""Correction by hand (model/edits.py): editor layers → masks, the rewrite, the log, the zip, the DICOM marks."""
+"""Correction by hand (model/edits.py): a slice's corrected masks in, the rewrite, the log, the zip, the DICOM marks."""
 
 from __future__ import annotations
 
 import csv
-import shutil
 import zipfile
 
 import nibabel as nib
@@ -11,30 +10,16 @@ import numpy as np
 import pytest
 
 import rt_series
-from model import labels
 from model.dicom.export import AUTOMATIC, SEMIAUTOMATIC, algorithm_types
-from model.edits import (FRAME_ALPHA, MASK_ALPHA, MIN_ALPHA, EditError, ScanEdits, editor_value,
-                         layers_to_masks, training_slice)
+from model.edits import ScanEdits, training_slice
 from model.measure import measure
 from model.outputs import SegmentedScan, write_outputs
 from model.planning import planning_structures
 from model.review import ReviewFlag
-from model.scans import load_scan
 from model.scans.dicom import read_dicom_series
 from scan_fixtures import kaggle_slices, stack
 
 STOMACH, SMALL, LARGE = range(3)
-
-
-@pytest.fixture()
-def kaggle_scan(shared_data, tmp_path):
-    """Six real 360×310 slices (W×H: not square) in a case-day folder, with deterministic organ masks."""
-    folder = tmp_path / "case9_day4" / "scans"
-    folder.mkdir(parents=True)
-    files = [shutil.copy(f, folder) for f in kaggle_slices(shared_data, "volume_360x310")[60:66]]
-    scan = load_scan(files)
-    assert scan.shape == (6, 310, 360) and scan.case_day == "case9_day4"
-    return scan, rt_series.organ_masks_for(scan.voxels)
 
 
 def segmented(scan, masks, out_dir, **options) -> ScanEdits:
@@ -42,68 +27,16 @@ def segmented(scan, masks, out_dir, **options) -> ScanEdits:
     return ScanEdits.of(SegmentedScan(scan, masks, outputs, measure(masks, scan)), **options)
 
 
-def test_editor_layers_round_trip_at_the_slices_own_grid(kaggle_scan):
-    scan, masks = kaggle_scan
-    value = editor_value(scan.display_slice(3), masks[:, 3])
-    assert value["background"].shape == (310, 360, 3)
-    assert [layer.shape for layer in value["layers"]] == [(310, 360, 4)] * 3
-    # Each layer holds its organ in the organ's colour, half see-through, (all but) transparent elsewhere.
-    stomach = value["layers"][STOMACH]
-    assert tuple(stomach[masks[STOMACH, 3]][0]) == (*labels.rgb("stomach"), MASK_ALPHA)
-    assert (stomach[~masks[STOMACH, 3], 3] == FRAME_ALPHA).all()
-    np.testing.assert_array_equal(layers_to_masks(value["layers"], (310, 360)), masks[:, 3])
-
-
-def test_the_layer_decides_the_organ_and_alpha_decides_the_pixel():
-    layers = [np.zeros((4, 5, 4), dtype=np.uint8) for _ in range(3)]
-    layers[STOMACH][..., 3] = FRAME_ALPHA  # the frame: not an organ pixel
-    layers[SMALL][1, 2] = (255, 255, 0, 255)  # painted in a foreign colour: still small bowel
-    layers[SMALL][2, 2] = (0, 154, 23, MIN_ALPHA - 1)  # an anti-aliased stroke edge: not enough
-    layers[LARGE][3, 4] = (0, 0, 0, MIN_ALPHA)
-    found = layers_to_masks(layers, (4, 5))
-    expected = np.zeros((3, 4, 5), dtype=bool)
-    expected[SMALL, 1, 2] = expected[LARGE, 3, 4] = True
-    np.testing.assert_array_equal(found, expected)
-
-
-@pytest.mark.parametrize("layers, message", [
-    ([np.zeros((360, 310, 4), np.uint8)] * 3, "layer is 310×360 px; the slice is 360×310"),  # transposed
-    ([np.zeros((155, 180, 4), np.uint8)] * 3, "layer is 180×155 px; the slice is 360×310"),  # the displayed size
-    ([np.zeros((310, 360, 4), np.uint8)] * 2, "The editor sent 2 layers; it needs one per organ (3)"),
-    ([], "The editor sent 0 layers"),
-])
-def test_layers_off_the_slices_grid_are_refused(layers, message):
-    with pytest.raises(EditError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        layers_to_masks(layers, (310, 360))
-
-
-def test_layers_the_editor_shifted_are_refused(kaggle_scan):
-    """After a larger image, Gradio draws smaller layers centred in the old canvas: a transparent band."""
-    scan, masks = kaggle_scan
-    value = editor_value(scan.display_slice(3), masks[:, 3])
-    for dy, dx in ((5, 10), (0, 3), (2, 0)):
-        shifted = [np.zeros_like(layer) for layer in value["layers"]]
-        for layer, sent in zip(shifted, value["layers"]):
-            layer[dy:, dx:] = sent[:310 - dy, :360 - dx]
-        with pytest.raises(EditError, match="shifted the layers off the slice"):
-            layers_to_masks(shifted, (310, 360))
-    # Erasing a whole edge in one layer is an edit, not a shift.
-    value["layers"][STOMACH][:, 0] = 0
-    value["layers"][STOMACH][0, :] = 0
-    assert not layers_to_masks(value["layers"], (310, 360))[STOMACH, :, 0].any()
-
-
 def test_an_applied_edit_rewrites_every_download_for_that_slice_and_organ_only(kaggle_scan, tmp_path):
     scan, masks = kaggle_scan
     state = segmented(scan, masks, tmp_path / "first")
-    value, editor = state.editor(2)
-    layers = [layer.copy() for layer in value["layers"]]
-    layers[STOMACH][100:110, 40:60] = (255, 0, 255, 255)  # a stroke, in any colour
+    corrected = masks[:, 2].copy()
+    corrected[STOMACH, 100:110, 40:60] = True  # a stroke
     removed = masks[LARGE, 2] & (np.arange(360)[None, :] < 250)
-    layers[LARGE][removed] = 0  # the eraser
+    corrected[LARGE][removed] = False  # the eraser
     assert masks[LARGE, 2].any() and removed.any() and not masks[STOMACH, 2, 100:110, 40:60].any()
 
-    new_state, result = state.apply(editor, layers, tmp_path / "second")
+    new_state, result = state.apply(2, corrected, tmp_path / "second")
     expected = masks.copy()
     expected[STOMACH, 2, 100:110, 40:60] = True
     expected[LARGE, 2] &= ~removed
@@ -129,13 +62,11 @@ def test_an_applied_edit_rewrites_every_download_for_that_slice_and_organ_only(k
         {"edit": "1", "slice_index": "2", "slice_number": str(scan.slice_numbers[2]), "organ": "large_bowel",
          "pixels_added": "0", "pixels_removed": str(int(removed.sum()))},
     ]
-    review = new_state.review_rows()
-    assert [r[:3] for r in review if r[2] == "edited"] == [[3, "Stomach", "edited"], [3, "Large bowel", "edited"]]
 
     # A second edit on another slice is edit 2; the log keeps the first.
-    value, editor = new_state.editor(4)
-    value["layers"][SMALL][0:3, 0:3] = (0, 154, 23, MASK_ALPHA)
-    third, result = new_state.apply(editor, value["layers"], tmp_path / "third")
+    corrected = new_state.organ_masks[:, 4].copy()
+    corrected[SMALL, 0:3, 0:3] = True
+    third, result = new_state.apply(4, corrected, tmp_path / "third")
     assert [(e.edit, e.slice_index, e.organ) for e in third.edits] == [
         (1, 2, "stomach"), (1, 2, "large_bowel"), (2, 4, "small_bowel")]
     assert third.edited_organs == {"stomach", "large_bowel", "small_bowel"}
@@ -149,9 +80,9 @@ def test_the_corrections_zip_is_a_kaggle_layout_train_reads(kaggle_scan, tmp_pat
     scan, masks = kaggle_scan
     state = segmented(scan, masks, tmp_path / "first")
     for index in (4, 1):
-        value, editor = state.editor(index)
-        value["layers"][SMALL][50:60, 300:320] = (0, 154, 23, 255)
-        state, result = state.apply(editor, value["layers"], tmp_path / f"after{index}")
+        corrected = state.organ_masks[:, index].copy()
+        corrected[SMALL, 50:60, 300:320] = True
+        state, result = state.apply(index, corrected, tmp_path / f"after{index}")
     with zipfile.ZipFile(next(p for p in result.outputs.files() if p.name.endswith("_corrections.zip"))) as archive:
         archive.extractall(tmp_path / "data")
     scans = index_scans(tmp_path / "data")
@@ -168,37 +99,24 @@ def test_float_scans_are_stretched_onto_16_bits_and_integer_ones_kept():
     np.testing.assert_array_equal(training_slice(np.array([[-1.5, 0.0, 1.5]])), [[0, 32768, 65535]])
 
 
-def test_edits_from_another_scan_or_off_the_grid_leave_nothing_behind(kaggle_scan, tmp_path):
-    scan, masks = kaggle_scan
-    old = segmented(scan, masks, tmp_path / "first")
-    value, editor = old.editor(1)
-    new = segmented(scan, masks, tmp_path / "again")  # a new scan loaded in the session: a new token
-    assert new.token != old.token
-    value["layers"][STOMACH][:5, :5] = (0, 127, 255, 255)
-    out = tmp_path / "out"
-    with pytest.raises(EditError, match="opened on another scan"):
-        new.apply(editor, value["layers"], out)
-    with pytest.raises(EditError, match="opened on another scan"):
-        new.apply(None, value["layers"], out)
-    _, editor = new.editor(1)
-    with pytest.raises(EditError, match="the slice is 360×310"):
-        new.apply(editor, [layer[:, :300] for layer in value["layers"]], out)
-    assert not out.exists() and not new.edits
-    # The untouched prediction is no edit at all.
-    value, editor = new.editor(1)
-    assert new.apply(editor, value["layers"], out) is None and not out.exists()
-
-
-def test_reset_offers_the_models_prediction_after_an_applied_edit(kaggle_scan, tmp_path):
+def test_no_change_is_no_edit_and_a_wrong_shape_is_refused(kaggle_scan, tmp_path):
     scan, masks = kaggle_scan
     state = segmented(scan, masks, tmp_path / "first")
-    value, editor = state.editor(3)
-    value["layers"][STOMACH][:] = 0
-    state, _ = state.apply(editor, value["layers"], tmp_path / "edited")
+    out = tmp_path / "out"
+    assert state.apply(1, masks[:, 1].copy(), out) is None and not out.exists() and not state.edits
+    with pytest.raises(ValueError, match=r"\(3, 310, 360\)"):
+        state.apply(1, masks[:, 1, :, :300], out)
+    assert not out.exists()
+
+
+def test_the_models_prediction_stays_after_an_applied_edit(kaggle_scan, tmp_path):
+    scan, masks = kaggle_scan
+    state = segmented(scan, masks, tmp_path / "first")
+    corrected = masks[:, 3].copy()
+    corrected[STOMACH] = False
+    state, _ = state.apply(3, corrected, tmp_path / "edited")
     assert not state.organ_masks[STOMACH, 3].any()
-    assert not layers_to_masks(state.editor(3)[0]["layers"], (310, 360))[STOMACH].any()
-    reset, _ = state.editor(3, reset=True)
-    np.testing.assert_array_equal(layers_to_masks(reset["layers"], (310, 360)), masks[:, 3])
+    np.testing.assert_array_equal(state.predicted_slice(3), masks[:, 3])
 
 
 def test_review_flags_stay_after_an_edit_except_on_the_edited_slice(kaggle_scan, tmp_path):
@@ -208,13 +126,12 @@ def test_review_flags_stay_after_an_edit_except_on_the_edited_slice(kaggle_scan,
     flags = (ReviewFlag(scan.slice_numbers[1], "stomach", 0.8, "uncertain contour", 1),
              ReviewFlag(scan.slice_numbers[2], "small_bowel", 0.5, "possibly missed", 2))
     state = ScanEdits(scan, masks, np.packbits(masks), flags)
-    value, editor = state.editor(1)
-    value["layers"][STOMACH][0:4, 0:4] = (0, 127, 255, MASK_ALPHA)
-    edited, result = state.apply(editor, value["layers"], tmp_path / "out")
+    corrected = masks[:, 1].copy()
+    corrected[STOMACH, 0:4, 0:4] = ~corrected[STOMACH, 0:4, 0:4]
+    edited, result = state.apply(1, corrected, tmp_path / "out")
     assert edited.flags == flags[1:] and result.outputs.flags == flags[1:]
     with open(result.outputs.review, newline="") as f:
         assert [row["slice_index"] for row in csv.DictReader(f)] == ["2"]
-    assert [r[2] for r in edited.review_rows()] == ["edited", 0.5]  # slice 2's flag, slice 1's edit
 
 
 def test_structures_from_an_edited_organ_are_semiautomatic():
@@ -239,9 +156,9 @@ def test_dicom_exports_mark_the_edited_organ_semiautomatic_and_the_rest_automati
     scan = read_dicom_series(rt_series.write_mr_series(voxels, tmp_path / "series"), "series")
     masks = rt_series.organ_masks_for(scan.voxels)
     state = segmented(scan, masks, tmp_path / "first", bowel_bag=True)
-    value, editor = state.editor(2)
-    value["layers"][STOMACH][0:4, 0:4] = (0, 127, 255, 255)
-    _, result = state.apply(editor, value["layers"], tmp_path / "edited")
+    corrected = masks[:, 2].copy()
+    corrected[STOMACH, 0:4, 0:4] = True
+    _, result = state.apply(2, corrected, tmp_path / "edited")
     files = {p.name: p for p in result.outputs.files()}
 
     seg = hd.seg.segread(files["series_seg.dcm"])

@@ -7,7 +7,7 @@ from model import labels
 from model.image import read_slice
 from model.inference import Segmenter, choose_runtime
 from model.measure import organ_areas
-from model.overlay import MASK_BITS, annotations, decode_mask_png, encode_mask_png
+from model.overlay import MASK_BITS, decode_mask_png, encode_mask_png
 
 NATIVE_VOLUMES = ["volume_234x234", "volume_266x266", "volume_276x276", "volume_360x310"]
 
@@ -101,15 +101,12 @@ def test_mask_png_bits_keep_overlaps():
     np.testing.assert_array_equal(decode_mask_png(packed), masks)
 
 
-def test_areas_and_annotations():
+def test_areas():
     masks = np.zeros((3, 10, 10), dtype=bool)
     masks[1, :4, :5] = True
     areas = organ_areas(masks, (1.5, 2.0))
     assert [a.pixels for a in areas] == [0, 20, 0]
     assert areas[1].area_cm2 == pytest.approx(20 * 3.0 / 100)
-    ann = annotations(masks, opacity=0.25, visible=["small_bowel", "large_bowel"])
-    assert [name for _, name in ann] == ["Small bowel", "Large bowel"]
-    assert ann[0][0].max() == pytest.approx(0.25)
 
 
 # --------------------------------------------------------------------------- volumes

@@ -18,6 +18,7 @@ from model.checkpoint import CheckpointError
 from model.engine import load_segmenter
 from model.inference import Segmenter
 from model.worker import SegmenterProcess, start_method
+from ui import server, slice_tab
 
 pytestmark = pytest.mark.slow
 
@@ -75,28 +76,28 @@ def test_a_checkpoint_that_cannot_load_raises_its_one_line_error(softmax_ckpt, t
         proc.close()
 
 
-def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(app_module, softmax_ckpt, tmp_path):
+def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(tiny_model, softmax_ckpt, tmp_path):
     import gradio as gr
 
     proc = SegmenterProcess(str(softmax_ckpt))
-    app_module.configure(str(softmax_ckpt), segmenter=proc)
+    server.MODEL.configure(str(softmax_ckpt), segmenter=proc)
     image = str(good_slice(tmp_path))
     try:
-        assert app_module.get_segmenter() is proc
-        first = app_module.segment(image)
+        assert server.MODEL.get() is proc
+        first = slice_tab.segment(image)
         os.kill(proc.pid, signal.SIGKILL)
         assert _gone(proc.pid)
         with pytest.raises(gr.Error) as info:
-            app_module.segment(image)
+            slice_tab.segment(image)
         assert info.value.message == ("The model's process stopped unexpectedly (out of memory?); "
                                       "it is reloading, try again in a minute.")
         assert proc.broken
-        again = app_module.segment(image)  # now from a model loaded in this process
-        assert isinstance(app_module.get_segmenter(), Segmenter)
-        np.testing.assert_array_equal(again[4]["masks"], first[4]["masks"])
+        again = slice_tab.segment(image)  # now from a model loaded in this process
+        assert isinstance(server.MODEL.get(), Segmenter)
+        np.testing.assert_array_equal(again[4].organ_masks, first[4].organ_masks)
     finally:
         proc.close()
-        app_module.configure(None)
+        server.MODEL.configure(None)
 
 
 def test_the_model_process_exits_when_the_app_is_killed(softmax_ckpt):
@@ -130,19 +131,6 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
     assert list(proc.segment_volume_steps(voxels, masks, chunk_slices=4)) == [4, 8, 9]
     np.testing.assert_array_equal(masks, local.segment_volume(voxels))
     assert sent == [5, 7, 3]  # slices 0-4, 2-8 and 6-8: only what the stacks reach
-
-
-def test_preload_starts_a_model_process_only_for_the_script(softmax_ckpt, monkeypatch):
-    from model import worker
-
-    monkeypatch.delenv("MODEL", raising=False)
-    monkeypatch.setenv("MODEL_REVISION", "v2")
-    assert worker.preload("app", ["--model", str(softmax_ckpt)]) is None  # imported: nothing starts
-    proc = worker.preload("__main__", ["--model", str(softmax_ckpt), "--unrelated", "x"])
-    try:
-        assert isinstance(proc, SegmenterProcess) and proc.choice == (str(softmax_ckpt), "v2")
-    finally:
-        proc.close()
 
 
 def test_probabilities_match_the_in_process_segmenter(worker, softmax_ckpt):

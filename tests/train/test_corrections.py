@@ -1,8 +1,8 @@
 """Corrections made in the app become training data: fine-tuning on them raises the model's Dice there.
 
 A real scan (``volume_360x310``, case47_day29) is segmented by a small random checkpoint; six of its
-slices are then corrected to the real labels through :class:`model.edits.ScanEdits` (the editor's
-own path: layers in, masks out), and the ``<scan>_corrections.zip`` it writes is unzipped and
+slices are then corrected to the real labels through the editor's own path (:mod:`ui.editor`: layers
+in, masks out) and :class:`model.edits.ScanEdits`, and the ``<scan>_corrections.zip`` it writes is unzipped and
 fed, as it is, to the documented command: ``python -m train fit ... --model.init CHECKPOINT
 --data.data_dir CORRECTIONS --data.folds 1``. ``python -m train evaluate`` scores the checkpoint
 before and after on the corrected slices.
@@ -50,10 +50,11 @@ def _evaluate(checkpoint, data_dir, out, capsys) -> float:
 
 
 def test_fine_tuning_on_corrected_slices_raises_their_dice(shared_data, tmp_path, capsys):
-    from model.edits import ScanEdits, editor_value
+    from model.edits import ScanEdits
     from model.inference import Segmenter
     from model.outputs import segment_scan
     from model.scans import load_scan
+    from ui.editor import editor_value, layers_to_masks
 
     # The real labels of the scan, from the competition's train.csv.
     rows = tmp_path / "truth.csv"
@@ -79,9 +80,8 @@ def test_fine_tuning_on_corrected_slices_raises_their_dice(shared_data, tmp_path
     edits = ScanEdits.of(result)
     for i in chosen:
         corrected = by_number[scan.slice_numbers[i]]
-        _, editor = edits.editor(i)
-        edits, result = edits.apply(editor, editor_value(scan.display_slice(i), corrected)["layers"],
-                                    tmp_path / f"edited{i}")
+        layers = editor_value(scan.display_slice(i), corrected)["layers"]
+        edits, result = edits.apply(i, layers_to_masks(layers, scan.shape[1:]), tmp_path / f"edited{i}")
     data_dir = tmp_path / "corrections"
     with zipfile.ZipFile(next(p for p in result.outputs.files() if p.name == f"{CASE_DAY}_corrections.zip")) as z:
         z.extractall(data_dir)

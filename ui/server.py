@@ -1,0 +1,73 @@
+"""What every tab's handlers share: the process's model, request folders, upload paths, the one error mapping.
+
+Also ``python app.py``'s arguments (:func:`parse_app_args`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from model.checkpoint import CheckpointError
+from model.image import ImageError
+from model.serving import ModelHolder, Scratch
+from model.worker import ModelProcessError
+
+log = logging.getLogger("uwmgi.app")
+
+#: Uploads and outputs are deleted by Gradio every hour once older than an hour.
+CACHE_SECONDS = 3600
+
+#: The process's one model, and the request output folders (deleted on Gradio's cache age).
+MODEL = ModelHolder()
+SCRATCH = Scratch(Path(tempfile.gettempdir()) / "uwmgi-outputs", CACHE_SECONDS)
+
+
+def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``python app.py``'s options: ``--model`` and ``--revision`` (each falls back to its env variable)."""
+    parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
+    parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
+                                        "default: the blog's checkpoint, converted once")
+    parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
+    return parser.parse_args(argv)
+
+
+def upload_paths(files) -> list[str]:
+    """A Gradio file input's value (a path, a ``{"path": ...}`` dict, a list of either, or nothing) as paths."""
+    files = files if isinstance(files, (list, tuple)) else [files] if files else []
+    return [f if isinstance(f, str) else f.get("path", "") for f in files]
+
+
+def scratch_dir() -> Path:
+    """A fresh folder for one request's downloads (:meth:`model.serving.Scratch.new_dir`)."""
+    return SCRATCH.new_dir(Path(get_upload_folder()))
+
+
+def user_error(message: str) -> gr.Error:
+    return gr.Error(message, print_exception=False)
+
+
+@contextlib.contextmanager
+def user_errors(step: str, failure: str):
+    """The handlers' one error mapping: whatever goes wrong in ``step`` becomes one line for the user.
+
+    Our domain errors (``ImageError`` and its ``ScanError`` and ``EditError``, ``CheckpointError``,
+    ``ModelProcessError``) carry their own message; anything else is logged by type only, never with
+    content, and the user reads ``failure``. The server keeps serving either way."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except CheckpointError as err:
+        raise user_error(f"The model is not available: {err}") from None
+    except (ImageError, ModelProcessError) as err:
+        raise user_error(str(err)) from None
+    except Exception as err:  # noqa: BLE001 - keep serving; never log image content
+        log.error("%s failed: %s", step, type(err).__name__)
+        raise user_error(failure) from None

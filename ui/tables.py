@@ -1,0 +1,95 @@
+"""Every table and plot frame of the page: its headers beside the function that builds its rows.
+
+The numbers come from :mod:`model` (measurements, scores, review flags, day comparisons); here they
+are rounded and labelled for ``gr.Dataframe`` and ``gr.LinePlot``, with ``"–"`` where there is none.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from model import labels
+from model.days import DayComparison
+from model.edits import SliceEdit
+from model.measure import OrganVolume, organ_areas, slice_areas_cm2, structure_volumes_ml
+from model.metric import Score
+from model.planning import Structure
+from model.review import ReviewFlag
+from model.scans import Scan
+
+#: The Slice tab's measurements.
+AREA_HEADERS = ["Organ", "Present", "Pixels", "Area (cm²)"]
+#: The Scan tab's measurements.
+VOLUME_HEADERS = ["Organ", "Volume (ml)", "Slices", "Largest cross-section (cm²)", "At slice"]
+#: The Scan tab's comparison with ground truth.
+COMPARISON_HEADERS = ["Organ", "Dice", "Hausdorff (HD)", "Score 0.4·Dice + 0.6·(1−HD)"]
+#: The Scan tab's review table; "Slice" is the slider's position (1..S), so a click can jump there.
+REVIEW_HEADERS = ["Slice", "Organ", "Score", "Reason"]
+#: The Compare days tab's table.
+DAYS_HEADERS = ["Organ", "A (ml)", "B (ml)", "Change (%)", "Centroid shift raw (mm)",
+                "Centroid shift registered (mm)", "Dice", "HD95 (mm)", "Status"]
+
+
+def area_rows(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> list[list]:
+    """The Slice tab's measurements of ``(O, H, W) bool`` masks: organ, present, pixels, area (cm²)."""
+    return [[labels.DISPLAY_NAMES[a.organ], "yes" if a.present else "no", a.pixels, round(a.area_cm2, 2)]
+            for a in organ_areas(organ_masks, pixel_spacing_mm)]
+
+
+def volume_rows(volumes: list[OrganVolume], structures: list[Structure], scan: Scan) -> list[list]:
+    """The Scan tab's measurements: organ, volume (ml), slices, largest cross-section (cm²) and its
+    slice per organ, then name, volume and slices per planning structure (``"–"`` where none)."""
+    rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1), f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
+             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in volumes]
+    for structure, (label, ml) in zip(structures, structure_volumes_ml(structures, scan.spacing_mm)):
+        present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
+        rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
+                     if present.size else "–", "–", "–"])
+    return rows
+
+
+def area_plot_frame(organ_masks: np.ndarray, scan: Scan) -> pd.DataFrame:
+    """Per-slice organ areas as the long frame ``gr.LinePlot`` takes: slice, organ, area (cm²)."""
+    areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
+    return pd.DataFrame({
+        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
+        "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
+        "area (cm²)": areas.ravel().round(2),
+    })
+
+
+def comparison_rows(score: Score) -> list[list]:
+    """``[organ, Dice, HD, score]`` per organ and overall; NaN (nothing to score) shows as ``"–"``."""
+    def fmt(value: float) -> float | str:
+        return "–" if math.isnan(value) else round(value, 4)
+
+    rows = [[labels.DISPLAY_NAMES[o], fmt(score.dice_per_organ[o]), fmt(score.hausdorff_per_organ[o]),
+             fmt(score.score_per_organ[o])] for o in labels.ORGANS]
+    return rows + [["All organs", fmt(score.dice), fmt(score.hausdorff), fmt(score.score)]]
+
+
+def review_rows(flags: tuple[ReviewFlag, ...] | list[ReviewFlag], edits: tuple[SliceEdit, ...] = ()) -> list[list]:
+    """The review table: the flags, then one "edited" row per edited slice and organ, by slider position."""
+    rows = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.score, f.reason] for f in flags]
+    totals: dict[tuple[int, str], list[int]] = {}
+    for e in edits:
+        total = totals.setdefault((e.slice_index, e.organ), [0, 0])
+        total[0] += e.pixels_added
+        total[1] += e.pixels_removed
+    for (index, organ), (added, removed) in sorted(totals.items(), key=lambda t: (t[0][0], labels.ORGANS.index(t[0][1]))):
+        rows.append([index + 1, labels.DISPLAY_NAMES[organ], "edited",
+                     f"corrected by hand: {added} pixels added, {removed} removed"])
+    return sorted(rows, key=lambda row: row[0])
+
+
+def days_rows(comparison: DayComparison) -> list[list]:
+    """The per-organ numbers of two days (organ, ml A, ml B, %, raw mm, registered mm, Dice, HD95 mm, status)."""
+    def fmt(value, digits=1):
+        return "" if value is None else round(float(value), digits)
+
+    return [[labels.DISPLAY_NAMES[o.organ], fmt(o.volume_a_ml), fmt(o.volume_b_ml), fmt(o.volume_change_pct),
+             fmt(o.raw_shift_length_mm), fmt(o.registered_shift_length_mm), fmt(o.dice_registered, 3),
+             fmt(o.hd95_registered_mm), o.status] for o in comparison.organs]
