@@ -3,18 +3,18 @@
 Research demo, not for diagnostic use. Three tabs of UI, their handlers and the entry point; every
 mechanism behind them lives in :mod:`model`. Importing this module builds ``demo`` but downloads
 nothing, starts no server and loads no torch. ``python app.py [--model ID_OR_DIR] [--revision REV]``
-starts the model in its own process (:func:`model.worker.preload`) before it imports Gradio.
+starts the model in its own process (:func:`model.engines.process.preload`) before it imports Gradio.
 """
 
 from __future__ import annotations
 
-from model import worker
+from model.engines import process
 
 # The one statement before the imports (ruff's E402 is off for this file alone, in pyproject.toml):
 # under `python app.py` the model's process starts here, so its imports (torch, transformers) run
 # while this process imports Gradio; on a 2-vCPU Space the two then overlap instead of adding up
 # (cold start: benchmarks/results/). Imported (tests, notebooks), this does nothing.
-MODEL_PROCESS = worker.preload(__name__)
+MODEL_PROCESS = process.preload(__name__)
 
 import contextlib
 import logging
@@ -38,7 +38,7 @@ from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
 from model.scans import Scan, load_scan
 from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args, upload_paths
-from model.worker import ModelProcessError
+from model.engines.process import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
 

@@ -240,7 +240,7 @@ class SegmentedScan:
 class ScanJob:
     """One scan through the model, in two steps: :meth:`steps` (the model, chunk by chunk), then :meth:`finish`.
 
-    ``segmenter``: a :class:`model.inference.Segmenter` or :class:`model.worker.SegmenterProcess`.
+    ``segmenter``: a :class:`model.engines.torch.Segmenter` or :class:`model.engines.process.SegmenterProcess`.
     The per-organ probabilities ``(O, D, H, W) float16`` are kept only until :meth:`finish`
     has used them for the review flags.
     """

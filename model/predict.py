@@ -33,7 +33,7 @@ from .checkpoint import CheckpointError, model_choice
 from .cohort import (add_cohort_options, check_cohort_options, compare_cohort_days, finished, plan_cohort, run,
                      score_cohort, write_cohort_files)
 from .scans.base import ScanError
-from .threads import prefer_sleeping_threads
+from .engines.machine import prefer_sleeping_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     segmenter = None  # a cohort finished in an earlier run (--compare-days afterwards) needs no model
     if not all(finished(args.out, s) for s in sources):
-        from .engine import load_segmenter  # with a cached OpenVINO model, no torch in this process
+        from .engines.choose import load_segmenter  # with a cached OpenVINO model, no torch in this process
 
         try:
             segmenter = load_segmenter(*model_choice(args.model, args.revision))

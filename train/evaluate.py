@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from model.checkpoint import CheckpointError
-from model.inference import Segmenter
+from model.engines.torch import Segmenter
 from model.metric import ScoringError, competition_score, score_case, score_submission
 from model.rle import RleCsv, RleVolume, write_rle_csv
 

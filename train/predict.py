@@ -29,7 +29,7 @@ from model.scans.sources import ScanSource
 
 
 class CohortPredictor(L.LightningModule):
-    """Runs the scans a process is given; the model is the serving :class:`~model.inference.Segmenter`, not trained."""
+    """Runs the scans a process is given; the model is the serving :class:`~model.engines.torch.Segmenter`, not trained."""
 
     def __init__(self, checkpoint: str, revision: str | None, sources: list[ScanSource], out_dir: Path,
                  slice_thickness_mm: float | None = None, *, bowel_bag: bool = False, margin_mm: float = 0.0):
@@ -42,7 +42,7 @@ class CohortPredictor(L.LightningModule):
         self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def setup(self, stage: str) -> None:
-        from model.inference import Segmenter
+        from model.engines.torch import Segmenter
 
         # Kept off the module's parameters: Lightning neither converts nor syncs it; each process loads its own.
         self.segmenter = Segmenter.load(self.checkpoint, self.revision, device=str(self.trainer.strategy.root_device))

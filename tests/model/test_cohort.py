@@ -13,7 +13,7 @@ import pytest
 
 from model import labels
 from model.cohort import run
-from model.inference import Segmenter
+from model.engines.torch import Segmenter
 from model.labels import KAGGLE_CLASSES
 from model.predict import main
 from model.rle import RleCsv

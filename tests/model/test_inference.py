@@ -5,7 +5,7 @@ from PIL import Image
 
 from model import labels
 from model.image import read_slice
-from model.inference import Segmenter, choose_runtime
+from model.engines.torch import Segmenter, choose_runtime
 from model.measure import organ_areas
 from model.overlay import MASK_BITS, annotations, decode_mask_png, encode_mask_png
 
@@ -80,7 +80,7 @@ def test_batches_equal_single_predictions(softmax):
 
 
 def test_stack_slices_clamps_edges(tmp_path):
-    from model.inference import stack_slices
+    from model.engines.torch import stack_slices
     from tiny import make_tiny_checkpoint
 
     seg = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, slice_offsets=[-2, 0, 2]))

@@ -1,4 +1,4 @@
-"""The model in its own process (``model.worker``): same masks, clear errors, no orphans."""
+"""The model in its own process (``model.engines.process``): same masks, clear errors, no orphans."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from bad_inputs import good_slice
 from locations import REPO
 from model.checkpoint import CheckpointError
-from model.engine import load_segmenter
-from model.inference import Segmenter
-from model.worker import SegmenterProcess, start_method
+from model.engines.choose import load_segmenter
+from model.engines.torch import Segmenter
+from model.engines.process import SegmenterProcess, start_method
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def _gone(pid: int, timeout: float = 15) -> bool:
 
 
 def test_spawns_once_torch_is_loaded():
-    assert "torch" in sys.modules  # this test module imported model.inference
+    assert "torch" in sys.modules  # this test module imported model.engines.torch
     assert start_method() == "spawn"
 
 
@@ -100,7 +100,7 @@ def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(app
 
 
 def test_the_model_process_exits_when_the_app_is_killed(softmax_ckpt):
-    script = ("import os, signal; from model.worker import SegmenterProcess; "
+    script = ("import os, signal; from model.engines.process import SegmenterProcess; "
               f"p = SegmenterProcess({str(softmax_ckpt)!r}).wait(); print(p.pid, flush=True); "
               "os.kill(os.getpid(), signal.SIGKILL)")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -133,7 +133,7 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
 
 
 def test_preload_starts_a_model_process_only_for_the_script(softmax_ckpt, monkeypatch):
-    from model import worker
+    from model.engines import process as worker
 
     monkeypatch.delenv("MODEL", raising=False)
     monkeypatch.setenv("MODEL_REVISION", "v2")

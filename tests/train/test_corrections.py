@@ -51,7 +51,7 @@ def _evaluate(checkpoint, data_dir, out, capsys) -> float:
 
 def test_fine_tuning_on_corrected_slices_raises_their_dice(shared_data, tmp_path, capsys):
     from model.edits import ScanEdits, editor_value
-    from model.inference import Segmenter
+    from model.engines.torch import Segmenter
     from model.outputs import segment_scan
     from model.scans import load_scan
 

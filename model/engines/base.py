@@ -1,18 +1,17 @@
 """What every engine's segmenter shares: 2.5D input stacks, the volume verbs, the About line.
 
-numpy only, no torch. :class:`model.inference.Segmenter` (torch) and
-:class:`model.openvino_runtime.OpenVinoSegmenter` (OpenVINO, torch-free) segment a volume the
+numpy only, no torch. :class:`model.engines.torch.Segmenter` (torch) and
+:class:`model.engines.openvino.OpenVinoSegmenter` (OpenVINO, torch-free) segment a volume the
 same way: stack each slice with its neighbours, then call their own ``predict`` on a chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .chunking import segment_volume_steps
-from .image import normalize_intensity
+from ..image import normalize_intensity
 
 
 def stretched_inputs(slices: np.ndarray) -> np.ndarray:
@@ -35,6 +34,27 @@ def stack_slices(voxels: np.ndarray, index: int, offsets: Iterable[int]) -> np.n
     """
     depth = voxels.shape[0]
     return voxels[[min(max(index + o, 0), depth - 1) for o in offsets]]
+
+
+def segment_volume_steps(segment_slices: Callable[..., np.ndarray], voxels: np.ndarray, organ_masks: np.ndarray,
+                         chunk_slices: int, probabilities: np.ndarray | None = None) -> Iterator[int]:
+    """Fill ``organ_masks`` ``(O, D, H, W) bool`` from a volume ``(D, H, W)`` chunk by chunk; yield slices done.
+
+    ``segment_slices(voxels, start, stop, probabilities_part)`` returns the masks
+    ``(O, stop - start, H, W)`` of one chunk. ``probabilities``: optional ``(O, D, H, W)`` float
+    array filled alongside. A caller that stops iterating (a cancelled request) stops the work at
+    the next chunk.
+    """
+    depth = voxels.shape[0]
+    if organ_masks.ndim != 4 or organ_masks.shape[1:] != voxels.shape:
+        raise ValueError(f"organ_masks {organ_masks.shape} does not fit a volume of shape {voxels.shape}")
+    if probabilities is not None and probabilities.shape != organ_masks.shape:
+        raise ValueError(f"probabilities {probabilities.shape} do not fit masks of shape {organ_masks.shape}")
+    for start in range(0, depth, chunk_slices):
+        stop = min(start + chunk_slices, depth)
+        part = None if probabilities is None else probabilities[:, start:stop]
+        organ_masks[:, start:stop] = segment_slices(voxels, start, stop, part)
+        yield stop
 
 
 class SegmenterBase:
@@ -85,7 +105,7 @@ class SegmenterBase:
         for 144 × 360 × 310), filled with each organ's probability.
         Memory beyond the model stays at one chunk of inputs and logits plus these arrays (48 MB
         of bool masks for 144 × 360 × 310). A caller that stops iterating (a cancelled request)
-        stops the work at the next chunk (:func:`model.chunking.segment_volume_steps`).
+        stops the work at the next chunk (:func:`model.engines.base.segment_volume_steps`).
         """
         if organ_masks.shape[0] != len(self.contract.organ_channels):
             raise ValueError(f"organ_masks {organ_masks.shape} has not one channel per organ of the checkpoint")

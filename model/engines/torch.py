@@ -1,8 +1,8 @@
 """The one core prediction function on torch: raw slices in as a batch, per-organ boolean masks out.
 
 The slice tab, the scan tab, the CLI and the benchmarks all call ``predict`` of the segmenter
-:func:`model.engine.load_segmenter` returns: this module's :class:`Segmenter` (torch), or on
-CPUs where OpenVINO wins :class:`model.openvino_runtime.OpenVinoSegmenter`, which runs the model
+:func:`model.engines.choose.load_segmenter` returns: this module's :class:`Segmenter` (torch), or on
+CPUs where OpenVINO wins :class:`model.engines.openvino.OpenVinoSegmenter`, which runs the model
 this module folds and has numpy twins of its pre- and post-processing. How torch runs (device,
 precision, graph rewrites) is chosen once per process by :func:`choose_runtime`. The default on
 every machine is a path whose masks agree with the exact fp32 model on real slices
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint as ckpt
+from .. import checkpoint as ckpt
 from .machine import FORCE_FP32_ENV, PRECISION_ENV, cpu_flags, requested_precision
-from .segmenting import SegmenterBase, stack_slices, stretched_inputs  # noqa: F401 - stack_slices: its old home, still imported
+from .base import SegmenterBase, stack_slices, stretched_inputs  # noqa: F401 - stack_slices: its old home, still imported
 
 #: ``exact``: the unmodified fp32 eager model. ``fp32``: fp32 with the folded decode head (the
 #: same function, rounded differently). ``bf16``/``fp16``: autocast matmuls and convolutions over
@@ -232,7 +232,7 @@ class Segmenter(SegmenterBase):
     """A loaded contract checkpoint, ready to predict on torch. Load once per process.
 
     The volume verbs (``segment_slices``, ``segment_volume_steps``, ``segment_volume``) come from
-    :class:`~model.segmenting.SegmenterBase`, shared with the OpenVINO engine.
+    :class:`~model.engines.base.SegmenterBase`, shared with the OpenVINO engine.
     """
 
     def __init__(self, model, contract: ckpt.Contract, info: ckpt.CheckpointInfo | None = None,

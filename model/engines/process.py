@@ -2,14 +2,14 @@
 
 A free CPU Space has 2 vCPUs, and the app's start is bound by Python imports that each run on
 one core: Gradio's, and the engine's (torch + transformers, or OpenVINO with a cached conversion:
-:func:`model.engine.load_segmenter`). In one process they add up; with the model loading in a
+:func:`model.engines.choose.load_segmenter`). In one process they add up; with the model loading in a
 child while the app imports Gradio, they overlap (the cold-start rows of ``benchmarks/results/``
 measure both).
 
 :class:`SegmenterProcess` is started by ``python app.py`` before it imports Gradio: a ``fork`` of
 a process that has imported only the standard library, so no thread, lock or OpenMP pool is
 copied. Once torch is loaded (tests, notebooks) it spawns a fresh interpreter instead. It
-answers the part of :class:`~model.inference.Segmenter` the app uses: ``predict``,
+answers the part of :class:`~model.engines.torch.Segmenter` the app uses: ``predict``,
 ``segment_slices``, ``segment_volume_steps``, ``describe``, ``batch_size`` and ``slice_offsets``.
 Slices and masks cross the process boundary as pickled arrays, small next to a forward pass;
 probabilities, when asked for, come back as float16.
@@ -28,7 +28,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from .chunking import segment_volume_steps
+from .base import segment_volume_steps
 
 #: How often the child checks that the app is still there (it exits when the app is gone).
 PARENT_POLL_S = 1.0
@@ -48,7 +48,7 @@ def _exit_with_parent(parent: int) -> None:
 def _load(model: str | None, revision: str | None, parent: int) -> dict:
     global _segmenter
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
-    from .engine import load_segmenter  # the engine loads here, in the child (no torch: cached OpenVINO)
+    from .choose import load_segmenter  # the engine loads here, in the child (no torch: cached OpenVINO)
 
     _segmenter = load_segmenter(model, revision)
     return {"pid": os.getpid(), "batch_size": _segmenter.batch_size, "slice_offsets": _segmenter.slice_offsets,
@@ -103,7 +103,7 @@ def preload(module_name: str, argv: list[str] | None = None) -> SegmenterProcess
         return None
     import argparse
 
-    from .checkpoint import model_choice  # standard library only, like this module
+    from ..checkpoint import model_choice  # standard library only, like this module
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--model")
@@ -113,7 +113,7 @@ def preload(module_name: str, argv: list[str] | None = None) -> SegmenterProcess
 
 
 class SegmenterProcess:
-    """A :class:`~model.inference.Segmenter` loading and running in a child process.
+    """A :class:`~model.engines.torch.Segmenter` loading and running in a child process.
 
     ``SegmenterProcess(model, revision)`` returns at once; the first call that needs the model
     (:meth:`wait`, :meth:`predict`, :meth:`describe`) waits for the load and raises its
@@ -144,7 +144,7 @@ class SegmenterProcess:
         return self
 
     def predict(self, slices, probabilities=None):
-        """:meth:`Segmenter.predict <model.inference.Segmenter.predict>`, run in the child.
+        """:meth:`Segmenter.predict <model.engines.torch.Segmenter.predict>`, run in the child.
 
         ``probabilities`` are computed in the child and sent back as float16 (then cast to the array's dtype).
         """
@@ -156,7 +156,7 @@ class SegmenterProcess:
         return organ_masks
 
     def segment_slices(self, voxels, start: int, stop: int, probabilities=None):
-        """:meth:`Segmenter.segment_slices <model.inference.Segmenter.segment_slices>`, run in the child.
+        """:meth:`Segmenter.segment_slices <model.engines.torch.Segmenter.segment_slices>`, run in the child.
 
         Only the slices the 2.5D stacks reach cross over: the window is cut at the volume's own
         edges or beyond the farthest offset, so clamping to the window clamps as to the volume.
@@ -172,7 +172,7 @@ class SegmenterProcess:
         return organ_masks
 
     def segment_volume_steps(self, voxels, organ_masks, chunk_slices: int | None = None, *, probabilities=None):
-        """:meth:`Segmenter.segment_volume_steps <model.inference.Segmenter.segment_volume_steps>`,
+        """:meth:`Segmenter.segment_volume_steps <model.engines.torch.Segmenter.segment_volume_steps>`,
         each chunk run in the child."""
         self.wait()
         return segment_volume_steps(self.segment_slices, voxels, organ_masks, chunk_slices or 2 * self.batch_size,
