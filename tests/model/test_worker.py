@@ -116,7 +116,7 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
 
     local = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, seed=3, slice_offsets=[-2, 0, 1]))
     proc = SegmenterProcess.__new__(SegmenterProcess)
-    proc.batch_size, proc.slice_offsets = 2, local.slice_offsets
+    proc._batch_size, proc._contract = 2, local.contract  # what wait() reads from the child
     proc.wait = lambda: proc
     sent = []
 
@@ -128,7 +128,7 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
     voxels = np.random.default_rng(4).integers(0, 3000, size=(9, 40, 48), dtype=np.uint16)
     masks = np.zeros((3, *voxels.shape), dtype=bool)
     assert list(proc.segment_volume_steps(voxels, masks, chunk_slices=4)) == [4, 8, 9]
-    np.testing.assert_array_equal(masks, local.segment_volume(voxels))
+    np.testing.assert_array_equal(masks, local.segment_scan(voxels).run().organ_masks)
     assert sent == [5, 7, 3]  # slices 0-4, 2-8 and 6-8: only what the stacks reach
 
 
