@@ -33,8 +33,9 @@ from model.compare import CONFUSION_COLOURS, compare, confusion_annotations, loa
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
 from model.edits import BRUSH_COLOURS, BRUSH_PX, ScanEdits, edit_slice_state, editor_value, slice_state
 from model.measure import area_plot_table, area_rows, busiest_slice, volume_rows
-from model.outputs import ScanJob, SegmentedScan
+from model.outputs import SegmentedScan, export_scan
 from model.overlay import annotations, save_mask_png, uncertainty_map
+from model.planning import PlanningRequest
 from model.samples import find_samples
 from model.scans import Scan, load_scan
 from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args, upload_paths
@@ -175,21 +176,22 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     paths = upload_paths(scan_files)
     if not paths:
         raise _user_error("No scan: upload slice files, a .zip, a NIfTI file or DICOM files first.")
-    margin_mm = float(margin_mm or 0)
-    if not 0 <= margin_mm < float("inf"):
-        raise _user_error("The margin must be a number of mm, 0 or more (0: no margin).")
+    try:
+        planning = PlanningRequest(bowel_bag, margin_mm)
+    except ValueError as err:
+        raise _user_error(str(err)) from None
     progress(0, desc="Reading the scan")
     with _user_errors("reading a scan", "These files could not be read as a scan; export them again or try another format."):
         scan = load_scan(paths, slice_thickness_mm or None)
         truth, truth_notes = load_ground_truth(upload_paths(truth_files), scan) if truth_files else (None, [])
-        job = ScanJob(get_segmenter(), scan)
+        segmentation = get_segmenter().segment_scan(scan, keep_probabilities=True)  # the review flags score them
     with _user_errors("scan prediction", "The model failed on this scan; try another."):
-        for done in job.steps():
+        for done in segmentation:
             progress((done, len(scan)), desc="Segmenting", unit="slices")
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *(gr.skip(),) * 10)
     progress(1.0, desc="Writing files")
-    result = job.finish(_scratch_dir(), bowel_bag=bool(bowel_bag), margin_mm=margin_mm)
-    yield scan_view(result, ScanEdits.of(result, bool(bowel_bag), margin_mm), truth, truth_notes, opacity, organs)
+    result = export_scan(segmentation, scan, _scratch_dir(), planning)
+    yield scan_view(result, ScanEdits.of(result, planning), truth, truth_notes, opacity, organs)
 
 
 def scan_view(result: SegmentedScan, edits: ScanEdits, truth, truth_notes: list[str], opacity=0.5,

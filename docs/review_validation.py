@@ -139,12 +139,11 @@ def segment(checkpoint: Path, voxels: np.ndarray, shift: tuple[int, int] | None 
     segmenter = Segmenter.load(checkpoint, runtime=choose_runtime("cpu", precision="fp32"))
     if shift is not None:
         voxels = np.roll(voxels, shift, axis=(1, 2))
-    organ_masks = np.zeros((len(labels.ORGANS), *voxels.shape), dtype=bool)
-    probabilities = np.zeros(organ_masks.shape, dtype=np.float16)
+    segmentation = segmenter.segment_scan(voxels, keep_probabilities=True)
     start = time.perf_counter()
-    for _ in segmenter.segment_volume_steps(voxels, organ_masks, probabilities=probabilities):
-        pass
+    segmentation.run()
     seconds = time.perf_counter() - start
+    organ_masks, probabilities = segmentation.organ_masks, segmentation.probabilities
     if shift is not None:
         back = (-shift[0], -shift[1])
         organ_masks, probabilities = np.roll(organ_masks, back, axis=(2, 3)), np.roll(probabilities, back, axis=(2, 3))

@@ -17,7 +17,7 @@ from . import labels
 from .days import TABLE_HEADERS, DayComparison, check_3d, compare_days, table, write_changes_csv
 from .image import normalize_intensity
 from .measure import busiest_slice
-from .outputs import ScanJob, save_label_nifti
+from .outputs import save_label_nifti
 from .scans import Scan, ScanError, load_scan
 
 __all__ = ["TABLE_HEADERS", "compare_uploads", "picture"]
@@ -89,7 +89,4 @@ def _masks(scan: Scan, results: list[Path], get_segmenter: Callable) -> np.ndarr
         from .compare import load_ground_truth
 
         return load_ground_truth(results[:1], scan)[0]
-    job = ScanJob(get_segmenter(), scan)
-    for _ in job.steps():
-        pass
-    return job.organ_masks
+    return get_segmenter().segment_scan(scan).run().organ_masks

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     seen_notes: set[str] = set()
     with CohortProgress(len(sources), sum(estimates.values())) as progress:
         for result in run(segmenter, sources, args.out, args.slice_thickness, progress=progress.slices,
-                          bowel_bag=args.bowel_bag, margin_mm=args.margin_mm):
+                          planning=args.planning):
             counts[result.status] += 1
             if result.status == "done":
                 progress.say(f"{result.line} -> {args.out}", sys.stdout)

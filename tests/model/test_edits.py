@@ -17,7 +17,7 @@ from model.edits import (FRAME_ALPHA, MASK_ALPHA, MIN_ALPHA, EditError, ScanEdit
                          layers_to_masks, training_slice)
 from model.measure import measure
 from model.outputs import SegmentedScan, write_outputs
-from model.planning import planning_structures
+from model.planning import PlanningRequest, planning_structures
 from model.review import ReviewFlag
 from model.scans import load_scan
 from model.scans.dicom import read_dicom_series
@@ -238,7 +238,7 @@ def test_dicom_exports_mark_the_edited_organ_semiautomatic_and_the_rest_automati
     voxels = stack(kaggle_slices(shared_data, "volume_266x266")[60:66])
     scan = read_dicom_series(rt_series.write_mr_series(voxels, tmp_path / "series"), "series")
     masks = rt_series.organ_masks_for(scan.voxels)
-    state = segmented(scan, masks, tmp_path / "first", bowel_bag=True)
+    state = segmented(scan, masks, tmp_path / "first", planning=PlanningRequest(bowel_bag=True))
     value, editor = state.editor(2)
     value["layers"][STOMACH][0:4, 0:4] = (0, 127, 255, 255)
     _, result = state.apply(editor, value["layers"], tmp_path / "edited")
