@@ -83,5 +83,18 @@ def test_dicom_uids_and_snomed_codes_have_one_home():
             assert value not in text, f"{path.relative_to(REPO)} spells out {value}; take it from model/dicom/codes.py"
 
 
-def test_app_stays_a_thin_ui():
-    assert len((REPO / "app.py").read_text().splitlines()) <= 420
+def test_only_the_engines_import_torch_or_openvino():
+    """``model/engines/`` holds the engines; elsewhere in ``model/`` only the checkpoint contract's
+    converter and loader (``checkpoint.py``, inside its functions) reach torch, through transformers."""
+    heavy = {"torch", "openvino", "transformers"}
+    for path in MODEL.rglob("*.py"):
+        if path.is_relative_to(MODEL / "engines"):
+            continue
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                if name.split(".")[0] in heavy:
+                    assert path.name == "checkpoint.py" and id(node) not in top_level, f"{path}: imports {name}"
