@@ -98,3 +98,17 @@ def test_only_the_engines_import_torch_or_openvino():
             for name in names:
                 if name.split(".")[0] in heavy:
                     assert path.name == "checkpoint.py" and id(node) not in top_level, f"{path}: imports {name}"
+
+
+def test_the_python_api_loads_on_first_use():
+    """``from model import load_segmenter, load_scan, labels`` works; ``import model`` alone imports nothing heavy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, model; heavy = [m for m in ('numpy', 'PIL', 'model.scans') if m in sys.modules]; "
+            "from model import labels, load_scan, load_segmenter; "
+            "from model.engines.choose import load_segmenter as loader; from model.scans import load_scan as reader; "
+            "assert not heavy, heavy; assert load_segmenter is loader and load_scan is reader; "
+            "assert labels.ORGANS == ('stomach', 'small_bowel', 'large_bowel'); print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
