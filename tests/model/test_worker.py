@@ -92,7 +92,7 @@ def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(app
                                       "it is reloading, try again in a minute.")
         assert proc.broken
         again = app_module.segment(image)  # now from a model loaded in this process
-        assert isinstance(app_module.get_segmenter(), Segmenter)
+        assert not isinstance(app_module.get_segmenter(), SegmenterProcess)  # the machine's default engine, in process
         np.testing.assert_array_equal(again[4]["masks"], first[4]["masks"])
     finally:
         proc.close()
@@ -148,7 +148,7 @@ def test_preload_starts_a_model_process_only_for_the_script(softmax_ckpt, monkey
 def test_probabilities_match_the_in_process_segmenter(worker, softmax_ckpt):
     rng = np.random.default_rng(1)
     voxels = rng.integers(0, 4000, size=(5, 50, 60), dtype=np.uint16)
-    local = Segmenter.load(str(softmax_ckpt))
+    local = load_segmenter(str(softmax_ckpt))  # the engine the child runs: this machine's default
     expected = np.zeros((3, *voxels.shape), dtype=np.float16)
     expected_masks = np.zeros((3, *voxels.shape), dtype=bool)
     list(local.segment_volume_steps(voxels, expected_masks, 2, probabilities=expected))
