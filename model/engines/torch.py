@@ -3,8 +3,9 @@
 :class:`Segmenter` fills in the steps of :class:`~model.engines.base.SegmenterBase`'s one
 ``predict`` on torch. On CPUs where OpenVINO wins, :func:`model.engines.choose.load_segmenter`
 serves :class:`model.engines.openvino.OpenVinoSegmenter` instead, which runs the model this
-module folds (:func:`fold_decode_head`) and has numpy twins of its pre- and post-processing. How torch runs (device,
-precision, graph rewrites) is chosen once per process by :func:`choose_runtime`. The default on
+module folds (:func:`fold_decode_head`) and has numpy twins of its pre- and post-processing.
+How torch runs (device, precision, graph rewrites) is chosen once per process by
+:func:`choose_runtime`. The default on
 every machine is a path whose masks agree with the exact fp32 model on real slices
 (``tests/model/test_fastpath.py``, ``tests/model/test_openvino.py``; the numbers are in
 ``benchmarks/README.md``); ``UWMGI_PRECISION`` picks another.
