@@ -12,7 +12,7 @@ from kaggle_layout import REPO
 
 
 from model.engines.torch import Segmenter
-from model.engines.torch import stack_slices
+from model.engines.base import stack_slices
 from train import data
 from train.__main__ import main
 
