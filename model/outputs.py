@@ -216,7 +216,7 @@ def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures,
         return (), (f"No DICOM SEG or RTSTRUCT: {reason}",)
 
 
-# --------------------------------------------------------------------------- segmenting a scan
+# --------------------------------------------------------------------------- a segmented scan
 
 
 @dataclass(frozen=True)
