@@ -20,7 +20,7 @@ from gradio.utils import get_upload_folder
 from model.checkpoint import CheckpointError, model_choice
 from model.samples import find_samples
 from model.serving import configure_logging
-from model.worker import SegmenterProcess
+from model.engines.process import SegmenterProcess
 from ui import days_tab, scan_tab, server, slice_tab
 from ui.editor import BRUSH_COLOURS, BRUSH_PX
 from ui.overlays import COLOR_MAP, CONFUSION_COLOURS, ORGAN_CHOICES, SLICE_COLOR_MAP
@@ -177,7 +177,7 @@ demo = build_demo(*find_samples(fetch=__name__ == "__main__", limit=24))
 def main(argv: list[str] | None = None) -> int:
     args = server.parse_app_args(argv)
     configure_logging()
-    # The model loads in its own process (model.worker) while this one starts serving: the first
+    # The model loads in its own process (model.engines.process) while this one starts serving: the first
     # requests wait for it; a checkpoint that cannot load still ends the app with one line.
     # Host, port: GRADIO_SERVER_*.
     choice = model_choice(args.model, args.revision)

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from model.threads import prefer_sleeping_threads
+    from model.engines.machine import prefer_sleeping_threads
 
     prefer_sleeping_threads()  # before torch loads, as the app's entry points do
     import torch
@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.inprocess import BATCH, peaks
     from benchmarks.measure import RESULTS, Machine, Row, benchmark_checkpoint, benchmark_scan, forward_gflop, medians, round_robin
     from benchmarks.report import format_table
-    from model.inference import Segmenter, choose_runtime
-    from model.openvino_runtime import OpenVinoSegmenter
+    from model.engines.torch import Segmenter, choose_runtime
+    from model.engines.openvino import OpenVinoSegmenter
 
     load = os.getloadavg()[0]
     machine = Machine.this()

@@ -3,7 +3,7 @@
     python -m benchmarks.fidelity [--device cpu|cuda] [--data ../shared/data]
     python -m benchmarks.fidelity --train    # regenerate the trained model (about 2 min on 2 CPUs)
 
-The bar every *default* path must hold (``model.inference.choose_runtime``), against the exact
+The bar every *default* path must hold (``model.engines.torch.choose_runtime``), against the exact
 model, with a model that really segments: per-organ Dice >= 0.98 on every slice where the organ
 covers more than 50 px, and >= 99.99 % identical pixels. ``tests/model/test_fastpath.py`` asserts
 it for the defaults; this command prints it for every precision and writes
@@ -82,7 +82,7 @@ def real_slices(shared_data: Path) -> dict[str, np.ndarray]:
 def measure(runtime, shared_data: Path = SHARED_DATA, fast=None) -> dict[str, tuple[float, float, int]]:
     """:func:`fidelity` of ``runtime`` (or of the segmenter ``fast``, on the CPU) against the exact
     path on its device, per group of :func:`real_slices`."""
-    from model.inference import Runtime, Segmenter
+    from model.engines.torch import Runtime, Segmenter
 
     exact = Segmenter.load(CHECKPOINT, runtime=Runtime(runtime.device, "exact"))
     fast = fast or Segmenter.load(CHECKPOINT, runtime=runtime)
@@ -98,7 +98,7 @@ def train(slices: np.ndarray, label_maps: np.ndarray, dst: Path, steps: int = 12
 
     from model import checkpoint as ckpt
     from model import labels
-    from model.inference import Segmenter, choose_runtime
+    from model.engines.torch import Segmenter, choose_runtime
 
     torch.manual_seed(0)
     id2label = labels.id2label(False)
@@ -130,7 +130,7 @@ def table(device: str, shared_data: Path = SHARED_DATA, precisions=("fp32", "bf1
     import torch
 
     from model import labels
-    from model.inference import Runtime, Segmenter, choose_runtime
+    from model.engines.torch import Runtime, Segmenter, choose_runtime
 
     slices, label_maps = real_pairs(shared_data)
     exact = Segmenter.load(CHECKPOINT, runtime=Runtime(torch.device(device), "exact")).predict(slices)
@@ -149,7 +149,7 @@ def table(device: str, shared_data: Path = SHARED_DATA, precisions=("fp32", "bf1
              "|---|---|---|---:|---:|---:|---|"]
     paths = [("torch", precision, None) for precision in precisions]
     if torch.device(device).type == "cpu":  # OpenVINO runs on the CPU only
-        from model.engine import load_segmenter
+        from model.engines.choose import load_segmenter
 
         paths += [("openvino", precision, load_segmenter(CHECKPOINT, engine="openvino", precision=precision))
                   for precision in ("fp32", "bf16")]

@@ -3,7 +3,7 @@
     python -m benchmarks.gpu [--data ../shared/data]  # on a CUDA machine
     python -m benchmarks.gpu --device cpu --quick      # smoke check anywhere (tiny architecture)
 
-Measures, on the device's default path (``model.inference.choose_runtime``):
+Measures, on the device's default path (``model.engines.torch.choose_runtime``):
 
 - fidelity of bf16 and fp16 against the exact fp32 model on the same device, on the real slices
   of ``--data`` with the committed trained model (``benchmarks/fidelity.py``), so the default's
@@ -35,7 +35,7 @@ from benchmarks import fidelity
 from benchmarks.measure import ARCHITECTURES, RESULTS
 from model import checkpoint as ckpt
 from model import labels
-from model.inference import Runtime, Segmenter, choose_runtime
+from model.engines.torch import Runtime, Segmenter, choose_runtime
 
 
 def sync(device: torch.device) -> None:

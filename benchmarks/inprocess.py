@@ -19,10 +19,10 @@ from benchmarks import reference
 from benchmarks.measure import (ARCHITECTURES, BenchmarkScan, Machine, Row, forward_gflop, matmul_peak, medians,
                                 openvino_matmul_peak, package_mib, peak_rss_mib, round_robin, theoretical_fp32_peak)
 from model import checkpoint as ckpt
-from model import inference
-from model import openvino_runtime as ovr
+from model.engines import torch as torch_engine
+from model.engines import openvino as ovr
 from model.image import read_slice
-from model.openvino_runtime import OpenVinoSegmenter
+from model.engines.openvino import OpenVinoSegmenter
 
 #: Slices per forward pass in the batched rows (the app's scan batch).
 BATCH = 8
@@ -90,10 +90,10 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
     fp32_peak, bf16_peak, rows = peaks(machine, quick)
     ref_model = reference.load_model(checkpoint_dir)
     contract = ckpt.read_contract(checkpoint_dir)
-    torch_fp32 = inference.Segmenter(reference.load_model(checkpoint_dir), contract,
-                                     runtime=inference.choose_runtime("cpu", precision="fp32"))  # folded head
-    exact = inference.Segmenter(reference.load_model(checkpoint_dir), contract,
-                                runtime=inference.choose_runtime("cpu", precision="exact"))
+    torch_fp32 = torch_engine.Segmenter(reference.load_model(checkpoint_dir), contract,
+                                     runtime=torch_engine.choose_runtime("cpu", precision="fp32"))  # folded head
+    exact = torch_engine.Segmenter(reference.load_model(checkpoint_dir), contract,
+                                runtime=torch_engine.choose_runtime("cpu", precision="exact"))
     nominal_gflop, executed_gflop = forward_gflop(ref_model, size), forward_gflop(torch_fp32.model, size)
     openvino = importlib.util.find_spec("openvino") is not None
     if openvino:  # a cold-cache conversion, timed into a scratch folder (torch already loaded)
@@ -127,8 +127,8 @@ def measure(checkpoint_dir, arch: str, scan: BenchmarkScan, machine: Machine, re
         if machine.native_bf16:
             paths["OpenVINO bf16 (opt-in)"] = OpenVinoSegmenter.load(checkpoint_dir, precision="bf16")
     if machine.native_bf16 or arch == "tiny":  # emulated bf16 B4 would take minutes a call
-        paths["torch bf16 autocast (opt-in)"] = inference.Segmenter(
-            reference.load_model(checkpoint_dir), contract, runtime=inference.choose_runtime("cpu", precision="bf16"))
+        paths["torch bf16 autocast (opt-in)"] = torch_engine.Segmenter(
+            reference.load_model(checkpoint_dir), contract, runtime=torch_engine.choose_runtime("cpu", precision="bf16"))
     inputs = {name: (seg.preprocess(raw[None]), seg.preprocess(scan.voxels[:BATCH])) for name, seg in paths.items()}
 
     def canned_model(pixel_values):

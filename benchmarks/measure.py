@@ -20,7 +20,7 @@ import torch
 from model import checkpoint as ckpt
 from model import labels
 from model.image import read_slice
-from model.inference import CPU_BF16_FLAGS, cpu_flags
+from model.engines.torch import CPU_BF16_FLAGS, cpu_flags
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "benchmarks" / ".cache"

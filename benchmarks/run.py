@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start_env = dict(os.environ)  # the served apps and whole processes get the user's environment
 
-    from model.threads import prefer_sleeping_threads
+    from model.engines.machine import prefer_sleeping_threads
 
     prefer_sleeping_threads()  # this process, as the app's entry points do; before torch loads
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -17,8 +17,8 @@ from pathlib import Path
 from benchmarks.inprocess import InProcess
 from benchmarks.measure import REPO, Row, medians, round_robin
 
-STARTUP_ONLY = ("from model.threads import prefer_sleeping_threads; prefer_sleeping_threads(); "
-                "from model.engine import load_segmenter; import sys; load_segmenter(sys.argv[1])")
+STARTUP_ONLY = ("from model.engines.machine import prefer_sleeping_threads; prefer_sleeping_threads(); "
+                "from model.engines.choose import load_segmenter; import sys; load_segmenter(sys.argv[1])")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 2. Four small multi-label SegFormers (456k parameters, 128² input) trained from random weights,
    seeded, with plain torch on one CPU core (2-4 minutes each on a shared one): one per volume
    left out (trained on the other two volumes and the pairs), and one on all three volumes and the pairs.
-3. Each model segments each volume through :class:`model.inference.Segmenter` (fp32, with the
+3. Each model segments each volume through :class:`model.engines.torch.Segmenter` (fp32, with the
    probabilities), and once more with the scan shifted by 6 pixels (test-time augmentation, to
    measure it). Two regimes:
    ``held_out``: a volume the model never saw; these models miss most organs there (wrong on most slices).
@@ -98,7 +98,7 @@ def train(groups: list[tuple[np.ndarray, np.ndarray]], dst: Path, steps: int, se
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
     from model import checkpoint as ckpt
-    from model.inference import Segmenter, choose_runtime
+    from model.engines.torch import Segmenter, choose_runtime
 
     torch.manual_seed(seed)
     id2label = labels.id2label(True)
@@ -134,17 +134,16 @@ def train(groups: list[tuple[np.ndarray, np.ndarray]], dst: Path, steps: int, se
 
 def segment(checkpoint: Path, voxels: np.ndarray, shift: tuple[int, int] | None = None):
     """Masks ``(O, D, H, W) bool``, probabilities ``(O, D, H, W) float16`` and seconds, of the scan (shifted, and back)."""
-    from model.inference import Segmenter, choose_runtime
+    from model.engines.torch import Segmenter, choose_runtime
 
     segmenter = Segmenter.load(checkpoint, runtime=choose_runtime("cpu", precision="fp32"))
     if shift is not None:
         voxels = np.roll(voxels, shift, axis=(1, 2))
-    organ_masks = np.zeros((len(labels.ORGANS), *voxels.shape), dtype=bool)
-    probabilities = np.zeros(organ_masks.shape, dtype=np.float16)
+    segmentation = segmenter.segment_scan(voxels, keep_probabilities=True)
     start = time.perf_counter()
-    for _ in segmenter.segment_volume_steps(voxels, organ_masks, probabilities=probabilities):
-        pass
+    segmentation.run()
     seconds = time.perf_counter() - start
+    organ_masks, probabilities = segmentation.organ_masks, segmentation.probabilities
     if shift is not None:
         back = (-shift[0], -shift[1])
         organ_masks, probabilities = np.roll(organ_masks, back, axis=(2, 3)), np.roll(probabilities, back, axis=(2, 3))

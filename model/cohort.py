@@ -1,7 +1,7 @@
 """Many scans in one run: segment each, resume after an interruption, and write the cohort's files.
 
 For each :class:`~model.scans.sources.ScanSource` :func:`run` writes the Scan tab's files
-(:func:`model.outputs.segment_scan`: with the review CSV, the planning structures asked for, and
+(the segmenter's ``segment_scan``, then :func:`model.outputs.export_scan`: with the review CSV, the planning structures asked for, and
 for a DICOM series its SEG and RTSTRUCT) and then ``<name>_summary.json``: written last, it marks
 the scan finished, so a second run skips it. :func:`write_cohort_files` rebuilds, from those
 per-scan files alone, ``submission.csv`` (one Kaggle submission for every Kaggle-named scan)
@@ -26,7 +26,8 @@ from pathlib import Path
 from . import labels
 from .measure import structure_volumes_ml, summary_line
 from .metric import competition_score, score_submission
-from .outputs import segment_scan
+from .outputs import export_scan
+from .planning import PlanningRequest
 from .rle import RleCsv
 from .scans.base import ScanError
 from .scans.sources import NameClashError, ScanSource, find_scans
@@ -62,8 +63,11 @@ def add_cohort_options(parser) -> None:
 
 
 def check_cohort_options(parser, args) -> None:
-    """Refuse option values :func:`add_cohort_options` added that cannot be used (exits through ``parser.error``)."""
-    if not (args.margin_mm >= 0 and args.margin_mm != float("inf")):
+    """Refuse option values :func:`add_cohort_options` added that cannot be used (exits through ``parser.error``);
+    sets ``args.planning``, the :class:`~model.planning.PlanningRequest` of ``--bowel-bag`` and ``--margin-mm``."""
+    try:
+        args.planning = PlanningRequest(args.bowel_bag, args.margin_mm)
+    except ValueError:
         parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
 
 
@@ -109,14 +113,14 @@ def finished(out_dir: str | Path, source: ScanSource) -> bool:
 
 
 def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickness_mm: float | None = None,
-        progress: Callable[[int], None] | None = None, *, bowel_bag: bool = False,
-        margin_mm: float = 0.0) -> Iterator[ScanResult]:
+        progress: Callable[[int], None] | None = None, *,
+        planning: PlanningRequest = PlanningRequest()) -> Iterator[ScanResult]:
     """Segment each source in turn into ``out_dir``; yield one :class:`ScanResult` per source.
 
     Scans finished in an earlier run (a summary with this input's path) are skipped. A scan that
     cannot be read or segmented is yielded as failed, and the run goes on. ``progress(n)`` is
     called with each chunk's new slice count. One scan is held in memory at a time.
-    ``bowel_bag`` and ``margin_mm`` ask for planning structures (:func:`model.outputs.write_outputs`).
+    ``planning`` asks for planning structures (:func:`model.outputs.write_outputs`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,8 +129,7 @@ def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickne
             yield ScanResult(source, "skipped", read_summary(out_dir, source.name))
             continue
         try:
-            yield segment_source(segmenter, source, out_dir, slice_thickness_mm, progress,
-                                 bowel_bag=bowel_bag, margin_mm=margin_mm)
+            yield segment_source(segmenter, source, out_dir, slice_thickness_mm, progress, planning=planning)
         except ScanError as err:
             yield ScanResult(source, "failed", error=str(err))
         except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the cohort
@@ -135,8 +138,8 @@ def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickne
 
 
 def segment_source(segmenter, source: ScanSource, out_dir: Path, slice_thickness_mm: float | None = None,
-                   progress: Callable[[int], None] | None = None, *, bowel_bag: bool = False,
-                   margin_mm: float = 0.0) -> ScanResult:
+                   progress: Callable[[int], None] | None = None, *,
+                   planning: PlanningRequest = PlanningRequest()) -> ScanResult:
     """Read, segment and write one scan; its summary file last. Raises what reading or writing raises."""
     scan = source.load(slice_thickness_mm)
     done = 0
@@ -147,7 +150,8 @@ def segment_source(segmenter, source: ScanSource, out_dir: Path, slice_thickness
             progress(now - done)
         done = now
 
-    result = segment_scan(segmenter, scan, out_dir, advance, bowel_bag=bowel_bag, margin_mm=margin_mm)
+    segmentation = segmenter.segment_scan(scan, keep_probabilities=True).run(advance)  # the review flags score them
+    result = export_scan(segmentation, scan, out_dir, planning)
     outputs, volumes = result.outputs, result.volumes
     summary = {
         "name": scan.name, "label": source.label, "source": source.key, "kind": scan.kind,

@@ -3,7 +3,7 @@
 With no SRC the blog's weights are downloaded from the Space and their sha256 is checked
 before unpickling; for a local SRC it is checked only with ``--sha256 HEX``.
 
-``--openvino`` also builds the cached OpenVINO model (:mod:`model.openvino_runtime`) of DST, so
+``--openvino`` also builds the cached OpenVINO model (:mod:`model.engines.openvino`) of DST, so
 the first start of the app or of ``python -m model.predict`` does not pay the conversion. With no
 paths it builds it for ``--model`` (else ``MODEL``, else the blog's checkpoint).
 """
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             target = ckpt.model_choice(args.model)[0]
         if args.openvino:
-            from .openvino_runtime import OpenVinoSegmenter, cache_dir
+            from .engines.openvino import OpenVinoSegmenter, cache_dir
 
             segmenter = OpenVinoSegmenter.load(target)
             print(f"OpenVINO model cached in {cache_dir(segmenter.info, segmenter.contract)}")

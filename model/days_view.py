@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .days import DayComparison, check_3d, compare_days, write_changes_csv
-from .outputs import ScanJob, save_label_nifti
+from .outputs import save_label_nifti
 from .scans import Scan, ScanError, load_scan
 
 #: Upload names taken as an earlier result (this app's downloads) rather than as the scan.
@@ -69,7 +69,4 @@ def _masks(scan: Scan, results: list[Path], get_segmenter: Callable) -> np.ndarr
         from .compare import load_ground_truth
 
         return load_ground_truth(results[:1], scan)[0]
-    job = ScanJob(get_segmenter(), scan)
-    for _ in job.steps():
-        pass
-    return job.organ_masks
+    return get_segmenter().segment_scan(scan).run().organ_masks

@@ -25,6 +25,7 @@ from PIL import Image
 
 from . import labels
 from .measure import measure
+from .planning import PlanningRequest
 from .outputs import SegmentedScan, write_outputs
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, check_organ_masks
@@ -119,22 +120,21 @@ class ScanEdits:
 
     ``organ_masks``: ``(O, D, H, W) bool``, corrected. ``predicted``: the model's masks, packed
     with :func:`numpy.packbits` (an eighth of the memory). ``flags``: the current review flags.
-    ``bowel_bag`` and ``margin_mm``: the planning structures asked for when the scan was
-    segmented, kept for every rewrite. ``edits``: the log.
+    ``planning``: the planning structures asked for when the scan was segmented, kept for every
+    rewrite. ``edits``: the log.
     """
 
     scan: Scan
     organ_masks: np.ndarray
     predicted: np.ndarray
     flags: tuple = ()
-    bowel_bag: bool = False
-    margin_mm: float = 0.0
+    planning: PlanningRequest = PlanningRequest()
     edits: tuple[SliceEdit, ...] = ()
 
     @classmethod
-    def of(cls, result: SegmentedScan, bowel_bag: bool = False, margin_mm: float = 0.0) -> ScanEdits:
+    def of(cls, result: SegmentedScan, planning: PlanningRequest = PlanningRequest()) -> ScanEdits:
         return cls(result.scan, result.organ_masks, np.packbits(result.organ_masks), tuple(result.outputs.flags),
-                   bool(bowel_bag), float(margin_mm))
+                   planning)
 
     def predicted_slice(self, index: int) -> np.ndarray:
         """The model's own masks of slice ``index``, ``(O, H, W) bool``."""
@@ -167,8 +167,8 @@ class ScanEdits:
         kept = [f for f in self.flags if f.slice_index not in {index for index, _ in edited}]
         state = replace(self, organ_masks=masks, edits=edits)
         out_dir = Path(out_dir)
-        outputs = write_outputs(masks, self.scan, out_dir, bowel_bag=self.bowel_bag, margin_mm=self.margin_mm,
-                                flags=kept, edited_organs=state.edited_organs)
+        outputs = write_outputs(masks, self.scan, out_dir, planning=self.planning, flags=kept,
+                                edited_organs=state.edited_organs)
         stem = self.scan.name
         outputs = replace(outputs, edit_log=write_edit_log(list(edits), out_dir / f"{stem}_edits.csv"),
                           corrections=write_corrections_zip(masks, self.scan, sorted({e.slice_index for e in edits}),

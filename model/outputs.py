@@ -1,16 +1,15 @@
-"""Segmenting a whole scan and writing its files: the one :func:`segment_scan` of the app, CLI and train/.
+"""A segmented scan's files: every download of the app, the CLI and train/.
 
 All functions take ``organ_masks``: ``(O, D, H, W)`` bool, organs in :data:`model.labels.ORGANS`
-order, over the slices of a :class:`model.scans.Scan`. The steps: :class:`ScanJob` allocates
-the masks and runs the model chunk by chunk (:meth:`ScanJob.steps`, for progress and
-cancelling), then :meth:`ScanJob.finish` writes every download (:func:`write_outputs`) and
-measures the organs (:func:`model.measure.measure`). :func:`segment_scan` runs both.
+order, over the slices of a :class:`model.scans.Scan`. The steps: the segmenter's
+``segment_scan`` (:meth:`model.engines.base.SegmenterBase.segment_scan`) runs the model chunk by
+chunk, then :func:`export_scan` writes every download (:func:`write_outputs`) and measures the
+organs (:func:`model.measure.measure`).
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image
 from . import labels
 from .measure import OrganVolume, measure, summary_line
 from .overlay import encode_mask_png
+from .planning import PlanningRequest
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, ScanError, check_organ_masks
 
@@ -138,7 +138,7 @@ def save_organ_meshes(organ_masks: np.ndarray, scan: Scan, path: str | Path,
 class ScanOutputs:
     """The files offered for one segmented scan (``None`` or empty where not applicable), and what went into them.
 
-    ``structures``: the planning structures asked for (:func:`model.planning.planning_structures`).
+    ``structures``: the planning structures asked for (:meth:`model.planning.PlanningRequest.structures`).
     ``flags``: the review flags (:func:`model.review.review_flags`), also in ``review``.
     ``dicom``: ``<scan>_seg.dcm`` and ``<scan>_rtstruct.dcm`` for a DICOM series. ``notes``:
     one line each on files not written (not a DICOM series, or the export refused).
@@ -164,15 +164,15 @@ class ScanOutputs:
 
 
 def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
-                  probabilities: np.ndarray | None = None, bowel_bag: bool = False,
-                  margin_mm: float = 0.0, flags=None, edited_organs=frozenset()) -> ScanOutputs:
+                  probabilities: np.ndarray | None = None, planning: PlanningRequest = PlanningRequest(),
+                  flags=None, edited_organs=frozenset()) -> ScanOutputs:
     """Write every download for a scan into ``out_dir``, named after the scan.
 
     Always: the label NIfTI (organ ids 1-3 only; planning structures are not in it), the mask
     PNG zip, the surfaces, the Kaggle CSV where the slices are Kaggle-named, and
     ``<scan>_review.csv`` (:mod:`model.review`; its error score needs ``probabilities``,
-    ``(O, D, H, W)`` float; without them only the area-jump check runs). ``bowel_bag`` and
-    ``margin_mm`` (> 0) ask for planning structures (:mod:`model.planning`). A scan read from a DICOM series also gets ``<scan>_seg.dcm`` and
+    ``(O, D, H, W)`` float; without them only the area-jump check runs). ``planning`` asks for planning structures
+    (:class:`model.planning.PlanningRequest`). A scan read from a DICOM series also gets ``<scan>_seg.dcm`` and
     ``<scan>_rtstruct.dcm`` with the organs and those structures (:mod:`model.dicom.export`);
     other scans get a note saying why not.
 
@@ -180,14 +180,13 @@ def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
     scoring again (the probabilities are gone by then), and ``edited_organs`` are marked
     SEMIAUTOMATIC in the DICOM exports (the others stay AUTOMATIC).
     """
-    from .planning import planning_structures
     from .review import review_flags, write_review_csv
 
     check_organ_masks(organ_masks, scan.shape)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = scan.name
-    structures = planning_structures(organ_masks, scan.spacing_mm, bowel_bag_structure=bowel_bag, margin_mm=margin_mm)
+    structures = planning.structures(organ_masks, scan.spacing_mm)
     if flags is None:
         flags = review_flags(organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers)
     dicom, notes = _write_dicom(organ_masks, scan, out_dir, structures, frozenset(edited_organs))
@@ -217,7 +216,7 @@ def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures,
         return (), (f"No DICOM SEG or RTSTRUCT: {reason}",)
 
 
-# --------------------------------------------------------------------------- segmenting a scan
+# --------------------------------------------------------------------------- a segmented scan
 
 
 @dataclass(frozen=True)
@@ -237,37 +236,15 @@ class SegmentedScan:
         return notes
 
 
-class ScanJob:
-    """One scan through the model, in two steps: :meth:`steps` (the model, chunk by chunk), then :meth:`finish`.
+def export_scan(segmentation, scan: Scan, out_dir: str | Path,
+                planning: PlanningRequest = PlanningRequest()) -> SegmentedScan:
+    """Write a segmented scan's downloads into ``out_dir`` (:func:`write_outputs`) and measure its organs.
 
-    ``segmenter``: a :class:`model.inference.Segmenter` or :class:`model.worker.SegmenterProcess`.
-    The per-organ probabilities ``(O, D, H, W) float16`` are kept only until :meth:`finish`
-    has used them for the review flags.
+    ``segmentation``: the finished :class:`~model.engines.base.ScanSegmentation` of ``scan``; its
+    probabilities (kept when asked for: the review flags score them) are dropped afterwards, up to
+    96 MB for the largest scan.
     """
-
-    def __init__(self, segmenter, scan: Scan):
-        self.segmenter, self.scan = segmenter, scan
-        self.organ_masks = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
-        self.probabilities: np.ndarray | None = np.zeros(self.organ_masks.shape, dtype=np.float16)
-
-    def steps(self) -> Iterator[int]:
-        """Run the model; yields the number of slices done after each chunk (stop iterating to cancel)."""
-        yield from self.segmenter.segment_volume_steps(self.scan.voxels, self.organ_masks,
-                                                       probabilities=self.probabilities)
-
-    def finish(self, out_dir: str | Path, *, bowel_bag: bool = False, margin_mm: float = 0.0) -> SegmentedScan:
-        """Write the downloads into ``out_dir`` (:func:`write_outputs`) and measure the organs."""
-        outputs = write_outputs(self.organ_masks, self.scan, out_dir, probabilities=self.probabilities,
-                                bowel_bag=bowel_bag, margin_mm=margin_mm)
-        self.probabilities = None  # up to 96 MB for the largest scan: not kept past the review
-        return SegmentedScan(self.scan, self.organ_masks, outputs, measure(self.organ_masks, self.scan))
-
-
-def segment_scan(segmenter, scan: Scan, out_dir: str | Path, progress: Callable[[int], None] | None = None, *,
-                 bowel_bag: bool = False, margin_mm: float = 0.0) -> SegmentedScan:
-    """Segment ``scan``, write its downloads into ``out_dir`` and measure it; ``progress(slices_done)`` per chunk."""
-    job = ScanJob(segmenter, scan)
-    for done in job.steps():
-        if progress is not None:
-            progress(done)
-    return job.finish(out_dir, bowel_bag=bowel_bag, margin_mm=margin_mm)
+    outputs = write_outputs(segmentation.organ_masks, scan, out_dir, probabilities=segmentation.probabilities,
+                            planning=planning)
+    segmentation.probabilities = None
+    return SegmentedScan(scan, segmentation.organ_masks, outputs, measure(segmentation.organ_masks, scan))

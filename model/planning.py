@@ -39,6 +39,31 @@ class Structure:
         return labels.hex_rgb(self.colour)
 
 
+@dataclass(frozen=True)
+class PlanningRequest:
+    """The planning structures a user asks for, checked once, here: the one value the app, the CLIs
+    and the exports pass along.
+
+    ``bowel_bag``: add the bowel bag (:func:`bowel_bag`). ``margin_mm``: a planning margin (PRV)
+    of that many millimetres around each organ (and the bag); 0 (or ``None``): none. Raises
+    ``ValueError`` with one line for a margin that is negative, infinite or not a number.
+    """
+
+    bowel_bag: bool = False
+    margin_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        margin_mm = float(self.margin_mm or 0)
+        if not (margin_mm >= 0 and math.isfinite(margin_mm)):
+            raise ValueError(f"The margin must be a number of mm, 0 or more (0: no margin), not {margin_mm:g}.")
+        object.__setattr__(self, "bowel_bag", bool(self.bowel_bag))
+        object.__setattr__(self, "margin_mm", margin_mm)
+
+    def structures(self, organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]) -> list[Structure]:
+        """The structures asked for (:func:`planning_structures`), each ``(S, H, W) bool``."""
+        return planning_structures(organ_masks, spacing_mm, bowel_bag_structure=self.bowel_bag, margin_mm=self.margin_mm)
+
+
 def organ_structures(organ_masks: np.ndarray) -> list[Structure]:
     """The organs as structures, in :data:`model.labels.ORGANS` order; ``organ_masks`` is ``(O, D, H, W) bool``."""
     return [Structure(o, labels.DISPLAY_NAMES[o], organ_masks[i].astype(bool, copy=False), labels.COLOURS[o],

@@ -37,7 +37,7 @@ from .cohort import (add_cohort_options, check_cohort_options, compare_cohort_da
                      score_cohort, write_cohort_files)
 from .course_report import add_course_options, prepare_course, run_course
 from .scans.base import ScanError
-from .threads import prefer_sleeping_threads
+from .engines.machine import prefer_sleeping_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     segmenter = None  # a cohort finished in an earlier run (--compare-days afterwards) needs no model
     if not all(finished(args.out, s) for s in sources):
-        from .engine import load_segmenter  # with a cached OpenVINO model, no torch in this process
+        from .engines.choose import load_segmenter  # with a cached OpenVINO model, no torch in this process
 
         try:
             segmenter = load_segmenter(*model_choice(args.model, args.revision))
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     seen_notes: set[str] = set()
     with CohortProgress(len(sources), sum(estimates.values())) as progress:
         for result in run(segmenter, sources, args.out, args.slice_thickness, progress=progress.slices,
-                          bowel_bag=args.bowel_bag, margin_mm=args.margin_mm):
+                          planning=args.planning):
             counts[result.status] += 1
             if result.status == "done":
                 progress.say(f"{result.line} -> {args.out}", sys.stdout)

@@ -108,7 +108,7 @@ def organ_scores(organ_masks: np.ndarray, probabilities: np.ndarray, *,
 
     ``organ_masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order.
     ``probabilities``: ``(O, D, H, W)`` float in 0..1 (float16 is fine), each organ's probability
-    as the masks were decided from (:func:`model.inference.organ_probabilities`).
+    as the masks were decided from (:func:`model.engines.torch.organ_probabilities`).
     """
     check_shapes(organ_masks, probabilities)
     organ_masks = np.asarray(organ_masks, dtype=bool)

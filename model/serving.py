@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
-from .worker import SegmenterProcess
+from .engines.process import SegmenterProcess
 
 log = logging.getLogger("uwmgi.serving")
 
@@ -50,14 +50,14 @@ class ModelHolder:
         self.segmenter = segmenter
 
     def get(self):
-        """The loaded segmenter (:func:`model.engine.load_segmenter`) or ready :class:`~model.worker.SegmenterProcess`."""
+        """The loaded segmenter (:func:`model.engines.choose.load_segmenter`) or ready :class:`~model.engines.process.SegmenterProcess`."""
         with self._lock:
             if isinstance(self.segmenter, SegmenterProcess) and self.segmenter.broken:
                 log.warning("the model process stopped; loading the model in the app's process")
                 self.segmenter.close()
                 self.segmenter = None
             if self.segmenter is None:
-                from .engine import load_segmenter  # the engine (torch or OpenVINO) loads here, on first use
+                from .engines.choose import load_segmenter  # the engine (torch or OpenVINO) loads here, on first use
 
                 self.segmenter = load_segmenter(*self.choice)
             return self.segmenter.wait() if isinstance(self.segmenter, SegmenterProcess) else self.segmenter

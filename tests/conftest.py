@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +20,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Each test forces the path it tests; a precision chosen in the shell must not change the others.
 for _name in ("UWMGI_PRECISION", "UWMGI_FP32"):
     os.environ.pop(_name, None)
-# The engine too: the suite's default is torch on every CPU (the machine's own default would be
-# OpenVINO on AVX-512 CPUs only); tests/model/test_openvino.py forces OpenVINO where it tests it.
-os.environ["UWMGI_ENGINE"] = "torch"
+# The engine: the app-level tests (the served app, load, browser, faults, the CLIs) run on the
+# engine a user gets on this machine (model.engines.choose: OpenVINO at f32 on AVX-512 CPUs, torch
+# elsewhere), so a shell's choice must not change it; the tests of one engine force theirs
+# (tests/model/test_openvino.py, test_fastpath.py, and those that load model.engines.torch.Segmenter).
+os.environ.pop("UWMGI_ENGINE", None)
+# This session's own Hugging Face cache, read by huggingface_hub when it is imported (after this)
+# and inherited by the served app: OpenVINO conversions land here, never in the user's cache, and
+# are made once per session (the `default_engine` fixture). Tests that need an empty cache patch theirs.
+SESSION_HF_CACHE = Path(tempfile.mkdtemp(prefix="uwmgi-tests-hub-"))
+os.environ["HF_HUB_CACHE"] = str(SESSION_HF_CACHE)
+atexit.register(shutil.rmtree, SESSION_HF_CACHE, ignore_errors=True)
 
 from benchmarks.served import Server  # noqa: E402
 from locations import REPO, SHARED_DATA  # noqa: E402
@@ -78,10 +88,24 @@ def kaggle_scan(shared_data, tmp_path):
     return scan, rt_series.organ_masks_for(scan.voxels)
 
 
+@pytest.fixture(scope="session")
+def default_engine(softmax_ckpt) -> str:
+    """The engine this machine serves on (``"torch"`` or ``"openvino"``), with the tiny softmax
+    checkpoint converted for it once per session (OpenVINO) into :data:`SESSION_HF_CACHE`, so the
+    served app and the in-process app start from the cache as a user's second start does."""
+    from model.engines.choose import choose_engine, load_segmenter
+
+    engine, _ = choose_engine()
+    if engine == "openvino":
+        load_segmenter(str(softmax_ckpt))
+        assert any(SESSION_HF_CACHE.glob("openvino--*/model.xml")), "the conversion did not land in the session cache"
+    return engine
+
+
 @pytest.fixture(scope="module")
-def tiny_model(softmax_ckpt, tmp_path_factory):
-    """The page's model holder on the tiny checkpoint, and its scratch dir in a test folder, for calling
-    the tabs' handlers (:mod:`ui`) directly; yields :mod:`ui.server`."""
+def tiny_model(softmax_ckpt, default_engine, tmp_path_factory):
+    """The page's model holder on the tiny checkpoint (on this machine's engine), and its scratch dir in
+    a test folder, for calling the tabs' handlers (:mod:`ui`) directly; yields :mod:`ui.server`."""
     from model.serving import Scratch
     from ui import server
 
@@ -120,8 +144,9 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def server(softmax_ckpt, tmp_path_factory) -> LiveServer:
-    """``python app.py --model DIR`` on 127.0.0.1, configured only through Gradio's variables.
+def server(softmax_ckpt, default_engine, tmp_path_factory) -> LiveServer:
+    """``python app.py --model DIR`` on 127.0.0.1, configured only through Gradio's variables, on the
+    machine's default engine (:func:`default_engine`).
 
     One per session: each start costs tens of seconds on 2 vCPUs. TMPDIR, GRADIO_TEMP_DIR and the
     working directory point into a fresh folder, so tests can see every file the server writes.

@@ -150,3 +150,33 @@ def test_dicom_uids_and_snomed_codes_have_one_home():
         for value in ("1.2.840.10008.", "91723000", "69695003", "30315005", "14742008", "113276009"):
             assert value not in text, f"{path.relative_to(REPO)} spells out {value}; take it from model/dicom/codes.py"
 
+
+def test_only_the_engines_import_torch_or_openvino():
+    """``model/engines/`` holds the engines; elsewhere in ``model/`` only the checkpoint contract's
+    converter and loader (``checkpoint.py``, inside its functions) reach torch, through transformers."""
+    heavy = {"torch", "openvino", "transformers"}
+    for path in MODEL.rglob("*.py"):
+        if path.is_relative_to(MODEL / "engines"):
+            continue
+        tree = ast.parse(path.read_text())
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                if name.split(".")[0] in heavy:
+                    assert path.name == "checkpoint.py" and id(node) not in top_level, f"{path}: imports {name}"
+
+
+def test_the_python_api_loads_on_first_use():
+    """``from model import load_segmenter, load_scan, labels`` works; ``import model`` alone imports nothing heavy."""
+    import subprocess
+    import sys
+
+    code = ("import sys, model; heavy = [m for m in ('numpy', 'PIL', 'model.scans') if m in sys.modules]; "
+            "from model import labels, load_scan, load_segmenter; "
+            "from model.engines.choose import load_segmenter as loader; from model.scans import load_scan as reader; "
+            "assert not heavy, heavy; assert load_segmenter is loader and load_scan is reader; "
+            "assert labels.ORGANS == ('stomach', 'small_bowel', 'large_bowel'); print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]

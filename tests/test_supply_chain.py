@@ -20,7 +20,7 @@ from transformers import SegformerForSemanticSegmentation
 
 from locations import REPO
 from model import checkpoint as ckpt
-from model.inference import Segmenter
+from model.engines.torch import Segmenter
 from tiny import make_original_layout
 
 #: Files a Hub repo may hold that run code or unpickle when loaded.

@@ -13,7 +13,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
-    from model.threads import prefer_sleeping_threads
+    from model.engines.machine import prefer_sleeping_threads
 
     prefer_sleeping_threads()  # before the subcommand imports torch
     argv = sys.argv[1:] if argv is None else list(argv)

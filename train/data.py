@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import inference
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from model.engines import torch as torch_engine
+from model.engines.base import stack_slices
 from model.image import normalize_intensity, parse_kaggle_name, read_slice
 from model.labels import ORGANS
 from model.overlay import decode_mask_png, encode_mask_png
@@ -172,11 +173,11 @@ def split_cases(case_days: list[str], folds: int, fold: int) -> tuple[list[str],
 def pixel_values(stack_u8: np.ndarray, size: int | tuple[int, int], num_channels: int = 3,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """A normalised stack ``(C, H, W) uint8`` → model input ``(num_channels, h, w) float32``,
-    through the serving code's own :func:`model.inference.pixel_values`."""
+    through the serving code's own :func:`model.engines.torch.pixel_values`."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     x = torch.from_numpy(np.ascontiguousarray(stack_u8)).float()[None]
-    return inference.pixel_values(x, size, inference.channel_stats(mean, num_channels),
-                                  inference.channel_stats(std, num_channels))[0]
+    return torch_engine.pixel_values(x, size, torch_engine.channel_stats(mean, num_channels),
+                                  torch_engine.channel_stats(std, num_channels))[0]
 
 
 def train_augmentations():
@@ -228,7 +229,7 @@ class SliceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         case_day, d = self.items[i]
         image, bits = self.scan(case_day)
-        stack = normalize_intensity(inference.stack_slices(image, d, self.slice_offsets or [0]))  # as served
+        stack = normalize_intensity(stack_slices(image, d, self.slice_offsets or [0]))  # as served
         masks = organ_masks(np.asarray(bits[d]))  # (O, H, W) bool
         target = masks
         if self.augment is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 from model.checkpoint import CheckpointError
-from model.inference import Segmenter
+from model.engines.torch import Segmenter
 from model.metric import ScoringError, competition_score, score_case, score_submission
 from model.rle import RleCsv, RleVolume, write_rle_csv
 
@@ -45,7 +45,7 @@ def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, fol
     case_scores, rows, predictions = [], [], []
     for case_day in case_days:
         files = scans[case_day]
-        pred = segmenter.segment_volume(data.read_scan(files))
+        pred = segmenter.segment_scan(data.read_scan(files)).run().organ_masks
         truth = data.organ_masks(data.read_scan_masks(truth_rows, files))
         case_scores.append(score_case(pred, truth))
         rows.append({"case_day": case_day, "slices": len(files.slice_numbers),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
-from model import inference
+from model.engines import torch as torch_engine
 from model.labels import ORGANS, id2label, label2id
 from model.metric import competition_score, score_case
 
@@ -54,7 +54,7 @@ def decide(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """Logits ``(N, K, H, W)`` → organ masks ``(N, O, H, W)`` bool, exactly as the app decides for
     checkpoints whose labels follow :mod:`model.labels` (sigmoid channel = organ, softmax id = organ + 1)."""
     channel_of = {name: i for i, name in id2label(multi_label).items()}
-    return inference.decide(logits, tuple(channel_of[organ] for organ in ORGANS), multi_label)
+    return torch_engine.decide(logits, tuple(channel_of[organ] for organ in ORGANS), multi_label)
 
 
 class SegFormerModule(L.LightningModule):

@@ -24,25 +24,26 @@ from model.checkpoint import CheckpointError
 from model.cohort import (add_cohort_options, check_cohort_options, plan_cohort, read_summary, run, score_cohort,
                           write_cohort_files)
 from model.metric import ScoringError
+from model.planning import PlanningRequest
 from model.scans.base import ScanError
 from model.scans.sources import ScanSource
 
 
 class CohortPredictor(L.LightningModule):
-    """Runs the scans a process is given; the model is the serving :class:`~model.inference.Segmenter`, not trained."""
+    """Runs the scans a process is given; the model is the serving :class:`~model.engines.torch.Segmenter`, not trained."""
 
     def __init__(self, checkpoint: str, revision: str | None, sources: list[ScanSource], out_dir: Path,
-                 slice_thickness_mm: float | None = None, *, bowel_bag: bool = False, margin_mm: float = 0.0):
+                 slice_thickness_mm: float | None = None, *, planning: PlanningRequest = PlanningRequest()):
         super().__init__()
         self.checkpoint, self.revision = checkpoint, revision
         self.sources, self.out_dir, self.slice_thickness_mm = sources, out_dir, slice_thickness_mm
-        self.planning = {"bowel_bag": bowel_bag, "margin_mm": margin_mm}
+        self.planning = planning
         self.segmenter = None
         # With fewer scans than processes some get none; they still join the barrier in main().
         self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def setup(self, stage: str) -> None:
-        from model.inference import Segmenter
+        from model.engines.torch import Segmenter
 
         # Kept off the module's parameters: Lightning neither converts nor syncs it; each process loads its own.
         self.segmenter = Segmenter.load(self.checkpoint, self.revision, device=str(self.trainer.strategy.root_device))
@@ -56,7 +57,7 @@ class CohortPredictor(L.LightningModule):
         """Segment and write the batch's scans; returns their statuses (``done``, ``skipped``, ``failed``)."""
         statuses = []
         for result in run(self.segmenter, [self.sources[i] for i in batch], self.out_dir, self.slice_thickness_mm,
-                          **self.planning):
+                          planning=self.planning):
             prefix = f"[rank {self.trainer.global_rank}] "
             if result.status == "done":
                 _say(f"{prefix}{result.line} -> {self.out_dir}", sys.stdout)
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                         strategy=args.strategy, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, use_distributed_sampler=False)
     module = CohortPredictor(args.checkpoint, args.revision, sources, args.out, args.slice_thickness,
-                             bowel_bag=args.bowel_bag, margin_mm=args.margin_mm)
+                             planning=args.planning)
     try:
         trainer.predict(module, return_predictions=False)
     except CheckpointError as err:

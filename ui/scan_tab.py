@@ -12,7 +12,8 @@ from model import labels
 from model.compare import compare, load_ground_truth
 from model.edits import ScanEdits
 from model.measure import busiest_slice
-from model.outputs import ScanJob, SegmentedScan
+from model.outputs import SegmentedScan, export_scan
+from model.planning import PlanningRequest
 from model.scans import Scan, load_scan
 
 from . import server
@@ -64,22 +65,23 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     paths = server.upload_paths(scan_files)
     if not paths:
         raise server.user_error("No scan: upload slice files, a .zip, a NIfTI file or DICOM files first.")
-    margin_mm = float(margin_mm or 0)
-    if not 0 <= margin_mm < float("inf"):
-        raise server.user_error("The margin must be a number of mm, 0 or more (0: no margin).")
+    try:
+        planning = PlanningRequest(bowel_bag, margin_mm)
+    except ValueError as err:
+        raise server.user_error(str(err)) from None
     progress(0, desc="Reading the scan")
     with server.user_errors("reading a scan",
                             "These files could not be read as a scan; export them again or try another format."):
         scan = load_scan(paths, slice_thickness_mm or None)
         truth, truth_notes = load_ground_truth(server.upload_paths(truth_files), scan) if truth_files else (None, [])
-        job = ScanJob(server.MODEL.get(), scan)
+        segmentation = server.MODEL.get().segment_scan(scan, keep_probabilities=True)  # the review flags score them
     with server.user_errors("scan prediction", "The model failed on this scan; try another."):
-        for done in job.steps():
+        for done in segmentation:
             progress((done, len(scan)), desc="Segmenting", unit="slices")
             yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *(gr.skip(),) * 10)
     progress(1.0, desc="Writing files")
-    result = job.finish(server.scratch_dir(), bowel_bag=bool(bowel_bag), margin_mm=margin_mm)
-    state = ScanState(ScanEdits.of(result, bool(bowel_bag), margin_mm), truth)
+    result = export_scan(segmentation, scan, server.scratch_dir(), planning)
+    state = ScanState(ScanEdits.of(result, planning), truth)
     yield scan_view(result, state, truth_notes, opacity, organs)
 
 

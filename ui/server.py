@@ -17,7 +17,7 @@ from gradio.utils import get_upload_folder
 from model.checkpoint import CheckpointError
 from model.image import ImageError
 from model.serving import ModelHolder, Scratch
-from model.worker import ModelProcessError
+from model.engines.process import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
 

@@ -7,7 +7,7 @@ import torch
 
 from model import checkpoint as ckpt
 from model import labels
-from model.inference import Segmenter, choose_runtime
+from model.engines.torch import Segmenter, choose_runtime
 from tiny import make_original_layout, tiny_model
 
 from locations import REPO

@@ -13,7 +13,7 @@ import pytest
 
 from model import labels
 from model.cohort import run
-from model.inference import Segmenter
+from model.engines.torch import Segmenter
 from model.labels import KAGGLE_CLASSES
 from model.predict import main
 from model.rle import RleCsv
@@ -89,7 +89,7 @@ def test_each_scans_rle_equals_its_nifti_and_the_model(cohort, shared_data, soft
         label_ids = np.asarray(nib.load(out / f"{case_day}_labels.nii.gz").dataobj).transpose(2, 1, 0)
         for o, organ in enumerate(labels.ORGANS):
             np.testing.assert_array_equal(rle.masks[o], label_ids == labels.ORGAN_IDS[organ])
-        np.testing.assert_array_equal(rle.masks, segmenter.segment_volume(voxels))
+        np.testing.assert_array_equal(rle.masks, segmenter.segment_scan(voxels).run().organ_masks)
 
 
 def test_volumes_csv_has_one_row_per_scan(cohort):

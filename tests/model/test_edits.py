@@ -14,7 +14,7 @@ from model.dicom.export import AUTOMATIC, SEMIAUTOMATIC, algorithm_types
 from model.edits import ScanEdits, training_slice
 from model.measure import measure
 from model.outputs import SegmentedScan, write_outputs
-from model.planning import planning_structures
+from model.planning import PlanningRequest, planning_structures
 from model.review import ReviewFlag
 from model.scans.dicom import read_dicom_series
 from scan_fixtures import kaggle_slices, stack
@@ -155,7 +155,7 @@ def test_dicom_exports_mark_the_edited_organ_semiautomatic_and_the_rest_automati
     voxels = stack(kaggle_slices(shared_data, "volume_266x266")[60:66])
     scan = read_dicom_series(rt_series.write_mr_series(voxels, tmp_path / "series"), "series")
     masks = rt_series.organ_masks_for(scan.voxels)
-    state = segmented(scan, masks, tmp_path / "first", bowel_bag=True)
+    state = segmented(scan, masks, tmp_path / "first", planning=PlanningRequest(bowel_bag=True))
     corrected = masks[:, 2].copy()
     corrected[STOMACH, 0:4, 0:4] = True
     _, result = state.apply(2, corrected, tmp_path / "edited")

@@ -13,8 +13,8 @@ from benchmarks.fidelity import CHECKPOINT as FIDELITY_MODEL
 from benchmarks.fidelity import MIN_AGREEMENT, MIN_DICE, dice, fidelity, real_pairs, real_slices
 from model import labels
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD, Contract
-from model.inference import (FORCE_FP32_ENV, PRECISION_ENV, PRECISIONS, FoldedDecodeHead, Runtime, Segmenter,
-                             choose_runtime)
+from model.engines.torch import (FORCE_FP32_ENV, PRECISION_ENV, PRECISIONS, FoldedDecodeHead, Runtime, Segmenter,
+                                 choose_runtime)
 from tiny import tiny_model
 
 AVX2_ONLY = frozenset({"avx", "avx2", "fma"})

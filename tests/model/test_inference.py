@@ -5,7 +5,7 @@ from PIL import Image
 
 from model import labels
 from model.image import read_slice
-from model.inference import Segmenter, choose_runtime
+from model.engines.torch import Segmenter, choose_runtime
 from model.measure import organ_areas
 from model.overlay import MASK_BITS, decode_mask_png, encode_mask_png
 
@@ -80,7 +80,7 @@ def test_batches_equal_single_predictions(softmax):
 
 
 def test_stack_slices_clamps_edges(tmp_path):
-    from model.inference import stack_slices
+    from model.engines.base import stack_slices
     from tiny import make_tiny_checkpoint
 
     seg = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, slice_offsets=[-2, 0, 2]))
@@ -117,7 +117,9 @@ def test_plain_checkpoint_segments_each_slice_of_a_volume(shared_data, softmax):
 
     voxels = stack(kaggle_slices(shared_data, count=7))
     done = []
-    masks = softmax.segment_volume(voxels, progress=done.append, chunk_slices=3)
+    segmentation = softmax.segment_scan(voxels, chunk_slices=3)
+    assert segmentation.probabilities is None and not segmentation.organ_masks.any()  # nothing runs until asked
+    masks = segmentation.run(done.append).organ_masks
     assert masks.shape == (len(labels.ORGANS), 7, 266, 266) and masks.dtype == bool
     np.testing.assert_array_equal(masks, softmax.predict(voxels).transpose(1, 0, 2, 3))
     assert done == [3, 6, 7]
@@ -163,7 +165,7 @@ def test_largest_scan_memory_stays_bounded(tmp_path):
     fake = _CountingSegmenter(contract)
     tracemalloc.start()
     try:
-        fake.segment_volume(voxels)
+        fake.segment_scan(voxels).run()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -185,7 +187,10 @@ def test_multilabel_probabilities_threshold_to_the_masks_exactly(shared_data, mu
     assert 0 < masks.mean() < 1  # the check below is not vacuous
     assert probabilities.min() >= 0 and probabilities.max() <= 1
     np.testing.assert_array_equal(probabilities > multilabel.threshold, masks)
-    np.testing.assert_array_equal(masks, multilabel.segment_volume(voxels))  # asking for them changes nothing
+    kept = multilabel.segment_scan(voxels, keep_probabilities=True).run()
+    np.testing.assert_array_equal(masks, multilabel.segment_scan(voxels).run().organ_masks)  # asking changes nothing
+    np.testing.assert_array_equal(masks, kept.organ_masks)
+    assert kept.probabilities.dtype == np.float16 and kept.probabilities.shape == masks.shape
     # float16 (what the app keeps) is the float32 values rounded.
     half = np.zeros(masks.shape, dtype=np.float16)
     list(multilabel.segment_volume_steps(voxels, np.zeros_like(masks), probabilities=half))

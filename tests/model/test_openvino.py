@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from benchmarks.fidelity import CHECKPOINT as FIDELITY_MODEL
 from benchmarks.fidelity import MIN_AGREEMENT, MIN_DICE, fidelity, real_slices
 from locations import REPO
-from model import engine, inference, machine
-from model import openvino_runtime as ovr
+from model.engines import choose as engine
+from model.engines import machine
+from model.engines import torch as inference
+from model.engines import openvino as ovr
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
-from model.engine import ENGINE_ENV, choose_engine, load_segmenter
-from model.inference import Segmenter, choose_runtime
-from model.openvino_runtime import OpenVinoSegmenter
+from model.engines.choose import ENGINE_ENV, choose_engine, load_segmenter
+from model.engines.torch import Segmenter, choose_runtime
+from model.engines.openvino import OpenVinoSegmenter
 
 AVX2_ONLY = frozenset({"avx", "avx2", "fma"})
 AVX512 = AVX2_ONLY | {"avx512f", "avx512_bf16"}
@@ -136,11 +138,11 @@ def test_bf16_is_opt_in(softmax_ckpt, ov_cache, monkeypatch):
 
 
 def test_conversion_is_cached_keyed_and_fp32(softmax_ckpt, multilabel_ckpt, ov_cache, caplog):
-    with caplog.at_level("WARNING", logger="model.openvino_runtime"):
+    with caplog.at_level("WARNING", logger="model.engines.openvino"):
         first = load_segmenter(str(softmax_ckpt), engine="openvino")
     assert sum("converting" in r.message for r in caplog.records) == 1
     caplog.clear()
-    with caplog.at_level("WARNING", logger="model.openvino_runtime"):
+    with caplog.at_level("WARNING", logger="model.engines.openvino"):
         load_segmenter(str(softmax_ckpt), engine="openvino")
     assert not caplog.records  # the second load converts nothing
     load_segmenter(str(multilabel_ckpt), engine="openvino")
@@ -235,7 +237,7 @@ def test_model_process_and_cli_import_no_torch_with_a_cached_model(softmax_ckpt,
     load_segmenter(str(softmax_ckpt), engine="openvino")  # fills the cache
     env = {**os.environ, "HF_HUB_CACHE": str(ov_cache), ENGINE_ENV: "openvino", "HF_HUB_OFFLINE": "1"}
     worker = _run_without_torch(
-        "from model import worker\n"
+        "from model.engines import process as worker\n"
         f"facts = worker._load({str(softmax_ckpt)!r}, None, os.getppid())\n"
         "masks = worker._predict(np.random.default_rng(0).integers(0, 255, (2, 40, 50)).astype(np.uint8))\n"
         "out = [facts['description'], list(masks.shape)]", env)
@@ -256,7 +258,7 @@ def test_convert_cli_builds_the_cache_ahead(softmax_ckpt, ov_cache, caplog, caps
     assert "OpenVINO model cached in" in capsys.readouterr().out
     assert len(list(ov_cache.glob("openvino--*/model.xml"))) == 1
     caplog.clear()
-    with caplog.at_level("WARNING", logger="model.openvino_runtime"):
+    with caplog.at_level("WARNING", logger="model.engines.openvino"):
         load_segmenter(str(softmax_ckpt), engine="openvino")
     assert not caplog.records  # the app's first start converts nothing
     with pytest.raises(SystemExit):
@@ -269,7 +271,7 @@ def test_a_failed_conversion_falls_back_to_torch_unless_forced(softmax_ckpt, ov_
 
     monkeypatch.setattr(ovr, "convert", read_only_cache)
     monkeypatch.setattr(engine, "choose_engine", lambda precision=None, engine=None: (engine or "openvino", "default"))
-    with caplog.at_level("WARNING", logger="model.engine"):
+    with caplog.at_level("WARNING", logger="model.engines.choose"):
         seg = load_segmenter(str(softmax_ckpt))
     assert isinstance(seg, Segmenter) and "OpenVINO could not convert" in seg.describe()
     assert any("Permission denied" in r.message and "torch instead" in r.message for r in caplog.records)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.measure import structure_volumes_ml
-from model.planning import bowel_bag, margin_mask, planning_structures
+from model.planning import PlanningRequest, bowel_bag, margin_mask, planning_structures
 
 
 def _point(shape=(9, 21, 21), at=(4, 10, 10)) -> np.ndarray:
@@ -71,3 +71,21 @@ def test_planning_structures_and_their_volumes():
     assert volumes["Bowel bag"] == pytest.approx(2 * 4.5 / 1000)
     assert volumes["Stomach PRV 3mm"] == pytest.approx(one_prv * 4.5 / 1000)
     assert volumes["Bowel bag PRV 3mm"] == pytest.approx(2 * one_prv * 4.5 / 1000)
+
+
+def test_a_planning_request_is_checked_once_where_it_is_made():
+    assert PlanningRequest() == PlanningRequest(False, 0.0) == PlanningRequest(None, None)  # the app's empty fields
+    request = PlanningRequest(1, 3)
+    assert (request.bowel_bag, request.margin_mm) == (True, 3.0)
+    assert isinstance(request.margin_mm, float)
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="The margin must be a number of mm"):
+            PlanningRequest(margin_mm=bad)
+    masks = np.zeros((3, 4, 8, 8), dtype=bool)
+    masks[1, 1:3, 2:5, 2:5] = True
+    got = request.structures(masks, (3.0, 1.5, 1.5))
+    want = planning_structures(masks, (3.0, 1.5, 1.5), bowel_bag_structure=True, margin_mm=3.0)
+    assert [s.key for s in got] == [s.key for s in want] == [
+        "bowel_bag", "stomach_prv_3mm", "small_bowel_prv_3mm", "large_bowel_prv_3mm", "bowel_bag_prv_3mm"]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.mask, b.mask)

@@ -1,4 +1,4 @@
-"""The model in its own process (``model.worker``): same masks, clear errors, no orphans."""
+"""The model in its own process (``model.engines.process``): same masks, clear errors, no orphans."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from bad_inputs import good_slice
 from locations import REPO
 from model.checkpoint import CheckpointError
-from model.engine import load_segmenter
-from model.inference import Segmenter
-from model.worker import SegmenterProcess, start_method
+from model.engines.choose import load_segmenter
+from model.engines.torch import Segmenter
+from model.engines.process import SegmenterProcess, start_method
 from ui import server, slice_tab
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def _gone(pid: int, timeout: float = 15) -> bool:
 
 
 def test_spawns_once_torch_is_loaded():
-    assert "torch" in sys.modules  # this test module imported model.inference
+    assert "torch" in sys.modules  # this test module imported model.engines.torch
     assert start_method() == "spawn"
 
 
@@ -93,7 +93,7 @@ def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(tin
                                       "it is reloading, try again in a minute.")
         assert proc.broken
         again = slice_tab.segment(image)  # now from a model loaded in this process
-        assert isinstance(server.MODEL.get(), Segmenter)
+        assert not isinstance(server.MODEL.get(), SegmenterProcess)  # the machine's default engine, in process
         np.testing.assert_array_equal(again[4].organ_masks, first[4].organ_masks)
     finally:
         proc.close()
@@ -101,7 +101,7 @@ def test_a_killed_model_process_is_one_clear_error_then_the_app_serves_again(tin
 
 
 def test_the_model_process_exits_when_the_app_is_killed(softmax_ckpt):
-    script = ("import os, signal; from model.worker import SegmenterProcess; "
+    script = ("import os, signal; from model.engines.process import SegmenterProcess; "
               f"p = SegmenterProcess({str(softmax_ckpt)!r}).wait(); print(p.pid, flush=True); "
               "os.kill(os.getpid(), signal.SIGKILL)")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -117,7 +117,7 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
 
     local = Segmenter.load(make_tiny_checkpoint(tmp_path / "c", multi_label=True, seed=3, slice_offsets=[-2, 0, 1]))
     proc = SegmenterProcess.__new__(SegmenterProcess)
-    proc.batch_size, proc.slice_offsets = 2, local.slice_offsets
+    proc._batch_size, proc._contract = 2, local.contract  # what wait() reads from the child
     proc.wait = lambda: proc
     sent = []
 
@@ -129,14 +129,14 @@ def test_volume_windows_sent_to_the_child_stack_as_the_whole_volume(tmp_path):
     voxels = np.random.default_rng(4).integers(0, 3000, size=(9, 40, 48), dtype=np.uint16)
     masks = np.zeros((3, *voxels.shape), dtype=bool)
     assert list(proc.segment_volume_steps(voxels, masks, chunk_slices=4)) == [4, 8, 9]
-    np.testing.assert_array_equal(masks, local.segment_volume(voxels))
+    np.testing.assert_array_equal(masks, local.segment_scan(voxels).run().organ_masks)
     assert sent == [5, 7, 3]  # slices 0-4, 2-8 and 6-8: only what the stacks reach
 
 
 def test_probabilities_match_the_in_process_segmenter(worker, softmax_ckpt):
     rng = np.random.default_rng(1)
     voxels = rng.integers(0, 4000, size=(5, 50, 60), dtype=np.uint16)
-    local = Segmenter.load(str(softmax_ckpt))
+    local = load_segmenter(str(softmax_ckpt))  # the engine the child runs: this machine's default
     expected = np.zeros((3, *voxels.shape), dtype=np.float16)
     expected_masks = np.zeros((3, *voxels.shape), dtype=bool)
     list(local.segment_volume_steps(voxels, expected_masks, 2, probabilities=expected))

@@ -51,8 +51,8 @@ def _evaluate(checkpoint, data_dir, out, capsys) -> float:
 
 def test_fine_tuning_on_corrected_slices_raises_their_dice(shared_data, tmp_path, capsys):
     from model.edits import ScanEdits
-    from model.inference import Segmenter
-    from model.outputs import segment_scan
+    from model.engines.torch import Segmenter
+    from model.outputs import export_scan
     from model.scans import load_scan
     from ui.editor import editor_value, layers_to_masks
 
@@ -76,7 +76,8 @@ def test_fine_tuning_on_corrected_slices_raises_their_dice(shared_data, tmp_path
     assert len(chosen) == 6
 
     start = small_checkpoint(tmp_path / "start")
-    result = segment_scan(Segmenter.load(str(start)), scan, tmp_path / "segmented")
+    segmentation = Segmenter.load(str(start)).segment_scan(scan, keep_probabilities=True).run()
+    result = export_scan(segmentation, scan, tmp_path / "segmented")
     edits = ScanEdits.of(result)
     for i in chosen:
         corrected = by_number[scan.slice_numbers[i]]

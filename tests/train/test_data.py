@@ -8,8 +8,8 @@ import torch
 
 from kaggle_layout import BAR_COL, BAR_LEN, BAR_ROW, SYNTH_DEPTH, SYNTH_SCANS, SYNTH_SHAPE
 from model import checkpoint as ckpt
-from model.inference import Segmenter
-from model.inference import stack_slices
+from model.engines.torch import Segmenter
+from model.engines.base import stack_slices
 from tiny import tiny_model
 from train import data
 from train.datamodule import UWMGIDataModule

@@ -11,8 +11,8 @@ import pytest
 from kaggle_layout import REPO
 
 
-from model.inference import Segmenter
-from model.inference import stack_slices
+from model.engines.torch import Segmenter
+from model.engines.base import stack_slices
 from train import data
 from train.__main__ import main
 

@@ -1,6 +1,6 @@
 """Which engine runs the model, torch or OpenVINO, and the one call that loads a segmenter on it.
 
-Imports only the standard library (and, when it loads, :mod:`model.openvino_runtime`): the model's
+Imports only the standard library (and, when it loads, :mod:`model.engines.openvino`): the model's
 process and ``python -m model.predict`` decide here, and with a cached OpenVINO model never
 import torch or transformers (``tests/model/test_openvino.py`` checks ``sys.modules``).
 
@@ -64,8 +64,8 @@ def choose_engine(precision: str | None = None, *, flags: frozenset[str] | None 
 
 def load_segmenter(model: str | None = None, revision: str | None = None, *, engine: str | None = None,
                    precision: str | None = None):
-    """The checkpoint ready to predict on the chosen engine: a :class:`~model.inference.Segmenter`
-    (torch) or a :class:`~model.openvino_runtime.OpenVinoSegmenter`.
+    """The checkpoint ready to predict on the chosen engine: a :class:`~model.engines.torch.Segmenter`
+    (torch) or a :class:`~model.engines.openvino.OpenVinoSegmenter`.
 
     With a cached OpenVINO conversion nothing here imports torch; without one the model is
     loaded with torch once, converted and cached (logged), then served by OpenVINO. If the
@@ -75,7 +75,7 @@ def load_segmenter(model: str | None = None, revision: str | None = None, *, eng
     asked = precision or requested_precision()
     chosen, reason = choose_engine(asked, engine=engine)
     if chosen == "openvino":
-        from .openvino_runtime import ConversionError, OpenVinoSegmenter
+        from .openvino import ConversionError, OpenVinoSegmenter
 
         try:
             return OpenVinoSegmenter.load(model, revision, precision=asked or "fp32", reason=reason)
@@ -86,7 +86,7 @@ def load_segmenter(model: str | None = None, revision: str | None = None, *, eng
             reason = "OpenVINO could not convert this checkpoint"
     from dataclasses import replace
 
-    from .inference import Segmenter, choose_runtime
+    from .torch import Segmenter, choose_runtime
 
     runtime = choose_runtime(precision=precision)  # None: it reads the environment itself
     return Segmenter.load(model, revision, runtime=replace(runtime, reason=f"{runtime.reason}; torch: {reason}"))

@@ -1,7 +1,9 @@
-"""What this machine and this process's environment ask for: CPU flags, a GPU, the precision variables.
+"""The machine facts: CPU flags, a GPU, the precision variables, and the process's thread settings.
 
-A leaf module (standard library only): :mod:`model.engine` picks an engine from it and
-:mod:`model.inference` a precision, without importing each other.
+A leaf module (standard library only): :mod:`model.engines.choose` picks an engine from it and
+:mod:`model.engines.torch` a precision, without importing each other. Nothing here runs at
+import: ``python app.py``, ``python -m model.predict``, ``python -m train`` and the benchmarks
+call :func:`prefer_sleeping_threads` first thing, where the process starts.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Environment variable that picks the precision (``model.inference.PRECISIONS``).
+#: Environment variable that picks the precision (``model.engines.torch.PRECISIONS``).
 PRECISION_ENV = "UWMGI_PRECISION"
 #: ``UWMGI_FP32=1`` is the older spelling of ``UWMGI_PRECISION=exact``, still honoured.
 FORCE_FP32_ENV = "UWMGI_FP32"
@@ -38,3 +40,14 @@ def requested_precision() -> str | None:
     if precision is None and os.environ.get(FORCE_FP32_ENV, "").lower() in ("1", "true", "yes"):
         return "exact"
     return precision
+
+
+def prefer_sleeping_threads() -> None:
+    """Let OpenMP threads sleep at barriers instead of spinning, unless the environment already says.
+
+    On small shared VMs (a 2-vCPU Space, CI) a spinning thread loses its time slice to other
+    processes, and then every parallel region waits for a descheduled thread; B4 ran several times
+    slower under load with spinning threads (``benchmarks/README.md``). libgomp reads
+    ``OMP_WAIT_POLICY`` once, when torch loads it, so this must run before ``import torch``.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

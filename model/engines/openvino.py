@@ -1,14 +1,14 @@
 """OpenVINO on the CPU: the folded model converted once, cached on disk, served without torch.
 
 **Conversion** (torch, once per checkpoint): the fp32 model with
-:class:`~model.inference.FoldedDecodeHead` goes through ``ov.convert_model`` with a static input
+:class:`~model.engines.torch.FoldedDecodeHead` (:func:`~model.engines.torch.fold_decode_head`) goes through ``ov.convert_model`` with a static input
 ``(1, C, h, w)`` and is saved with fp32 weights (``compress_to_fp16=False``) in
 :func:`cache_dir`, next to the converted default checkpoint in the Hugging Face cache, keyed by
 the weights' sha256, the config, the input shape policy and the OpenVINO version. OpenVINO's own
 compiled-model cache sits inside it (``compiled/``), so later processes skip most of the compile.
 
 **Serving** (numpy + openvino, no torch): :func:`pixel_values`, :func:`decide` and
-:func:`organ_probabilities` are numpy twins of the torch functions of :mod:`model.inference`
+:func:`organ_probabilities` are numpy twins of the torch functions of :mod:`model.engines.torch`
 (the antialiased bilinear resize and the bilinear upsampling of the logits are written as the
 same weight matrices torch uses; numpy has no antialiased resize). ``tests/model/test_openvino.py``
 checks them against torch and the masks against the exact model on the real slices.
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint as ckpt
-from .segmenting import SegmenterBase, stretched_inputs
+from .. import checkpoint as ckpt
+from .base import SegmenterBase, channel_values, stretched_inputs
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def resize(images: np.ndarray, size: tuple[int, int], antialias: bool) -> np.nda
 
 def pixel_values(stretched: np.ndarray, size: tuple[int, int], mean: np.ndarray, std: np.ndarray,
                  rescale_factor: float = 1 / 255) -> np.ndarray:
-    """numpy twin of :func:`model.inference.pixel_values`: ``(N, C, H, W)`` 0..255 → ``(N, C_model, h, w) float32``.
+    """numpy twin of :func:`model.engines.torch.pixel_values`: ``(N, C, H, W)`` 0..255 → ``(N, C_model, h, w) float32``.
 
     ``mean``/``std``: ``(C_model,) float32``. ``C`` is 1 (replicated) or ``C_model``.
     """
@@ -160,7 +160,7 @@ def pixel_values(stretched: np.ndarray, size: tuple[int, int], mean: np.ndarray,
 
 
 def decide(logits: np.ndarray, organ_channels, multi_label: bool, threshold: float = 0.5) -> np.ndarray:
-    """numpy twin of :func:`model.inference.decide`: logits ``(N, K, H, W)`` → organ masks ``(N, O, H, W)`` bool."""
+    """numpy twin of :func:`model.engines.torch.decide`: logits ``(N, K, H, W)`` → organ masks ``(N, O, H, W)`` bool."""
     from scipy.special import expit
 
     channels = list(organ_channels)
@@ -171,7 +171,7 @@ def decide(logits: np.ndarray, organ_channels, multi_label: bool, threshold: flo
 
 
 def organ_probabilities(logits: np.ndarray, organ_channels, multi_label: bool) -> np.ndarray:
-    """numpy twin of :func:`model.inference.organ_probabilities`: ``(N, K, H, W)`` → ``(N, O, H, W) float32``."""
+    """numpy twin of :func:`model.engines.torch.organ_probabilities`: ``(N, K, H, W)`` → ``(N, O, H, W) float32``."""
     from scipy.special import expit, softmax
 
     channels = list(organ_channels)
@@ -200,7 +200,8 @@ class OpenVinoRuntime:
 
 
 class OpenVinoSegmenter(SegmenterBase):
-    """A contract checkpoint converted for OpenVINO, with :class:`~model.inference.Segmenter`'s API, no torch.
+    """A contract checkpoint converted for OpenVINO, no torch: the five steps of
+    :class:`~model.engines.base.SegmenterBase`'s ``predict`` in numpy and OpenVINO.
 
     ``model_xml``: the converted model (:func:`convert`). ``precision``: ``fp32`` (default; hint
     pinned to f32 whatever the CPU) or ``bf16``. Calls are serialised (one infer request).
@@ -226,13 +227,13 @@ class OpenVinoSegmenter(SegmenterBase):
         self.runtime = OpenVinoRuntime(precision, hint, int(self.compiled.get_property("INFERENCE_NUM_THREADS")), reason)
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
-        self._mean = np.asarray(_channel_stats(contract.image_mean, contract.num_channels), np.float32)
-        self._std = np.asarray(_channel_stats(contract.image_std, contract.num_channels), np.float32)
+        self._mean = np.asarray(channel_values(contract.image_mean, contract.num_channels), np.float32)
+        self._std = np.asarray(channel_values(contract.image_std, contract.num_channels), np.float32)
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, revision: str | None = None, *, precision: str = "fp32",
              reason: str = "") -> OpenVinoSegmenter:
-        """Resolve and verify a checkpoint as :meth:`Segmenter.load <model.inference.Segmenter.load>` does;
+        """Resolve and verify a checkpoint as :meth:`Segmenter.load <model.engines.torch.Segmenter.load>` does;
         convert it on first use (torch is imported then only, and the conversion is logged)."""
         local_dir, info = ckpt.resolve(None if model is None else str(model), revision)
         contract = ckpt.read_contract(local_dir)
@@ -241,11 +242,9 @@ class OpenVinoSegmenter(SegmenterBase):
             log.warning("OpenVINO: converting the checkpoint once into %s (torch loads for it; later starts reuse it)",
                         folder)
             started = time.monotonic()
-            from .inference import FoldedDecodeHead
+            from .torch import fold_decode_head
 
-            torch_model = ckpt.load_model(local_dir).eval()
-            if FoldedDecodeHead.supports(torch_model):
-                torch_model.decode_head = FoldedDecodeHead(torch_model.decode_head)
+            torch_model = fold_decode_head(ckpt.load_model(local_dir).eval())
             try:
                 convert(torch_model, contract, folder)
             except Exception as err:  # noqa: BLE001 - a read-only cache, an op OpenVINO cannot convert: one line
@@ -266,24 +265,13 @@ class OpenVinoSegmenter(SegmenterBase):
         with self._lock:
             return np.concatenate([self._request.infer({0: x[i:i + 1]})[0] for i in range(len(x))])
 
-    def predict(self, slices: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-        """As :meth:`Segmenter.predict <model.inference.Segmenter.predict>`: ``(N, [C,] H, W)`` → ``(N, O, H, W)`` bool."""
-        slices = np.asarray(slices)
-        n, height, width = slices.shape[0], slices.shape[-2], slices.shape[-1]
-        out = np.zeros((n, len(self.contract.organ_channels), height, width), dtype=bool)
-        if probabilities is not None and probabilities.shape != out.shape:
-            raise ValueError(f"probabilities {probabilities.shape} do not fit masks of shape {out.shape}")
-        c = self.contract
-        for start in range(0, n, self.batch_size):
-            logits = self.forward(self.preprocess(slices[start:start + self.batch_size]))
-            logits = resize(logits, (height, width), antialias=False)
-            out[start:start + len(logits)] = decide(logits, c.organ_channels, c.multi_label, self.threshold)
-            if probabilities is not None:
-                probabilities[start:start + len(logits)] = organ_probabilities(logits, c.organ_channels, c.multi_label)
-        return out
+    def upsample(self, logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        return resize(logits, size, antialias=False)
 
+    def decide(self, logits: np.ndarray) -> np.ndarray:
+        """Logits ``(N, K, H, W)`` at full size → organ masks ``(N, O, H, W)`` bool (:func:`decide`)."""
+        return decide(logits, self.contract.organ_channels, self.contract.multi_label, self.threshold)
 
-def _channel_stats(values, num_channels: int) -> list[float]:
-    """As :func:`model.inference.channel_stats`: one value (or too few) serves every channel."""
-    values = list(values)
-    return values[:num_channels] if len(values) >= num_channels else values[:1] * num_channels
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits ``(N, K, H, W)`` at full size → organ probabilities ``(N, O, H, W) float32`` (:func:`organ_probabilities`)."""
+        return organ_probabilities(logits, self.contract.organ_channels, self.contract.multi_label)

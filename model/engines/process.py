@@ -2,20 +2,19 @@
 
 A free CPU Space has 2 vCPUs, and the app's start is bound by Python work that runs on one core:
 the page's launch, and the engine's imports and load (torch + transformers, or OpenVINO with a
-cached conversion: :func:`model.engine.load_segmenter`). In one process they add up; with the
+cached conversion: :func:`model.engines.choose.load_segmenter`). In one process they add up; with the
 model loading in a child while the app launches, they overlap (the cold-start rows of
 ``benchmarks/results/`` measure both).
 
 :class:`SegmenterProcess` is started by ``python app.py``'s ``main``: a ``fork`` of a process that
 has not loaded torch, so no OpenMP pool is copied. Once torch is loaded (tests, notebooks) it
-spawns a fresh interpreter instead. It
-answers the part of :class:`~model.inference.Segmenter` the app uses: ``predict``,
-``segment_slices``, ``segment_volume_steps``, ``describe``, ``batch_size`` and ``slice_offsets``.
-Slices and masks cross the process boundary as pickled arrays, small next to a forward pass;
-probabilities, when asked for, come back as float16.
+spawns a fresh interpreter instead. It is a segmenter on :class:`~model.engines.base.SegmenterBase`
+whose ``predict`` and ``segment_slices`` run in the child; the volume verbs (``segment_scan``) are
+the base's. Slices and masks cross the process boundary as pickled arrays, small next to a forward
+pass; probabilities, when asked for, come back as float16.
 
-This module imports only the standard library, never torch: the app's process stays free of the
-model's imports. Research demo, not for diagnostic use.
+This module imports only the standard library (and the base, which imports numpy lazily), never
+torch: the app's process stays free of the model's imports. Research demo, not for diagnostic use.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from .chunking import segment_volume_steps
+from .base import SegmenterBase
 
 #: How often the child checks that the app is still there (it exits when the app is gone).
 PARENT_POLL_S = 1.0
@@ -48,10 +47,10 @@ def _exit_with_parent(parent: int) -> None:
 def _load(model: str | None, revision: str | None, parent: int) -> dict:
     global _segmenter
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
-    from .engine import load_segmenter  # the engine loads here, in the child (no torch: cached OpenVINO)
+    from .choose import load_segmenter  # the engine loads here, in the child (no torch: cached OpenVINO)
 
     _segmenter = load_segmenter(model, revision)
-    return {"pid": os.getpid(), "batch_size": _segmenter.batch_size, "slice_offsets": _segmenter.slice_offsets,
+    return {"pid": os.getpid(), "batch_size": _segmenter.batch_size, "contract": _segmenter.contract,
             "description": _segmenter.describe()}
 
 
@@ -91,8 +90,8 @@ def start_method() -> str:
     return "fork" if forkable else "spawn"
 
 
-class SegmenterProcess:
-    """A :class:`~model.inference.Segmenter` loading and running in a child process.
+class SegmenterProcess(SegmenterBase):
+    """A segmenter loading and running in a child process (there, what :func:`~model.engines.choose.load_segmenter` gives).
 
     ``SegmenterProcess(model, revision)`` returns at once; the first call that needs the model
     (:meth:`wait`, :meth:`predict`, :meth:`describe`) waits for the load and raises its
@@ -118,12 +117,21 @@ class SegmenterProcess:
     def wait(self) -> SegmenterProcess:
         """Block until the model is loaded; raises what loading raised."""
         facts = self._result(self._loaded)
-        self.pid, self.batch_size, self.slice_offsets = facts["pid"], facts["batch_size"], facts["slice_offsets"]
+        self.pid, self._batch_size, self._contract = facts["pid"], facts["batch_size"], facts["contract"]
         self._description = facts["description"]
         return self
 
+    @property
+    def contract(self):
+        """The child's :class:`~model.checkpoint.Contract` (waits for the load)."""
+        return self.wait()._contract
+
+    @property
+    def batch_size(self) -> int:
+        return self.wait()._batch_size
+
     def predict(self, slices, probabilities=None):
-        """:meth:`Segmenter.predict <model.inference.Segmenter.predict>`, run in the child.
+        """:meth:`SegmenterBase.predict <model.engines.base.SegmenterBase.predict>`, run in the child.
 
         ``probabilities`` are computed in the child and sent back as float16 (then cast to the array's dtype).
         """
@@ -135,7 +143,7 @@ class SegmenterProcess:
         return organ_masks
 
     def segment_slices(self, voxels, start: int, stop: int, probabilities=None):
-        """:meth:`Segmenter.segment_slices <model.inference.Segmenter.segment_slices>`, run in the child.
+        """:meth:`SegmenterBase.segment_slices <model.engines.base.SegmenterBase.segment_slices>`, run in the child.
 
         Only the slices the 2.5D stacks reach cross over: the window is cut at the volume's own
         edges or beyond the farthest offset, so clamping to the window clamps as to the volume.
@@ -149,13 +157,6 @@ class SegmenterProcess:
         organ_masks, sent = self._result(None, _segment_slices, voxels[low:high], start - low, stop - low, True)
         probabilities[...] = sent
         return organ_masks
-
-    def segment_volume_steps(self, voxels, organ_masks, chunk_slices: int | None = None, *, probabilities=None):
-        """:meth:`Segmenter.segment_volume_steps <model.inference.Segmenter.segment_volume_steps>`,
-        each chunk run in the child."""
-        self.wait()
-        return segment_volume_steps(self.segment_slices, voxels, organ_masks, chunk_slices or 2 * self.batch_size,
-                                    probabilities)
 
     def describe(self) -> str:
         self.wait()

@@ -1,10 +1,11 @@
-"""The one core prediction function on torch: raw slices in as a batch, per-organ boolean masks out.
+"""The torch engine: the model on torch, its precisions, and the folded decode head.
 
-The slice tab, the scan tab, the CLI and the benchmarks all call ``predict`` of the segmenter
-:func:`model.engine.load_segmenter` returns: this module's :class:`Segmenter` (torch), or on
-CPUs where OpenVINO wins :class:`model.openvino_runtime.OpenVinoSegmenter`, which runs the model
-this module folds and has numpy twins of its pre- and post-processing. How torch runs (device,
-precision, graph rewrites) is chosen once per process by :func:`choose_runtime`. The default on
+:class:`Segmenter` fills in the steps of :class:`~model.engines.base.SegmenterBase`'s one
+``predict`` on torch. On CPUs where OpenVINO wins, :func:`model.engines.choose.load_segmenter`
+serves :class:`model.engines.openvino.OpenVinoSegmenter` instead, which runs the model this
+module folds (:func:`fold_decode_head`) and has numpy twins of its pre- and post-processing.
+How torch runs (device, precision, graph rewrites) is chosen once per process by
+:func:`choose_runtime`. The default on
 every machine is a path whose masks agree with the exact fp32 model on real slices
 (``tests/model/test_fastpath.py``, ``tests/model/test_openvino.py``; the numbers are in
 ``benchmarks/README.md``); ``UWMGI_PRECISION`` picks another.
@@ -21,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint as ckpt
+from .. import checkpoint as ckpt
+from .base import SegmenterBase, channel_values, stretched_inputs
 from .machine import FORCE_FP32_ENV, PRECISION_ENV, cpu_flags, requested_precision
-from .segmenting import SegmenterBase, stack_slices, stretched_inputs  # noqa: F401 - stack_slices: its old home, still imported
 
 #: ``exact``: the unmodified fp32 eager model. ``fp32``: fp32 with the folded decode head (the
 #: same function, rounded differently). ``bf16``/``fp16``: autocast matmuls and convolutions over
@@ -175,11 +176,17 @@ class FoldedDecodeHead(nn.Module):
         return self.classifier(fused.relu_())
 
 
+def fold_decode_head(model: nn.Module) -> nn.Module:
+    """``model`` with its decode head replaced in place by :class:`FoldedDecodeHead` where it
+    :meth:`~FoldedDecodeHead.supports` it; the torch engine and the OpenVINO conversion both serve this."""
+    if FoldedDecodeHead.supports(model):
+        model.decode_head = FoldedDecodeHead(model.decode_head)
+    return model
+
+
 def channel_stats(values: tuple[float, ...] | list[float], num_channels: int) -> torch.Tensor:
-    """Per-channel mean or std as ``(1, C, 1, 1) float32``; one value (or too few) serves every channel."""
-    values = list(values)
-    values = values[:num_channels] if len(values) >= num_channels else values[:1] * num_channels
-    return torch.tensor(values, dtype=torch.float32).view(1, num_channels, 1, 1)
+    """Per-channel mean or std (:func:`~model.engines.base.channel_values`) as ``(1, C, 1, 1) float32``."""
+    return torch.tensor(channel_values(values, num_channels), dtype=torch.float32).view(1, num_channels, 1, 1)
 
 
 def pixel_values(stretched: torch.Tensor, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor,
@@ -231,8 +238,9 @@ def organ_probabilities(logits: torch.Tensor, organ_channels: tuple[int, ...] | 
 class Segmenter(SegmenterBase):
     """A loaded contract checkpoint, ready to predict on torch. Load once per process.
 
-    The volume verbs (``segment_slices``, ``segment_volume_steps``, ``segment_volume``) come from
-    :class:`~model.segmenting.SegmenterBase`, shared with the OpenVINO engine.
+    ``predict`` and the volume verbs (``segment_scan``, ``segment_slices``, ``segment_volume_steps``)
+    come from :class:`~model.engines.base.SegmenterBase`, shared with the OpenVINO engine; this
+    class fills in the five steps on torch.
     """
 
     def __init__(self, model, contract: ckpt.Contract, info: ckpt.CheckpointInfo | None = None,
@@ -243,8 +251,8 @@ class Segmenter(SegmenterBase):
         self.runtime = runtime or choose_runtime()
         self.batch_size = batch_size
         model = model.eval()
-        if self.runtime.fold_head and FoldedDecodeHead.supports(model):
-            model.decode_head = FoldedDecodeHead(model.decode_head)  # in place: the Segmenter owns the model
+        if self.runtime.fold_head:
+            model = fold_decode_head(model)  # in place: the Segmenter owns the model
         self.model = model.to(self.runtime.device, dtype=torch.float32)
         if self.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -272,10 +280,6 @@ class Segmenter(SegmenterBase):
         c = self.contract
         return pixel_values(x, c.input_size, self._mean, self._std, c.rescale_factor)
 
-    def decide(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K, H, W)`` at full size → organ masks ``(N, O, H, W)`` bool, in :data:`labels.ORGANS` order."""
-        return decide(logits, self.contract.organ_channels, self.contract.multi_label, self.threshold)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised input ``(N, C, h, w)`` → logits ``(N, K, h/4, w/4)`` float32, on the chosen path."""
         rt = self.runtime
@@ -283,29 +287,18 @@ class Segmenter(SegmenterBase):
         with torch.autocast(rt.device.type, dtype=rt.autocast, enabled=rt.autocast is not None):
             return self.model(pixel_values=x).logits.float()
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def decide(self, logits: torch.Tensor) -> np.ndarray:
+        """Logits ``(N, K, H, W)`` at full size → organ masks ``(N, O, H, W)`` bool (:func:`decide`)."""
+        return decide(logits, self.contract.organ_channels, self.contract.multi_label, self.threshold).cpu().numpy()
+
+    def probabilities(self, logits: torch.Tensor) -> np.ndarray:
         """Logits ``(N, K, H, W)`` at full size → organ probabilities ``(N, O, H, W)`` float32 (:func:`organ_probabilities`)."""
-        return organ_probabilities(logits, self.contract.organ_channels, self.contract.multi_label)
+        return organ_probabilities(logits, self.contract.organ_channels, self.contract.multi_label).cpu().numpy()
 
     @torch.inference_mode()
     def predict(self, slices: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
-        """Segment a batch of slices of one size.
-
-        ``slices``: ``(N, H, W)`` or ``(N, C, H, W)`` raw intensities. Returns ``(N, O, H, W)`` bool
-        at the original resolution. Logits are upsampled to ``H × W`` (bilinear) *before* the decision.
-        ``probabilities``: optional ``(N, O, H, W)`` float array (float16 or float32), filled with
-        each organ's probability from the same upsampled logits (:meth:`probabilities`).
-        """
-        slices = np.asarray(slices)
-        n, height, width = slices.shape[0], slices.shape[-2], slices.shape[-1]
-        out = np.zeros((n, len(self.contract.organ_channels), height, width), dtype=bool)
-        if probabilities is not None and probabilities.shape != out.shape:
-            raise ValueError(f"probabilities {probabilities.shape} do not fit masks of shape {out.shape}")
-        for start in range(0, n, self.batch_size):
-            x = self.preprocess(slices[start:start + self.batch_size])
-            logits = self.forward(x)
-            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            out[start:start + len(x)] = self.decide(logits).cpu().numpy()
-            if probabilities is not None:
-                probabilities[start:start + len(x)] = self.probabilities(logits).cpu().numpy()
-        return out
+        """:meth:`SegmenterBase.predict <model.engines.base.SegmenterBase.predict>`, without autograd."""
+        return super().predict(slices, probabilities)
