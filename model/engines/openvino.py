@@ -138,6 +138,21 @@ def resize_matrix(size_in: int, size_out: int, antialias: bool) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def single_threaded_numpy_blas() -> None:
+    """Run numpy's BLAS (OpenBLAS) on one thread in this process, from now on.
+
+    This engine's pre- and post-processing are small matrix products (:func:`resize`), where BLAS
+    threads gain nothing. Threaded, they deadlocked here: a ``model.predict`` on OpenVINO spun for 10
+    minutes in OpenBLAS's ``inner_thread`` waiting for a worker thread asleep on a futex (OpenBLAS
+    0.3.31 in numpy 2.4.6, on a loaded 2-vCPU machine; the workaround OpenBLAS's issues give). The
+    setting is process-wide, so it is made once, when the engine loads; OpenVINO's own threads and
+    torch's are not affected.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def resize(images: np.ndarray, size: tuple[int, int], antialias: bool) -> np.ndarray:
     """Bilinear resize of ``(..., H, W)`` to ``(..., h, w)`` float32, as ``F.interpolate(mode="bilinear")``."""
     rows = resize_matrix(images.shape[-2], size[0], antialias)
@@ -227,6 +242,7 @@ class OpenVinoSegmenter(SegmenterBase):
         self.runtime = OpenVinoRuntime(precision, hint, int(self.compiled.get_property("INFERENCE_NUM_THREADS")), reason)
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()
+        single_threaded_numpy_blas()
         self._mean = np.asarray(channel_values(contract.image_mean, contract.num_channels), np.float32)
         self._std = np.asarray(channel_values(contract.image_std, contract.num_channels), np.float32)
 

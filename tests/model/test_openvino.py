@@ -278,3 +278,12 @@ def test_a_failed_conversion_falls_back_to_torch_unless_forced(softmax_ckpt, ov_
     monkeypatch.setattr(engine, "choose_engine", lambda precision=None, engine=None: ("openvino", "forced"))
     with pytest.raises(ovr.ConversionError, match="Could not convert the checkpoint for OpenVINO .PermissionError"):
         load_segmenter(str(softmax_ckpt))
+
+
+def test_the_engine_runs_numpy_blas_on_one_thread(softmax_ckpt, ov_cache):
+    """Its resize products are tiny; threaded OpenBLAS deadlocked in them (``single_threaded_numpy_blas``)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):  # as a fresh process on a 2-vCPU machine starts
+        load_segmenter(str(softmax_ckpt), engine="openvino")
+        assert {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"} == {1}
