@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from docs.screenshots import CHROMIUM, CHROMIUM_ARGS, small_png  # noqa: E402
 from model import days  # noqa: E402
 from model.days_view import compare_uploads  # noqa: E402
-from model.outputs import save_mask_png_zip  # noqa: E402
+from model.exports import save_mask_png_zip  # noqa: E402
 from model.rle import RleCsv  # noqa: E402
 from model.scans import Scan, load_scan  # noqa: E402
 from ui.days_tab import days_view  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .days import DayComparison, check_3d, compare_days, write_changes_csv
-from .outputs import save_label_nifti
+from .exports import save_label_nifti
 from .scans import Scan, ScanError, load_scan
 
 #: Upload names taken as an earlier result (this app's downloads) rather than as the scan.
@@ -66,7 +66,7 @@ def _read(day: str, paths: list[str], slice_thickness_mm: float | None) -> tuple
 def _masks(scan: Scan, results: list[Path], get_segmenter: Callable) -> np.ndarray:
     """The earlier result's masks when one was uploaded, else the model's; ``(O, D, H, W) bool``."""
     if results:
-        from .compare import load_ground_truth
+        from .truth import load_ground_truth
 
         return load_ground_truth(results[:1], scan)[0]
     return get_segmenter().segment_scan(scan).run().organ_masks
