@@ -34,9 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from docs.screenshots import CHROMIUM, CHROMIUM_ARGS, small_png  # noqa: E402
-from model import days  # noqa: E402
-from model.days_view import compare_uploads  # noqa: E402
-from model.outputs import save_mask_png_zip  # noqa: E402
+from model import days, registration  # noqa: E402
+from model.exports import save_mask_png_zip  # noqa: E402
 from model.rle import RleCsv  # noqa: E402
 from model.scans import Scan, load_scan  # noqa: E402
 from ui.days_tab import days_view  # noqa: E402
@@ -50,7 +49,7 @@ MOVED = "moved_8mm_3deg"
 
 def known_motion(scan: Scan) -> np.ndarray:
     d, h, w = scan.shape
-    centre = (days.patient_affine(scan) @ [(w - 1) / 2, (h - 1) / 2, (d - 1) / 2, 1.0])[:3]
+    centre = (registration.patient_affine(scan) @ [(w - 1) / 2, (h - 1) / 2, (d - 1) / 2, 1.0])[:3]
     rotation = Rotation.from_rotvec(np.radians(ROTATION_DEG) * AXIS / np.linalg.norm(AXIS)).as_matrix()
     motion = np.eye(4)
     motion[:3, :3], motion[:3, 3] = rotation, centre + SHIFT_MM - rotation @ centre
@@ -74,11 +73,11 @@ def make_days(data: Path, work: Path) -> tuple[list[Path], list[Path]]:
     # Day B on a 266×266 grid of the same spacing, centred like A (the Kaggle convention of model.days).
     shape = (scan.shape[0], 266, 266)
     grid_scan = Scan(np.zeros(shape, np.uint8), scan.spacing_mm, scan.affine, scan.slice_numbers, MOVED, "slices")
-    grid = days._itk_image(grid_scan.voxels, days.patient_affine(grid_scan))
-    back = days._itk_transform(np.linalg.inv(known_motion(scan)))  # B's point x shows A's anatomy at motion⁻¹(x)
+    grid = registration._itk_image(grid_scan.voxels, registration.patient_affine(grid_scan))
+    back = registration._itk_transform(np.linalg.inv(known_motion(scan)))  # B's point x shows A's anatomy at motion⁻¹(x)
 
     def moved(array, interpolator):
-        image = days._itk_image(array, days.patient_affine(scan))
+        image = registration._itk_image(array, registration.patient_affine(scan))
         return sitk.GetArrayFromImage(sitk.Resample(image, grid, back, interpolator, 0.0))
 
     voxels = np.clip(np.rint(moved(scan.voxels.astype(np.float32), sitk.sitkLinear)), 0, 255).astype(np.uint8)
@@ -142,7 +141,7 @@ def main() -> int:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     day_a, day_b = make_days(args.data, args.work)
-    note, rows, _, _ = days_view(compare_uploads([str(p) for p in day_a], [str(p) for p in day_b], None, args.work / "out"))
+    note, rows, _, _ = days_view(days.compare_day_files([str(p) for p in day_a], [str(p) for p in day_b], None, args.work / "out"))
     record = {"day_a": f"{CASE_DAY} (real scan and labels)",
               "day_b": f"day A moved by {np.linalg.norm(SHIFT_MM):.2f} mm and {ROTATION_DEG:g}° onto a 266x266 grid",
               "known_translation_mm": SHIFT_MM.tolist(), "known_rotation_deg": ROTATION_DEG,

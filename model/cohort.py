@@ -1,7 +1,7 @@
 """Many scans in one run: segment each, resume after an interruption, and write the cohort's files.
 
 For each :class:`~model.scans.sources.ScanSource` :func:`run` writes the Scan tab's files
-(the segmenter's ``segment_scan``, then :func:`model.outputs.export_scan`: with the review CSV, the planning structures asked for, and
+(the segmenter's ``segment_scan``, then :func:`model.exports.export_scan`: with the review CSV, the planning structures asked for, and
 for a DICOM series its SEG and RTSTRUCT) and then ``<name>_summary.json``: written last, it marks
 the scan finished, so a second run skips it. :func:`write_cohort_files` rebuilds, from those
 per-scan files alone, ``submission.csv`` (one Kaggle submission for every Kaggle-named scan)
@@ -26,7 +26,7 @@ from pathlib import Path
 from . import labels
 from .measure import structure_volumes_ml, summary_line
 from .metric import competition_score, score_submission
-from .outputs import export_scan
+from .exports import export_scan
 from .planning import PlanningRequest
 from .rle import RleCsv
 from .scans.base import ScanError
@@ -120,7 +120,7 @@ def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickne
     Scans finished in an earlier run (a summary with this input's path) are skipped. A scan that
     cannot be read or segmented is yielded as failed, and the run goes on. ``progress(n)`` is
     called with each chunk's new slice count. One scan is held in memory at a time.
-    ``planning`` asks for planning structures (:func:`model.outputs.write_outputs`).
+    ``planning`` asks for planning structures (:func:`model.exports.write_outputs`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +260,7 @@ def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_cs
     registration, each truth row after its predicted row. Returns the path and one line per pair
     that could not be compared, and per day the truth lacks (the other rows are still written).
     """
-    from .compare import load_ground_truth
+    from .truth import load_ground_truth
     from .days import case_and_day, compare_days, write_changes_csv
 
     out_dir = Path(out_dir)

@@ -1,7 +1,7 @@
 """A treatment course at a glance: each organ against a target on every day, and the dose it would get.
 
 The target (and, optionally, a planned dose) is drawn on the reference day. Every other day is
-registered rigidly to the reference (:func:`model.days.register`), and the target and dose are
+registered rigidly to the reference (:func:`model.registration.register`), and the target and dose are
 carried onto that day's grid through the registration. This is the "plan not adapted, today's
 anatomy" estimate: the dose is not recomputed on the day's anatomy, and bowel that deforms is
 seen only through its segmentation, not through the mapping. Research use, not for treatment.
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import labels
-from .days import Registration, check_3d, patient_affine, register, registration_from_matrix, resample
+from .registration import Registration, check_3d, patient_affine, register, registration_from_matrix, resample
 from .dicom.rtdose import Dose
 from .scans.base import Scan, ScanError, check_organ_masks
 
@@ -385,7 +385,7 @@ def course(reference: str, target: np.ndarray, days: Sequence[tuple[str, Scan, n
 
     ``target``: ``(D, H, W) bool`` on the reference scan. ``dose``: on the reference day's frame.
     ``registrations``: known ones by day label (reference → day, ``a_to_b``); the others are
-    registered with :func:`model.days.register`. Raises :class:`ScanError` for a course of one day,
+    registered with :func:`model.registration.register`. Raises :class:`ScanError` for a course of one day,
     an unknown reference, an empty target, a dose that misses the reference scan.
     """
     by_label = {label: (scan, masks) for label, scan, masks in days}

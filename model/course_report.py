@@ -159,7 +159,7 @@ def check_same_patient(scan: Scan, patient_id: str, frame_uid: str, what: str) -
 def finish_course(plan: CoursePlan, out_dir: str | Path, truth_csv: str | Path | None = None,
                   slice_thickness_mm: float | None = None) -> tuple[list[Path], list[str]]:
     """Compute the course from the finished days' masks and write its files; returns them and the notes."""
-    from .compare import load_ground_truth
+    from .truth import load_ground_truth
 
     out_dir = Path(out_dir)
     days, truths = [], []

@@ -1,8 +1,7 @@
 """Two scans of one patient on different treatment days: how each organ moved and changed.
 
-:func:`register` aligns day B to day A (the reference day) rigidly with SimpleITK: Mattes mutual
-information, a geometry-centred initialiser, a three-level pyramid and an Euler 3D transform.
-:func:`compare_days` then reports per organ: volume each day and its change, the centroid shift
+:func:`model.registration.register` aligns day B to day A (the reference day) rigidly with
+SimpleITK (Mattes mutual information, Euler 3D). :func:`compare_days` then reports per organ: volume each day and its change, the centroid shift
 before ("raw") and after registration, and Dice, 95th-percentile and largest surface distance
 between A's masks and B's masks brought onto A's grid. Rigid only: organs that deform (bowel)
 show their deformation in the registered numbers, which is what adaptive RT studies report.
@@ -25,22 +24,20 @@ from __future__ import annotations
 import csv
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial.transform import Rotation
 
 from .labels import ORGANS
-from .scans import Scan, ScanError, check_organ_masks
+from .exports import save_label_nifti
+from .registration import Registration, RegistrationSettings, check_3d, patient_affine, register, resample
+from .scans import Scan, ScanError, check_organ_masks, load_scan
 
-#: Fewest slices a scan needs to be registered in 3D (the coarsest level shrinks by 4).
-MIN_SLICES = 8
 #: Least fraction of day A's voxels that day B must cover after alignment.
 MIN_OVERLAP = 0.10
-#: ITK's physical frame is LPS+; ours (NIfTI's) is RAS+. Flipping x and y converts either way.
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 #: Columns of ``changes.csv``: the issue's list first, then the components behind the lengths.
 CHANGE_COLUMNS = (
@@ -53,56 +50,8 @@ CHANGE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class RegistrationSettings:
-    """How hard :func:`register` works. ``tests/model/test_days.py`` holds the defaults to a known
-    8 mm and 3° motion of a real scan (within 1 mm and 0.5°); docs/compare.md has what they reach."""
-
-    #: Both images are first averaged down to voxels of about this size (BinShrink); the pyramid
-    #: below runs on those: full 1.5 mm pixels cost several times the time for no accuracy the tests see.
-    working_spacing_mm: float = 3.0
-    shrink_factors: tuple[int, ...] = (4, 2, 1)
-    smoothing_sigmas_vox: tuple[float, ...] = (2.0, 1.0, 0.0)
-    iterations: int = 200
-    sampling_fraction: float = 0.02  # of each level's voxels, drawn at random with ``seed``
-    histogram_bins: int = 32
-    seed: int = 19
 
 
-@dataclass(frozen=True)
-class Registration:
-    """A rigid transform between the patient coordinates of day A and day B.
-
-    ``a_to_b``: ``(4, 4)`` float64, maps a point in A's RAS mm to where the same anatomy lies in
-    B's. ``translation_mm``: ``(LR, AP, SI)`` displacement of A's image centre under it.
-    ``rotation_deg``: rotations about the LR, AP and SI axes (extrinsic x-y-z Euler angles).
-    ``quality``: Pearson correlation of A's intensities with B's resampled onto A, over the
-    voxels B covers (1 for identical scans). ``overlap``: fraction of A's voxels B covers.
-    ``metric``: the final Mattes mutual information (lower is better; comparable only between
-    registrations of the same pair).
-    """
-
-    a_to_b: np.ndarray
-    translation_mm: tuple[float, float, float]
-    rotation_deg: tuple[float, float, float]
-    quality: float = math.nan
-    overlap: float = math.nan
-    metric: float = math.nan
-
-    @property
-    def translation_length_mm(self) -> float:
-        return float(np.linalg.norm(self.translation_mm))
-
-    @property
-    def rotation_angle_deg(self) -> float:
-        """The single angle of the rotation (axis-angle form), degrees."""
-        return float(np.degrees(Rotation.from_matrix(self.a_to_b[:3, :3]).magnitude()))
-
-    def describe(self) -> str:
-        lr, ap, si = self.translation_mm
-        return (f"B moved {self.translation_length_mm:.1f} mm (LR {lr:+.1f}, AP {ap:+.1f}, SI {si:+.1f}) and "
-                f"turned {self.rotation_angle_deg:.1f}° from A; intensity correlation after alignment "
-                f"{self.quality:.2f}, overlap {100 * self.overlap:.0f}% of A")
 
 
 @dataclass(frozen=True)
@@ -182,18 +131,6 @@ class DayComparison:
 # --------------------------------------------------------------------------- patient coordinates
 
 
-def patient_affine(scan: Scan) -> np.ndarray:
-    """``(4, 4)`` from voxel ``(col, row, slice, 1)`` to patient RAS mm (see the module doc).
-
-    The scan's own affine where its file has an origin (NIfTI, DICOM); for Kaggle slice files
-    the same axes with the stack's middle voxel at the origin.
-    """
-    affine = np.array(scan.affine, dtype=np.float64)
-    if scan.kind == "slices":
-        d, h, w = scan.shape
-        centre = affine[:3, :3] @ np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
-        affine[:3, 3] = -centre
-    return affine
 
 
 def organ_volumes_ml(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
@@ -214,128 +151,24 @@ def organ_centroids_mm(organ_masks: np.ndarray, affine: np.ndarray) -> np.ndarra
 # --------------------------------------------------------------------------- registration
 
 
-def register(scan_a: Scan, scan_b: Scan, settings: RegistrationSettings = RegistrationSettings()) -> Registration:
-    """Rigidly register day B (moving) to day A (fixed) on their images; raises :class:`ScanError`
-    when a scan is not 3D or the two cannot be brought to overlap."""
-    import SimpleITK as sitk  # ~1 s and ~100 MB: only when days are compared
-
-    check_3d(scan_a, "A")
-    check_3d(scan_b, "B")
-    fixed, moving = _working_image(scan_a, settings), _working_image(scan_b, settings)
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                                sitk.CenteredTransformInitializerFilter.GEOMETRY)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(settings.sampling_fraction, settings.seed)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3,
-                                                    numberOfIterations=settings.iterations,
-                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
-    method.SetOptimizerScalesFromPhysicalShift()
-    levels = _levels(settings, min(fixed.GetSize()[2], moving.GetSize()[2]))
-    method.SetShrinkFactorsPerLevel([settings.shrink_factors[i] for i in levels])
-    method.SetSmoothingSigmasPerLevel([settings.smoothing_sigmas_vox[i] for i in levels])
-    method.SetInitialTransform(initial, inPlace=True)
-    try:
-        method.Execute(fixed, moving)
-    except RuntimeError as err:  # ITK: "All samples map outside moving image buffer", too few samples
-        if "outside" in str(err) or "samples" in str(err).lower():
-            raise ScanError("The two scans do not overlap enough to be aligned; are they of the same body region?"
-                            ) from None
-        raise
-    a_to_b = _ras_matrix(initial)
-    reg = _describe(a_to_b, patient_affine(scan_a), scan_a.shape)
-    return Registration(reg.a_to_b, reg.translation_mm, reg.rotation_deg, metric=float(method.GetMetricValue()))
 
 
-def registration_from_matrix(a_to_b: np.ndarray, scan_a: Scan) -> Registration:
-    """A :class:`Registration` for a known ``(4, 4)`` RAS transform (identity, a stored result)."""
-    return _describe(np.asarray(a_to_b, dtype=np.float64), patient_affine(scan_a), scan_a.shape)
 
 
-def check_3d(scan: Scan, day: str) -> None:
-    """Refuse a 2D slice (or a stack too thin to register) with a one-line reason."""
-    if scan.shape[0] < MIN_SLICES:
-        what = "a single 2D slice" if scan.shape[0] == 1 else f"only {scan.shape[0]} slices"
-        raise ScanError(f"Day {day} ({scan.name}) is {what}; comparing days needs two 3D scans "
-                        f"of at least {MIN_SLICES} slices each.")
 
 
-def _working_image(scan: Scan, settings: RegistrationSettings):
-    """The scan as a float32 SimpleITK image, averaged down to about ``settings.working_spacing_mm`` voxels."""
-    import SimpleITK as sitk
-
-    image = _itk_image(scan.voxels.astype(np.float32), patient_affine(scan))
-    factors = [max(1, int(settings.working_spacing_mm // s)) for s in image.GetSpacing()]
-    return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
 
-def _levels(settings: RegistrationSettings, slices: int) -> list[int]:
-    """The pyramid levels whose shrink still leaves 4 slices (thin stacks skip the coarsest)."""
-    levels = [i for i, f in enumerate(settings.shrink_factors) if slices // f >= 4]
-    return levels or [len(settings.shrink_factors) - 1]
 
 
-def resample(volume: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int], onto_affine: np.ndarray,
-             onto_to_volume: np.ndarray | None = None, linear: bool = True, outside: float = 0.0) -> np.ndarray:
-    """``volume`` ``(D, H, W)`` (RAS ``affine``) sampled on another grid: ``shape`` with RAS ``onto_affine``.
-
-    ``onto_to_volume``: ``(4, 4)`` RAS transform from a point of the new grid's frame to the same
-    anatomy in the volume's frame (a registration's ``a_to_b`` when the volume is day B and the
-    grid day A's; identity when ``None``). Trilinear or nearest neighbour; ``outside`` beyond the volume.
-    Returns the volume's dtype (float32 for bool input: threshold it yourself).
-    """
-    import SimpleITK as sitk
-
-    dtype = np.float32 if volume.dtype == bool else volume.dtype
-    moving = _itk_image(volume.astype(dtype, copy=False), affine)
-    grid = _itk_image(np.zeros(shape, np.uint8), onto_affine)
-    transform = _itk_transform(np.eye(4) if onto_to_volume is None else onto_to_volume)
-    interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    return sitk.GetArrayFromImage(sitk.Resample(moving, grid, transform, interpolator, float(outside)))
 
 
-def _itk_image(voxels: np.ndarray, affine: np.ndarray):
-    """``(D, H, W)`` array with a RAS affine → a SimpleITK image in ITK's LPS frame."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(voxels))  # ITK index (x, y, z) = (col, row, slice)
-    lps = _RAS_TO_LPS @ affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
-    image.SetOrigin(lps[:3, 3].tolist())
-    return image
 
 
-def _itk_transform(a_to_b: np.ndarray):
-    """A RAS ``(4, 4)`` A→B matrix as the ITK (LPS) transform that resamples B onto A."""
-    import SimpleITK as sitk
-
-    lps = _RAS_TO_LPS @ a_to_b @ _RAS_TO_LPS
-    transform = sitk.AffineTransform(3)
-    transform.SetMatrix(lps[:3, :3].ravel().tolist())
-    transform.SetTranslation(lps[:3, 3].tolist())
-    return transform
 
 
-def _ras_matrix(transform) -> np.ndarray:
-    """An ITK rigid transform (LPS, ``x → R (x − c) + c + t``) as a RAS ``(4, 4)`` matrix."""
-    rotation = np.array(transform.GetMatrix()).reshape(3, 3)
-    centre, shift = np.array(transform.GetCenter()), np.array(transform.GetTranslation())
-    lps = np.eye(4)
-    lps[:3, :3] = rotation
-    lps[:3, 3] = centre + shift - rotation @ centre
-    return _RAS_TO_LPS @ lps @ _RAS_TO_LPS
 
 
-def _describe(a_to_b: np.ndarray, affine_a: np.ndarray, shape_a: tuple[int, int, int]) -> Registration:
-    d, h, w = shape_a
-    centre = (affine_a @ np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2, 1.0]))[:3]
-    moved = (a_to_b @ np.append(centre, 1.0))[:3] - centre
-    angles = Rotation.from_matrix(a_to_b[:3, :3]).as_euler("xyz", degrees=True)
-    return Registration(a_to_b, tuple(float(v) for v in moved), tuple(float(v) for v in angles))
 
 
 # --------------------------------------------------------------------------- comparison
@@ -350,8 +183,6 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
     (the same two images compared with predicted and with true masks); else :func:`register`.
     Two scans named after different cases are compared with a warning, not refused.
     """
-    import SimpleITK as sitk
-
     check_3d(scan_a, "A")
     check_3d(scan_b, "B")
     _check_masks(masks_a, scan_a, "A")
@@ -367,24 +198,21 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
     if registration is None:
         registration = register(scan_a, scan_b, settings)
     affine_a, affine_b = patient_affine(scan_a), patient_affine(scan_b)
-    fixed = _itk_image(np.zeros(scan_a.shape, np.uint8), affine_a)
-    transform = _itk_transform(registration.a_to_b)
 
-    def onto_a(volume: np.ndarray, interpolator, dtype) -> np.ndarray:
-        moving = _itk_image(volume.astype(dtype), affine_b)
-        return sitk.GetArrayFromImage(sitk.Resample(moving, fixed, transform, interpolator, 0.0))
+    def onto_a(volume: np.ndarray, linear: bool, dtype) -> np.ndarray:
+        return resample(volume.astype(dtype), affine_b, scan_a.shape, affine_a, registration.a_to_b, linear=linear)
 
-    covered = onto_a(np.ones(scan_b.shape, np.uint8), sitk.sitkNearestNeighbor, np.uint8).astype(bool)
+    covered = onto_a(np.ones(scan_b.shape, np.uint8), False, np.uint8).astype(bool)
     overlap = float(covered.mean())
     if overlap < MIN_OVERLAP:
         raise ScanError(f"After alignment day B covers {100 * overlap:.0f}% of day A; the two scans do not "
                         "overlap enough to compare (are they of the same body region?).")
-    image_b_on_a = onto_a(scan_b.voxels, sitk.sitkLinear, np.float32)
+    image_b_on_a = onto_a(scan_b.voxels, True, np.float32)
     every = (slice(None, None, 2),) * 3  # an eighth of the voxels is plenty for a correlation
     quality = _correlation(scan_a.voxels[every][covered[every]], image_b_on_a[every][covered[every]])
     registration = Registration(registration.a_to_b, registration.translation_mm, registration.rotation_deg,
                                 quality, overlap, registration.metric)
-    masks_b_on_a = np.stack([onto_a(m, sitk.sitkNearestNeighbor, np.uint8).astype(bool) for m in masks_b])
+    masks_b_on_a = np.stack([onto_a(m, False, np.uint8).astype(bool) for m in masks_b])
 
     volumes_a, volumes_b = organ_volumes_ml(masks_a, scan_a.spacing_mm), organ_volumes_ml(masks_b, scan_b.spacing_mm)
     centroids_a, centroids_b = organ_centroids_mm(masks_a, affine_a), organ_centroids_mm(masks_b, affine_b)
@@ -491,3 +319,62 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+# --------------------------------------------------------------------------- two days from their files
+
+
+#: File names taken as an earlier result of a day (this app's downloads) rather than as its scan.
+RESULT_SUFFIXES = ("_masks.zip", "_labels.nii.gz", "_labels.nii")
+
+
+@dataclass(frozen=True)
+class ComparedDayFiles:
+    """Two days compared from their files: the scans, A's masks ``(O, D, H, W) bool``, the comparison
+    (:class:`model.days.DayComparison`, B's masks and image on A's grid) and the two downloads."""
+
+    scan_a: Scan
+    scan_b: Scan
+    masks_a: np.ndarray
+    comparison: DayComparison
+    changes_csv: Path
+    labels_b_on_a: Path
+
+
+def compare_day_files(paths_a: list[str], paths_b: list[str], get_segmenter: Callable, out_dir: Path,
+                    slice_thickness_mm: float | None = None) -> ComparedDayFiles:
+    """Compare two days given as files (each a scan in any format :func:`model.scans.load_scan` reads, and
+    optionally an earlier ``<scan>_masks.zip`` or ``<scan>_labels.nii.gz`` of it, whose masks are then used
+    instead of running the model), writing ``<A>_vs_<B>_changes.csv`` and ``<B>_on_<A>_labels.nii.gz``
+    (B's masks on A's grid, as the Scan tab's label NIfTI). Raises :class:`ScanError` with one line."""
+    scan_a, results_a = _read("A", paths_a, slice_thickness_mm)
+    scan_b, results_b = _read("B", paths_b, slice_thickness_mm)
+    masks_a, masks_b = _masks(scan_a, results_a, get_segmenter), _masks(scan_b, results_b, get_segmenter)
+    comparison = compare_days(scan_a, masks_a, scan_b, masks_b)
+    stem = f"{scan_a.name}_vs_{scan_b.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    changes = write_changes_csv(comparison.rows(scan_a.name, scan_a.name, scan_b.name), out_dir / f"{stem}_changes.csv")
+    labels_b = save_label_nifti(comparison.masks_b_on_a, scan_a,
+                                out_dir / f"{scan_b.name}_on_{scan_a.name}_labels.nii.gz")
+    return ComparedDayFiles(scan_a, scan_b, masks_a, comparison, changes, labels_b)
+
+
+def _read(day: str, paths: list[str], slice_thickness_mm: float | None) -> tuple[Scan, list[Path]]:
+    paths = [Path(p) for p in paths]
+    results = [p for p in paths if p.name.lower().endswith(RESULT_SUFFIXES)]
+    scan_paths = [p for p in paths if p not in results]
+    if not scan_paths:
+        raise ScanError(f"Day {day}: upload its scan (slice files, a .zip, NIfTI or DICOM), and optionally "
+                        "its earlier _masks.zip or _labels.nii.gz.")
+    scan = load_scan(scan_paths, slice_thickness_mm)
+    check_3d(scan, day)  # before the model runs
+    return scan, results
+
+
+def _masks(scan: Scan, results: list[Path], get_segmenter: Callable) -> np.ndarray:
+    """The earlier result's masks when one was given, else the model's; ``(O, D, H, W) bool``."""
+    if results:
+        from .truth import load_ground_truth
+
+        return load_ground_truth(results[:1], scan)[0]
+    return get_segmenter().segment_scan(scan).run().organ_masks

@@ -2,7 +2,7 @@
 
 :class:`ScanEdits` is one scan's corrected masks, the model's prediction (to reset to) and the
 log of applied edits. :meth:`ScanEdits.apply` writes one slice's corrected masks into the scan
-and then every download again (:func:`model.outputs.write_outputs`), plus:
+and then every download again (:func:`model.exports.write_outputs`), plus:
 
 - ``<scan>_edits.csv``: one row per applied edit and organ changed (:data:`EDIT_LOG_HEADER`);
 - ``<scan>_corrections.zip``: the edited slices and their corrected labels in the Kaggle layout
@@ -26,7 +26,7 @@ from PIL import Image
 from . import labels
 from .measure import measure
 from .planning import PlanningRequest
-from .outputs import SegmentedScan, write_outputs
+from .exports import SegmentedScan, write_outputs
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, check_organ_masks
 

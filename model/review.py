@@ -198,3 +198,13 @@ def write_review_csv(flags: list[ReviewFlag], path: str | Path) -> Path:
         writer.writerow(CSV_HEADER)
         writer.writerows(astuple(f) for f in flags)
     return path
+
+
+def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
+    """How unsure the model is at each pixel, ``(H, W) float32`` in 0..1, from ``(O, H, W)`` organ probabilities.
+
+    ``1 − min over organs of |2p − 1|``: 1 where some organ is at even odds, 0 where the model is
+    certain of every organ either way.
+    """
+    margin = np.abs(2.0 * np.asarray(probabilities, dtype=np.float32) - 1.0)
+    return (1.0 - margin.min(axis=0)).astype(np.float32)

@@ -290,6 +290,7 @@ def real_label_course(kaggle_dir: Path, case: str = REAL_CASE):
     target stays where it is in each stack's frame). Returns the :class:`~model.course.Course` and, per day,
     the volumes :func:`model.days.organ_volumes_ml` gives (validated against SimpleITK in docs/days_truth.json)."""
     from model import days as D
+    from model import registration as R
     from model.rle import RleCsv
 
     with open(kaggle_dir / "volumes.csv", newline="") as f:
@@ -309,12 +310,12 @@ def real_label_course(kaggle_dir: Path, case: str = REAL_CASE):
         course_days.append((label, scan, volume.masks))
         volumes[label] = D.organ_volumes_ml(volume.masks, spacing).tolist()
     reference_scan = course_days[0][1]
-    affine = D.patient_affine(reference_scan)
+    affine = R.patient_affine(reference_scan)
     d, h, w = reference_scan.shape
     index = np.indices(reference_scan.shape).reshape(3, -1)
     ras = (affine @ np.vstack([index[2], index[1], index[0], np.ones(index.shape[1])]))[:3]
     centroids = D.organ_centroids_mm(course_days[0][2], affine)
     centre = (centroids[ORGANS.index("stomach")] + centroids[ORGANS.index("small_bowel")]) / 2
     target = (np.linalg.norm(ras - centre[:, None], axis=0) <= TARGET_RADIUS_MM).reshape(d, h, w)
-    identity = {label: D.registration_from_matrix(np.eye(4), reference_scan) for label, _, _ in course_days}
+    identity = {label: R.registration_from_matrix(np.eye(4), reference_scan) for label, _, _ in course_days}
     return C.course(course_days[0][0], target, course_days, registrations=identity), volumes, centre.tolist()

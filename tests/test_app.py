@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from locations import REPO, SHARED_DATA
-from model.overlay import decode_mask_png
+from model.mask_png import decode_mask_png
 from ui import overlays, slice_tab
 
 SLICE_266 = SHARED_DATA / "scans" / "volume_266x266" / "slice_0070_266_266_1.50_1.50.png"
@@ -71,7 +71,7 @@ def test_render_rescales_opacity_without_model(tiny_model, shared_data, monkeypa
 
 
 def test_confidence_map_shows_the_models_uncertainty(tiny_model, shared_data):
-    from model.overlay import uncertainty_map
+    from model.review import uncertainty_map
 
     annotated, *_, state = slice_tab.segment(str(SLICE_266), None, 0.5, overlays.ORGAN_CHOICES, True)
     layers = dict((name, layer) for layer, name in annotated[1])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from model.days import CHANGE_COLUMNS
-from model.outputs import save_mask_png_zip
+from model.exports import save_mask_png_zip
 from model.rle import RleCsv
 from model.scans import load_scan
 from scan_fixtures import kaggle_slices

@@ -102,7 +102,7 @@ def test_edits_never_land_in_another_scan_and_bad_sizes_are_one_line(tiny_model,
 def test_slice_tab_editor_writes_the_corrected_mask_png_and_table(tiny_model, shared_data):
     from PIL import Image
 
-    from model.overlay import decode_mask_png
+    from model.mask_png import decode_mask_png
 
     image = kaggle_slices(shared_data, "volume_360x310")[62]
     _, rows, _, _, state = slice_tab.segment(str(image))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bad_inputs import CASES, assert_one_clean_line, good_slice, server_path
-from model.overlay import decode_mask_png
+from model.mask_png import decode_mask_png
 from ui import server, slice_tab
 
 HTTP_CASES = [c for c in CASES if c.http]

@@ -236,7 +236,7 @@ def test_the_slice_tab_editor_writes_the_stroke_into_the_mask_png(server, shared
     from playwright.sync_api import expect
     from PIL import Image
 
-    from model.overlay import decode_mask_png
+    from model.mask_png import decode_mask_png
 
     image = kaggle_slices(shared_data, "volume_360x310")[62]
     page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)

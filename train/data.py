@@ -7,7 +7,7 @@ Layout: ``DATA_DIR/train.csv`` (``id,class,segmentation``, 3 rows per slice, RLE
 Data preparation is a separate step (:func:`build_cache`, run by ``prepare_data``): every scan
 becomes ``<case_day>.image.npy`` ``(D, H, W) uint16`` and ``<case_day>.masks.npy``
 ``(D, H, W) uint8`` with bit ``o`` set where organ ``ORGANS[o]`` is (the mask download's codec,
-:func:`model.overlay.encode_mask_png`), so overlaps survive. An epoch then reads memory-mapped
+:func:`model.mask_png.encode_mask_png`), so overlaps survive. An epoch then reads memory-mapped
 arrays instead of decoding ~38k PNGs.
 """
 
@@ -28,7 +28,7 @@ from model.engines import torch as torch_engine
 from model.engines.base import stack_slices
 from model.image import normalize_intensity, parse_kaggle_name, read_slice
 from model.labels import ORGANS
-from model.overlay import decode_mask_png, encode_mask_png
+from model.mask_png import decode_mask_png, encode_mask_png
 from model.rle import RleCsv, slice_id
 
 #: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.

@@ -6,8 +6,7 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from model import labels
-from model.days import DayComparison
-from model.days_view import ComparedUploads, compare_uploads
+from model.days import ComparedDayFiles, DayComparison, compare_day_files
 from model.image import normalize_intensity
 from model.measure import busiest_slice
 from model.scans import Scan
@@ -21,13 +20,13 @@ CHECKER_PX = 32
 
 def compare_days_files(files_a, files_b):
     """The tab's outputs: note, table (:data:`ui.tables.DAYS_HEADERS`), picture and downloads
-    (:func:`model.days_view.compare_uploads`)."""
+    (:func:`model.days.compare_day_files`)."""
     with server.user_errors("comparing days", "These two scans could not be compared; try another pair."):
-        return days_view(compare_uploads(server.upload_paths(files_a), server.upload_paths(files_b),
+        return days_view(compare_day_files(server.upload_paths(files_a), server.upload_paths(files_b),
                                          server.MODEL.get, server.scratch_dir()))
 
 
-def days_view(done: ComparedUploads) -> tuple[str, list[list], np.ndarray, list[str]]:
+def days_view(done: ComparedDayFiles) -> tuple[str, list[list], np.ndarray, list[str]]:
     """The note, the table rows, the picture at A's busiest slice, and the downloads."""
     scan_a, scan_b, comparison = done.scan_a, done.scan_b, done.comparison
     index = busiest_slice(done.masks_a)

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from model import labels
-from model.compare import confusion
+from model.truth import confusion
 
 #: Organ choices as the page shows them, and each one's overlay colour.
 ORGAN_CHOICES = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
@@ -43,13 +43,13 @@ def organ_annotations(organ_masks: np.ndarray, opacity: float = 0.5,
 
 
 def uncertainty_annotation(uncertainty: np.ndarray, opacity: float = 0.5) -> tuple[np.ndarray, str]:
-    """The model's uncertainty ``(H, W)`` in 0..1 (:func:`model.overlay.uncertainty_map`) as a yellow layer."""
+    """The model's uncertainty ``(H, W)`` in 0..1 (:func:`model.review.uncertainty_map`) as a yellow layer."""
     return uncertainty * _alpha(opacity), UNCERTAINTY_LABEL
 
 
 def confusion_annotations(organ_masks: np.ndarray, truth: np.ndarray, opacity: float = 0.5,
                           visible: Iterable[str] = labels.ORGANS) -> list[tuple[np.ndarray, str]]:
-    """One annotation per :data:`CONFUSION_COLOURS` name from :func:`model.compare.confusion`."""
+    """One annotation per :data:`CONFUSION_COLOURS` name from :func:`model.truth.confusion`."""
     alpha = _alpha(opacity)
     return [(m.astype(np.float32) * alpha, name)
             for m, name in zip(confusion(organ_masks, truth, visible), CONFUSION_COLOURS)]

@@ -9,10 +9,10 @@ import gradio as gr
 import numpy as np
 
 from model import labels
-from model.compare import compare, load_ground_truth
+from model.truth import compare, load_ground_truth
 from model.edits import ScanEdits
 from model.measure import busiest_slice
-from model.outputs import SegmentedScan, export_scan
+from model.exports import SegmentedScan, export_scan
 from model.planning import PlanningRequest
 from model.scans import Scan, load_scan
 

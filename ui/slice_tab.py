@@ -11,7 +11,8 @@ import numpy as np
 
 from model import labels
 from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
-from model.overlay import save_mask_png, uncertainty_map
+from model.mask_png import save_mask_png
+from model.review import uncertainty_map
 
 from . import server
 from .editor import EditError, EditorState, edited_masks, editor_value
@@ -85,7 +86,7 @@ def apply_slice_edit(state: SliceState | None, editor_state: EditorState | None,
 
 def render(state: SliceState | None, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
     """Re-draw the overlay from a previous result, without running the model; ``show_confidence`` adds the
-    model's uncertainty (:func:`model.overlay.uncertainty_map`) as a yellow layer, strength uncertainty × opacity."""
+    model's uncertainty (:func:`model.review.uncertainty_map`) as a yellow layer, strength uncertainty × opacity."""
     if not state:
         return None
     layers = organ_annotations(state.organ_masks, opacity, labels.organs_named(organs))

@@ -4,7 +4,7 @@ Every reader returns a :class:`~model.scans.base.Scan` whose voxels are ``(D, H,
 inferior to superior where the file says so, each slice shown as a radiologist views an axial
 image (anterior at the top, the patient's right on the left of the image). ``Scan.affine`` maps
 voxel indices ``(col, row, slice, 1)`` to RAS+ millimetres, the NIfTI convention, so a label
-volume written with it (:func:`model.outputs.save_label_nifti`) opens aligned in 3D Slicer and
+volume written with it (:func:`model.exports.save_label_nifti`) opens aligned in 3D Slicer and
 ITK-SNAP. Only this module knows the readers; they know only :mod:`.base`.
 
 A scan is named after the Kaggle case and day (``case123_day20``) wherever its path, zip or

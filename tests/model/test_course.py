@@ -138,7 +138,7 @@ def test_the_target_maps_the_right_way():
     """Without registration (identity) day B's organ sits 6 mm nearer but the target does not follow the
     anatomy: the gap is then not 6 mm. Guards the direction of the mapping, not just its size."""
     days, target, phantom_b = K.moved_days(REAL_SPACING)
-    from model.days import registration_from_matrix
+    from model.registration import registration_from_matrix
 
     identity = {label: registration_from_matrix(np.eye(4), days[0][1]) for label, _, _ in days}
     wrong = C.course("day1", target, days, registrations=identity).days[1].organs[0].min_distance_mm
@@ -464,7 +464,7 @@ def test_constraints_pass_and_fail_with_their_margins_and_a_failing_day_comes_fi
 
     # Day 2 has the organ 6 mm nearer: it fails the same constraint by more; the failing days' note comes first.
     days, target, _ = K.moved_days(phantom)
-    from model.days import registration_from_matrix
+    from model.registration import registration_from_matrix
     from model.dicom.rtdose import Dose
 
     s, r, c = phantom.spacing_mm

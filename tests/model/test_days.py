@@ -15,7 +15,7 @@ from locations import REPO
 from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
-from model import days
+from model import days, registration
 from model.labels import ORGANS
 from model.rle import RleCsv
 from model.scans import Scan, ScanError, load_scan
@@ -42,7 +42,7 @@ def day_a(shared_data):
 def known_motion(scan: Scan) -> np.ndarray:
     """The RAS ``(4, 4)`` A→B motion: rotate about the scan's centre, then shift by :data:`SHIFT_MM`."""
     d, h, w = scan.shape
-    centre = (days.patient_affine(scan) @ [(w - 1) / 2, (h - 1) / 2, (d - 1) / 2, 1.0])[:3]
+    centre = (registration.patient_affine(scan) @ [(w - 1) / 2, (h - 1) / 2, (d - 1) / 2, 1.0])[:3]
     rotation = Rotation.from_rotvec(np.radians(ROTATION_DEG) * AXIS).as_matrix()
     motion = np.eye(4)
     motion[:3, :3] = rotation
@@ -57,13 +57,13 @@ def moved_day(scan: Scan, masks: np.ndarray, motion: np.ndarray, shape: tuple[in
     s, r, c = scan.spacing_mm
     empty = Scan(np.zeros(shape, np.float32), scan.spacing_mm, np.diag([-c, -r, s, 1.0]),
                  tuple(range(1, shape[0] + 1)), "case47_day40", "slices", case_day="case47_day40")
-    grid = days._itk_image(np.zeros(shape, np.uint8), days.patient_affine(empty))
+    grid = registration._itk_image(np.zeros(shape, np.uint8), registration.patient_affine(empty))
     # Resample reads the input at transform(x): B's grid point x shows A's anatomy at motion⁻¹(x).
-    back = days._itk_transform(np.linalg.inv(motion))
-    affine_a = days.patient_affine(scan)
+    back = registration._itk_transform(np.linalg.inv(motion))
+    affine_a = registration.patient_affine(scan)
 
     def resample(volume, interpolator, dtype):
-        image = days._itk_image(volume.astype(dtype), affine_a)
+        image = registration._itk_image(volume.astype(dtype), affine_a)
         return sitk.GetArrayFromImage(sitk.Resample(image, grid, back, interpolator, 0.0))
 
     voxels = resample(scan.voxels, sitk.sitkLinear, np.float32)
@@ -105,7 +105,7 @@ def test_known_motion_is_recovered(day_a, grid):
     assert rotation_error_deg(reg.a_to_b, motion) < 0.5
     assert abs(reg.rotation_angle_deg - ROTATION_DEG) < 0.5
     assert reg.quality > 0.9
-    centroids_a = days.organ_centroids_mm(masks, days.patient_affine(scan))
+    centroids_a = days.organ_centroids_mm(masks, registration.patient_affine(scan))
     for o, organ in enumerate(result.organs):
         # Raw: each organ's centroid moved as the known motion moves A's centroid.
         expected = (motion @ np.append(centroids_a[o], 1.0))[:3] - centroids_a[o]
@@ -128,7 +128,7 @@ def test_real_days_on_different_grids_match_simpleitk(shared_data):
         scan = Scan(np.zeros(masks.shape[1:], np.uint8), (3.0, 1.5, 1.5), np.diag([-1.5, -1.5, 3.0, 1.0]),
                     tuple(range(masks.shape[1])), case_day, "slices", case_day=case_day)
         volumes = days.organ_volumes_ml(masks, scan.spacing_mm)
-        centroids = days.organ_centroids_mm(masks, days.patient_affine(scan))
+        centroids = days.organ_centroids_mm(masks, registration.patient_affine(scan))
         d = masks.shape[1]
         for o in range(len(ORGANS)):
             # Independently: an LPS image centred on the stack's middle voxel (x = +col, y = +row in LPS).
@@ -146,8 +146,8 @@ def test_real_days_on_different_grids_match_simpleitk(shared_data):
     assert np.isfinite(c18 - c0).all()
 
 
-def _identity(scan: Scan) -> days.Registration:
-    return days.registration_from_matrix(np.eye(4), scan)
+def _identity(scan: Scan) -> registration.Registration:
+    return registration.registration_from_matrix(np.eye(4), scan)
 
 
 def test_missing_organ_is_reported_absent_without_division_by_zero(day_a, tmp_path):
@@ -190,7 +190,7 @@ def test_a_2d_slice_is_refused(day_a):
     with pytest.raises(ScanError, match="Day B .* is a single 2D slice; comparing days needs two 3D scans"):
         days.compare_days(scan, masks, flat, masks[:, :1])
     with pytest.raises(ScanError, match="Day A .* 2D slice"):
-        days.register(flat, scan)
+        registration.register(flat, scan)
 
 
 def test_different_patients_warn_without_naming_them(day_a, caplog):
@@ -211,7 +211,7 @@ def test_scans_that_cannot_overlap_are_refused(day_a):
     far = np.eye(4)
     far[2, 3] = 2000.0  # B's anatomy two metres above A's
     with pytest.raises(ScanError, match="do not overlap enough"):
-        days.compare_days(scan, masks, scan, masks, registration=days.registration_from_matrix(far, scan))
+        days.compare_days(scan, masks, scan, masks, registration=registration.registration_from_matrix(far, scan))
 
 
 def test_surface_distances_against_brute_force():
@@ -234,12 +234,12 @@ def test_surface_distances_against_brute_force():
 def test_kaggle_coordinates_put_the_image_centre_at_the_origin():
     scan = Scan(np.zeros((5, 4, 6), np.uint8), (3.0, 1.5, 1.2), np.diag([-1.2, -1.5, 3.0, 1.0]),
                 tuple(range(5)), "s", "slices")
-    affine = days.patient_affine(scan)
+    affine = registration.patient_affine(scan)
     np.testing.assert_allclose(affine @ [2.5, 1.5, 2, 1], [0, 0, 0, 1])
     np.testing.assert_allclose(affine @ [3.5, 1.5, 2, 1], [-1.2, 0, 0, 1])  # one column towards the left
     nifti = Scan(scan.voxels, scan.spacing_mm, np.diag([-1.2, -1.5, 3.0, 1.0]) + np.eye(4, k=3) * 7,
                  scan.slice_numbers, "n", "nifti")
-    np.testing.assert_array_equal(days.patient_affine(nifti), nifti.affine)  # a real origin is kept
+    np.testing.assert_array_equal(registration.patient_affine(nifti), nifti.affine)  # a real origin is kept
 
 
 def test_simpleitk_is_imported_only_when_comparing():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rt_series
-from model.compare import load_ground_truth
+from model.truth import load_ground_truth
 from model.dicom.export import write_dicom_outputs
 from model.planning import planning_structures
 from model.dicom.rtstruct import mask_contours

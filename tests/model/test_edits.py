@@ -13,7 +13,7 @@ import rt_series
 from model.dicom.export import AUTOMATIC, SEMIAUTOMATIC, algorithm_types
 from model.edits import ScanEdits, training_slice
 from model.measure import measure
-from model.outputs import SegmentedScan, write_outputs
+from model.exports import SegmentedScan, write_outputs
 from model.planning import PlanningRequest, planning_structures
 from model.review import ReviewFlag
 from model.scans.dicom import read_dicom_series
@@ -75,7 +75,7 @@ def test_an_applied_edit_rewrites_every_download_for_that_slice_and_organ_only(k
 def test_the_corrections_zip_is_a_kaggle_layout_train_reads(kaggle_scan, tmp_path):
     from model.rle import RleCsv
     from train.data import index_scans, read_scan, read_scan_masks
-    from model.overlay import decode_mask_png
+    from model.mask_png import decode_mask_png
 
     scan, masks = kaggle_scan
     state = segmented(scan, masks, tmp_path / "first")

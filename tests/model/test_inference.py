@@ -7,7 +7,7 @@ from model import labels
 from model.image import read_slice
 from model.engines.torch import Segmenter, choose_runtime
 from model.measure import organ_areas
-from model.overlay import MASK_BITS, decode_mask_png, encode_mask_png
+from model.mask_png import MASK_BITS, decode_mask_png, encode_mask_png
 
 NATIVE_VOLUMES = ["volume_234x234", "volume_266x266", "volume_276x276", "volume_360x310"]
 

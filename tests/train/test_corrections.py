@@ -52,7 +52,7 @@ def _evaluate(checkpoint, data_dir, out, capsys) -> float:
 def test_fine_tuning_on_corrected_slices_raises_their_dice(shared_data, tmp_path, capsys):
     from model.edits import ScanEdits
     from model.engines.torch import Segmenter
-    from model.outputs import export_scan
+    from model.exports import export_scan
     from model.scans import load_scan
     from ui.editor import editor_value, layers_to_masks
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.compare import compare
+from model.truth import compare
 from model.edits import SliceEdit
 from model.review import ReviewFlag
 from model.scans import Scan

@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import labels
 from .measure import OrganVolume, measure, summary_line
-from .overlay import encode_mask_png
+from .mask_png import encode_mask_png
 from .planning import PlanningRequest
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, ScanError, check_organ_masks

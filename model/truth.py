@@ -21,7 +21,7 @@ from . import labels
 from .dicom.truth import truth_from_dicom
 from .image import IMAGE_SUFFIXES, ImageError, read_slice
 from .metric import Score, competition_score, score_case
-from .overlay import MASK_BITS, decode_mask_png
+from .mask_png import MASK_BITS, decode_mask_png
 from .rle import RleCsv
 from .scans.archive import extract_zip
 from .scans.base import Scan, ScanError

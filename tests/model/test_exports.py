@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from model import labels
-from model.overlay import decode_mask_png
+from model.mask_png import decode_mask_png
 from locations import decode_rle_file
 from model.dicom.export import NOT_DICOM_NOTE
 from model.review import CSV_HEADER
 from model.scans import Scan, load_scan
 from model.scans.nifti import read_nifti
 from model.measure import busiest_slice, measure, slice_areas_cm2
-from model.outputs import (label_volume, save_label_nifti, save_mask_png_zip, save_organ_meshes, save_submission_csv,
+from model.exports import (label_volume, save_label_nifti, save_mask_png_zip, save_organ_meshes, save_submission_csv,
                            write_outputs)
 from scan_fixtures import kaggle_slices, stack, write_dicom_series, zip_files
 

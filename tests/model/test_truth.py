@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.compare import compare, confusion, load_ground_truth
+from model.truth import compare, confusion, load_ground_truth
 from locations import read_volume_shapes
 from model.scans import Scan, ScanError
-from model.outputs import label_volume, save_label_nifti, save_mask_png_zip
+from model.exports import label_volume, save_label_nifti, save_mask_png_zip
 
 
 def _kaggle_scan(case_day: str, shape: tuple[int, int, int], numbers=None) -> Scan:

@@ -1,4 +1,4 @@
-"""Mask files and the uncertainty map of one slice's predicted organ masks (measurements: :mod:`model.measure`).
+"""The mask PNG: organ masks packed one bit per organ into 8-bit greyscale, and back (the download's codec, and training's cached masks).
 
 All functions take ``organ_masks``: ``(O, H, W)`` bool with ``O`` following
 :data:`model.labels.ORGANS`.
@@ -39,13 +39,3 @@ def save_mask_png(organ_masks: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     Image.fromarray(encode_mask_png(organ_masks), mode="L").save(path, format="PNG")
     return path
-
-
-def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
-    """How unsure the model is at each pixel, ``(H, W) float32`` in 0..1, from ``(O, H, W)`` organ probabilities.
-
-    ``1 − min over organs of |2p − 1|``: 1 where some organ is at even odds, 0 where the model is
-    certain of every organ either way.
-    """
-    margin = np.abs(2.0 * np.asarray(probabilities, dtype=np.float32) - 1.0)
-    return (1.0 - margin.min(axis=0)).astype(np.float32)
