@@ -261,7 +261,8 @@ def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_cs
     that could not be compared, and per day the truth lacks (the other rows are still written).
     """
     from .compare import load_ground_truth
-    from .days import case_and_day, compare_days, write_changes_csv
+    from .days import compare_days, write_changes_csv
+    from .scans.kaggle import case_and_day
 
     out_dir = Path(out_dir)
     by_case: dict[str, list[tuple[int, ScanSource, dict]]] = {}

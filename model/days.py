@@ -34,6 +34,7 @@ from scipy.spatial.transform import Rotation
 
 from .labels import ORGANS
 from .scans import Scan, ScanError, check_organ_masks
+from .scans.kaggle import case_of
 
 #: Fewest slices a scan needs to be registered in 3D (the coarsest level shrinks by 4).
 MIN_SLICES = 8
@@ -357,7 +358,7 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
     _check_masks(masks_a, scan_a, "A")
     _check_masks(masks_b, scan_b, "B")
     notes = []
-    if scan_a.case_day and scan_b.case_day and _case(scan_a.case_day) != _case(scan_b.case_day):
+    if scan_a.case_day and scan_b.case_day and case_of(scan_a.case_day) != case_of(scan_b.case_day):
         notes.append(f"{scan_a.name} and {scan_b.name} are named after different cases; compared anyway.")
         warnings.warn("The two scans are named after different cases; compared anyway.", stacklevel=2)
     for day, scan, masks in (("A", scan_a, masks_a), ("B", scan_b, masks_b)):
@@ -440,16 +441,6 @@ def _check_masks(masks: np.ndarray, scan: Scan, day: str) -> None:
     check_organ_masks(masks, scan.shape, f"masks of day {day}")
     if masks.dtype != bool:
         raise TypeError(f"masks of day {day} must be bool, got {masks.dtype}")
-
-
-def _case(case_day: str) -> str:
-    return case_day.split("_", 1)[0]
-
-
-def case_and_day(case_day: str) -> tuple[str, int]:
-    """``"case122_day18"`` → ``("case122", 18)``."""
-    case, day = case_day.split("_day", 1)
-    return case, int(day)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from model.labels import KAGGLE_CLASSES, ORGANS
+from model.scans.kaggle import CASE_DAY_PATTERN
 
-_SLICE_ID = re.compile(r"(?P<case_day>case\d+_day\d+)_slice_(?P<slice>\d+)")
+_SLICE_ID = re.compile(rf"(?P<case_day>{CASE_DAY_PATTERN})_slice_(?P<slice>\d+)")
 _CLASS_INDEX = {kaggle: ORGANS.index(organ) for organ, kaggle in KAGGLE_CLASSES.items()}
 #: Accepted names of the RLE column, ground truth first.
 RLE_COLUMNS = ("segmentation", "predicted")

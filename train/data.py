@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,22 +29,14 @@ from model.image import normalize_intensity, parse_kaggle_name, read_slice
 from model.labels import ORGANS
 from model.overlay import decode_mask_png, encode_mask_png
 from model.rle import RleCsv, slice_id
+from model.scans.kaggle import case_of  # the patient: the unit of the split
 
 #: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.
 #: Source: the hosts' note on the Kaggle discussion board of "UW-Madison GI Tract Image
 #: Segmentation" (2022), as quoted in this project's issue #3. Keep the list here and only here.
 FAULTY_SCANS: tuple[str, ...] = ("case7_day0", "case81_day30")
 
-_CASE = re.compile(r"^(case\d+)_day\d+$")
 _CACHE_VERSION = 1
-
-
-def case_of(case_day: str) -> str:
-    """``"case123_day20"`` → ``"case123"`` (the patient, the unit of the split)."""
-    match = _CASE.match(case_day)
-    if match is None:
-        raise ValueError(f"not a case-day like 'case123_day20': {case_day!r}")
-    return match[1]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..image import DEFAULT_PIXEL_SPACING_MM, ImageError, parse_kaggle_name, read_slice
-from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, case_day_in, natural_key, stack_voxels
+from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, natural_key, stack_voxels
+from .kaggle import case_day_in
 
 def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | None = None,
                      root: Path | None = None, context: str = "") -> Scan:
