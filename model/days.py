@@ -33,6 +33,8 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from .labels import ORGANS
+from .measure import organ_volumes_ml
+from . import metric
 from .scans import Scan, ScanError, check_organ_masks
 from .scans.kaggle import case_of
 
@@ -195,11 +197,6 @@ def patient_affine(scan: Scan) -> np.ndarray:
         centre = affine[:3, :3] @ np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
         affine[:3, 3] = -centre
     return affine
-
-
-def organ_volumes_ml(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """``(O,) float64`` ml: voxel count × voxel volume."""
-    return np.count_nonzero(organ_masks, axis=(1, 2, 3)) * float(np.prod(spacing_mm)) / 1000.0
 
 
 def organ_centroids_mm(organ_masks: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -399,7 +396,7 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
         if in_a and in_b:
             raw = _vector(centroids_b[o] - centroids_a[o])
             registered = _vector((b_to_a @ np.append(centroids_b[o], 1.0))[:3] - centroids_a[o])
-            dice = _dice(masks_a[o], masks_b_on_a[o])
+            dice = metric.dice(masks_a[o], masks_b_on_a[o])  # A's organ is present: never NaN
             if masks_b_on_a[o].any():  # B's organ may lie outside A's field of view after alignment
                 hd95, largest = surface_distances_mm(masks_a[o], masks_b_on_a[o], scan_a.spacing_mm)
         change = 100.0 * (volumes_b[o] - volumes_a[o]) / volumes_a[o] if in_a else None
@@ -417,7 +414,7 @@ def surface_distances_mm(mask_a: np.ndarray, mask_b: np.ndarray,
     with ``percentile=95``). Written with scipy because SimpleITK has only the maximum and MONAI needs
     torch. Surfaces are the masks' voxels with a background 6-neighbour.
     """
-    box = _box(mask_a | mask_b)
+    box = metric.bounding_box(mask_a | mask_b, pad=1)  # one voxel wider, so surfaces stay surfaces
     a, b = mask_a[box], mask_b[box]
     surface_a, surface_b = _surface(a), _surface(b)
     to_b = ndimage.distance_transform_edt(~surface_b, sampling=spacing_mm)[surface_a]
@@ -450,22 +447,8 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two masks of which ``a`` is non-empty (so the denominator is never 0)."""
-    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
-
-
 def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
-
-
-def _box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of a non-empty mask, one voxel wider each side (so surfaces stay surfaces)."""
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(present[0]) - 1, 0), int(present[-1]) + 2))
-    return tuple(box)
 
 
 def _vector(v: np.ndarray) -> tuple[float, float, float]:
