@@ -247,11 +247,8 @@ def score_submission(truth, predicted, case_days: Iterable[str] | None = None,
     rows, cases = [], []
     for case_day in case_days:
         true = truth.volume(case_day, (shapes or {}).get(case_day))
-        pred = np.zeros_like(true.masks)
-        if case_day in predicted:
-            found = predicted.volume(case_day, true.masks.shape[-2:])
-            position = {n: d for d, n in enumerate(true.slice_numbers)}
-            pred[:, [position[n] for n in found.slice_numbers]] = found.masks
+        pred = (predicted.masks_on(case_day, true.slice_numbers, true.masks.shape[-2:]).masks
+                if case_day in predicted else np.zeros_like(true.masks))
         cases.append(score_case(pred, true.masks))
         rows.append({"case_day": case_day, "slices": len(true.slice_numbers), **competition_score(cases[-1:]).as_dict()})
     return rows, competition_score(cases), unscored

@@ -28,7 +28,7 @@ from model.engines.base import stack_slices
 from model.image import normalize_intensity, parse_kaggle_name, read_slice
 from model.labels import ORGANS
 from model.overlay import decode_mask_png, encode_mask_png
-from model.rle import RleCsv, slice_id
+from model.rle import RleCsv
 from model.scans.kaggle import case_of  # the patient: the unit of the split
 
 #: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.
@@ -96,17 +96,9 @@ def read_scan_masks(truth: RleCsv, files: ScanFiles) -> np.ndarray:
 
     Decodes only this scan. Slices without rows are empty, as in the competition's file.
     """
-    bits = np.zeros((len(files.slice_numbers), *files.shape), dtype=np.uint8)
     if files.case_day not in truth:
-        return bits
-    volume = truth.volume(files.case_day, files.shape)
-    position = {n: d for d, n in enumerate(files.slice_numbers)}
-    for d, number in enumerate(volume.slice_numbers):
-        if number in position:
-            bits[position[number]] = encode_mask_png(volume.masks[:, d])
-        elif volume.masks[:, d].any():
-            raise ValueError(f"{slice_id(files.case_day, number)}: train.csv has a mask for a slice with no image")
-    return bits
+        return np.zeros((len(files.slice_numbers), *files.shape), dtype=np.uint8)
+    return encode_mask_png(truth.masks_on(files.case_day, files.slice_numbers, files.shape, strict=True).masks)
 
 
 def build_cache(data_dir: str | Path, cache_dir: str | Path) -> Path:
