@@ -244,11 +244,26 @@ def score_submission(truth, predicted, case_days: Iterable[str] | None = None,
         if case_day in predicted and (extra := sorted(set(predicted.slice_numbers(case_day))
                                                       - set(truth.slice_numbers(case_day)))):
             raise ScoringError(f"{case_day}: predicted slices {extra[:3]} are not in the truth")
+
+    def scans():
+        for case_day in case_days:
+            true = truth.volume(case_day, (shapes or {}).get(case_day))
+            pred = (predicted.masks_on(case_day, true.slice_numbers, true.masks.shape[-2:]).masks
+                    if case_day in predicted else np.zeros_like(true.masks))
+            yield case_day, pred, true.masks
+
+    return *score_scans(scans()), unscored
+
+
+def score_scans(scans: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> tuple[list[dict], Score]:
+    """Score a cohort one scan at a time: the loop every cohort scorer shares.
+
+    ``scans``: ``(case_day, pred, truth)`` with ``(O, D, H, W) bool`` masks (a generator keeps
+    one scan in memory). Returns one row per scan (``case_day``, ``slices`` and the
+    :class:`Score` fields) and the overall :class:`Score` over every scan.
+    """
     rows, cases = [], []
-    for case_day in case_days:
-        true = truth.volume(case_day, (shapes or {}).get(case_day))
-        pred = (predicted.masks_on(case_day, true.slice_numbers, true.masks.shape[-2:]).masks
-                if case_day in predicted else np.zeros_like(true.masks))
-        cases.append(score_case(pred, true.masks))
-        rows.append({"case_day": case_day, "slices": len(true.slice_numbers), **competition_score(cases[-1:]).as_dict()})
-    return rows, competition_score(cases), unscored
+    for case_day, pred, truth in scans:
+        cases.append(score_case(pred, truth))
+        rows.append({"case_day": case_day, "slices": truth.shape[1], **competition_score(cases[-1:]).as_dict()})
+    return rows, competition_score(cases)
