@@ -10,6 +10,7 @@ so every reader and every caller outside it may use it.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 #: A case and day as a regular expression, for patterns that embed it (the slice ids of :mod:`model.rle`).
 CASE_DAY_PATTERN = r"case\d+_day\d+"
@@ -42,6 +43,12 @@ def case_of(case_day: str) -> str:
 def day_of(case_day: str) -> str:
     """``"case123_day20"`` → ``"day20"`` (the day, as the course report labels it)."""
     return case_day[len(case_of(case_day)) + 1:]
+
+
+def scan_folders(data_dir: str | Path) -> dict[str, Path]:
+    """The scans of a Kaggle download: ``{case_day: DATA_DIR/train/caseN/caseN_dayM/scans}``, by case-day."""
+    root = Path(data_dir) / "train"
+    return {folder.parent.name: folder for folder in sorted(root.glob("case*/case*_day*/scans"))}
 
 
 def scan_folder(case_day: str) -> str:
