@@ -32,9 +32,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from . import metric
 from .labels import ORGANS
 from .measure import organ_volumes_ml
-from . import metric
 from .scans import Scan, ScanError, check_organ_masks
 from .scans.kaggle import case_of
 

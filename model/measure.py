@@ -77,8 +77,8 @@ def measure(organ_masks: np.ndarray, scan: Scan) -> list[OrganVolume]:
         if present.size:
             biggest = int(np.argmax(areas[o]))
             numbers = scan.slice_numbers
-            result.append(OrganVolume(organ, count, volume_ml(count, scan.spacing_mm), numbers[present[0]], numbers[present[-1]],
-                                      float(areas[o, biggest]), numbers[biggest]))
+            result.append(OrganVolume(organ, count, volume_ml(count, scan.spacing_mm), numbers[present[0]],
+                                      numbers[present[-1]], float(areas[o, biggest]), numbers[biggest]))
         else:
             result.append(OrganVolume(organ, 0, 0.0, None, None, 0.0, None))
     return result

@@ -10,6 +10,7 @@ from ..image import DEFAULT_PIXEL_SPACING_MM, ImageError, KaggleSliceName, parse
 from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, natural_key, stack_voxels
 from .kaggle import case_day_in
 
+
 def kaggle_order(files: list[Path]) -> tuple[list[int], list[KaggleSliceName]] | None:
     """The Kaggle reading of slice files: ``(order, names)``, ``order`` the indices of ``files`` by slice number.
 
