@@ -33,6 +33,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import course_cases as K  # noqa: E402
 from model.course_report import course_rows  # noqa: E402
+from model.measure import volume_ml  # noqa: E402
 
 
 def naive_ring_errors(phantom: K.Phantom) -> list[float]:
@@ -40,7 +41,7 @@ def naive_ring_errors(phantom: K.Phantom) -> list[float]:
     from scipy.ndimage import distance_transform_edt
 
     distance = distance_transform_edt(~phantom.target(), sampling=phantom.spacing_mm)
-    voxel_cc = float(np.prod(phantom.spacing_mm)) / 1000
+    voxel_cc = volume_ml(1, phantom.spacing_mm)
     return [K.relative(np.count_nonzero((distance > a) & (distance <= b)) * voxel_cc, phantom.shell_cc(a, b))
             for a, b in ((0, 10), (10, 20))]
 

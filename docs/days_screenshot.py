@@ -62,8 +62,7 @@ def make_days(data: Path, work: Path) -> tuple[list[Path], list[Path]]:
 
     scan = load_scan(data / "scans" / "volume_360x310")
     scan.name = scan.case_day = CASE_DAY
-    volume = RleCsv(data / "kaggle" / "train.csv.gz", [CASE_DAY]).volume(CASE_DAY, scan.shape[1:])
-    masks = volume.masks[:, [volume.slice_numbers.index(n) for n in scan.slice_numbers]]
+    masks = RleCsv(data / "kaggle" / "train.csv.gz", [CASE_DAY]).masks_on(CASE_DAY, scan.slice_numbers, scan.shape[1:]).masks
     zip_a = work / f"{CASE_DAY}.zip"
     with zipfile.ZipFile(zip_a, "w") as archive:
         for path in sorted((data / "scans" / "volume_360x310").glob("slice_*.png")):

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from model import days, registration  # noqa: E402
 from model.labels import ORGANS  # noqa: E402
+from model.measure import organ_volumes_ml  # noqa: E402
 from model.rle import RleCsv  # noqa: E402
 from model.scans import Scan  # noqa: E402
 
@@ -42,7 +43,7 @@ def measure(masks: np.ndarray, spacing: tuple[float, float, float], case_day: st
     s, r, c = spacing
     scan = Scan(np.zeros(masks.shape[1:], np.uint8), spacing, np.diag([-c, -r, s, 1.0]),
                 tuple(range(masks.shape[1])), case_day, "slices", case_day=case_day)
-    return days.organ_volumes_ml(masks, spacing), days.organ_centroids_mm(masks, registration.patient_affine(scan))
+    return organ_volumes_ml(masks, spacing), days.organ_centroids_mm(masks, registration.patient_affine(scan))
 
 
 def measure_independently(masks: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from model.labels import ORGANS  # noqa: E402
 from model.rle import RleVolume, parse_slice_id, write_rle_csv  # noqa: E402
+from model.scans.kaggle import scan_folder  # noqa: E402
 
 DOCS = REPO / "docs"
 CONFIG = DOCS / "small_segformer.yaml"
@@ -64,7 +65,7 @@ def pairs_as_kaggle(pairs: Path, dst: Path) -> Path:
     volumes = []
     for case_day, items in sorted(by_scan.items()):
         items.sort()
-        folder = dst / "train" / case_day.split("_")[0] / case_day / "scans"
+        folder = dst / scan_folder(case_day)
         folder.mkdir(parents=True)
         label_maps = []
         for number, path in items:

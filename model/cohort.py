@@ -260,8 +260,9 @@ def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_cs
     registration, each truth row after its predicted row. Returns the path and one line per pair
     that could not be compared, and per day the truth lacks (the other rows are still written).
     """
+    from .days import compare_days, write_changes_csv
+    from .scans.kaggle import case_and_day
     from .truth import load_ground_truth
-    from .days import case_and_day, compare_days, write_changes_csv
 
     out_dir = Path(out_dir)
     by_case: dict[str, list[tuple[int, ScanSource, dict]]] = {}

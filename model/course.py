@@ -35,6 +35,8 @@ import numpy as np
 from . import labels
 from .registration import Registration, check_3d, patient_affine, register, registration_from_matrix, resample
 from .dicom.rtdose import Dose
+from .measure import volume_ml
+from .metric import bounding_box
 from .scans.base import Scan, ScanError, check_organ_masks
 
 #: Default ring edges (mm from the target's surface): 0-10 mm and 10-20 mm, the 2 cm within which
@@ -223,7 +225,7 @@ def surface_points_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> np.ndarr
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     sigma_vox = spacing.min() / spacing
     pad = [int(math.ceil(3 * s)) + 1 for s in sigma_vox]
-    box = _box(mask, pad, mask.shape)
+    box = bounding_box(mask, pad)
     # Padding closes surfaces that the scan's edge cuts, as a planning system closes contours there.
     field = gaussian_filter(np.pad(mask[box], [(p, p) for p in pad]).astype(np.float32), sigma_vox)
     verts = marching_cubes(field, 0.5, spacing=tuple(spacing.tolist()))[0]
@@ -247,7 +249,7 @@ def signed_distance_mm(target: np.ndarray, spacing_mm: Sequence[float], reach_mm
         return result
     tree = cKDTree(surface_points_mm(target, spacing_mm))
     pad = [int(math.ceil(reach_mm / s)) + 1 if math.isfinite(reach_mm) else n for s, n in zip(spacing_mm, target.shape)]
-    box = _box(target, pad, target.shape)
+    box = bounding_box(target, pad)
     points = np.stack(np.meshgrid(*[np.arange(b.start, b.stop) * s for b, s in zip(box, spacing_mm)], indexing="ij"),
                       axis=-1).reshape(-1, 3)
     distance = tree.query(points)[0].reshape(result[box].shape)
@@ -272,16 +274,6 @@ def min_distance_mm(organ: np.ndarray, target: np.ndarray, spacing_mm: Sequence[
     voxel = np.clip(voxel, 0, np.array(target.shape) - 1)
     inside = target[tuple(voxel.T)]
     return -float(distance[inside].max()) if inside.any() else 0.0
-
-
-def _box(mask: np.ndarray, pad, shape) -> tuple[slice, ...]:
-    """The bounding box of a non-empty mask, ``pad`` voxels wider (one number or one per axis), within ``shape``."""
-    pads = pad if isinstance(pad, (list, tuple)) else [pad] * mask.ndim
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(present[0]) - pads[axis], 0), min(int(present[-1]) + pads[axis] + 1, shape[axis])))
-    return tuple(box)
 
 
 def rings(signed: np.ndarray, edges_mm: Sequence[float]) -> list[np.ndarray]:
@@ -354,14 +346,15 @@ def measure_day(target: np.ndarray, organ_masks: np.ndarray, spacing_mm: Sequenc
 
     Returns the organs and the ring masks.
     """
-    voxel_cc = float(np.prod(spacing_mm)) / 1000.0
+    voxel_cc = volume_ml(1, spacing_mm)  # for the dose numbers
     signed = signed_distance_mm(target, spacing_mm, settings.ring_edges_mm[-1])
     ring_masks = rings(signed, settings.ring_edges_mm)
     organs = []
     for o, organ in enumerate(labels.ORGANS):
         mask = organ_masks[o]
-        day = OrganDay(organ, np.count_nonzero(mask) * voxel_cc, np.count_nonzero(mask & target) * voxel_cc,
-                       [np.count_nonzero(mask & ring) * voxel_cc for ring in ring_masks],
+        day = OrganDay(organ, volume_ml(np.count_nonzero(mask), spacing_mm),
+                       volume_ml(np.count_nonzero(mask & target), spacing_mm),
+                       [volume_ml(np.count_nonzero(mask & ring), spacing_mm) for ring in ring_masks],
                        min_distance_mm(mask, target, spacing_mm))
         if dose_gy is not None:
             numbers = dose_numbers(dose_gy[mask], voxel_cc, settings)

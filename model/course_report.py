@@ -33,6 +33,7 @@ from . import labels
 from .course import Course, CourseSettings, check_dose_overlap, course, parse_constraint
 from .dicom.rtdose import Dose, read_rtdose
 from .scans.base import Scan, ScanError
+from .scans.kaggle import case_of, day_of
 from .scans.sources import ScanSource
 
 COURSE_CSV = "course.csv"
@@ -332,11 +333,11 @@ def _box_target(spec: str, scan: Scan) -> np.ndarray:
 
 def _case(source: ScanSource) -> str:
     """The case a day belongs to: ``caseN`` from its path, else ``course`` (a folder of one patient's scans)."""
-    return source.case_day.split("_day", 1)[0] if source.case_day else "course"
+    return case_of(source.case_day) if source.case_day else "course"
 
 
 def _day_label(source: ScanSource) -> str:
-    return "day" + source.case_day.split("_day", 1)[1] if source.case_day else source.name
+    return day_of(source.case_day) if source.case_day else source.name
 
 
 def _day_order(label: str):

@@ -31,10 +31,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from . import metric
 from .labels import ORGANS
 from .exports import save_label_nifti
+from .measure import organ_volumes_ml
 from .registration import Registration, RegistrationSettings, check_3d, patient_affine, register, resample
 from .scans import Scan, ScanError, check_organ_masks, load_scan
+from .scans.kaggle import case_of
 
 #: Least fraction of day A's voxels that day B must cover after alignment.
 MIN_OVERLAP = 0.10
@@ -133,11 +136,6 @@ class DayComparison:
 
 
 
-def organ_volumes_ml(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """``(O,) float64`` ml: voxel count × voxel volume."""
-    return np.count_nonzero(organ_masks, axis=(1, 2, 3)) * float(np.prod(spacing_mm)) / 1000.0
-
-
 def organ_centroids_mm(organ_masks: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """``(O, 3) float64`` centroid of each organ in patient RAS mm; NaN rows for absent organs."""
     centroids = np.full((len(organ_masks), 3), np.nan)
@@ -188,7 +186,7 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
     _check_masks(masks_a, scan_a, "A")
     _check_masks(masks_b, scan_b, "B")
     notes = []
-    if scan_a.case_day and scan_b.case_day and _case(scan_a.case_day) != _case(scan_b.case_day):
+    if scan_a.case_day and scan_b.case_day and case_of(scan_a.case_day) != case_of(scan_b.case_day):
         notes.append(f"{scan_a.name} and {scan_b.name} are named after different cases; compared anyway.")
         warnings.warn("The two scans are named after different cases; compared anyway.", stacklevel=2)
     for day, scan, masks in (("A", scan_a, masks_a), ("B", scan_b, masks_b)):
@@ -226,7 +224,7 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
         if in_a and in_b:
             raw = _vector(centroids_b[o] - centroids_a[o])
             registered = _vector((b_to_a @ np.append(centroids_b[o], 1.0))[:3] - centroids_a[o])
-            dice = _dice(masks_a[o], masks_b_on_a[o])
+            dice = metric.dice(masks_a[o], masks_b_on_a[o])  # A's organ is present: never NaN
             if masks_b_on_a[o].any():  # B's organ may lie outside A's field of view after alignment
                 hd95, largest = surface_distances_mm(masks_a[o], masks_b_on_a[o], scan_a.spacing_mm)
         change = 100.0 * (volumes_b[o] - volumes_a[o]) / volumes_a[o] if in_a else None
@@ -244,7 +242,7 @@ def surface_distances_mm(mask_a: np.ndarray, mask_b: np.ndarray,
     with ``percentile=95``). Written with scipy because SimpleITK has only the maximum and MONAI needs
     torch. Surfaces are the masks' voxels with a background 6-neighbour.
     """
-    box = _box(mask_a | mask_b)
+    box = metric.bounding_box(mask_a | mask_b, pad=1)  # one voxel wider, so surfaces stay surfaces
     a, b = mask_a[box], mask_b[box]
     surface_a, surface_b = _surface(a), _surface(b)
     to_b = ndimage.distance_transform_edt(~surface_b, sampling=spacing_mm)[surface_a]
@@ -270,16 +268,6 @@ def _check_masks(masks: np.ndarray, scan: Scan, day: str) -> None:
         raise TypeError(f"masks of day {day} must be bool, got {masks.dtype}")
 
 
-def _case(case_day: str) -> str:
-    return case_day.split("_", 1)[0]
-
-
-def case_and_day(case_day: str) -> tuple[str, int]:
-    """``"case122_day18"`` → ``("case122", 18)``."""
-    case, day = case_day.split("_day", 1)
-    return case, int(day)
-
-
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64), b.astype(np.float64)
     if a.size < 2 or a.std() == 0 or b.std() == 0:
@@ -287,22 +275,8 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two masks of which ``a`` is non-empty (so the denominator is never 0)."""
-    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
-
-
 def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
-
-
-def _box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The bounding box of a non-empty mask, one voxel wider each side (so surfaces stay surfaces)."""
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(present[0]) - 1, 0), int(present[-1]) + 2))
-    return tuple(box)
 
 
 def _vector(v: np.ndarray) -> tuple[float, float, float]:

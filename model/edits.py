@@ -29,6 +29,7 @@ from .planning import PlanningRequest
 from .exports import SegmentedScan, write_outputs
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, check_organ_masks
+from .scans.kaggle import scan_folder
 
 EDIT_LOG_HEADER = ("edit", "slice_index", "slice_number", "organ", "pixels_added", "pixels_removed")
 #: The case and day a corrections zip uses for a scan whose name has none (NIfTI, DICOM, loose files).
@@ -98,7 +99,7 @@ def write_corrections_zip(organ_masks: np.ndarray, scan: Scan, slice_indices, pa
     numbers = tuple(scan.slice_numbers[i] for i in indices)
     height, width = scan.shape[1:]
     row_mm, col_mm = scan.spacing_mm[1], scan.spacing_mm[2]
-    folder = f"train/{case_day.split('_')[0]}/{case_day}/scans"
+    folder = scan_folder(case_day)
     pixels = training_slice(scan.voxels)
     path = Path(path)
     rle_csv = path.with_suffix(".csv.tmp")

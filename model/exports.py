@@ -19,6 +19,7 @@ from PIL import Image
 from . import labels
 from .measure import OrganVolume, measure, summary_line
 from .mask_png import encode_mask_png
+from .metric import bounding_box
 from .planning import PlanningRequest
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, ScanError, check_organ_masks
@@ -104,7 +105,7 @@ def save_organ_meshes(organ_masks: np.ndarray, scan: Scan, path: str | Path,
         if not mask.any():
             continue
         # Pad so surfaces close at the volume's edges; crop to the organ first to save time.
-        box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(mask))
+        box = bounding_box(mask, pad=1)
         padded = np.pad(mask[box], 1)
         # Each boundary voxel face gives about two triangles; a step of k cuts that by about k².
         boundary = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1]) \

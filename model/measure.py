@@ -16,6 +16,22 @@ from .planning import Structure
 from .scans.base import Scan
 
 
+def volume_ml(voxels, spacing_mm):
+    """Voxel count(s) → ml (cm³): ``voxels`` × the product of the ``(slice, row, col)`` spacing in mm / 1000.
+
+    The one volume rule: organ volumes, day changes, course tables and structures all use it, so they
+    agree to the last digit. Multiplying before dividing rounds once (a count times a spacing product
+    such as 6.75 mm³ is exact), so ``volume_ml(1, spacing)`` is also the volume of one voxel.
+    ``voxels``: an int or an integer array; returns a float or a float64 array of its shape.
+    """
+    return voxels * float(np.prod(spacing_mm)) / 1000.0
+
+
+def organ_volumes_ml(organ_masks: np.ndarray, spacing_mm) -> np.ndarray:
+    """``(O, D, H, W)`` masks → ``(O,) float64`` ml, by :func:`volume_ml`."""
+    return volume_ml(np.count_nonzero(organ_masks, axis=(1, 2, 3)), spacing_mm)
+
+
 @dataclass(frozen=True)
 class OrganArea:
     """One organ on one slice: present or not, its pixel count and area."""
@@ -53,7 +69,6 @@ def slice_areas_cm2(organ_masks: np.ndarray, spacing_mm: tuple[float, float, flo
 
 def measure(organ_masks: np.ndarray, scan: Scan) -> list[OrganVolume]:
     """Volume (voxel count × voxel volume), slice range and largest cross-section of each organ."""
-    voxel_ml = float(np.prod(scan.spacing_mm)) / 1000.0
     areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
     result = []
     for o, organ in enumerate(labels.ORGANS):
@@ -62,8 +77,8 @@ def measure(organ_masks: np.ndarray, scan: Scan) -> list[OrganVolume]:
         if present.size:
             biggest = int(np.argmax(areas[o]))
             numbers = scan.slice_numbers
-            result.append(OrganVolume(organ, count, count * voxel_ml, numbers[present[0]], numbers[present[-1]],
-                                      float(areas[o, biggest]), numbers[biggest]))
+            result.append(OrganVolume(organ, count, volume_ml(count, scan.spacing_mm), numbers[present[0]],
+                                      numbers[present[-1]], float(areas[o, biggest]), numbers[biggest]))
         else:
             result.append(OrganVolume(organ, 0, 0.0, None, None, 0.0, None))
     return result
@@ -83,6 +98,5 @@ def summary_line(scan: Scan, volumes: list[OrganVolume]) -> str:
 
 def structure_volumes_ml(structures: list[Structure], spacing_mm: tuple[float, float, float]) -> list[tuple[str, float]]:
     """``(label, volume in ml)`` per structure: voxel count × voxel volume, as the organ measurements."""
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    return [(s.label, int(np.count_nonzero(s.mask)) * voxel_ml) for s in structures]
+    return [(s.label, volume_ml(int(np.count_nonzero(s.mask)), spacing_mm)) for s in structures]
 

@@ -55,6 +55,34 @@ def dice_per_slice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return dice
 
 
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two bool masks of one shape, ``2|P∩T| / (|P| + |T|)``, as one number over all their voxels.
+
+    NaN when both are empty (the module's rule: such a pair says nothing). Callers that compare an
+    organ present on at least one side (the day comparison) never meet that case.
+    """
+    total = np.count_nonzero(pred) + np.count_nonzero(truth)
+    return 2.0 * np.count_nonzero(pred & truth) / total if total else math.nan
+
+
+def bounding_box(mask: np.ndarray, pad=0, shape=None) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True voxel of a non-empty mask.
+
+    ``pad``: voxels added each side, one number or one per axis; the box stays within ``shape``
+    (default: the mask's). ``ValueError`` for an empty mask, which has no box: callers check first.
+    """
+    if not mask.any():
+        raise ValueError("an empty mask has no bounding box")
+    shape = mask.shape if shape is None else shape
+    pads = pad if isinstance(pad, (list, tuple)) else [pad] * mask.ndim
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(max(int(present[0]) - pads[axis], 0), min(int(present[-1]) + pads[axis] + 1, shape[axis])))
+    return tuple(box)
+
+
 def hausdorff_3d(pred: np.ndarray, truth: np.ndarray) -> float:
     """Normalised Hausdorff distance of one organ: ``(D, H, W) bool`` pair → float in ``[0, 1]``.
 
@@ -76,7 +104,7 @@ def hausdorff_3d(pred: np.ndarray, truth: np.ndarray) -> float:
     # Crop to the box holding both masks before the distance transforms, which cost ~50 bytes
     # per voxel. Distances stay exact: every target voxel (a zero of ~target) lies in the box,
     # so the nearest one to any voxel of the box is found, and cropping moves both ends alike.
-    box = _bounding_box(pred | truth)
+    box = bounding_box(pred | truth)
     pred, truth = pred[box], truth[box]
     distance = max(_farthest(pred, truth, sampling), _farthest(truth, pred, sampling))
     return distance / _UNIT_CUBE_DIAGONAL
@@ -173,16 +201,6 @@ def _farthest(source: np.ndarray, target: np.ndarray, sampling: tuple[float, ...
     return float(ndimage.distance_transform_edt(~target, sampling=sampling)[source].max())
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box (one slice per axis) holding every True voxel of a non-empty mask."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        present = np.flatnonzero(mask.any(axis=others))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
-
-
 def _bool_pair(pred: np.ndarray, truth: np.ndarray, min_ndim: int) -> tuple[np.ndarray, np.ndarray]:
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.dtype != bool or truth.dtype != bool:
@@ -226,14 +244,26 @@ def score_submission(truth, predicted, case_days: Iterable[str] | None = None,
         if case_day in predicted and (extra := sorted(set(predicted.slice_numbers(case_day))
                                                       - set(truth.slice_numbers(case_day)))):
             raise ScoringError(f"{case_day}: predicted slices {extra[:3]} are not in the truth")
+
+    def scans():
+        for case_day in case_days:
+            true = truth.volume(case_day, (shapes or {}).get(case_day))
+            pred = (predicted.masks_on(case_day, true.slice_numbers, true.masks.shape[-2:]).masks
+                    if case_day in predicted else np.zeros_like(true.masks))
+            yield case_day, pred, true.masks
+
+    return *score_scans(scans()), unscored
+
+
+def score_scans(scans: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> tuple[list[dict], Score]:
+    """Score a cohort one scan at a time: the loop every cohort scorer shares.
+
+    ``scans``: ``(case_day, pred, truth)`` with ``(O, D, H, W) bool`` masks (a generator keeps
+    one scan in memory). Returns one row per scan (``case_day``, ``slices`` and the
+    :class:`Score` fields) and the overall :class:`Score` over every scan.
+    """
     rows, cases = [], []
-    for case_day in case_days:
-        true = truth.volume(case_day, (shapes or {}).get(case_day))
-        pred = np.zeros_like(true.masks)
-        if case_day in predicted:
-            found = predicted.volume(case_day, true.masks.shape[-2:])
-            position = {n: d for d, n in enumerate(true.slice_numbers)}
-            pred[:, [position[n] for n in found.slice_numbers]] = found.masks
-        cases.append(score_case(pred, true.masks))
-        rows.append({"case_day": case_day, "slices": len(true.slice_numbers), **competition_score(cases[-1:]).as_dict()})
-    return rows, competition_score(cases), unscored
+    for case_day, pred, truth in scans:
+        cases.append(score_case(pred, truth))
+        rows.append({"case_day": case_day, "slices": truth.shape[1], **competition_score(cases[-1:]).as_dict()})
+    return rows, competition_score(cases)

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from model.labels import KAGGLE_CLASSES, ORGANS
+from model.scans.kaggle import CASE_DAY_PATTERN
 
-_SLICE_ID = re.compile(r"(?P<case_day>case\d+_day\d+)_slice_(?P<slice>\d+)")
+_SLICE_ID = re.compile(rf"(?P<case_day>{CASE_DAY_PATTERN})_slice_(?P<slice>\d+)")
 _CLASS_INDEX = {kaggle: ORGANS.index(organ) for organ, kaggle in KAGGLE_CLASSES.items()}
 #: Accepted names of the RLE column, ground truth first.
 RLE_COLUMNS = ("segmentation", "predicted")
@@ -197,6 +198,27 @@ class RleCsv:
                 except ValueError as err:
                     raise ValueError(f"{self.path}: {slice_id(case_day, number)} {ORGANS[o]}: {err}") from None
         return RleVolume(case_day, tuple(numbers), masks)
+
+    def masks_on(self, case_day: str, slice_numbers: Iterable[int], shape: tuple[int, int] | None = None,
+                 strict: bool = False) -> RleVolume:
+        """One case-day's masks on a scan's slices: ``train.csv`` → slice masks, the one way.
+
+        ``slice_numbers``: the scan's slices in its order; the result has one slice per entry,
+        ``(O, D, H, W) bool``. A slice the file has no rows for is empty (as in the competition's
+        file); rows for slices the scan lacks are dropped, or with ``strict`` refused with
+        ``ValueError`` when they hold a mask.
+        """
+        slice_numbers = tuple(slice_numbers)
+        volume = self.volume(case_day, shape)
+        masks = np.zeros((len(ORGANS), len(slice_numbers), *volume.masks.shape[2:]), dtype=bool)
+        position = {n: d for d, n in enumerate(slice_numbers)}
+        for d, number in enumerate(volume.slice_numbers):
+            if number in position:
+                masks[:, position[number]] = volume.masks[:, d]
+            elif strict and volume.masks[:, d].any():
+                raise ValueError(f"{slice_id(case_day, number)}: {Path(self.path).name} has a mask for a slice "
+                                 "with no image")
+        return RleVolume(case_day, slice_numbers, masks)
 
     def _by_number(self, case_day: str) -> dict[int, list[str | None]]:
         if case_day not in self._slices:

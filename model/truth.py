@@ -81,27 +81,22 @@ def _truth_from_csv(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
         else:
             raise ScanError(f"{path.name} holds {len(rows.case_days)} scans and the upload's names do not say "
                             "which (name the zip or folder like case123_day20).")
-        volume = rows.volume(case_day, scan.shape[1:])
+        listed = rows.slice_numbers(case_day)
+        if scan.kaggle_named:
+            numbers = scan.slice_numbers
+        else:  # NIfTI/DICOM: slices 1..D in order, matched to the CSV's numbers in order
+            numbers = listed[: len(scan)]
+            if len(listed) != len(scan):
+                raise ScanError(f"{path.name} has {len(listed)} slices for {case_day}; the scan has {len(scan)}.")
+        truth = rows.masks_on(case_day, numbers, scan.shape[1:]).masks
     except ScanError:  # a ValueError too; already says what is wrong
         raise
     except (OSError, UnicodeDecodeError, csv.Error):
         raise ScanError(f"{path.name} is not a readable CSV file.") from None
     except ValueError as err:  # the message names the file by its full (upload) path; show its name
         raise ScanError(str(err).splitlines()[0].replace(str(path), path.name)) from None
-    truth = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
-    where = {n: d for d, n in enumerate(volume.slice_numbers)}
     notes = []
-    if scan.kaggle_named:
-        numbers = scan.slice_numbers
-    else:  # NIfTI/DICOM: slices 1..D in order, matched to the CSV's numbers in order
-        numbers = volume.slice_numbers[: len(scan)]
-        if len(volume.slice_numbers) != len(scan):
-            raise ScanError(f"{path.name} has {len(volume.slice_numbers)} slices for {case_day}; the scan has {len(scan)}.")
-    found = 0
-    for d, number in enumerate(numbers):
-        if number in where:
-            truth[:, d] = volume.masks[:, where[number]]
-            found += 1
+    found = len(set(numbers) & set(listed))
     if found < len(scan):
         notes.append(f"{len(scan) - found} of the scan's slices have no ground-truth rows; counted as empty.")
     return truth, notes

@@ -288,14 +288,16 @@ TARGET_RADIUS_MM = 25.0
 def real_label_course(kaggle_dir: Path, case: str = REAL_CASE):
     """The course of ``case``'s days from its real labels (no images: registrations are identity, so the
     target stays where it is in each stack's frame). Returns the :class:`~model.course.Course` and, per day,
-    the volumes :func:`model.days.organ_volumes_ml` gives (validated against SimpleITK in docs/days_truth.json)."""
+    the volumes :func:`model.measure.organ_volumes_ml` gives (validated against SimpleITK in docs/days_truth.json)."""
     from model import days as D
     from model import registration as R
+    from model.measure import organ_volumes_ml
     from model.rle import RleCsv
+    from model.scans.kaggle import case_and_day, day_of
 
     with open(kaggle_dir / "volumes.csv", newline="") as f:
         geometry = {row["case_day"]: row for row in csv.DictReader(f) if row["case_day"].startswith(case + "_")}
-    case_days = sorted(geometry, key=lambda cd: int(cd.split("_day")[1]))
+    case_days = sorted(geometry, key=lambda cd: case_and_day(cd)[1])
     rows = RleCsv(kaggle_dir / "train.csv.gz", case_days)
     course_days, volumes = [], {}
     for case_day in case_days:
@@ -306,9 +308,9 @@ def real_label_course(kaggle_dir: Path, case: str = REAL_CASE):
         spacing = (thickness, pixel, pixel)
         scan = Scan(np.zeros(volume.masks.shape[1:], np.uint8), spacing, np.diag([-pixel, -pixel, thickness, 1.0]),
                     tuple(volume.slice_numbers), case_day, "slices", case_day=case_day)
-        label = "day" + case_day.split("_day")[1]
+        label = day_of(case_day)
         course_days.append((label, scan, volume.masks))
-        volumes[label] = D.organ_volumes_ml(volume.masks, spacing).tolist()
+        volumes[label] = organ_volumes_ml(volume.masks, spacing).tolist()
     reference_scan = course_days[0][1]
     affine = R.patient_affine(reference_scan)
     d, h, w = reference_scan.shape

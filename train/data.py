@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,26 +25,20 @@ import torch.nn.functional as F
 from model.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from model.engines import torch as torch_engine
 from model.engines.base import stack_slices
-from model.image import normalize_intensity, parse_kaggle_name, read_slice
+from model.image import normalize_intensity, read_slice
 from model.labels import ORGANS
 from model.mask_png import decode_mask_png, encode_mask_png
-from model.rle import RleCsv, slice_id
+from model.rle import RleCsv
+from model.scans.base import ScanError
+from model.scans.kaggle import case_of, scan_folders  # case_of: the patient, the unit of the split
+from model.scans.slices import kaggle_order
 
 #: Scans the competition hosts reported as wrongly segmented, dropped when ``drop_faulty`` is on.
 #: Source: the hosts' note on the Kaggle discussion board of "UW-Madison GI Tract Image
 #: Segmentation" (2022), as quoted in this project's issue #3. Keep the list here and only here.
 FAULTY_SCANS: tuple[str, ...] = ("case7_day0", "case81_day30")
 
-_CASE = re.compile(r"^(case\d+)_day\d+$")
 _CACHE_VERSION = 1
-
-
-def case_of(case_day: str) -> str:
-    """``"case123_day20"`` → ``"case123"`` (the patient, the unit of the split)."""
-    match = _CASE.match(case_day)
-    if match is None:
-        raise ValueError(f"not a case-day like 'case123_day20': {case_day!r}")
-    return match[1]
 
 
 @dataclass(frozen=True)
@@ -59,27 +52,30 @@ class ScanFiles:
 
 
 def index_scans(data_dir: str | Path) -> dict[str, ScanFiles]:
-    """Find every scan under ``data_dir/train``; keyed by case-day, sorted by name."""
-    root = Path(data_dir) / "train"
+    """Find every scan under ``data_dir/train``; keyed by case-day, sorted by name.
+
+    The folders and the slice names are read as the app reads them (:mod:`model.scans.kaggle`,
+    :func:`model.scans.slices.kaggle_order`); the pixels are read here, kept 16-bit for the cache.
+    """
     scans = {}
-    for scan_dir in sorted(root.glob("case*/case*_day*/scans")):
-        case_day = scan_dir.parent.name
-        files = []
-        for path in scan_dir.glob("slice_*.png"):
-            name = parse_kaggle_name(path)
-            if name is None:
-                raise ValueError(f"{path}: not a Kaggle slice name slice_NNNN_W_H_PW_PH.png")
-            files.append((name.slice_number, path, (name.height, name.width)))
-        if not files:
+    for case_day, scan_dir in scan_folders(data_dir).items():
+        paths = list(scan_dir.glob("slice_*.png"))
+        if not paths:
             continue
-        files.sort()
-        shapes = {shape for _, _, shape in files}
+        try:
+            kaggle = kaggle_order(paths)
+        except ScanError as err:
+            raise ValueError(f"{scan_dir}: {err}") from None
+        if kaggle is None:
+            raise ValueError(f"{scan_dir}: not Kaggle slice names slice_NNNN_W_H_PW_PH.png")
+        order, names = kaggle
+        shapes = {(name.height, name.width) for name in names}
         if len(shapes) != 1:
             raise ValueError(f"{scan_dir}: slices of different sizes {sorted(shapes)}")
-        scans[case_day] = ScanFiles(case_day, tuple(n for n, _, _ in files), tuple(p for _, p, _ in files),
-                                    shapes.pop())
+        scans[case_day] = ScanFiles(case_day, tuple(names[i].slice_number for i in order),
+                                    tuple(paths[i] for i in order), shapes.pop())
     if not scans:
-        raise FileNotFoundError(f"no scans under {root}/caseN/caseN_dayD/scans/")
+        raise FileNotFoundError(f"no scans under {Path(data_dir) / 'train'}/caseN/caseN_dayD/scans/")
     return dict(sorted(scans.items()))
 
 
@@ -105,17 +101,9 @@ def read_scan_masks(truth: RleCsv, files: ScanFiles) -> np.ndarray:
 
     Decodes only this scan. Slices without rows are empty, as in the competition's file.
     """
-    bits = np.zeros((len(files.slice_numbers), *files.shape), dtype=np.uint8)
     if files.case_day not in truth:
-        return bits
-    volume = truth.volume(files.case_day, files.shape)
-    position = {n: d for d, n in enumerate(files.slice_numbers)}
-    for d, number in enumerate(volume.slice_numbers):
-        if number in position:
-            bits[position[number]] = encode_mask_png(volume.masks[:, d])
-        elif volume.masks[:, d].any():
-            raise ValueError(f"{slice_id(files.case_day, number)}: train.csv has a mask for a slice with no image")
-    return bits
+        return np.zeros((len(files.slice_numbers), *files.shape), dtype=np.uint8)
+    return encode_mask_png(truth.masks_on(files.case_day, files.slice_numbers, files.shape, strict=True).masks)
 
 
 def build_cache(data_dir: str | Path, cache_dir: str | Path) -> Path:

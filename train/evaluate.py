@@ -1,6 +1,8 @@
 """``evaluate`` a contract checkpoint on the Kaggle layout, and ``score`` a submission CSV.
 
-Both use the one metric implementation, :mod:`model.metric`, and print one JSON object.
+Both score through the one cohort scorer of :mod:`model.metric` (:func:`~model.metric.score_scans`,
+which :func:`~model.metric.score_submission` and so :func:`model.cohort.score_cohort` use too), and
+print one JSON object.
 The functions raise :class:`EvaluationError` (or the readers' own errors); only the ``*_main``
 commands turn errors into a one-line message and exit status 2.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from model.checkpoint import CheckpointError
 from model.engines.torch import Segmenter
-from model.metric import ScoringError, competition_score, score_case, score_submission
+from model.metric import ScoringError, score_scans, score_submission
 from model.rle import RleCsv, RleVolume, write_rle_csv
 
 from . import data
@@ -42,17 +44,18 @@ def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, fol
     truth_rows = RleCsv(Path(data_dir) / "train.csv")
     out_dir = Path(out_dir or "evaluation")
     out_dir.mkdir(parents=True, exist_ok=True)
-    case_scores, rows, predictions = [], [], []
-    for case_day in case_days:
-        files = scans[case_day]
-        pred = segmenter.segment_scan(data.read_scan(files)).run().organ_masks
-        truth = data.organ_masks(data.read_scan_masks(truth_rows, files))
-        case_scores.append(score_case(pred, truth))
-        rows.append({"case_day": case_day, "slices": len(files.slice_numbers),
-                     **competition_score(case_scores[-1:]).as_dict()})
-        if submission:
-            predictions.append(RleVolume(case_day, files.slice_numbers, pred))
-    summary = {**competition_score(case_scores).as_dict(), "checkpoint": str(checkpoint),
+    predictions = []
+
+    def segmented():  # one scan at a time, on the scan's own slices (a slice without rows: empty truth)
+        for case_day in case_days:
+            files = scans[case_day]
+            pred = segmenter.segment_scan(data.read_scan(files)).run().organ_masks
+            if submission:
+                predictions.append(RleVolume(case_day, files.slice_numbers, pred))
+            yield case_day, pred, data.organ_masks(data.read_scan_masks(truth_rows, files))
+
+    rows, overall = score_scans(segmented())
+    summary = {**overall.as_dict(), "checkpoint": str(checkpoint),
                "fold": fold, "folds": folds if fold is not None else None, "case_days": len(case_days)}
     with open(out_dir / "per_case_day.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["case_day"])

@@ -24,7 +24,6 @@ MAX_FILES = 2000
 DEFAULT_SLICE_THICKNESS_MM = 3.0
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_CASE_DAY = re.compile(r"case\d+_day\d+")
 #: Files a zip or folder may hold besides the scan; ignored rather than refused.
 JUNK = re.compile(r"(^|/)(__MACOSX/|\._|\.DS_Store$|Thumbs\.db$|desktop\.ini$|DICOMDIR$)|\.(txt|md|json|csv|xml)$", re.I)
 #: NIfTI's RAS+ world from DICOM's LPS world (and back: the matrix is its own inverse).
@@ -140,15 +139,6 @@ def check_organ_masks(organ_masks: np.ndarray, shape: tuple[int, int, int], what
 def safe_name(name: str) -> str:
     """``name`` cut to characters safe in output file names (names become file names)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "scan"
-
-
-def case_day_in(*texts: str) -> str | None:
-    """The innermost Kaggle ``caseN_dayM`` in the texts (paths), searched last to first; ``None`` if none."""
-    for text in reversed(texts):
-        found = _CASE_DAY.findall(text)
-        if found:
-            return found[-1]
-    return None
 
 
 def stack_voxels(slices: list[np.ndarray]) -> np.ndarray:

@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .archive import extract_zip
-from .base import JUNK, MAX_FILES, Scan, ScanError, case_day_in, scan_stem
+from .base import JUNK, MAX_FILES, Scan, ScanError, scan_stem
+from .kaggle import case_day_in
 from .dicom import read_dicom_series
 from .kinds import kind_of
 from .nifti import read_nifti

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..image import MIN_SIDE
-from .base import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, case_day_in, file_head, scan_stem
+from .base import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, file_head, scan_stem
+from .kaggle import case_day_in
 
 
 def read_nifti(path: str | Path) -> Scan:

@@ -6,8 +6,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image import DEFAULT_PIXEL_SPACING_MM, ImageError, parse_kaggle_name, read_slice
-from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, case_day_in, natural_key, stack_voxels
+from ..image import DEFAULT_PIXEL_SPACING_MM, ImageError, KaggleSliceName, parse_kaggle_name, read_slice
+from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, natural_key, stack_voxels
+from .kaggle import case_day_in
+
+
+def kaggle_order(files: list[Path]) -> tuple[list[int], list[KaggleSliceName]] | None:
+    """The Kaggle reading of slice files: ``(order, names)``, ``order`` the indices of ``files`` by slice number.
+
+    ``None`` when no file has a Kaggle name (``slice_NNNN_W_H_PW_PH.png``). :class:`ScanError` when
+    only some do, a slice number repeats, or the names give different pixel spacings.
+    """
+    parsed = [parse_kaggle_name(p) for p in files]
+    if not all(parsed):
+        if any(parsed):
+            raise ScanError("Some files have Kaggle slice names and some do not; upload one scan at a time.")
+        return None
+    order = sorted(range(len(files)), key=lambda i: parsed[i].slice_number)
+    numbers = [parsed[i].slice_number for i in order]
+    if len(set(numbers)) != len(numbers):
+        dup = next(n for n in numbers if numbers.count(n) > 1)
+        raise ScanError(f"Slice number {dup} appears twice; upload one scan at a time.")
+    if len({p.pixel_spacing_mm for p in parsed}) > 1:
+        raise ScanError("The slice names give different pixel spacings; upload one scan at a time.")
+    return order, parsed
+
 
 def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | None = None,
                      root: Path | None = None, context: str = "") -> Scan:
@@ -22,25 +45,16 @@ def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | N
     """
     if len(files) > MAX_SLICES:
         raise ScanError(f"{len(files)} slices is over the {MAX_SLICES}-slice limit.")
-    parsed = [parse_kaggle_name(p) for p in files]
     notes: list[str] = []
-    kaggle = all(parsed)
-    if kaggle:
-        order = sorted(range(len(files)), key=lambda i: parsed[i].slice_number)
+    kaggle = kaggle_order(files)
+    if kaggle is not None:
+        order, parsed = kaggle
         numbers = [parsed[i].slice_number for i in order]
-        if len(set(numbers)) != len(numbers):
-            dup = next(n for n in numbers if numbers.count(n) > 1)
-            raise ScanError(f"Slice number {dup} appears twice; upload one scan at a time.")
-        spacings = {parsed[i].pixel_spacing_mm for i in order}
-        if len(spacings) > 1:
-            raise ScanError("The slice names give different pixel spacings; upload one scan at a time.")
-        row_mm, col_mm = spacings.pop()
+        row_mm, col_mm = parsed[0].pixel_spacing_mm
         missing = numbers[-1] - numbers[0] + 1 - len(numbers)
         if missing:
             notes.append(f"{missing} slice numbers are missing between {numbers[0]} and {numbers[-1]}; "
                          "slices are stacked as given, so volumes leave out the missing slices.")
-    elif any(parsed):
-        raise ScanError("Some files have Kaggle slice names and some do not; upload one scan at a time.")
     else:
         order = sorted(range(len(files)), key=lambda i: natural_key(files[i].name))
         numbers = list(range(1, len(files) + 1))
@@ -64,7 +78,7 @@ def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | N
             h, w = slices[-1].shape
             raise ScanError(f"{files[i].name} is {w}×{h} px but the first slice is {w0}×{h0}; "
                             "all slices of a scan must have one size.")
-        if kaggle:
+        if kaggle is not None:
             p = parsed[i]
             if (p.height, p.width) != slices[-1].shape:
                 raise ScanError(f"{files[i].name} is {slices[-1].shape[1]}×{slices[-1].shape[0]} px, "
@@ -78,4 +92,4 @@ def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | N
         raise ScanError(f"The files come from {len(case_days)} different scans (case/day folders); upload one.")
     case_day = case_days.pop() if case_days else case_day_in(name)
     return Scan(voxels, (thickness, row_mm, col_mm), affine, tuple(numbers), case_day or name, "slices",
-                case_day=case_day, kaggle_named=kaggle, notes=notes)
+                case_day=case_day, kaggle_named=kaggle is not None, notes=notes)

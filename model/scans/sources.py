@@ -15,7 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import JUNK, Scan, ScanError, case_day_in, natural_key, safe_name, scan_stem
+from .base import JUNK, Scan, ScanError, natural_key, safe_name, scan_stem
+from .kaggle import case_day_in
 from .kinds import kind_by_name, kind_of
 from .load import load_scan
 

@@ -19,7 +19,7 @@ import rt_series
 from locations import require_tool
 from model import course as C
 from model.course_report import COURSE_COLUMNS
-from model.days import organ_volumes_ml
+from model.measure import organ_volumes_ml
 from model.dicom.rtdose import read_rtdose
 from model.dicom.rtstruct import write_rtstruct
 from model.dicom.truth import named_structure

@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 
 from model import days, registration
 from model.labels import ORGANS
+from model.measure import organ_volumes_ml
 from model.rle import RleCsv
 from model.scans import Scan, ScanError, load_scan
 
@@ -127,7 +128,7 @@ def test_real_days_on_different_grids_match_simpleitk(shared_data):
         masks = rows.volume(case_day, (h, w)).masks
         scan = Scan(np.zeros(masks.shape[1:], np.uint8), (3.0, 1.5, 1.5), np.diag([-1.5, -1.5, 3.0, 1.0]),
                     tuple(range(masks.shape[1])), case_day, "slices", case_day=case_day)
-        volumes = days.organ_volumes_ml(masks, scan.spacing_mm)
+        volumes = organ_volumes_ml(masks, scan.spacing_mm)
         centroids = days.organ_centroids_mm(masks, registration.patient_affine(scan))
         d = masks.shape[1]
         for o in range(len(ORGANS)):

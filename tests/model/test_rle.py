@@ -149,6 +149,22 @@ def test_read_groups_sorts_and_fills_missing_organs(tmp_path):
     assert not volumes["case5_day0"].masks.any()
 
 
+def test_masks_on_a_scans_slices(tmp_path):
+    """train.csv → slice masks: rows land on the scan's slices by number, slices without rows are empty."""
+    written = np.zeros((len(ORGANS), 2, 3, 4), dtype=bool)
+    written[ORGANS.index("stomach"), 0] = SMALL_MASK
+    written[ORGANS.index("large_bowel"), 1, 2, 2:] = True
+    write_rle_csv(tmp_path / "train.csv", [RleVolume("case1_day2", (3, 9), written)], column="segmentation")
+    rows = RleCsv(tmp_path / "train.csv")
+    volume = rows.masks_on("case1_day2", (9, 4, 3), (3, 4))
+    assert volume.slice_numbers == (9, 4, 3) and volume.masks.shape == (len(ORGANS), 3, 3, 4)
+    np.testing.assert_array_equal(volume.masks[:, [2, 0]], written)
+    assert not volume.masks[:, 1].any()  # slice 4 has no rows: empty
+    assert rows.masks_on("case1_day2", (9,), (3, 4)).masks.sum() == 2  # slice 3's mask dropped
+    with pytest.raises(ValueError, match=r"case1_day2_slice_0003: train.csv has a mask for a slice with no image"):
+        rows.masks_on("case1_day2", (9,), (3, 4), strict=True)
+
+
 def test_read_needs_shapes_and_rejects_bad_rows(tmp_path):
     header = ["id", "class", "segmentation"]
     path = _write(tmp_path / "a.csv", header, [["case1_day2_slice_0001", "stomach", "1 1"]])
