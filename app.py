@@ -25,6 +25,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio import processing_utils
 from gradio.utils import get_upload_folder
 
 from model import days_view, labels
@@ -37,7 +38,7 @@ from model.outputs import ScanJob, SegmentedScan
 from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
 from model.scans import Scan, load_scan
-from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args, upload_paths
+from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args, publish_file, upload_paths
 from model.worker import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
@@ -68,6 +69,20 @@ configure, get_segmenter, about = MODEL.configure, MODEL.get, MODEL.about  # the
 
 def _scratch_dir() -> Path:
     return SCRATCH.new_dir(Path(get_upload_folder()))
+
+
+def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio 6.31's ``processing_utils.save_pil_to_cache``, but the file is published atomically.
+
+    Gradio names an image it encodes (AnnotatedImage bases and masks, ``gr.Image``, editor layers) by
+    the hash of its bytes and writes it with ``Path.write_bytes``: an identical output of a second
+    request (two visitors, one sample) truncates the file a first response is streaming, and that
+    download ends short or empty (issue #26; docs/gradio_cache_race.md). Same path, same bytes.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    return str(publish_file(data, (folder / f"{name}.{format}").resolve()))
 
 
 # --------------------------------------------------------------------------- handlers
@@ -398,6 +413,8 @@ demo = build_demo(*find_samples(fetch=MODEL_PROCESS is not None, limit=24))
 def main(argv: list[str] | None = None) -> int:
     args = parse_app_args(argv)
     configure_logging()
+    # Gradio's own callers (save_img_array_to_cache, the components) look the function up at each call.
+    processing_utils.save_pil_to_cache = save_pil_to_cache
     choice = model_choice(args.model, args.revision)
     configure(*choice, segmenter=MODEL_PROCESS if MODEL_PROCESS is not None and MODEL_PROCESS.choice == choice else None)
     # Serve while the model loads (in its own process under `python app.py`): the first requests wait

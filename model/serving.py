@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -37,6 +39,26 @@ def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
                                         "default: the blog's checkpoint, converted once")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
     return parser.parse_args(argv)
+
+
+def publish_file(data: bytes, path: Path) -> Path:
+    """Write ``data`` to ``path`` atomically: staged under a unique name beside it, then renamed into place.
+
+    A response already streaming the old ``path`` keeps reading the old file to its end; a new one
+    opens the whole new file. Never a truncated or empty one, as ``Path.write_bytes`` leaves while it
+    writes (issue #26: docs/gradio_cache_race.md).
+    """
+    path = Path(path)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as staged:
+            staged.write(data)
+        os.chmod(staging, 0o644)  # as write_bytes would leave it; mkstemp makes it 0600
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def upload_paths(files) -> list[str]:
