@@ -3,8 +3,8 @@
     python -m benchmarks.soak_mixed [--clients 8] [--calls 1000] [--engine torch|openvino] [--name soak-mixed]
 
 ``python app.py`` serves a tiny model on 127.0.0.1, in its own temporary folder. The clients run in
-rounds. In each round every client calls ``/segment`` on the same slice (identical outputs across
-clients), ``/segment`` on a slice of its own, ``/segment_scan`` on one of two 16-slice studies, and
+rounds. In each round every client calls ``/segment`` twice on the same slice (identical outputs across
+clients), ``/segment`` once on a slice of its own, ``/segment_scan`` on one of two 16-slice studies, and
 every third round ``/compare_days`` on the same two 16-slice "days". After each call the client
 downloads every output file, as ``gradio_client`` does with ``download_files=True``, and a file that
 comes back short or empty is a failure: that is how issue #26 showed ("peer closed connection without
@@ -65,13 +65,14 @@ class Schedule:
     /segment on a slice of its own and one /segment_scan; /compare_days every ``days_every`` rounds
     (round 1 included; 0: never) by the first ``days_clients`` clients (None: all)."""
 
-    identical: int = 1
+    identical: int = 2
     own: bool = True
     days_every: int = DAYS_EVERY
     days_clients: int | None = None
 
 
-#: The soak's default, and ``--identical-only``: the quickest reproduction of issue #26.
+#: The soak's default (with one identical call a round instead of two, 0 of 320 calls failed before the
+#: fix: benchmarks/results/soak-mixed-before1.json), and ``--identical-only``: the quickest reproduction.
 MIXED, IDENTICAL_ONLY = Schedule(), Schedule(identical=3, own=False, days_every=0)
 
 
@@ -155,18 +156,23 @@ class MixedClient:
         self.client.close()
 
 
-def server_rss(pid: int) -> int:
-    """RSS in bytes of the process ``pid`` and all its children (the model process among them)."""
+def server_rss_parts(pid: int) -> tuple[int, int]:
+    """RSS in bytes of the process ``pid``, and of all its children together (the model process)."""
     import psutil
 
     proc = psutil.Process(pid)
-    total = proc.memory_info().rss
+    children = 0
     for child in proc.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            children += child.memory_info().rss
         except psutil.NoSuchProcess:
             pass
-    return total
+    return proc.memory_info().rss, children
+
+
+def server_rss(pid: int) -> int:
+    """RSS in bytes of the process ``pid`` and all its children (the model process among them)."""
+    return sum(server_rss_parts(pid))
 
 
 def run_rounds(url: str, inputs: MixedInputs, clients: int, rounds: int | None = None, calls: int | None = None,
@@ -269,16 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         env["UWMGI_ENGINE"] = args.engine
     checkpoint = benchmark_checkpoint("tiny")
     server = Server(["app.py", "--model", str(checkpoint)], env, name="soak-mixed").wait_ready()
-    rss: list[int] = []
+    rss: list[tuple[int, int]] = []
     round_ends: list[float] = []
     load = os.getloadavg()[0]
     began = time.perf_counter()
 
     def after_round(index: int):
-        rss.append(server_rss(server.proc.pid))
+        rss.append(server_rss_parts(server.proc.pid))
         round_ends.append(time.perf_counter() - began)
-        print(f"round {index + 1}: {len(round_ends) and round_ends[-1]:.0f} s, server RSS {rss[-1] / 2**20:.0f} MiB",
-              flush=True)
+        print(f"round {index + 1}: {round_ends[-1]:.0f} s, server RSS {sum(rss[-1]) / 2**20:.0f} MiB "
+              f"(app {rss[-1][0] / 2**20:.0f}, children {rss[-1][1] / 2**20:.0f})", flush=True)
 
     try:
         per_round = run_rounds(server.url, inputs, args.clients, calls=args.calls,
@@ -298,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "latency_s": _percentiles([c.seconds for c in mine if c.outcome == "answered"])}
     failures = [{"round": i + 1, "endpoint": c.endpoint, "message": c.message}
                 for i, r in enumerate(per_round) for c in r if c.outcome == "failed"]
-    rss_mib = [round(b / 2**20, 1) for b in rss]
+    rss_mib = [round(sum(parts) / 2**20, 1) for parts in rss]
     warm = min(5, len(rss_mib))  # round 5 (1-based) is the baseline after warm-up
     result = {
         "command": "python -m benchmarks.soak_mixed " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -322,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
         "by_endpoint": by_endpoint,
         "failures": failures,
         "rss_mib_per_round": rss_mib,
+        "rss_mib_per_round_app_process": [round(app / 2**20, 1) for app, _ in rss],
+        "rss_mib_per_round_children": [round(children / 2**20, 1) for _, children in rss],
+        "round_end_s": [round(t, 1) for t in round_ends],
         "rss_growth_mib_round5_to_end": round(rss_mib[-1] - rss_mib[warm - 1], 1) if rss_mib else None,
         "rss_max_mib_after_round5": max(rss_mib[warm - 1:]) if rss_mib else None,
+        "rss_max_growth_mib_after_round5": round(max(rss_mib[warm - 1:]) - rss_mib[warm - 1], 1) if rss_mib else None,
     }
     lines = [f"`{result['command'].strip()}`, {result['date_utc']} UTC, commit {result['git_commit']}; "
              f"{result['cpu_model']}, {result['cpus']} CPUs, load average {result['load_average_at_start']} at the start",
@@ -339,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     if rss_mib:
         lines += ["", f"Server RSS (process and children), MiB, after each round: {', '.join(f'{v:.0f}' for v in rss_mib)}.",
                   f"From round {warm} to the end: {result['rss_growth_mib_round5_to_end']:+.0f} MiB "
-                  f"(max after round {warm}: {result['rss_max_mib_after_round5']:.0f} MiB)."]
+                  f"(the most after round {warm}: {result['rss_max_mib_after_round5']:.0f} MiB, "
+                  f"{result['rss_max_growth_mib_after_round5']:+.0f} MiB)."]
     for message, n in collections.Counter(f"{f['endpoint']}: {f['message']}" for f in failures).most_common():
         lines.append(f"- failed ×{n}: {message}")
     text = "\n".join(lines)

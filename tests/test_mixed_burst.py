@@ -19,7 +19,7 @@ from benchmarks.soak_mixed import MixedInputs, Schedule, run_rounds, server_rss
 #: /segment_scan once per round; two of them also call /compare_days. 66 calls, 8 x 2 x 2 of them
 #: identical /segment calls.
 CLIENTS, ROUNDS = 8, 2
-SCHEDULE = Schedule(identical=2, own=True, days_every=ROUNDS, days_clients=2)
+SCHEDULE = Schedule(days_every=ROUNDS, days_clients=2)
 
 
 @pytest.mark.slow
