@@ -38,7 +38,8 @@ from model.outputs import ScanJob, SegmentedScan
 from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
 from model.scans import Scan, load_scan
-from model.serving import ModelHolder, Scratch, configure_logging, parse_app_args, publish_file, upload_paths
+from model.serving import (ModelHolder, Scratch, bound_native_heap, configure_logging, parse_app_args, publish_file,
+                           upload_paths)
 from model.worker import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
@@ -413,6 +414,7 @@ demo = build_demo(*find_samples(fetch=MODEL_PROCESS is not None, limit=24))
 def main(argv: list[str] | None = None) -> int:
     args = parse_app_args(argv)
     configure_logging()
+    bound_native_heap()  # before Gradio starts its worker threads
     # Gradio's own callers (save_img_array_to_cache, the components) look the function up at each call.
     processing_utils.save_pil_to_cache = save_pil_to_cache
     choice = model_choice(args.model, args.revision)

@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -212,7 +213,7 @@ def run_rounds(url: str, inputs: MixedInputs, clients: int, rounds: int | None =
         finally:
             client.close()
 
-    threads = [threading.Thread(target=visitor, args=(i,), name=f"client-{i}") for i in range(clients)]
+    threads = [threading.Thread(target=visitor, args=(i,), name=f"client-{i}", daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine:
         env["UWMGI_ENGINE"] = args.engine
     checkpoint = benchmark_checkpoint("tiny")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped soak stops its server too (finally below)
     server = Server(["app.py", "--model", str(checkpoint)], env, name="soak-mixed").wait_ready()
     rss: list[tuple[int, int]] = []
     round_ends: list[float] = []
