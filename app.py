@@ -414,7 +414,7 @@ demo = build_demo(*find_samples(fetch=MODEL_PROCESS is not None, limit=24))
 def main(argv: list[str] | None = None) -> int:
     args = parse_app_args(argv)
     configure_logging()
-    bound_native_heap()  # before Gradio starts its worker threads
+    bound_native_heap()
     # Gradio's own callers (save_img_array_to_cache, the components) look the function up at each call.
     processing_utils.save_pil_to_cache = save_pil_to_cache
     choice = model_choice(args.model, args.revision)

@@ -43,24 +43,22 @@ def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-#: glibc's ``mallopt`` parameters (``<malloc.h>``).
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+#: glibc's ``mallopt`` parameter (``<malloc.h>``).
+_M_MMAP_THRESHOLD = -3
 
 
-def bound_native_heap(arenas: int = 2, mmap_threshold_bytes: int = 1 << 20) -> bool:
+def bound_native_heap(mmap_threshold_bytes: int = 1 << 20) -> bool:
     """Keep a long-running server's C heap from ratcheting up under mixed load (issue #26); call it where
-    the process starts, before its worker threads. False where the C library is not glibc (nothing to do).
+    the process starts. False where the C library is not glibc (nothing to do).
 
-    Gradio runs each request on whichever of its worker threads is free. glibc gives threads arenas of
-    their own (up to 8 per core), and once a large buffer is freed it raises its mmap threshold to that
-    size (up to 32 MiB), so later scan-sized numpy buffers come from the arenas, which keep the memory.
-    Two arenas, and buffers of ``mmap_threshold_bytes`` or more always mapped and given back on free
-    (setting the threshold also ends its dynamic growth): docs/gradio_cache_race.md has the measurements.
+    Once a large buffer is freed, glibc raises its mmap threshold to that buffer's size (up to 32 MiB),
+    so later scan-sized numpy buffers come from the heap arenas, which keep the memory after they are
+    freed, one arena per worker thread. A fixed threshold ends that: buffers of ``mmap_threshold_bytes``
+    or more are always mapped, and given back when freed. Measured: docs/gradio_cache_race.md.
     """
     if platform.libc_ver()[0] != "glibc":
         return False
-    mallopt = ctypes.CDLL(None).mallopt
-    return bool(mallopt(_M_ARENA_MAX, arenas)) and bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes))
+    return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes))
 
 
 def publish_file(data: bytes, path: Path) -> Path:
