@@ -53,7 +53,7 @@ def bound_native_heap(mmap_threshold_bytes: int = 1 << 20) -> bool:
 
     Once a large buffer is freed, glibc raises its mmap threshold to that buffer's size (up to 32 MiB),
     so later scan-sized numpy buffers come from the heap arenas, which keep the memory after they are
-    freed, one arena per worker thread. A fixed threshold ends that: buffers of ``mmap_threshold_bytes``
+    freed. A fixed threshold ends that: buffers of ``mmap_threshold_bytes``
     or more are always mapped, and given back when freed. Measured: docs/gradio_cache_race.md.
     """
     if platform.libc_ver()[0] != "glibc":

@@ -8,12 +8,16 @@ request's rewrite truncated the file a first response was streaming (docs/gradio
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from benchmarks.soak_mixed import MixedInputs, Schedule, run_rounds, server_rss
+from locations import REPO
 
 #: 8 clients x 2 rounds: each calls /segment twice on the shared slice and once on its own, and
 #: /segment_scan once per round; two of them also call /compare_days. 66 calls, 8 x 2 x 2 of them
@@ -64,3 +68,10 @@ def test_publish_file_leaves_a_streaming_reader_the_whole_old_file(tmp_path):
     assert target.read_bytes() == b"second"
     assert oct(target.stat().st_mode & 0o777) == "0o644"
     assert [p.name for p in tmp_path.iterdir()] == ["image.png"]
+
+
+def test_bound_native_heap_sets_glibcs_mmap_threshold():
+    """In a fresh interpreter (the setting is per process): glibc accepts it; elsewhere it is skipped."""
+    probe = "from model.serving import bound_native_heap; print(bound_native_heap())"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == str(platform.libc_ver()[0] == "glibc"), done.stderr[-2000:]
