@@ -39,7 +39,7 @@ from model.overlay import annotations, save_mask_png, uncertainty_map
 from model.samples import find_samples
 from model.scans import Scan, load_scan
 from model.serving import (ModelHolder, Scratch, bound_native_heap, configure_logging, parse_app_args, publish_file,
-                           upload_paths)
+                           trim_native_heap_forever, upload_paths)
 from model.worker import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
@@ -431,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("model: %s", segmenter.describe())
     threading.Thread(target=SCRATCH.sweep_forever, args=(Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
+    threading.Thread(target=trim_native_heap_forever, args=(threading.Event(),), daemon=True, name="heap-trim").start()
     demo.block_thread()
     return 0
 

@@ -61,6 +61,21 @@ def bound_native_heap(mmap_threshold_bytes: int = 1 << 20) -> bool:
     return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes))
 
 
+def trim_native_heap_forever(stop: threading.Event, every_s: float = 5.0) -> None:
+    """Give the C heap's free pages back to the system every ``every_s`` seconds until ``stop`` is set (a
+    daemon thread's target); nothing where the C library is not glibc.
+
+    With :func:`bound_native_heap` the large buffers go back when freed, but freed smaller ones leave
+    free pages scattered inside glibc's per-thread arenas, which it keeps: the server still crept up by
+    a few MiB a round (docs/gradio_cache_race.md). ``malloc_trim(0)`` returns every whole free page.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return
+    trim = ctypes.CDLL(None).malloc_trim
+    while not stop.wait(every_s):
+        trim(0)
+
+
 def publish_file(data: bytes, path: Path) -> Path:
     """Write ``data`` to ``path`` atomically: staged under a unique name beside it, then renamed into place.
 
