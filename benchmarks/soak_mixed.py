@@ -1,6 +1,7 @@
 """Mixed soak: several clients call /segment, /segment_scan and /compare_days on one local server.
 
-    python -m benchmarks.soak_mixed [--clients 8] [--calls 1000] [--engine torch|openvino] [--name soak-mixed]
+    python -m benchmarks.soak_mixed [--clients 8] [--calls 1000] [--engine torch|openvino] [--identical-only]
+                                    [--name soak-mixed] [--note "which code the server ran"]
 
 ``python app.py`` serves a tiny model on 127.0.0.1, in its own temporary folder. The clients run in
 rounds. In each round every client calls ``/segment`` twice on the same slice (identical outputs across
@@ -72,8 +73,8 @@ class Schedule:
     days_clients: int | None = None
 
 
-#: The soak's default (with one identical call a round instead of two, 0 of 320 calls failed before the
-#: fix: benchmarks/results/soak-mixed-before1.json), and ``--identical-only``: the quickest reproduction.
+#: The soak's default (one identical call a round instead of two did not show the race before the fix:
+#: benchmarks/results/soak-mixed-before1.json), and ``--identical-only``: the quickest reproduction.
 MIXED, IDENTICAL_ONLY = Schedule(), Schedule(identical=3, own=False, days_every=0)
 
 
