@@ -19,7 +19,7 @@ from gradio.utils import get_upload_folder
 
 from model.checkpoint import CheckpointError, model_choice
 from model.samples import find_samples
-from model.serving import configure_logging
+from model.serving import bound_native_heap, configure_logging, trim_native_heap_forever
 from model.engines.process import SegmenterProcess
 from ui import days_tab, scan_tab, server, slice_tab
 from ui.editor import BRUSH_COLOURS, BRUSH_PX
@@ -177,6 +177,8 @@ demo = build_demo(*find_samples(fetch=__name__ == "__main__", limit=24))
 def main(argv: list[str] | None = None) -> int:
     args = server.parse_app_args(argv)
     configure_logging()
+    bound_native_heap()
+    server.publish_images_atomically()  # issue #26: Gradio rewrote a streamed file in place
     # The model loads in its own process (model.engines.process) while this one starts serving: the first
     # requests wait for it; a checkpoint that cannot load still ends the app with one line.
     # Host, port: GRADIO_SERVER_*.
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("model: %s", segmenter.describe())
     threading.Thread(target=server.SCRATCH.sweep_forever, args=(Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
+    threading.Thread(target=trim_native_heap_forever, args=(threading.Event(),), daemon=True, name="heap-trim").start()
     demo.block_thread()
     return 0
 

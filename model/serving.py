@@ -5,9 +5,13 @@ No Gradio here: the app passes Gradio's cache folder in, so this runs and tests 
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import platform
 import shutil
 import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -27,6 +31,65 @@ def configure_logging() -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pydicom").propagate = False
+
+
+#: glibc's ``mallopt`` parameter (``<malloc.h>``).
+_M_MMAP_THRESHOLD = -3
+
+
+def bound_native_heap(mmap_threshold_bytes: int = 1 << 20) -> bool:
+    """Keep a long-running server's C heap from ratcheting up under mixed load (issue #26); call it where
+    the process starts. False where the C library is not glibc (nothing to do).
+
+    Once a large buffer is freed, glibc raises its mmap threshold to that buffer's size (up to 32 MiB),
+    so later scan-sized numpy buffers come from the heap arenas, which keep the memory after they are
+    freed. A fixed threshold ends that: buffers of ``mmap_threshold_bytes``
+    or more are always mapped, and given back when freed. Measured: docs/gradio_cache_race.md.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, mmap_threshold_bytes))
+
+
+def trim_native_heap_forever(stop: threading.Event, every_s: float = 5.0) -> None:
+    """Give the C heap's free pages back to the system every ``every_s`` seconds until ``stop`` is set (a
+    daemon thread's target); nothing where the C library is not glibc.
+
+    With :func:`bound_native_heap` the large buffers go back when freed, but freed smaller ones leave
+    free pages scattered inside glibc's per-thread arenas, which it keeps: the server still crept up by
+    a few MiB a round (docs/gradio_cache_race.md). ``malloc_trim(0)`` returns every whole free page.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return
+    trim = ctypes.CDLL(None).malloc_trim
+    while not stop.wait(every_s):
+        trim(0)
+
+
+def publish_file(data: bytes, path: Path) -> Path:
+    """Write ``data`` to ``path`` atomically: staged under a unique name beside it, then renamed into place.
+
+    A response already streaming the old ``path`` keeps reading the old file to its end; a new one
+    opens the whole new file. Never a truncated or empty one, as ``Path.write_bytes`` leaves while it
+    writes (issue #26: docs/gradio_cache_race.md).
+    """
+    path = Path(path)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as staged:
+            staged.write(data)
+        os.chmod(staging, 0o644)  # as write_bytes would leave it; mkstemp makes it 0600
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def upload_paths(files) -> list[str]:
+    """A Gradio file input's value (a path, a ``{"path": ...}`` dict, a list of either, or nothing) as paths."""
+    files = files if isinstance(files, (list, tuple)) else [files] if files else []
+    return [f if isinstance(f, str) else f.get("path", "") for f in files]
 
 
 class ModelHolder:

@@ -1,6 +1,7 @@
 """What every tab's handlers share: the process's model, request folders, upload paths, the one error mapping.
 
-Also ``python app.py``'s arguments (:func:`parse_app_args`).
+Also ``python app.py``'s arguments (:func:`parse_app_args`) and the fix of Gradio's image cache
+(:func:`publish_images_atomically`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
 from gradio.utils import get_upload_folder
 
 from model.checkpoint import CheckpointError
 from model.image import ImageError
-from model.serving import ModelHolder, Scratch
+from model.serving import ModelHolder, Scratch, publish_file
 from model.engines.process import ModelProcessError
 
 log = logging.getLogger("uwmgi.app")
@@ -27,6 +29,26 @@ CACHE_SECONDS = 3600
 #: The process's one model, and the request output folders (deleted on Gradio's cache age).
 MODEL = ModelHolder()
 SCRATCH = Scratch(Path(tempfile.gettempdir()) / "uwmgi-outputs", CACHE_SECONDS)
+
+
+def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio 6.31's ``processing_utils.save_pil_to_cache``, but the file is published atomically.
+
+    Gradio names an image it encodes (AnnotatedImage bases and masks, ``gr.Image``, editor layers) by
+    the hash of its bytes and writes it with ``Path.write_bytes``: an identical output of a second
+    request (two visitors, one sample) truncates the file a first response is streaming, and that
+    download ends short or empty (issue #26; docs/gradio_cache_race.md). Same path, same bytes.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    return str(publish_file(data, (folder / f"{name}.{format}").resolve()))
+
+
+def publish_images_atomically() -> None:
+    """Install :func:`save_pil_to_cache` in Gradio, where the process starts (``app.main``); Gradio's
+    own callers (``save_img_array_to_cache``, the components) look the function up at each call."""
+    processing_utils.save_pil_to_cache = save_pil_to_cache
 
 
 def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
