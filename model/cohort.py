@@ -20,7 +20,7 @@ import csv
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import labels
@@ -41,34 +41,77 @@ SUBMISSION_HEADER = "id,class,predicted"
 
 
 @dataclass(frozen=True)
+class OrganSummary:
+    """One organ of a finished scan: its volume (ml, 3 decimals), voxels, and the slice numbers it spans (``None`` if absent)."""
+
+    volume_ml: float
+    voxels: int
+    first_slice: int | None
+    last_slice: int | None
+
+
+@dataclass(frozen=True)
+class StructureSummary:
+    """One planning structure of a finished scan (bowel bag, a PRV): its label and volume (ml, 3 decimals)."""
+
+    label: str
+    volume_ml: float
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """``<name>_summary.json``: what a finished scan was and what was found, written last (the marker that the
+    scan is finished) and read back to resume, to rebuild the cohort's files and to compare days.
+
+    ``source`` is the input's key (its absolute path), ``label`` how it is shown; ``submission`` the
+    scan's own Kaggle CSV (``None`` unless its slices have Kaggle ids); ``spacing_mm`` (slice, row,
+    col); ``files`` every file written for it. Summaries of older runs may lack ``structures`` and
+    ``review_flags``.
+    """
+
+    name: str
+    label: str
+    source: str
+    kind: str
+    case_day: str | None
+    submission: str | None
+    slices: int
+    height: int
+    width: int
+    first_slice: int
+    last_slice: int
+    spacing_mm: tuple[float, float, float]
+    notes: tuple[str, ...]
+    organs: dict[str, OrganSummary]
+    structures: dict[str, StructureSummary] = field(default_factory=dict)
+    review_flags: int | None = None
+    files: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ScanSummary:
+        """Raises ``ValueError`` (``json.JSONDecodeError``, a missing or unknown key) for a file that is not one."""
+        data = json.loads(text)
+        try:
+            return cls(**{**data, "spacing_mm": tuple(data["spacing_mm"]), "notes": tuple(data["notes"]),
+                          "files": tuple(data.get("files", ())),
+                          "organs": {k: OrganSummary(**v) for k, v in data["organs"].items()},
+                          "structures": {k: StructureSummary(**v) for k, v in data.get("structures", {}).items()}})
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"not a scan summary: {err}") from None
+
+
+@dataclass(frozen=True)
 class ScanResult:
     """What became of one source: ``status`` is ``"done"``, ``"skipped"`` (finished in an earlier run) or ``"failed"``."""
 
     source: ScanSource
     status: str
-    summary: dict | None = None
+    summary: ScanSummary | None = None
     error: str | None = None
     line: str | None = None  # the one-line summary of a scan segmented now
-
-
-def add_cohort_options(parser) -> None:
-    """The options both cohort commands take (``python -m model.predict`` and ``python -m train predict``)."""
-    parser.add_argument("--slice-thickness", type=float, default=None,
-                        help="slice thickness in mm for Kaggle slice files (default 3)")
-    parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
-    parser.add_argument("--bowel-bag", action="store_true",
-                        help="add a bowel bag (small ∪ large bowel) to the DICOM exports and volumes")
-    parser.add_argument("--margin-mm", type=float, default=0.0, metavar="N",
-                        help="add a planning margin (PRV) of N mm around each organ (and the bowel bag); 0: none")
-
-
-def check_cohort_options(parser, args) -> None:
-    """Refuse option values :func:`add_cohort_options` added that cannot be used (exits through ``parser.error``);
-    sets ``args.planning``, the :class:`~model.planning.PlanningRequest` of ``--bowel-bag`` and ``--margin-mm``."""
-    try:
-        args.planning = PlanningRequest(args.bowel_bag, args.margin_mm)
-    except ValueError:
-        parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
 
 
 def plan_cohort(inputs: list[Path], out_dir: str | Path) -> list[ScanSource]:
@@ -92,16 +135,16 @@ def check_out_dir(sources: list[ScanSource], out_dir: str | Path) -> None:
     """
     for source in sources:
         summary = read_summary(out_dir, source.name)
-        if summary is not None and summary["source"] != source.key:
+        if summary is not None and summary.source != source.key:
             raise NameClashError(f"{Path(out_dir) / (source.name + SUMMARY_SUFFIX)} is from another input "
-                                 f"({summary['label']}), not {source.label}; use another --out.")
+                                 f"({summary.label}), not {source.label}; use another --out.")
 
 
-def read_summary(out_dir: str | Path, name: str) -> dict | None:
+def read_summary(out_dir: str | Path, name: str) -> ScanSummary | None:
     """The summary of a finished scan in ``out_dir``, or ``None``."""
     path = Path(out_dir) / f"{name}{SUMMARY_SUFFIX}"
     try:
-        return json.loads(path.read_text())
+        return ScanSummary.from_json(path.read_text())
     except (OSError, ValueError):  # absent, or cut short by an interruption: not finished
         return None
 
@@ -109,7 +152,7 @@ def read_summary(out_dir: str | Path, name: str) -> dict | None:
 def finished(out_dir: str | Path, source: ScanSource) -> bool:
     """Whether ``out_dir`` holds this input's finished outputs (a summary naming its path)."""
     summary = read_summary(out_dir, source.name)
-    return summary is not None and summary["source"] == source.key
+    return summary is not None and summary.source == source.key
 
 
 def run(segmenter, sources: list[ScanSource], out_dir: str | Path, slice_thickness_mm: float | None = None,
@@ -153,22 +196,17 @@ def segment_source(segmenter, source: ScanSource, out_dir: Path, slice_thickness
     segmentation = segmenter.segment_scan(scan, keep_probabilities=True).run(advance)  # the review flags score them
     result = export_scan(segmentation, scan, out_dir, planning)
     outputs, volumes = result.outputs, result.volumes
-    summary = {
-        "name": scan.name, "label": source.label, "source": source.key, "kind": scan.kind,
-        "case_day": scan.case_day, "submission": outputs.csv.name if outputs.csv else None,
-        "slices": len(scan), "height": scan.shape[1], "width": scan.shape[2],
-        "first_slice": scan.slice_numbers[0], "last_slice": scan.slice_numbers[-1],
-        "spacing_mm": list(scan.spacing_mm), "notes": scan.notes + list(outputs.notes),
-        "organs": {v.organ: {"volume_ml": round(v.volume_ml, 3), "voxels": v.voxels, "first_slice": v.first_slice,
-                             "last_slice": v.last_slice} for v in volumes},
-        "structures": {s.key: {"label": s.label, "volume_ml": round(ml, 3)}
-                       for s, (_, ml) in zip(outputs.structures, structure_volumes_ml(outputs.structures, scan.spacing_mm))},
-        "review_flags": len(outputs.flags),
-        "files": [p.name for p in outputs.files()],
-    }
+    summary = ScanSummary(
+        scan.name, source.label, source.key, scan.kind, scan.case_day, outputs.csv.name if outputs.csv else None,
+        len(scan), scan.shape[1], scan.shape[2], scan.slice_numbers[0], scan.slice_numbers[-1],
+        tuple(scan.spacing_mm), tuple(scan.notes + list(outputs.notes)),
+        {v.organ: OrganSummary(round(v.volume_ml, 3), v.voxels, v.first_slice, v.last_slice) for v in volumes},
+        {s.key: StructureSummary(s.label, round(ml, 3))
+         for s, (_, ml) in zip(outputs.structures, structure_volumes_ml(outputs.structures, scan.spacing_mm))},
+        len(outputs.flags), tuple(p.name for p in outputs.files()))
     path = out_dir / f"{scan.name}{SUMMARY_SUFFIX}"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    tmp.write_text(summary.to_json())
     os.replace(tmp, path)  # the marker of a finished scan appears whole or not at all
     return ScanResult(source, "done", summary, line=summary_line(scan, volumes))
 
@@ -186,7 +224,7 @@ def write_cohort_files(sources: list[ScanSource], out_dir: str | Path) -> tuple[
     out_dir = Path(out_dir)
     summaries = [s for s in (read_summary(out_dir, src.name) for src in sources) if s is not None]
     submission = out_dir / SUBMISSION
-    parts = [out_dir / s["submission"] for s in summaries if s["submission"]]
+    parts = [out_dir / s.submission for s in summaries if s.submission]
     if parts:
         with open(submission.with_suffix(".tmp"), "w", newline="") as out:
             out.write(SUBMISSION_HEADER + "\r\n")
@@ -205,19 +243,18 @@ def write_cohort_files(sources: list[ScanSource], out_dir: str | Path) -> tuple[
     for organ in labels.ORGANS:
         columns += [f"{organ}_ml", f"{organ}_first_slice", f"{organ}_last_slice"]
     # Planning structures: one column each, in the order first seen; empty for scans without it.
-    structures = list(dict.fromkeys(key for s in summaries for key in s.get("structures", {})))
+    structures = list(dict.fromkeys(key for s in summaries for key in s.structures))
     with open(volumes, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns + [f"{key}_ml" for key in structures] + ["review_flags", "source"])
         for s in summaries:
-            row = [s["name"], s["case_day"] or "", s["kind"], s["slices"], s["first_slice"], s["last_slice"],
-                   s["height"], s["width"], *s["spacing_mm"]]
+            row = [s.name, s.case_day or "", s.kind, s.slices, s.first_slice, s.last_slice, s.height, s.width,
+                   *s.spacing_mm]
             for organ in labels.ORGANS:
-                o = s["organs"][organ]
-                row += [f"{o['volume_ml']:.3f}", o["first_slice"] or "", o["last_slice"] or ""]
-            extra = s.get("structures", {})
-            row += [f"{extra[key]['volume_ml']:.3f}" if key in extra else "" for key in structures]
-            writer.writerow(row + [s.get("review_flags", ""), s["label"]])
+                o = s.organs[organ]
+                row += [f"{o.volume_ml:.3f}", o.first_slice or "", o.last_slice or ""]
+            row += [f"{s.structures[key].volume_ml:.3f}" if key in s.structures else "" for key in structures]
+            writer.writerow(row + ["" if s.review_flags is None else s.review_flags, s.label])
     return (submission if parts else None), volumes
 
 
@@ -231,9 +268,9 @@ def score_cohort(sources: list[ScanSource], out_dir: str | Path, truth_csv: str 
     """
     out_dir = Path(out_dir)
     summaries = [s for s in (read_summary(out_dir, src.name) for src in sources)
-                 if s is not None and s["submission"]]
-    case_days = [s["case_day"] for s in summaries]
-    shapes = {s["case_day"]: (s["height"], s["width"]) for s in summaries}
+                 if s is not None and s.submission]
+    case_days = [s.case_day for s in summaries]
+    shapes = {s.case_day: (s.height, s.width) for s in summaries}
     if case_days:
         rows, overall, unscored = score_submission(RleCsv(truth_csv, case_days), RleCsv(out_dir / SUBMISSION),
                                                    case_days, shapes)
@@ -265,25 +302,25 @@ def compare_cohort_days(sources: list[ScanSource], out_dir: str | Path, truth_cs
     from .truth import load_ground_truth
 
     out_dir = Path(out_dir)
-    by_case: dict[str, list[tuple[int, ScanSource, dict]]] = {}
+    by_case: dict[str, list[tuple[int, ScanSource, ScanSummary]]] = {}
     for source in sources:
         summary = read_summary(out_dir, source.name)
-        if summary is not None and summary["case_day"]:
-            case, day = case_and_day(summary["case_day"])
+        if summary is not None and summary.case_day:
+            case, day = case_and_day(summary.case_day)
             by_case.setdefault(case, []).append((day, source, summary))
 
     rows, problems = [], []
 
-    def read_day(source: ScanSource, summary: dict):
+    def read_day(source: ScanSource, summary: ScanSummary):
         """The scan, its predicted masks, and its true masks (``None`` without ``truth_csv`` or rows for it)."""
         scan = source.load(slice_thickness_mm)
-        masks = load_ground_truth([out_dir / f"{summary['name']}_masks.zip"], scan)[0]
+        masks = load_ground_truth([out_dir / f"{summary.name}_masks.zip"], scan)[0]
         truth = None
         if truth_csv:
             try:
                 truth = load_ground_truth([truth_csv], scan)[0]
             except ScanError as err:  # the predicted rows are still worth writing
-                problems.append(f"{summary['case_day']}: no truth compared: {err}")
+                problems.append(f"{summary.case_day}: no truth compared: {err}")
         return scan, masks, truth
 
     for case, found in by_case.items():

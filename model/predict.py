@@ -33,11 +33,31 @@ import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
-from .cohort import (add_cohort_options, check_cohort_options, compare_cohort_days, finished, plan_cohort, run,
-                     score_cohort, write_cohort_files)
+from .cohort import compare_cohort_days, finished, plan_cohort, run, score_cohort, write_cohort_files
 from .course_report import add_course_options, prepare_course, run_course
 from .scans.base import ScanError
 from .engines.machine import prefer_sleeping_threads
+from .planning import PlanningRequest
+
+
+def add_cohort_options(parser) -> None:
+    """The options both cohort commands take (this one, and ``python -m train predict``, which imports them)."""
+    parser.add_argument("--slice-thickness", type=float, default=None,
+                        help="slice thickness in mm for Kaggle slice files (default 3)")
+    parser.add_argument("--truth", type=Path, help="a train.csv: score the Kaggle-named scans (DIR/scores.csv)")
+    parser.add_argument("--bowel-bag", action="store_true",
+                        help="add a bowel bag (small ∪ large bowel) to the DICOM exports and volumes")
+    parser.add_argument("--margin-mm", type=float, default=0.0, metavar="N",
+                        help="add a planning margin (PRV) of N mm around each organ (and the bowel bag); 0: none")
+
+
+def check_cohort_options(parser, args) -> None:
+    """Refuse option values :func:`add_cohort_options` added that cannot be used (exits through ``parser.error``);
+    sets ``args.planning``, the :class:`~model.planning.PlanningRequest` of ``--bowel-bag`` and ``--margin-mm``."""
+    try:
+        args.planning = PlanningRequest(args.bowel_bag, args.margin_mm)
+    except ValueError:
+        parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             counts[result.status] += 1
             if result.status == "done":
                 progress.say(f"{result.line} -> {args.out}", sys.stdout)
-                for note in result.summary["notes"]:
+                for note in result.summary.notes:
                     if note not in seen_notes:  # a cohort repeats its caveats (assumed thickness): say each once
                         seen_notes.add(note)
                         progress.say(f"  note: {note}")
             elif result.status == "failed":
                 progress.say(f"error: {result.source.label}: {result.error}")
-            actual = result.summary["slices"] if result.status == "done" else 0
+            actual = result.summary.slices if result.status == "done" else 0
             progress.scan_finished(actual - estimates[result.source.name])
 
     submission, volumes = write_cohort_files(sources, args.out)

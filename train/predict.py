@@ -21,10 +21,10 @@ import lightning as L
 import torch
 
 from model.checkpoint import CheckpointError
-from model.cohort import (add_cohort_options, check_cohort_options, plan_cohort, read_summary, run, score_cohort,
-                          write_cohort_files)
+from model.cohort import plan_cohort, read_summary, run, score_cohort, write_cohort_files
 from model.metric import ScoringError
 from model.planning import PlanningRequest
+from model.predict import add_cohort_options, check_cohort_options
 from model.scans.base import ScanError
 from model.scans.sources import ScanSource
 
