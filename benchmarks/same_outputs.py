@@ -20,6 +20,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", required=True, help="the commit to compare this working tree with")
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--result", type=Path, default=RESULT)
+    parser.add_argument("--keep", type=Path, help="copy both runs' outputs here, to look at a difference")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -130,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             run_predict(ref_tree, inputs, tmp / "out_ref")
             run_predict(REPO, inputs, tmp / "out_new")
             report = compare(tmp / "out_ref", tmp / "out_new")
+            if args.keep:
+                for out in ("out_ref", "out_new"):
+                    shutil.copytree(tmp / out, args.keep / out, dirs_exist_ok=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(ref_tree)], cwd=REPO, check=False)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()

@@ -20,11 +20,12 @@ def volume_ml(voxels, spacing_mm):
     """Voxel count(s) → ml (cm³): ``voxels`` × the product of the ``(slice, row, col)`` spacing in mm / 1000.
 
     The one volume rule: organ volumes, day changes, course tables and structures all use it, so they
-    agree to the last digit. Multiplying before dividing rounds once (a count times a spacing product
-    such as 6.75 mm³ is exact), so ``volume_ml(1, spacing)`` is also the volume of one voxel.
+    agree to the last digit. The voxel volume in ml is computed first and then multiplied, the order the
+    app's and the CLI's volumes have always used, so their files did not change when the day comparison
+    (which divided last) moved onto this rule; its published numbers were regenerated.
     ``voxels``: an int or an integer array; returns a float or a float64 array of its shape.
     """
-    return voxels * float(np.prod(spacing_mm)) / 1000.0
+    return voxels * (float(np.prod(spacing_mm)) / 1000.0)
 
 
 def organ_volumes_ml(organ_masks: np.ndarray, spacing_mm) -> np.ndarray:
