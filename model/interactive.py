@@ -7,21 +7,27 @@ The verbs are pure functions of their inputs, so undo is replaying fewer clicks:
 - :func:`fill_between` interpolates an organ between two corrected slices.
 
 How a click works (the method and its measurement: ``docs/correct.md``, ``benchmarks/reviewer.py``).
-Each click changes the mask only inside its *zone*, a disc around it whose radius is twice the click's
-distance to the mask's edge (plus a margin), capped: a click far inside a missed organ or an invented
-component reaches its whole extent, a click near an edge moves only that edge. Outside every zone the
-mask is kept as it was, so a click never disturbs a part of the organ the person did not touch. Inside
-the zones scikit-image's random walker decides each pixel, seeded by the clicks (a small disc each,
-positive as organ, negative as not), by the kept mask around the zones, and by the other organs
-(never this organ). Its edge weights come from the slice stretched by the model's own
-:func:`model.image.normalize_intensity` and, when given, the organ's probability map, so a click
-snaps to the image's edges and to the model's. A positive click first grows a seed region of pixels
-like the clicked one (scikit-image's ``flood`` within a tolerance), so the walker does not shrink
-a large organ to a small blob around one seed point.
+The clicks are applied in order, each to the mask the ones before it left. A click changes the mask
+only inside its *zone*, a disc around it whose radius is twice its *reach* plus a margin, capped. The
+reach is the smaller of the click's distance to the mask's edge and the radius of the region of like
+intensity around it (scikit-image's ``flood`` of the smoothed slice within a tolerance): a click in
+the middle of a missed organ or an invented component reaches about that piece's extent, a click near
+an edge moves only that edge. Outside the zone the mask is kept, so a click never disturbs a part of
+the organ the person did not touch. Inside it scikit-image's random walker decides each pixel, seeded
+by the click (a disc of half its reach, within the like region: organ for a positive click, not organ
+for a negative one), by every earlier click (so later clicks do not undo them), by the mask's interior
+and its exterior away from the piece the click is about, and by the other organs (never this organ).
+Its edge weights come from the slice stretched by the model's own :func:`model.image.normalize_intensity`
+and, when given, the organ's probability map, so a click snaps to the image's edges and the model's.
+Organ pixels the walker leaves connected to neither the click nor the kept mask are dropped.
+Replaying ``n`` clicks costs ``n`` walks; the results of click prefixes are cached, so a session that
+adds one click at a time pays one walk a click.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,22 +35,28 @@ from scipy import ndimage
 
 from model.image import normalize_intensity
 
-#: A click's zone: ``min(ZONE_CAP_PX, 2 * distance to the mask edge + ZONE_MARGIN_PX)``.
+#: A click's zone: ``min(ZONE_CAP_PX, 2 * reach + ZONE_MARGIN_PX)``.
 ZONE_CAP_PX = 40
-ZONE_MARGIN_PX = 6
-#: Radius of the seed disc a click draws.
+ZONE_MARGIN_PX = 4
+#: The smallest seed disc a click draws, and the most a reach counts.
 SEED_RADIUS_PX = 2
-#: Inside a zone, how far an edge the clicks are not about may move to snap to the image.
+MAX_REACH_PX = 30
+#: A click seeds a disc of this share of its reach (within the like region).
+SEED_SHARE = 0.5
+#: Inside a zone, how far an edge the click is not about may move to snap to the image.
 EDGE_SLACK_PX = 2
-#: A positive click's seed region: pixels within this many grey levels (of 255) of the clicked pixel's
-#: smoothed value, connected to it, inside ``SEED_GROW_PX`` of it.
-SEED_TOLERANCE = 14
-SEED_GROW_PX = 25
+#: The like region: pixels within this many grey levels (of 255) of the clicked pixel's smoothed value.
+SEED_TOLERANCE = 40
 #: The random walker's edge penalty (scikit-image's ``beta``) and the probability channel's weight.
 BETA = 130.0
 PROBABILITY_WEIGHT = 1.0
+#: A click at least this share of a piece's thickest inscribed radius inside it is about the whole piece.
+WHOLE_PIECE_SHARE = 0.85
+#: Replayed prefixes kept (one slice's session is a handful).
+CACHE_SIZE = 64
 
 Click = tuple[int, int, bool]
+_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
 
 def _check_slice_inputs(image, probability, mask, others) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
@@ -98,57 +110,81 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
     ``probability``: the organ's probability ``(H, W)`` float in 0..1, or ``None``.
     ``mask``: ``(H, W) bool``, the organ's mask before these clicks (what the slice held when the
     person started clicking; the clicks are replayed on it, so undo is the same call with fewer).
-    ``clicks``: every click so far on this slice and organ, oldest first, as ``(row, col, positive)``;
-    a later click wins where two seeds meet. ``others``: ``(H, W) bool`` pixels of the other organs,
-    never added to this one, or ``None``.
+    ``clicks``: every click so far on this slice and organ, oldest first, as ``(row, col, positive)``.
+    ``others``: ``(H, W) bool`` pixels of the other organs, never added to this one, or ``None``.
     Raises ``ValueError`` for shapes that differ or a click outside the slice.
     """
     image, probability, mask, others = _check_slice_inputs(image, probability, mask, others)
     clicks = _check_clicks(clicks, image.shape)
     if not clicks:
         return mask.copy()
-    shape = image.shape
-    # Distance of every pixel to the mask's edge, from inside and from outside.
-    inside = ndimage.distance_transform_edt(mask) if mask.any() else np.zeros(shape)
-    outside = ndimage.distance_transform_edt(~mask) if mask.any() else np.full(shape, np.inf)
-    zone = np.zeros(shape, dtype=bool)
-    for row, col, _ in clicks:
-        to_edge = inside[row, col] if mask[row, col] else outside[row, col]
-        zone |= _disc(shape, row, col, min(ZONE_CAP_PX, 2.0 * to_edge + ZONE_MARGIN_PX))
-    # Work in the zones' bounding box, two pixels wider so kept mask pixels seed its rim.
-    rows, cols = np.nonzero(zone)
-    r0, r1 = max(rows.min() - 2, 0), min(rows.max() + 3, shape[0])
-    c0, c1 = max(cols.min() - 2, 0), min(cols.max() + 3, shape[1])
-    box = (slice(r0, r1), slice(c0, c1))
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (image, probability, mask, others):
+        digest.update(b"-" if part is None else np.ascontiguousarray(part).tobytes() + str(part.dtype).encode())
+    key = digest.hexdigest()
+    done, current = 0, mask
+    for n in range(len(clicks), 0, -1):  # the longest prefix already replayed
+        if (key, tuple(clicks[:n])) in _CACHE:
+            done, current = n, _CACHE[(key, tuple(clicks[:n]))]
+            break
     stretched = ndimage.gaussian_filter(normalize_intensity(image).astype(np.float32), 1.0)
-    crop, crop_zone, crop_mask = stretched[box], zone[box], mask[box]
-    seeds = np.where(crop_zone, 0, np.where(crop_mask, 1, 2)).astype(np.int32)
-    # Inside the zones the mask's interior still seeds the organ, and the interior of what lies outside it
-    # seeds the rest, except the very pieces the clicks are about: a mask component holding a negative
-    # click, the outside component holding a positive one. So a click moves its own piece, and an edge
-    # elsewhere in its zone only snaps to the image by EDGE_SLACK_PX.
-    negatives = [(r - r0, c - c0) for r, c, positive in clicks if not positive]
-    positives = [(r - r0, c - c0) for r, c, positive in clicks if positive]
-    keep_in = ndimage.binary_erosion(crop_mask, iterations=EDGE_SLACK_PX) & ~_components_at(crop_mask, negatives)
-    keep_out = ndimage.binary_erosion(~crop_mask, iterations=EDGE_SLACK_PX) & ~_components_at(~crop_mask, positives)
-    seeds[crop_zone & keep_in] = 1
-    seeds[crop_zone & keep_out] = 2
-    if others is not None:
-        seeds[others[box] & crop_zone] = 2
-    positive_seeds = np.zeros(crop.shape, dtype=bool)
-    for row, col, positive in clicks:
+    for n in range(done, len(clicks)):
+        current = _one_click(stretched, probability, current, clicks[:n], clicks[n], others)
+        _CACHE[(key, tuple(clicks[:n + 1]))] = current
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return current.copy()
+
+
+def _one_click(stretched: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, earlier: list[Click],
+               new: Click, others: np.ndarray | None) -> np.ndarray:
+    """``mask`` ``(H, W) bool`` after the click ``new``; ``earlier`` clicks stay seeds."""
+    shape = stretched.shape
+    row, col, positive = new
+    like = _like_region(stretched, row, col)
+    reach = ndimage.distance_transform_edt(np.pad(like, 1))[1:-1, 1:-1][row, col] if like[row, col] else 1.0
+    piece = mask if mask[row, col] else ~mask  # the side of the edge the click is on
+    to_edge = ndimage.distance_transform_edt(piece)[row, col] if not piece.all() else np.inf
+    # A negative click inside the mask reaches the piece the mask drew; a positive one outside it,
+    # the like region (it has no drawn piece to go by), and neither goes past the mask's edge.
+    reach = min(reach, to_edge) if positive or not mask[row, col] else to_edge
+    reach = min(reach, MAX_REACH_PX)
+    radius = min(ZONE_CAP_PX, 2.0 * reach + ZONE_MARGIN_PX)
+    r0, r1 = max(row - int(radius) - 2, 0), min(row + int(radius) + 3, shape[0])
+    c0, c1 = max(col - int(radius) - 2, 0), min(col + int(radius) + 3, shape[1])
+    box = (slice(r0, r1), slice(c0, c1))
+    r, c = row - r0, col - c0
+    crop_mask = mask[box]
+    zone = _disc(crop_mask.shape, r, c, radius)
+    whole = _whole_piece(piece, row, col, to_edge)
+    if whole is not None:  # a click at the middle of a bounded piece means all of it
+        rows, cols = np.nonzero(whole)
+        r0, r1 = min(r0, max(rows.min() - 2, 0)), max(r1, min(rows.max() + 3, shape[0]))
+        c0, c1 = min(c0, max(cols.min() - 2, 0)), max(c1, min(cols.max() + 3, shape[1]))
+        box = (slice(r0, r1), slice(c0, c1))
         r, c = row - r0, col - c0
-        disc = _disc(crop.shape, r, c, SEED_RADIUS_PX)
-        if positive:
-            grown = _similar_region(crop, r, c) & crop_zone
-            if others is not None:
-                grown &= ~others[box]
-            disc |= grown
-            positive_seeds |= disc
-        else:
-            positive_seeds &= ~disc
-        seeds[disc] = 1 if positive else 2
-    data = crop / 255.0
+        crop_mask = mask[box]
+        zone = _disc(crop_mask.shape, r, c, radius) | ndimage.binary_dilation(whole[box], iterations=EDGE_SLACK_PX)
+    seeds = np.where(zone, 0, np.where(crop_mask, 1, 2)).astype(np.int32)
+    # In the zone the mask's interior still seeds the organ and its exterior the rest, except the piece
+    # the click is about (the mask component under a negative click, the outside component under a
+    # positive one), so an edge the click is not about only snaps to the image by EDGE_SLACK_PX.
+    about = _components_at(crop_mask if not positive else ~crop_mask, [(r, c)])
+    seeds[zone & ndimage.binary_erosion(crop_mask, iterations=EDGE_SLACK_PX) & ~about] = 1
+    seeds[zone & ndimage.binary_erosion(~crop_mask, iterations=EDGE_SLACK_PX) & ~about] = 2
+    if others is not None:
+        seeds[others[box] & zone] = 2
+    kept = np.zeros(crop_mask.shape, dtype=bool)  # earlier positive clicks: organ, and anchors of what they added
+    for er, ec, epositive in earlier:
+        disc = _disc(crop_mask.shape, er - r0, ec - c0, SEED_RADIUS_PX)
+        seeds[disc] = 1 if epositive else 2
+        kept = (kept | disc) if epositive else (kept & ~disc)
+    seed = _disc(crop_mask.shape, r, c, max(SEED_RADIUS_PX, SEED_SHARE * reach)) & like[box]
+    if others is not None:
+        seed &= ~others[box]
+    seed |= _disc(crop_mask.shape, r, c, SEED_RADIUS_PX)
+    seeds[seed] = 1 if positive else 2
+    data = stretched[box] / 255.0
     if probability is not None:
         data = np.stack([data, PROBABILITY_WEIGHT * probability[box]], axis=-1)
     if (seeds == 0).any() and (seeds == 1).any() and (seeds == 2).any():
@@ -156,19 +192,33 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
 
         walked = random_walker(data, seeds, beta=BETA, mode="cg_j", tol=1e-3,
                                channel_axis=-1 if data.ndim == 3 else None) == 1
-    else:  # nothing left for the walker to decide, or one side without seeds: the seeds are the answer
+    else:  # nothing left to decide, or one side without seeds: the seeds are the answer
         walked = seeds == 1
-    decided = np.where(crop_zone, walked, crop_mask)
-    # Organ pixels the walker left stranded (touching neither a positive click nor the kept mask) are dropped:
-    # a click adds what is connected to it.
-    anchors = positive_seeds | (crop_mask & ~crop_zone) | (crop_mask & decided & ~_components_at(crop_mask, negatives))
+    decided = np.where(zone, walked, crop_mask)
+    # Organ pixels connected to neither the click nor the kept mask are dropped: a click adds what is
+    # connected to it.
+    anchors = (seed if positive else kept & ~seed) | (crop_mask & ~zone) | (crop_mask & ~about & decided)
     regions, _ = ndimage.label(decided)
     decided &= np.isin(regions, np.unique(regions[anchors & decided]))
+    if others is not None:  # another organ's pixels only where the person clicked on them
+        decided &= ~(others[box] & zone & ~(seed if positive else np.zeros_like(seed)))
     result = mask.copy()
-    result[box] = np.where(crop_zone, decided, crop_mask)
-    if others is not None:
-        result &= ~(others & zone)
+    result[box] = np.where(zone, decided, crop_mask)
     return result
+
+
+def _whole_piece(piece: np.ndarray, row: int, col: int, to_edge: float) -> np.ndarray | None:
+    """``(H, W) bool``, the connected component of ``piece`` under the click when the click sits at its middle
+    (at least ``WHOLE_PIECE_SHARE`` of its thickest inscribed radius) and it does not touch the slice's
+    border (the outside of a missed organ is not a piece); else ``None``."""
+    if not np.isfinite(to_edge):
+        return None
+    regions, _ = ndimage.label(piece)
+    component = regions == regions[row, col]
+    if component[0].any() or component[-1].any() or component[:, 0].any() or component[:, -1].any():
+        return None
+    thickest = ndimage.distance_transform_edt(component).max()
+    return component if to_edge >= WHOLE_PIECE_SHARE * thickest else None
 
 
 def _components_at(mask: np.ndarray, points: list[tuple[int, int]]) -> np.ndarray:
@@ -180,14 +230,17 @@ def _components_at(mask: np.ndarray, points: list[tuple[int, int]]) -> np.ndarra
     return np.isin(regions, hit) if hit else np.zeros(mask.shape, dtype=bool)
 
 
-def _similar_region(stretched: np.ndarray, row: int, col: int) -> np.ndarray:
-    """``(h, w) bool``: pixels like ``(row, col)`` in the smoothed stretch, connected to it, within ``SEED_GROW_PX``."""
+def _like_region(stretched: np.ndarray, row: int, col: int) -> np.ndarray:
+    """``(H, W) bool``: pixels within ``SEED_TOLERANCE`` of the clicked one in the smoothed stretch, connected to it,
+    within ``MAX_REACH_PX * 2`` of it."""
     from skimage.segmentation import flood
 
-    region = flood(stretched, (row, col), tolerance=SEED_TOLERANCE)
-    region &= _disc(stretched.shape, row, col, SEED_GROW_PX)
-    # Keep the seed away from the region's own edge: the walker places the edge.
-    return ndimage.binary_erosion(region, iterations=1, border_value=1)
+    span = 2 * MAX_REACH_PX
+    r0, c0 = max(row - span, 0), max(col - span, 0)
+    window = (slice(r0, row + span + 1), slice(c0, col + span + 1))
+    like = np.zeros(stretched.shape, dtype=bool)
+    like[window] = flood(stretched[window], (row - r0, col - c0), tolerance=SEED_TOLERANCE)
+    return like
 
 
 # --------------------------------------------------------------------------- propagate
