@@ -141,6 +141,8 @@ def _one_click(stretched: np.ndarray, probability: np.ndarray | None, mask: np.n
     """``mask`` ``(H, W) bool`` after the click ``new``; ``earlier`` clicks stay seeds."""
     shape = stretched.shape
     row, col, positive = new
+    if positive and others is not None and others[row, col]:
+        others = None  # a positive click on another organ's pixels says they are (also) this organ's
     like = _like_region(stretched, row, col)
     reach = ndimage.distance_transform_edt(np.pad(like, 1))[1:-1, 1:-1][row, col] if like[row, col] else 1.0
     piece = mask if mask[row, col] else ~mask  # the side of the edge the click is on

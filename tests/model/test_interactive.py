@@ -72,6 +72,13 @@ def test_other_organs_are_never_taken():
     assert new[25, 28] and dice(new, ORGAN & ~others) > 0.75
 
 
+def test_a_positive_click_on_another_organs_pixels_takes_them():
+    """The other organ's mask covers the organ the person clicks on: the click says it is (also) this organ."""
+    image = synthetic_slice()
+    new = interactive.click(image, None, np.zeros(SHAPE, dtype=bool), [(25, 25, True)], others=ORGAN)
+    assert dice(new, ORGAN) > 0.9
+
+
 def test_a_click_far_from_the_edit_leaves_the_rest_of_the_mask_alone():
     image = synthetic_slice()
     mask = ORGAN.copy()
