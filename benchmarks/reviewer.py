@@ -225,7 +225,7 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
                                        max_clicks=min(MAX_CLICKS, MAX_SCAN_CLICKS - clicks))
         clicks += MAX_CLICKS if used is None else used
         current[o, d] = fixed
-        if with_propagation:
+        if with_propagation and fixed.any():  # a removed organ has nothing to carry
             proposed = interactive.propagate(scan.voxels, probabilities, current, o, d)
             changed = (proposed[o] != current[o]).any(axis=(1, 2)) & ~visited
             current[o, changed] = proposed[o, changed]
@@ -294,6 +294,7 @@ def main() -> int:
         record["per_slice_organ"][name] = per_slice_organ(volumes, corrector)
         print(name, json.dumps({k: v for k, v in record["per_slice_organ"][name].items() if k not in ("noc85", "organs", "ms")}),
               flush=True)
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
     if not args.no_scan:
         for case_day, (scan, truth, masks, probabilities) in volumes.items():
             for o, organ in enumerate(labels.ORGANS):
@@ -302,6 +303,7 @@ def main() -> int:
                         for mode in ("with_propagation", "slice_by_slice")}
                 record["whole_scan"][f"{case_day}/{organ}"] = row
                 print(case_day, organ, json.dumps(row), flush=True)
+                args.out.write_text(json.dumps(record, indent=1) + "\n")  # what is done so far survives a stop
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

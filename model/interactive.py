@@ -8,15 +8,17 @@ The verbs are pure functions of their inputs, so undo is replaying fewer clicks:
 
 How a click works (the method and its measurement: ``docs/correct.md``, ``benchmarks/reviewer.py``).
 The clicks are applied in order, each to the mask the ones before it left. A click changes the mask
-only inside its *zone*, a disc around it whose radius is twice its *reach* plus a margin, capped. The
-reach is the smaller of the click's distance to the mask's edge and the radius of the region of like
-intensity around it (scikit-image's ``flood`` of the smoothed slice within a tolerance): a click in
-the middle of a missed organ or an invented component reaches about that piece's extent, a click near
-an edge moves only that edge. Outside the zone the mask is kept, so a click never disturbs a part of
+only inside its *zone*, a disc around it whose radius is twice its *reach* plus a margin, capped. A
+negative click inside the mask reaches its distance to the mask's edge; a positive one, the smaller of
+that and the radius of the region of like intensity around it (scikit-image's ``flood`` of the smoothed
+slice within a tolerance). A click at the middle of a bounded piece (a mask component, or a hole in it)
+takes the whole piece into its zone: one click removes an invented component, while a click near an
+edge moves only that edge. Outside the zone the mask is kept, so a click never disturbs a part of
 the organ the person did not touch. Inside it scikit-image's random walker decides each pixel, seeded
 by the click (a disc of half its reach, within the like region: organ for a positive click, not organ
 for a negative one), by every earlier click (so later clicks do not undo them), by the mask's interior
-and its exterior away from the piece the click is about, and by the other organs (never this organ).
+and its exterior away from the piece the click is about, and by the other organs (not this organ,
+unless a positive click lands on one: organs may overlap, and the person said so).
 Its edge weights come from the slice stretched by the model's own :func:`model.image.normalize_intensity`
 and, when given, the organ's probability map, so a click snaps to the image's edges and the model's.
 Organ pixels the walker leaves connected to neither the click nor the kept mask are dropped.
@@ -111,7 +113,8 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
     ``mask``: ``(H, W) bool``, the organ's mask before these clicks (what the slice held when the
     person started clicking; the clicks are replayed on it, so undo is the same call with fewer).
     ``clicks``: every click so far on this slice and organ, oldest first, as ``(row, col, positive)``.
-    ``others``: ``(H, W) bool`` pixels of the other organs, never added to this one, or ``None``.
+    ``others``: ``(H, W) bool`` pixels of the other organs, or ``None``; they are not added to this organ
+    unless a positive click lands on them (organs may overlap, and the person has said so).
     Raises ``ValueError`` for shapes that differ or a click outside the slice.
     """
     image, probability, mask, others = _check_slice_inputs(image, probability, mask, others)
