@@ -222,10 +222,10 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
         d = int(np.argmax(errors))
         visited[d] = True
         others = np.delete(current[:, d], o, axis=0).any(axis=0)
+        budget = min(MAX_CLICKS, MAX_SCAN_CLICKS - clicks)
         used, fixed, _ = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
-                                       current[o, d], truth[o, d], others,
-                                       max_clicks=min(MAX_CLICKS, MAX_SCAN_CLICKS - clicks))
-        clicks += MAX_CLICKS if used is None else used
+                                       current[o, d], truth[o, d], others, max_clicks=budget)
+        clicks += budget if used is None else used
         current[o, d] = fixed
         # A person carries a fix that worked (not a slice left wrong, nor a removed organ: nothing to carry),
         # looks at the proposal and keeps it when it is better as a whole (Accept), else undoes it.
