@@ -1,6 +1,9 @@
 """A simulated reviewer correcting a model's masks with clicks; writes docs/correct.json.
 
     nice -n 10 python -m benchmarks.reviewer [--data ../shared/data] [--steps 1500] [--volumes case139_day0 ...]
+        [--correctors interactive random_walker_baseline] [--no-scan] [--out FILE]
+    python -m benchmarks.reviewer --merge A.json B.json --out docs/correct.json   # pool runs on other volumes
+    python -m benchmarks.reviewer --table docs/correct.json                       # docs/correct.md's tables
 
 The protocol of the interactive-segmentation literature (issue #24, section 4), on the three shared
 real volumes with real labels, each segmented by a check model trained without it
