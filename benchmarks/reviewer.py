@@ -1,0 +1,324 @@
+"""A simulated reviewer correcting a model's masks with clicks; writes docs/correct.json.
+
+    nice -n 10 python -m benchmarks.reviewer [--data ../shared/data] [--steps 1500] [--volumes case139_day0 ...]
+        [--correctors interactive random_walker_baseline] [--no-scan] [--out FILE]
+    python -m benchmarks.reviewer --merge A.json B.json --out docs/correct.json   # pool runs on other volumes
+    python -m benchmarks.reviewer --table docs/correct.json                       # docs/correct.md's tables
+
+The protocol of the interactive-segmentation literature (issue #24, section 4), on the three shared
+real volumes with real labels, each segmented by a check model trained without it
+(``docs/review_validation.py``'s seeded recipe; checkpoints and predictions are cached in
+``benchmarks/.cache/reviewer``):
+
+- **Per slice-organ.** Every wrong slice-organ (Dice < 0.8, >= 50 px in truth or prediction) is
+  corrected from the model's mask. The next click goes at the pixel farthest inside the largest error
+  region (missed pixels: a positive click; extra pixels: a negative one), until Dice >= 0.85 or 10 clicks.
+  Reported: the share fixed within 1, 3 and 5 clicks, NoC@85 (11 for never) and the time per click.
+- **Per organ, the whole scan.** Until the organ's volume Dice >= 0.85, or 300 clicks: take the slice
+  with the most error pixels (among slices not yet visited), click on it as above until it reaches
+  0.85 or 10 clicks, then (with propagation, when the slice reached 0.85 and still holds the organ)
+  propagate from it. Proposals on slices already visited are left out, as a person keeps what they
+  fixed, and the rest is accepted only when it raises the organ's volume Dice (the person looks at the
+  proposed slices and accepts or undoes them). Reported: the clicks, with propagation and slice by slice.
+
+Each corrector in :data:`CORRECTORS` is run the same way: ``model.interactive.click`` and the baseline
+(scikit-image's random walker seeded by the clicks, the eroded mask and the other organs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "docs"))
+
+import review_validation  # noqa: E402  (docs/review_validation.py: the data and the check models, reused)
+
+from model import interactive, labels  # noqa: E402
+from model.image import normalize_intensity  # noqa: E402
+
+CACHE = REPO / "benchmarks" / ".cache" / "reviewer"
+OUT = REPO / "docs" / "correct.json"
+MAX_RIGHT_DICE, MIN_WRONG_PX = 0.8, 50
+TARGET_DICE, MAX_CLICKS, NEVER = 0.85, 10, 11
+MAX_SCAN_CLICKS = 300
+
+
+def held_out_predictions(data: Path, steps: int, volumes: list[str] | None = None) -> dict:
+    """``{case_day: (Scan, truth (O, D, H, W) bool, masks (O, D, H, W) bool, probabilities (O, D, H, W) float16)}``.
+
+    Each volume is segmented by a check model trained without it; checkpoints and predictions are cached.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    labelled = review_validation.labelled_volumes(data, CACHE)
+    pairs = review_validation.labelled_pairs(data)
+    out = {}
+    for held, (scan, truth) in labelled.items():
+        if volumes is not None and held not in volumes:
+            continue
+        checkpoint = CACHE / f"steps{steps}" / f"without_{held}"
+        if not (checkpoint / "config.json").exists():
+            start = time.perf_counter()
+            groups = [pairs] + [(s.voxels, t) for c, (s, t) in labelled.items() if c != held]
+            review_validation.train(groups, checkpoint, steps)
+            (checkpoint / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
+            print(f"trained without {held} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+        cached = checkpoint / f"prediction_{held}.npz"
+        if not cached.exists():
+            masks, probabilities, _ = review_validation.segment(checkpoint, scan.voxels)
+            np.savez_compressed(cached, masks=masks, probabilities=probabilities)
+        with np.load(cached) as f:
+            out[held] = (scan, truth, f["masks"], f["probabilities"])
+    return out
+
+
+# --------------------------------------------------------------------------- correctors
+
+
+def random_walker_baseline(image, probability, mask, clicks, others=None) -> np.ndarray:
+    """The issue's brush-free baseline: scikit-image's random walker on the whole slice, seeded by the clicks
+    (discs of 2 px: positive as organ, negative as not), the mask eroded by 3 px (organ), the other organs
+    and the slice's border (not organ). ``probability`` is not used."""
+    from skimage.segmentation import random_walker
+
+    image, _, mask, others = interactive._check_slice_inputs(image, None, mask, others)
+    clicks = interactive._check_clicks(clicks, image.shape)
+    if not clicks:
+        return mask.copy()
+    seeds = np.zeros(image.shape, dtype=np.int32)
+    seeds[ndimage.binary_erosion(mask, iterations=3)] = 1
+    border = np.ones(image.shape, dtype=bool)
+    border[1:-1, 1:-1] = False
+    seeds[border] = 2
+    if others is not None:
+        seeds[others] = 2
+    for row, col, positive in clicks:
+        seeds[interactive._disc(image.shape, row, col, 2)] = 1 if positive else 2
+    if not (seeds == 1).any():
+        return np.zeros(image.shape, dtype=bool)
+    return random_walker(normalize_intensity(image) / 255.0, seeds, beta=130, mode="cg_j", tol=1e-3) == 1
+
+
+CORRECTORS = {"interactive": interactive.click, "random_walker_baseline": random_walker_baseline}
+
+
+# --------------------------------------------------------------------------- the simulated reviewer
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean arrays; 1.0 when both are empty (model/metric.py's rule)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def next_click(mask: np.ndarray, truth: np.ndarray) -> tuple[int, int, bool] | None:
+    """The pixel farthest inside the largest error region (distance to its edge, the slice's border counting
+    as edge); positive where the mask misses the organ, negative where it has extra pixels; ``None`` when
+    ``mask`` ``(H, W) bool`` equals ``truth``."""
+    best = None
+    for error, positive in ((truth & ~mask, True), (mask & ~truth, False)):
+        regions, n = ndimage.label(error)
+        if n == 0:
+            continue
+        sizes = np.bincount(regions.ravel())[1:]
+        k = int(np.argmax(sizes))
+        if best is None or sizes[k] > best[0]:
+            best = (sizes[k], regions == k + 1, positive)
+    if best is None:
+        return None
+    _, region, positive = best
+    inner = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return int(row), int(col), positive
+
+
+def correct_slice(corrector, image, probability, mask, truth, others, max_clicks=MAX_CLICKS, target=TARGET_DICE):
+    """Click until Dice >= target or ``max_clicks``; ``(clicks used or None, final mask, seconds per click list)``."""
+    clicks, seconds, current = [], [], mask
+    for n in range(1, max_clicks + 1):
+        clicks.append(next_click(current, truth))
+        start = time.perf_counter()
+        current = corrector(image, probability, mask, clicks, others)
+        seconds.append(time.perf_counter() - start)
+        if dice(current, truth) >= target:
+            return n, current, seconds
+    return None, current, seconds
+
+
+def wrong_slice_organs(masks: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
+    """``(organ, slice)`` pairs wrong by issue #24's definition (Dice < 0.8, >= 50 px in truth or prediction)."""
+    wrong = []
+    for o in range(masks.shape[0]):
+        for d in range(masks.shape[1]):
+            if max(masks[o, d].sum(), truth[o, d].sum()) >= MIN_WRONG_PX and dice(masks[o, d], truth[o, d]) < MAX_RIGHT_DICE:
+                wrong.append((o, d))
+    return wrong
+
+
+def per_slice_organ(volumes: dict, corrector) -> dict:
+    """The per-slice-organ table's row for one corrector; it keeps each slice-organ's NoC and each click's ms,
+    so runs on different volumes pool (``--merge``)."""
+    noc, organs, ms = [], [], []
+    for scan, truth, masks, probabilities in volumes.values():
+        for o, d in wrong_slice_organs(masks, truth):
+            others = np.delete(masks[:, d], o, axis=0).any(axis=0)
+            used, _, took = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
+                                          masks[o, d], truth[o, d], others)
+            noc.append(NEVER if used is None else used)
+            organs.append(labels.ORGANS[o])
+            ms.extend(round(1000 * t, 1) for t in took)
+    return summarise(noc, organs, ms)
+
+
+def summarise(noc: list[int], organs: list[str], ms: list[float]) -> dict:
+    n, organ_of = np.array(noc), np.array(organs)
+    by_organ = {k: n[organ_of == k] for k in labels.ORGANS}
+    return {
+        "wrong_slice_organs": int(n.size),
+        "fixed_within_1": round(float((n <= 1).mean()), 3), "fixed_within_3": round(float((n <= 3).mean()), 3),
+        "fixed_within_5": round(float((n <= 5).mean()), 3), "fixed_within_10": round(float((n <= 10).mean()), 3),
+        "noc85_mean": round(float(n.mean()), 2),
+        "noc85_mean_by_organ": {k: round(float(v.mean()), 2) if v.size else None for k, v in by_organ.items()},
+        "fixed_within_5_by_organ": {k: round(float((v <= 5).mean()), 3) if v.size else None for k, v in by_organ.items()},
+        "clicks": len(ms),
+        "ms_per_click_median": round(float(np.median(ms)), 1),
+        "ms_per_click_p95": round(float(np.percentile(ms, 95)), 1),
+        "ms_per_click_max": round(float(np.max(ms)), 1),
+        "noc85": [int(x) for x in noc], "organs": list(organs), "ms": list(ms),
+    }
+
+
+def merge(records: list[dict]) -> dict:
+    """One record pooling runs on different volumes (the per-slice-organ rows recomputed from their raw lists)."""
+    merged = {"command": " ; ".join(r["command"] for r in records), "volumes": {}, "protocol": records[0]["protocol"],
+              "per_slice_organ": {}, "whole_scan": {}}
+    for r in records:
+        merged["volumes"] |= r["volumes"]
+        merged["whole_scan"] |= r["whole_scan"]
+    for name in dict.fromkeys(k for r in records for k in r["per_slice_organ"]):
+        rows = [r["per_slice_organ"][name] for r in records if name in r["per_slice_organ"]]
+        merged["per_slice_organ"][name] = summarise(sum((x["noc85"] for x in rows), []), sum((x["organs"] for x in rows), []),
+                                                    sum((x["ms"] for x in rows), []))
+        merged["per_slice_organ"][name]["volumes"] = sorted({v for r in records if name in r["per_slice_organ"] for v in r["volumes"]})
+    return merged
+
+
+def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propagation: bool) -> dict:
+    """One organ of one scan corrected by the reviewer until volume Dice >= 0.85 or 300 clicks."""
+    current = masks.copy()
+    visited = np.zeros(current.shape[1], dtype=bool)
+    clicks = propagations = accepted = 0
+    start = time.perf_counter()
+    while dice(current[o], truth[o]) < TARGET_DICE and clicks < MAX_SCAN_CLICKS:
+        errors = (current[o] ^ truth[o]).sum(axis=(1, 2))
+        errors[visited] = 0
+        if errors.max() == 0:
+            break
+        d = int(np.argmax(errors))
+        visited[d] = True
+        others = np.delete(current[:, d], o, axis=0).any(axis=0)
+        budget = min(MAX_CLICKS, MAX_SCAN_CLICKS - clicks)
+        used, fixed, _ = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
+                                       current[o, d], truth[o, d], others, max_clicks=budget)
+        clicks += budget if used is None else used
+        current[o, d] = fixed
+        # A person carries a fix that worked (not a slice left wrong, nor a removed organ: nothing to carry),
+        # looks at the proposal and keeps it when it is better as a whole (Accept), else undoes it.
+        if with_propagation and used is not None and fixed.any():
+            proposed = interactive.propagate(scan.voxels, probabilities, current, o, d)
+            changed = (proposed[o] != current[o]).any(axis=(1, 2)) & ~visited
+            candidate = current[o].copy()
+            candidate[changed] = proposed[o, changed]
+            propagations += 1
+            if dice(candidate, truth[o]) > dice(current[o], truth[o]):
+                current[o] = candidate
+                accepted += 1
+    return {"clicks": int(clicks), "volume_dice": round(dice(current[o], truth[o]), 3),
+            "reached": bool(dice(current[o], truth[o]) >= TARGET_DICE), "slices_visited": int(visited.sum()),
+            "propagations": propagations, "propagations_accepted": accepted, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def markdown(record: dict) -> str:
+    """The tables of docs/correct.md, from the JSON this script writes (``--table`` prints them)."""
+    lines = ["| corrector | wrong slice-organs | fixed within 1 / 3 / 5 / 10 clicks | NoC@85 (11 = never) | NoC@85 stomach / small bowel / large bowel | ms per click: median / p95 / max |",
+             "|---|---:|---|---:|---|---|"]
+    for name, row in record["per_slice_organ"].items():
+        by = row["noc85_mean_by_organ"]
+        lines.append(f"| {name} | {row['wrong_slice_organs']} | {100 * row['fixed_within_1']:.1f} / {100 * row['fixed_within_3']:.1f} / "
+                     f"{100 * row['fixed_within_5']:.1f} / {100 * row['fixed_within_10']:.1f} % | {row['noc85_mean']} | "
+                     f"{by['stomach']} / {by['small_bowel']} / {by['large_bowel']} | {row['ms_per_click_median']} / "
+                     f"{row['ms_per_click_p95']} / {row['ms_per_click_max']} |")
+    if record["whole_scan"]:
+        lines += ["", "| volume / organ | model's volume Dice | clicks with propagation (Dice reached) | clicks slice by slice (Dice reached) | ratio |",
+                  "|---|---:|---|---|---:|"]
+        for key, row in record["whole_scan"].items():
+            w, s = row["with_propagation"], row["slice_by_slice"]
+            lines.append(f"| {key} | {row.get('model_volume_dice', 'not recorded')} | {w['clicks']} ({w['volume_dice']}) | {s['clicks']} ({s['volume_dice']}) | "
+                         f"{w['clicks'] / s['clicks']:.2f} |" if s["clicks"] else f"| {key} | {row.get('model_volume_dice', 'not recorded')} | {w['clicks']} | 0 | |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps of each check model")
+    parser.add_argument("--volumes", nargs="*", help="case-days to run (default: all three)")
+    parser.add_argument("--no-scan", action="store_true", help="skip the whole-scan part")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--correctors", nargs="*", choices=list(CORRECTORS), default=list(CORRECTORS))
+    parser.add_argument("--merge", nargs="*", type=Path, help="pool these JSON files (runs on other volumes) into --out and stop")
+    parser.add_argument("--table", nargs="*", type=Path, help="print docs/correct.md's tables from these JSON files and stop")
+    args = parser.parse_args()
+    if args.merge:
+        args.out.write_text(json.dumps(merge([json.loads(p.read_text()) for p in args.merge]), indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return 0
+    if args.table is not None:
+        for path in args.table or [args.out]:
+            print(f"{path.name}:\n{markdown(json.loads(path.read_text()))}\n")
+        return 0
+    import torch
+
+    torch.set_num_threads(1)
+    volumes = held_out_predictions(args.data, args.steps, args.volumes)
+    record = {
+        "command": "nice -n 10 python -m benchmarks.reviewer " + " ".join(sys.argv[1:]),
+        "volumes": {k: {"slices": int(v[0].voxels.shape[0]), "size": list(v[0].voxels.shape[1:]),
+                        "model_mean_volume_dice": round(float(np.mean([dice(v[2][o], v[1][o]) for o in range(3)])), 3),
+                        "wrong_slice_organs": len(wrong_slice_organs(v[2], v[1]))} for k, v in volumes.items()},
+        "protocol": {"wrong": f"slice-organ Dice < {MAX_RIGHT_DICE}, >= {MIN_WRONG_PX} px in truth or prediction",
+                     "target_dice": TARGET_DICE, "max_clicks_per_slice": MAX_CLICKS, "never_counts": NEVER,
+                     "max_clicks_per_organ_scan": MAX_SCAN_CLICKS},
+        "per_slice_organ": {},
+        "whole_scan": {},
+    }
+    for name in args.correctors:
+        corrector = CORRECTORS[name]
+        record["per_slice_organ"][name] = per_slice_organ(volumes, corrector)
+        print(name, json.dumps({k: v for k, v in record["per_slice_organ"][name].items() if k not in ("noc85", "organs", "ms")}),
+              flush=True)
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    if not args.no_scan:
+        for case_day, (scan, truth, masks, probabilities) in volumes.items():
+            for o, organ in enumerate(labels.ORGANS):
+                row = {"model_volume_dice": round(dice(masks[o], truth[o]), 3)}
+                row |= {mode: whole_organ(scan, truth, masks, probabilities, o, interactive.click, mode == "with_propagation")
+                        for mode in ("with_propagation", "slice_by_slice")}
+                record["whole_scan"][f"{case_day}/{organ}"] = row
+                print(case_day, organ, json.dumps(row), flush=True)
+                args.out.write_text(json.dumps(record, indent=1) + "\n")  # what is done so far survives a stop
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
