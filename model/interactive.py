@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from model.image import normalize_intensity
+from .image import normalize_intensity
 
 #: A click's zone: ``min(ZONE_CAP_PX, 2 * reach + ZONE_MARGIN_PX)``.
 ZONE_CAP_PX = 40
