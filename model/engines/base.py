@@ -214,8 +214,3 @@ class SegmenterBase:
         probabilities = np.zeros(organ_masks.shape, dtype=np.float16) if keep_probabilities else None
         steps = self.segment_volume_steps(voxels, organ_masks, chunk_slices, probabilities=probabilities)
         return ScanSegmentation(organ_masks, probabilities, steps)
-
-    def segment_volume(self, voxels: np.ndarray, progress: Callable[[int], None] | None = None,
-                       chunk_slices: int | None = None) -> np.ndarray:
-        """Organ masks ``(O, D, H, W) bool`` of a volume ``(D, H, W)``: ``segment_scan(voxels).run(progress).organ_masks``."""
-        return self.segment_scan(voxels, chunk_slices=chunk_slices).run(progress).organ_masks

@@ -92,8 +92,9 @@ def choose_runtime(device: str | None = None, *, precision: str | None = None,
     - CPU: ``fp32`` with the folded head. bf16 autocast does *not* hold the bar (per-slice Dice
       down to 0.94 on a real volume), even with the head in fp32, so it is opt-in, and slow where
       the CPU lacks AVX512-BF16/AMX (emulated).
-    - GPU: ``fp16`` autocast with channels_last (held the bar under CPU emulation of its rounding;
-      ``benchmarks/gpu.py`` checks bf16 and fp16 on the GPU itself).
+    - GPU: ``fp16`` autocast with channels_last. Run on a CPU its masks depend on that CPU's fp16
+      kernels (held the bar on a Zen 4 EPYC, not on an AMX Xeon: benchmarks/results/fidelity-cpu-*.md),
+      so only ``benchmarks/gpu.py`` judges it, on the GPU itself; no GPU was lent to measure it yet.
 
     ``precision`` (else ``UWMGI_PRECISION``, else ``UWMGI_FP32=1`` meaning ``exact``) overrides
     the default on any device. ``flags`` stands in for :func:`cpu_flags` (tests, benchmarks).
