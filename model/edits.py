@@ -27,6 +27,7 @@ from . import labels
 from .measure import measure
 from .planning import PlanningRequest
 from .exports import SegmentedScan, write_outputs
+from .review import review_flags
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, check_organ_masks
 from .scans.kaggle import scan_folder
@@ -122,7 +123,9 @@ class ScanEdits:
     ``organ_masks``: ``(O, D, H, W) bool``, corrected. ``predicted``: the model's masks, packed
     with :func:`numpy.packbits` (an eighth of the memory). ``flags``: the current review flags.
     ``planning``: the planning structures asked for when the scan was segmented, kept for every
-    rewrite. ``edits``: the log.
+    rewrite. ``edits``: the log. ``probabilities``: the model's ``(O, D, H, W) float16`` organ
+    probabilities when they were kept (the app keeps them for the session: 96 MB for the largest
+    scan), so that every applied edit scores the review flags again (:meth:`apply`).
     """
 
     scan: Scan
@@ -131,11 +134,12 @@ class ScanEdits:
     flags: tuple = ()
     planning: PlanningRequest = PlanningRequest()
     edits: tuple[SliceEdit, ...] = ()
+    probabilities: np.ndarray | None = None
 
     @classmethod
     def of(cls, result: SegmentedScan, planning: PlanningRequest = PlanningRequest()) -> ScanEdits:
         return cls(result.scan, result.organ_masks, np.packbits(result.organ_masks), tuple(result.outputs.flags),
-                   planning)
+                   planning, probabilities=result.probabilities)
 
     def predicted_slice(self, index: int) -> np.ndarray:
         """The model's own masks of slice ``index``, ``(O, H, W) bool``."""
@@ -162,16 +166,19 @@ class ScanEdits:
         masks = self.organ_masks.copy()
         masks[:, index] = slice_masks
         edits = (*self.edits, *rows)
-        edited = {(e.slice_index, e.organ) for e in edits}
-        # The flags were scored with the model's probabilities, gone since the first write: keep them,
-        # but not on a slice someone has now looked at and corrected.
-        kept = [f for f in self.flags if f.slice_index not in {index for index, _ in edited}]
+        edited = frozenset((e.slice_index, e.organ) for e in edits)
+        if self.probabilities is not None:  # scored again: the corrected masks with the model's probabilities
+            flags = review_flags(masks, self.scan.spacing_mm, self.probabilities, self.scan.slice_numbers,
+                                 reviewed=edited)
+        else:  # the probabilities were not kept: the model's flags, but none on a slice someone corrected
+            flags = [f for f in self.flags if f.slice_index not in {index for index, _ in edited}]
         state = replace(self, organ_masks=masks, edits=edits)
         out_dir = Path(out_dir)
-        outputs = write_outputs(masks, self.scan, out_dir, planning=self.planning, flags=kept,
+        outputs = write_outputs(masks, self.scan, out_dir, planning=self.planning, flags=flags,
                                 edited_organs=state.edited_organs)
         stem = self.scan.name
         outputs = replace(outputs, edit_log=write_edit_log(list(edits), out_dir / f"{stem}_edits.csv"),
                           corrections=write_corrections_zip(masks, self.scan, sorted({e.slice_index for e in edits}),
                                                             out_dir / f"{stem}_corrections.zip"))
-        return replace(state, flags=outputs.flags), SegmentedScan(self.scan, masks, outputs, measure(masks, self.scan))
+        return (replace(state, flags=outputs.flags),
+                SegmentedScan(self.scan, masks, outputs, measure(masks, self.scan), self.probabilities))

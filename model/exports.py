@@ -222,12 +222,17 @@ def _write_dicom(organ_masks, scan: Scan, out_dir: Path, structures,
 
 @dataclass(frozen=True)
 class SegmentedScan:
-    """A segmented scan: its masks ``(O, D, H, W) bool``, the files written and the organ measurements."""
+    """A segmented scan: its masks ``(O, D, H, W) bool``, the files written and the organ measurements.
+
+    ``probabilities``: the model's ``(O, D, H, W) float16`` organ probabilities when the segmentation
+    kept them (the review flags score them again after an edit, :class:`model.edits.ScanEdits`).
+    """
 
     scan: Scan
     organ_masks: np.ndarray
     outputs: ScanOutputs
     volumes: list[OrganVolume]
+    probabilities: np.ndarray | None = None
 
     def notes(self) -> list[str]:
         """One line each: the summary, the scan's caveats, and the files not written and why."""
@@ -242,10 +247,10 @@ def export_scan(segmentation, scan: Scan, out_dir: str | Path,
     """Write a segmented scan's downloads into ``out_dir`` (:func:`write_outputs`) and measure its organs.
 
     ``segmentation``: the finished :class:`~model.engines.base.ScanSegmentation` of ``scan``; its
-    probabilities (kept when asked for: the review flags score them) are dropped afterwards, up to
-    96 MB for the largest scan.
+    probabilities (kept when asked for: the review flags score them) go on to the result, float16,
+    up to 96 MB for the largest scan, for as long as the caller keeps it.
     """
     outputs = write_outputs(segmentation.organ_masks, scan, out_dir, probabilities=segmentation.probabilities,
                             planning=planning)
-    segmentation.probabilities = None
-    return SegmentedScan(scan, segmentation.organ_masks, outputs, measure(segmentation.organ_masks, scan))
+    return SegmentedScan(scan, segmentation.organ_masks, outputs, measure(segmentation.organ_masks, scan),
+                         segmentation.probabilities)

@@ -146,7 +146,8 @@ def expected_areas(areas: np.ndarray, neighbours: int = PROFILE_SLICES) -> np.nd
 
 def review_flags(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float],
                  probabilities: np.ndarray | None = None, slice_numbers: tuple[int, ...] | None = None, *,
-                 budget: float = BUDGET, min_score: float = MIN_SCORE) -> list[ReviewFlag]:
+                 budget: float = BUDGET, min_score: float = MIN_SCORE,
+                 reviewed: frozenset[tuple[int, str]] = frozenset()) -> list[ReviewFlag]:
     """The slices to review first, worst first: one :class:`ReviewFlag` per slice, at most ``budget`` of them.
 
     ``organ_masks`` ``(O, D, H, W) bool`` and ``probabilities`` ``(O, D, H, W)`` float as in
@@ -154,11 +155,15 @@ def review_flags(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]
     stand in for them: sure of every pixel). ``spacing_mm``: ``(slice, row, col)``, for areas in
     the reasons. ``slice_numbers``: the scan's own, one per slice (default ``1..D``). A slice is
     flagged when its worst organ scores at least ``min_score`` and it ranks within
-    ``max(1, floor(budget * D))`` slices; ties go to the earlier slice.
+    ``max(1, floor(budget * D))`` slices; ties go to the earlier slice. ``reviewed``: ``(slice_index,
+    organ)`` pairs a person corrected by hand; their score is 0 (the model's probabilities disagree
+    with a correction by design), while their new areas still count in their neighbours' area jumps.
     """
     if not 0 < budget <= 1:
         raise ValueError(f"budget is a share of the slices, in (0, 1]; got {budget}")
     scores = organ_scores(organ_masks, organ_masks if probabilities is None else probabilities)
+    for index, organ in reviewed:
+        scores.score[labels.ORGANS.index(organ), index] = 0.0
     depth = scores.score.shape[1]
     numbers = tuple(slice_numbers) if slice_numbers is not None else tuple(range(1, depth + 1))
     if len(numbers) != depth:

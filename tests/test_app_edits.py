@@ -68,6 +68,15 @@ def test_apply_rewrites_every_output_from_the_corrected_slice(tiny_model, shared
     assert {r[1] for r in review if r[2] == "edited"} == {{"stomach": "Stomach", "large_bowel": "Large bowel"}[o]
                                                           for o in changed}
     assert all(r[0] == 3 for r in review if r[2] == "edited")
+    # The flags follow the edit (#24): scored again from the corrected masks and the kept probabilities.
+    from model.review import review_flags
+
+    probabilities = state.edits.probabilities
+    assert probabilities is not None and probabilities.dtype == np.float16 and probabilities.shape == masks.shape
+    reviewed = frozenset((2, organ) for organ in changed)
+    assert new_state.edits.flags == tuple(review_flags(masks, state.scan.spacing_mm, probabilities,
+                                                       state.scan.slice_numbers, reviewed=reviewed))
+    assert not any(f.slice_index == 2 and f.organ in changed for f in new_state.edits.flags)
     assert not [r for r in caplog.records if r.name.startswith("uwmgi") and r.levelno >= logging.INFO]
 
     # Reset: the editor gets the model's own prediction of its slice back.

@@ -119,9 +119,9 @@ def test_the_models_prediction_stays_after_an_applied_edit(kaggle_scan, tmp_path
     np.testing.assert_array_equal(state.predicted_slice(3), masks[:, 3])
 
 
-def test_review_flags_stay_after_an_edit_except_on_the_edited_slice(kaggle_scan, tmp_path):
-    """The flags were scored with the model's probabilities, gone after the first write: an edit keeps
-    them, minus the slice a person has just corrected, and writes the review CSV from them."""
+def test_without_probabilities_flags_stay_after_an_edit_except_on_the_edited_slice(kaggle_scan, tmp_path):
+    """Where the probabilities were not kept, an edit keeps the model's flags, minus the slice a person
+    has just corrected, and writes the review CSV from them."""
     scan, masks = kaggle_scan
     flags = (ReviewFlag(scan.slice_numbers[1], "stomach", 0.8, "uncertain contour", 1),
              ReviewFlag(scan.slice_numbers[2], "small_bowel", 0.5, "possibly missed", 2))
@@ -130,6 +130,30 @@ def test_review_flags_stay_after_an_edit_except_on_the_edited_slice(kaggle_scan,
     corrected[STOMACH, 0:4, 0:4] = ~corrected[STOMACH, 0:4, 0:4]
     edited, result = state.apply(1, corrected, tmp_path / "out")
     assert edited.flags == flags[1:] and result.outputs.flags == flags[1:]
+    with open(result.outputs.review, newline="") as f:
+        assert [row["slice_index"] for row in csv.DictReader(f)] == ["2"]
+
+
+def test_with_kept_probabilities_every_edit_scores_the_flags_again(kaggle_scan, tmp_path):
+    """Issue #24: the flags follow the edits. The corrected slice-organ is never flagged again, and the
+    other slices are ranked anew from the corrected masks and the model's probabilities."""
+    from model.review import review_flags
+
+    scan, masks = kaggle_scan
+    probabilities = np.where(masks, np.float16(0.97), np.float16(0.0))
+    probabilities[STOMACH, 3][masks[STOMACH, 3]] = 0.1  # an unsure stomach on slice 3: the worst slice (0.82)
+    probabilities[SMALL, 2][masks[SMALL, 2]] = 0.2  # an unsure small bowel on slice 2: the runner-up (0.67)
+    outputs = write_outputs(masks, scan, tmp_path / "first", probabilities=probabilities)
+    state = ScanEdits.of(SegmentedScan(scan, masks, outputs, measure(masks, scan), probabilities))
+    assert [(f.slice_index, f.organ) for f in state.flags] == [(3, "stomach")]  # one slice: 15 % of 6
+
+    corrected = masks[:, 3].copy()
+    corrected[STOMACH, 0:4, 0:4] = ~corrected[STOMACH, 0:4, 0:4]  # a person looked at it and fixed it
+    edited, result = state.apply(3, corrected, tmp_path / "second")
+    assert [(f.slice_index, f.organ) for f in edited.flags] == [(2, "small_bowel")]
+    assert edited.flags == result.outputs.flags == tuple(review_flags(
+        result.organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers, reviewed=frozenset({(3, "stomach")})))
+    assert edited.probabilities is probabilities  # kept for the next edit, not copied
     with open(result.outputs.review, newline="") as f:
         assert [row["slice_index"] for row in csv.DictReader(f)] == ["2"]
 
