@@ -29,7 +29,12 @@ def test_machine_kind_names_the_results_file():
 def test_benchmark_rows_and_targets(tmp_path, shared_data, monkeypatch):
     from huggingface_hub import constants
 
+    from model.engines.choose import ENGINE_ENV
+
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # the OpenVINO rows convert the model
+    # The chosen path is the machine's (OpenVINO on AVX-512 CPUs, torch elsewhere): force one, so the
+    # rows' names are the same on every CPU. The OpenVINO rows are measured either way.
+    monkeypatch.setenv(ENGINE_ENV, "torch")
     checkpoint = benchmark_checkpoint("tiny", cache=tmp_path)
     scan = benchmark_scan(4)
     assert scan.voxels.shape == (4, 266, 266) and "real" in scan.source
