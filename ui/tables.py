@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from model import labels
+from model.course import Course
+from model.course_report import course_rows
 from model.days import DayComparison
 from model.edits import SliceEdit
 from model.measure import OrganVolume, organ_areas, slice_areas_cm2, structure_volumes_ml
@@ -31,6 +33,10 @@ REVIEW_HEADERS = ["Slice", "Organ", "Score", "Reason"]
 #: The Compare days tab's table.
 DAYS_HEADERS = ["Organ", "A (ml)", "B (ml)", "Change (%)", "Centroid shift raw (mm)",
                 "Centroid shift registered (mm)", "Dice", "HD95 (mm)", "Status"]
+#: The Course tab's table: these ``course.csv`` columns (after day and organ), then one column per ring
+#: after "In target", and one per constraint at the end ("pass (+0.30)": its status and margin).
+COURSE_COLUMNS = {"volume_ml": "Volume (ml)", "in_target_cc": "In target (cc)", "min_distance_mm": "Min distance (mm)",
+                  "dmax_gy": "Dmax (Gy)", "d0_5cc_gy": "D0.5cc (Gy)", "d2cc_gy": "D2cc (Gy)"}
 
 
 def area_rows(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> list[list]:
@@ -93,3 +99,25 @@ def days_rows(comparison: DayComparison) -> list[list]:
     return [[labels.DISPLAY_NAMES[o.organ], fmt(o.volume_a_ml), fmt(o.volume_b_ml), fmt(o.volume_change_pct),
              fmt(o.raw_shift_length_mm), fmt(o.registered_shift_length_mm), fmt(o.dice_registered, 3),
              fmt(o.hd95_registered_mm), o.status] for o in comparison.organs]
+
+
+def course_table(result: Course, case: str) -> pd.DataFrame:
+    """The Course tab's table: one row per day × organ, the ``course.csv`` columns that fit a screen
+    (:data:`COURSE_COLUMNS`, the rings, the constraints), rounded, ``"–"`` where a value does not exist."""
+    settings = result.settings
+    rings = {f"{n}_cc": n.replace("ring_", "Ring ").replace("_", "–", 1).replace("mm", " mm (cc)").replace("_", "")
+             for n in settings.ring_names}
+    columns = {"volume_ml": COURSE_COLUMNS["volume_ml"], "in_target_cc": COURSE_COLUMNS["in_target_cc"], **rings,
+               **{k: v for k, v in COURSE_COLUMNS.items() if k not in ("volume_ml", "in_target_cc")}}
+
+    def fmt(value, digits=2):
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), digits)
+
+    table = []
+    for row in course_rows(result, case):
+        cells = [row["day"], labels.DISPLAY_NAMES[row["organ"]], *(fmt(row.get(k)) for k in columns)]
+        for c in settings.constraints:
+            status, margin = row[c.text], row[f"{c.text} margin"]
+            cells.append("–" if status is None else status if margin is None else f"{status} ({margin:+.2f} {c.unit})")
+        table.append(cells)
+    return pd.DataFrame(table, columns=["Day", "Organ", *columns.values(), *(c.text for c in settings.constraints)])
