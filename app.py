@@ -24,7 +24,7 @@ from model.engines.process import SegmenterProcess
 from ui import course_tab, days_tab, scan_tab, server, slice_tab
 from ui.editor import BRUSH_COLOURS, BRUSH_PX
 from ui.overlays import COLOR_MAP, CONFUSION_COLOURS, ORGAN_CHOICES, SLICE_COLOR_MAP
-from ui.tables import AREA_HEADERS, COMPARISON_HEADERS, DAYS_HEADERS, REVIEW_HEADERS, VOLUME_HEADERS
+from ui.tables import AREA_HEADERS, COMPARISON_HEADERS, DAYS_HEADERS, REVIEW_HEADERS, VOLUME_HEADERS, course_headers
 
 log = logging.getLogger("uwmgi.app")
 
@@ -131,7 +131,8 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             with gr.Row():
                 days_in = [gr.File(label=f"Day {d}: a scan as in the Scan tab, optionally with its earlier _masks.zip",
                                    file_count="multiple", type="filepath", elem_id=f"days-{d.lower()}") for d in "AB"]
-                more_days = gr.File(label="Further days (course only): one .zip or NIfTI file per day, segmented by the model",
+                more_days = gr.File(label="Further days (course only): one .zip or NIfTI file per day, each optionally with its "
+                                          "earlier X_masks.zip (X.zip's), else segmented by the model",
                                     file_count="multiple", type="filepath", elem_id="course-more-days")
             with gr.Row():
                 course_target = gr.File(label="Target on day A: RTSTRUCT or DICOM SEG, or a label NIfTI on A's grid",
@@ -152,9 +153,10 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                         gr.File(label="Downloads: changes CSV and B's labels on A's grid (NIfTI); for a course: "
                                       "course.csv, dvh.csv, plots, mapped RTSTRUCTs of DICOM days",
                                 file_count="multiple", interactive=False, elem_id="days-downloads")]
-            course_out = [gr.Dataframe(label="Course: one row per day and organ (volumes in cc, distances in mm, doses in Gy)",
+            course_out = [gr.Dataframe(headers=course_headers(), label="Course: one row per day and organ (volumes in cc, distances in mm, doses in Gy)",
                                        interactive=False, elem_id="course-table"),
-                          gr.Gallery(label="Per organ over the days", columns=3, format="png", elem_id="course-plots")]
+                          gr.Gallery(label="Per organ over the days", columns=3, format="png", object_fit="contain",
+                                     height="auto", elem_id="course-plots")]
         with gr.Accordion("About", open=False):
             about_md = gr.Markdown("Model loads with the first request.")
             gr.Markdown(f"{NOTICE}\n\nUploads and results are deleted within {2 * server.CACHE_SECONDS // 3600} hours "

@@ -108,3 +108,23 @@ def test_bad_constraints_and_a_missing_dose_are_one_line(tiny_model, uploads):
                                 "bowel:V20<=1")
     with pytest.raises(gr.Error, match="constraints need a dose: upload an RTDOSE"):
         course_tab.course_files(uploads["a"], uploads["b"], [], uploads["target"], "PTV", None, CONSTRAINTS)
+
+
+def test_further_days_pair_each_file_with_the_result_named_after_it():
+    assert course_tab.further_days(["/u/1/x.zip", "/u/2/y.nii.gz", "/u/3/y_masks.zip", "/u/4/x_labels.nii.gz"]) == [
+        ["/u/1/x.zip", "/u/4/x_labels.nii.gz"], ["/u/2/y.nii.gz", "/u/3/y_masks.zip"]]
+    assert course_tab.further_days(["/u/1/scans.zip", "/u/2/scans.zip"]) == [["/u/1/scans.zip"], ["/u/2/scans.zip"]]
+    with pytest.raises(gr.Error, match="z_masks.zip is named after no uploaded day"):
+        course_tab.further_days(["/u/1/x.zip", "/u/2/z_masks.zip"])
+
+
+def test_without_a_target_it_compares_day_a_with_day_b(tiny_model, uploads):
+    from ui import days_tab
+
+    note, rows, picture, downloads, table, plots = course_tab.course_files(
+        uploads["a"], uploads["b"], uploads["more"], None, None, None, "")
+    expected = days_tab.compare_days_files(uploads["a"], uploads["b"])
+    assert note == expected[0] + "\n\nFurther days are used only in a course: upload a target on day A."
+    assert rows == expected[1] and np.array_equal(picture, expected[2])
+    assert [Path(p).name for p in downloads] == [Path(p).name for p in expected[3]]
+    assert table.empty and list(table.columns)[:3] == ["Day", "Organ", "Volume (ml)"] and plots == []

@@ -16,11 +16,12 @@ from skimage.segmentation import find_boundaries
 
 from model import labels
 from model.course import Course
-from model.course_report import (course_of_scans, course_settings, day_masks, read_day_files, target_and_dose)
+from model.course_report import course_of_scans, course_settings, day_masks, read_day_files, target_and_dose
+from model.days import RESULT_SUFFIXES
 from model.scans.kaggle import case_of
 
 from . import days_tab, server
-from .tables import course_table
+from .tables import course_table, ring_label
 
 #: The label NIfTI choice of the ROI picker that takes every labelled voxel.
 ALL_LABELS = "all labelled voxels"
@@ -76,13 +77,13 @@ def course_files(files_a, files_b, more_days, target_file, roi, dose_file, const
         note, rows, picture, downloads = days_tab.compare_days_files(files_a, files_b)
         if server.upload_paths(more_days):
             note += "\n\nFurther days are used only in a course: upload a target on day A."
-        return note, rows, picture, downloads, None, []
+        return note, rows, picture, downloads, course_table(None), []
     with server.user_errors("running the course", "This course could not be computed; try other days or another target."):
         return run_course(files_a, files_b, more_days, target_file, roi, dose_file, constraints_text)
 
 
 def run_course(files_a, files_b, more_days, target_file, roi, dose_file, constraints_text):
-    more = server.upload_paths(more_days)
+    more = further_days(server.upload_paths(more_days))
     if len(more) > len(DAY_LETTERS) - 2:
         raise server.user_error(f"At most {len(DAY_LETTERS) - 2} further days, one file each; got {len(more)}.")
     constraints = [line.strip() for line in (constraints_text or "").splitlines() if line.strip()]
@@ -92,7 +93,7 @@ def run_course(files_a, files_b, more_days, target_file, roi, dose_file, constra
     except ValueError as err:
         raise server.user_error(str(err)) from None
     # Every day is read and the target and dose checked before the model runs on any day.
-    uploads = [server.upload_paths(files_a), server.upload_paths(files_b), *([p] for p in more)]
+    uploads = [server.upload_paths(files_a), server.upload_paths(files_b), *more]
     read = [(DAY_LETTERS[i], *read_day_files(DAY_LETTERS[i], paths)) for i, paths in enumerate(uploads)]
     reference = read[0][1]
     target_path = server.upload_paths(target_file)[0]
@@ -114,13 +115,35 @@ def run_course(files_a, files_b, more_days, target_file, roi, dose_file, constra
         "Day A is the reference. The target and dose are carried onto each day by its rigid registration to A: "
         "the \"plan not adapted, today's anatomy\" estimate, with the dose not recomputed. Research use only.",
         f"Picture: day A and day {last} at the slice with most target; magenta the target, yellow and orange "
-        f"the outer edges of the rings {', '.join(n.removeprefix('ring_') for n in settings.ring_names)}; organ "
+        f"the outer edges of the rings {', '.join(ring_label(n) for n in settings.ring_names)}; organ "
         "contours in their colours.",
         *notes, *(n for _, scan, _ in days for n in scan.notes),
     ]))
     plots = [str(p) for p in files if p.suffix == ".png"]
     masks = {label: m for label, _, m in days}
     return (note, [], course_picture(result, masks), [str(p) for p in files], course_table(result, case), plots)
+
+
+def further_days(paths: list[str]) -> list[list[str]]:
+    """The further days' uploads, one list per day in upload order: each scan file (a .zip or a NIfTI) with
+    the earlier result named after it (``X.zip`` with ``X_masks.zip`` or ``X_labels.nii.gz``), if any."""
+    def stem(name: str) -> str:
+        for suffix in (".nii.gz", ".nii", ".zip"):
+            if name.lower().endswith(suffix):
+                return name[:-len(suffix)]
+        return name
+
+    results = [p for p in paths if Path(p).name.lower().endswith(RESULT_SUFFIXES)]
+    days = [(stem(Path(p).name), [p]) for p in paths if p not in results]
+    for path in results:
+        name = Path(path).name
+        scan = name[:-len(next(s for s in RESULT_SUFFIXES if name.lower().endswith(s)))]
+        day = next((files for day_stem, files in days if day_stem == scan and len(files) == 1), None)
+        if day is None:
+            raise server.user_error(f"Further days: {name} is named after no uploaded day ({scan}.zip or "
+                                    f"{scan}.nii.gz); upload each day as one file, with its result named after it.")
+        day.append(path)
+    return [files for _, files in days]
 
 
 def course_picture(result: Course, masks: dict[str, np.ndarray]) -> np.ndarray:
