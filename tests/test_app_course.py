@@ -124,7 +124,8 @@ def test_without_a_target_it_compares_day_a_with_day_b(tiny_model, uploads):
     note, rows, picture, downloads, table, plots = course_tab.course_files(
         uploads["a"], uploads["b"], uploads["more"], None, None, None, "")
     expected = days_tab.compare_days_files(uploads["a"], uploads["b"])
-    assert note == expected[0] + "\n\nFurther days are used only in a course: upload a target on day A."
+    assert note == expected[0] + ("\n\nFurther days, a dose and constraints are used only in a course: "
+                                  "upload a target on day A.")
     assert rows == expected[1] and np.array_equal(picture, expected[2])
     assert [Path(p).name for p in downloads] == [Path(p).name for p in expected[3]]
     assert table.empty and list(table.columns)[:3] == ["Day", "Organ", "Volume (ml)"] and plots == []

@@ -75,8 +75,8 @@ def course_files(files_a, files_b, more_days, target_file, roi, dose_file, const
     """The tab's outputs: note, A-vs-B table, picture, downloads, course table and plots."""
     if not server.upload_paths(target_file):
         note, rows, picture, downloads = days_tab.compare_days_files(files_a, files_b)
-        if server.upload_paths(more_days):
-            note += "\n\nFurther days are used only in a course: upload a target on day A."
+        if server.upload_paths(more_days) or server.upload_paths(dose_file) or (constraints_text or "").strip():
+            note += "\n\nFurther days, a dose and constraints are used only in a course: upload a target on day A."
         return note, rows, picture, downloads, course_table(None), []
     with server.user_errors("running the course", "This course could not be computed; try other days or another target."):
         return run_course(files_a, files_b, more_days, target_file, roi, dose_file, constraints_text)
