@@ -1,6 +1,6 @@
 """Gradio app: segment the stomach, small and large bowel on abdominal MRI slices.
 
-Research demo, not for diagnostic use. The page: three tabs of components and their events, and
+Research demo, not for diagnostic use. The page: three tabs (Slice, Scan, Course) of components and their events, and
 the entry point. The handlers, their state and tables live in :mod:`ui`; every mechanism behind
 them in :mod:`model`. Importing this module builds ``demo`` but downloads nothing, starts no server
 and loads no torch. ``python app.py [--model ID_OR_DIR] [--revision REV]`` (:func:`main`) starts the
@@ -21,10 +21,10 @@ from model.checkpoint import CheckpointError, model_choice
 from model.samples import find_samples
 from model.serving import bound_native_heap, configure_logging, trim_native_heap_forever
 from model.engines.process import SegmenterProcess
-from ui import days_tab, scan_tab, server, slice_tab
+from ui import course_tab, days_tab, scan_tab, server, slice_tab
 from ui.editor import BRUSH_COLOURS, BRUSH_PX
 from ui.overlays import COLOR_MAP, CONFUSION_COLOURS, ORGAN_CHOICES, SLICE_COLOR_MAP
-from ui.tables import AREA_HEADERS, COMPARISON_HEADERS, DAYS_HEADERS, REVIEW_HEADERS, VOLUME_HEADERS
+from ui.tables import AREA_HEADERS, COMPARISON_HEADERS, DAYS_HEADERS, REVIEW_HEADERS, VOLUME_HEADERS, course_headers
 
 log = logging.getLogger("uwmgi.app")
 
@@ -124,16 +124,39 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                               "for a DICOM series, DICOM SEG and RTSTRUCT",
                                         file_count="multiple", interactive=False, elem_id="scan-downloads")
             scan_result, editor_state = gr.State(time_to_live=server.CACHE_SECONDS), gr.State(time_to_live=server.CACHE_SECONDS)
-        with gr.Tab("Compare days", elem_id="days-tab"):
+        with gr.Tab("Course", elem_id="days-tab"):
+            gr.Markdown("Day A is the reference. **Compare days**: day B against day A. **Run the course**: every day "
+                        "against a target on day A (with an optional dose and constraints); plan not adapted, "
+                        "today's anatomy, rigid mapping, research use only.")
             with gr.Row():
                 days_in = [gr.File(label=f"Day {d}: a scan as in the Scan tab, optionally with its earlier _masks.zip",
                                    file_count="multiple", type="filepath", elem_id=f"days-{d.lower()}") for d in "AB"]
-            days_run = gr.Button("Compare days (B against A)", variant="primary")
+                more_days = gr.File(label="Further days (course only): one .zip or NIfTI file per day, each optionally with its "
+                                          "earlier X_masks.zip (X.zip's), else segmented by the model",
+                                    file_count="multiple", type="filepath", elem_id="course-more-days")
+            with gr.Row():
+                course_target = gr.File(label="Target on day A: RTSTRUCT or DICOM SEG, or a label NIfTI on A's grid",
+                                        type="filepath", elem_id="course-target")
+                course_roi = gr.Dropdown(label="Target structure (ROI, segment or label)", choices=[],
+                                         allow_custom_value=True, elem_id="course-roi")
+                course_dose = gr.File(label="RTDOSE on day A (optional)", type="filepath", elem_id="course-dose")
+                course_constraints = gr.Textbox(label="Dose constraints, one per line (need a dose)", lines=3,
+                                                placeholder="small_bowel:V33Gy<=0.5cc\nstomach:D0.5cc<=33Gy",
+                                                elem_id="course-constraints")
+            with gr.Row():
+                days_run = gr.Button("Compare days (B against A)", variant="primary")
+                course_run = gr.Button("Run the course against the target", variant="primary", elem_id="course-run")
             days_out = [gr.Markdown(elem_id="days-note"),
                         gr.Dataframe(headers=DAYS_HEADERS, interactive=False, elem_id="days-table"),
-                        gr.Image(label="After alignment: A | B on A's grid | checkerboard", format="png"),
-                        gr.File(label="Downloads: changes CSV; B's labels on A's grid (NIfTI)", file_count="multiple",
-                                interactive=False, elem_id="days-downloads")]
+                        gr.Image(label="Compare days: A | B on A's grid | checkerboard. Course: day A | the last day, "
+                                       "target and rings drawn", format="png"),
+                        gr.File(label="Downloads: changes CSV and B's labels on A's grid (NIfTI); for a course: "
+                                      "course.csv, dvh.csv, plots, mapped RTSTRUCTs of DICOM days",
+                                file_count="multiple", interactive=False, elem_id="days-downloads")]
+            course_out = [gr.Dataframe(headers=course_headers(), label="Course: one row per day and organ (volumes in cc, distances in mm, doses in Gy)",
+                                       interactive=False, elem_id="course-table"),
+                          gr.Gallery(label="Per organ over the days", columns=3, format="png", object_fit="contain",
+                                     height="auto", elem_id="course-plots")]
         with gr.Accordion("About", open=False):
             about_md = gr.Markdown("Model loads with the first request.")
             gr.Markdown(f"{NOTICE}\n\nUploads and results are deleted within {2 * server.CACHE_SECONDS // 3600} hours "
@@ -159,6 +182,10 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         review_table.select(scan_tab.jump_to_flag, None, scan_slider, queue=False, **quiet)
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
         days_run.click(days_tab.compare_days_files, days_in, days_out, api_name="compare_days", concurrency_id="model")
+        course_target.change(course_tab.roi_choices, course_target, course_roi, queue=False, **quiet)
+        course_run.click(course_tab.course_files, [*days_in, more_days, course_target, course_roi, course_dose,
+                                                   course_constraints],
+                         days_out + course_out, api_name="course", concurrency_id="model")
         edit_slice.click(scan_tab.open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state], **quiet)
         reset_edit.click(scan_tab.reset_scan_editor, [scan_result, editor_state], [scan_editor, editor_state], **quiet)
         apply_edit.click(scan_tab.apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity, scan_organs],

@@ -76,10 +76,7 @@ def prepare_course(args, sources: list[ScanSource]) -> CoursePlan:
     """Everything checked before any scan is segmented. ``ScanError``/``ValueError`` with one line otherwise."""
     if not args.target:
         raise ValueError("--course needs --target")
-    constraints = tuple(parse_constraint(text) for text in args.constraint)
-    settings = CourseSettings(ring_edges_mm=(0.0, *args.ring_mm), v_gy=tuple(args.v_gy), constraints=constraints)
-    if constraints and args.dose is None:
-        raise ValueError("constraints need a dose: give --dose RTDOSE")
+    settings = course_settings(args.constraint, args.ring_mm, args.v_gy, args.dose is not None, "give --dose RTDOSE")
     cases = sorted({_case(s) for s in sources})
     if len(cases) != 1:
         raise ScanError(f"A course is one case's days; the input holds {len(cases)} cases ({', '.join(cases[:5])}).")
@@ -89,13 +86,57 @@ def prepare_course(args, sources: list[ScanSource]) -> CoursePlan:
     reference = _pick_reference(args.reference, days)
     ref_source = dict(days)[reference]
     ref_scan = ref_source.load(args.slice_thickness)
-    target, notes = read_target(args.target, ref_scan)
-    dose = None
-    if args.dose is not None:
-        dose = read_rtdose(args.dose)
-        notes += check_same_patient(ref_scan, dose.patient_id, dose.frame_of_reference_uid, args.dose.name)
-        check_dose_overlap(ref_scan, dose)
+    target, dose, notes = target_and_dose(args.target, args.dose, ref_scan)
     return CoursePlan(cases[0], days, reference, ref_scan, target, dose, settings, notes)
+
+
+def course_settings(constraint_texts, ring_mm=(10.0, 20.0), v_gy=(), with_dose: bool = False,
+                    dose_hint: str = "give an RTDOSE") -> CourseSettings:
+    """The settings from the user's constraints (``ValueError`` with one line when one does not parse, or
+    when there are constraints and no dose), ring edges (mm, after 0) and VxGy thresholds."""
+    constraints = tuple(parse_constraint(text) for text in constraint_texts)
+    if constraints and not with_dose:
+        raise ValueError(f"constraints need a dose: {dose_hint}")
+    return CourseSettings(ring_edges_mm=(0.0, *ring_mm), v_gy=tuple(v_gy), constraints=constraints)
+
+
+def target_and_dose(spec: str, dose_path: str | Path | None, reference: Scan) -> tuple[np.ndarray, Dose | None, list[str]]:
+    """The target on the reference scan (:func:`read_target`) and the dose checked against it (same patient
+    and frame, overlapping), and the notes. ``ScanError``/``ValueError`` with one line otherwise."""
+    target, notes = read_target(spec, reference)
+    dose = None
+    if dose_path is not None:
+        dose_path = Path(dose_path)
+        dose = read_rtdose(dose_path)
+        notes += check_same_patient(reference, dose.patient_id, dose.frame_of_reference_uid, dose_path.name)
+        check_dose_overlap(reference, dose)
+    return target, dose, notes
+
+
+def read_day_files(label: str, paths: list[str], slice_thickness_mm: float | None = None) -> tuple[Scan, list[Path]]:
+    """One uploaded day: its scan and its earlier results (``_masks.zip``, ``_labels.nii.gz``), as the
+    Compare days tab reads them (:func:`model.days.compare_day_files`); the scan must be 3D."""
+    from .days import _read
+
+    return _read(label, paths, slice_thickness_mm)
+
+
+def day_masks(scan: Scan, results: list[Path], get_segmenter) -> np.ndarray:
+    """The day's organ masks: from its earlier result when one was uploaded, else the model's."""
+    from .days import _masks
+
+    return _masks(scan, results, get_segmenter)
+
+
+def course_of_scans(days: list[tuple[str, Scan, np.ndarray]], target: np.ndarray, dose: Dose | None,
+                    settings: CourseSettings, out_dir: str | Path, case: str = "course",
+                    scan_names: dict[str, str] | None = None) -> tuple[Course, list[Path], list[str]]:
+    """The course of days already read and segmented (``(label, scan, organ_masks)``, the reference first,
+    ``target`` on it): :func:`model.course.course`, then its files written (:func:`write_course`).
+    The app's Course tab runs this on uploaded days. Returns the course, the files and the notes."""
+    result = course(days[0][0], target, days, dose, settings)
+    names = scan_names or {label: scan.name for label, scan, _ in days}
+    return result, write_course([("predicted", result)], case, Path(out_dir), names), result.notes
 
 
 def read_target(spec: str, scan: Scan) -> tuple[np.ndarray, list[str]]:

@@ -321,3 +321,46 @@ def real_label_course(kaggle_dir: Path, case: str = REAL_CASE):
     target = (np.linalg.norm(ras - centre[:, None], axis=0) <= TARGET_RADIUS_MM).reshape(d, h, w)
     identity = {label: R.registration_from_matrix(np.eye(4), reference_scan) for label, _, _ in course_days}
     return C.course(course_days[0][0], target, course_days, registrations=identity), volumes, centre.tolist()
+
+
+# --------------------------------------------------------------------------- a DICOM course on disk
+
+
+#: The DICOM course's days and the (slice, row, col) roll of the anatomy on each.
+DICOM_SHIFTS_VOX = {1: (0, 0, 0), 3: (0, 4, -3), 5: (2, -3, 2)}
+
+
+def write_dicom_course(shared_data: Path, root: Path) -> dict:
+    """Three DICOM days of one patient under ``root/case7/case7_dayN/scans`` (a real volume rolled by
+    :data:`DICOM_SHIFTS_VOX`), an RTSTRUCT on day 1 with a 20 mm sphere ``PTV`` and a 10 mm ``GTV``, and
+    an RTDOSE on day 1's grid falling 0.5 Gy/mm from 45 Gy at the sphere's centre.
+
+    Returns ``series`` (day → files in slice order), ``reference`` (day 1's scan), ``ptv``, ``target``
+    (the RTSTRUCT) and ``dose`` (the RTDOSE). Used by tests/model/test_course.py and tests/test_app_course.py.
+    """
+    import pydicom
+    import rt_series
+
+    from model.dicom.rtstruct import write_rtstruct
+    from model.planning import Structure
+    from model.scans import load_scan
+    from scan_fixtures import kaggle_slices, stack
+
+    voxels = stack(kaggle_slices(shared_data, "volume_276x276")).astype(np.uint16)[20:60]
+    series = {}
+    for day, shift in DICOM_SHIFTS_VOX.items():
+        folder = root / "case7" / f"case7_day{day}" / "scans"
+        series[day] = rt_series.write_mr_series(np.roll(voxels, shift, axis=(0, 1, 2)), folder,
+                                                pixel_spacing=(1.63, 1.63), seed=day)
+    reference = load_scan(series[1][0].parent)
+    s, r, c = np.indices(reference.shape)
+    centre = np.array([20, 150, 130])
+    distance = np.sqrt(((s - centre[0]) * 3.0) ** 2 + ((r - centre[1]) * 1.63) ** 2 + ((c - centre[2]) * 1.63) ** 2)
+    ptv = distance <= 20.0
+    target = write_rtstruct([Structure("ptv", "PTV", ptv, "#ff00ff", "target"),
+                             Structure("gtv", "GTV", distance <= 10.0, "#ff0000", "target")],
+                            reference.source, root / "plan_rtstruct.dcm")
+    like = pydicom.dcmread(series[1][0], stop_before_pixels=True)
+    dose = rt_series.write_rtdose(np.maximum(45 - 0.5 * distance, 0.0), root / "rtdose.dcm", like,
+                                  origin=tuple(reference.source.positions[0]), pixel_spacing=(1.63, 1.63))
+    return {"series": series, "reference": reference, "ptv": ptv, "target": target, "dose": dose}

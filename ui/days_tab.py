@@ -1,4 +1,4 @@
-"""The Compare days tab: two uploaded days of one patient, a note, a table, a picture and two downloads."""
+"""Compare days (the Course tab's first button, ui/course_tab.py): two uploaded days of one patient, a note, a table, a picture and two downloads."""
 
 from __future__ import annotations
 

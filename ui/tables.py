@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from model import labels
+from model.course import Course, CourseSettings
+from model.course_report import course_rows
 from model.days import DayComparison
 from model.edits import SliceEdit
 from model.measure import OrganVolume, organ_areas, slice_areas_cm2, structure_volumes_ml
@@ -28,9 +30,13 @@ VOLUME_HEADERS = ["Organ", "Volume (ml)", "Slices", "Largest cross-section (cm²
 COMPARISON_HEADERS = ["Organ", "Dice", "Hausdorff (HD)", "Score 0.4·Dice + 0.6·(1−HD)"]
 #: The Scan tab's review table; "Slice" is the slider's position (1..S), so a click can jump there.
 REVIEW_HEADERS = ["Slice", "Organ", "Score", "Reason"]
-#: The Compare days tab's table.
+#: The Compare days table (the Course tab's first button).
 DAYS_HEADERS = ["Organ", "A (ml)", "B (ml)", "Change (%)", "Centroid shift raw (mm)",
                 "Centroid shift registered (mm)", "Dice", "HD95 (mm)", "Status"]
+#: The Course tab's table: these ``course.csv`` columns (after day and organ), then one column per ring
+#: after "In target", and one per constraint at the end ("pass (+0.30)": its status and margin).
+COURSE_COLUMNS = {"volume_ml": "Volume (ml)", "in_target_cc": "In target (cc)", "min_distance_mm": "Min distance (mm)",
+                  "dmax_gy": "Dmax (Gy)", "d0_5cc_gy": "D0.5cc (Gy)", "d2cc_gy": "D2cc (Gy)"}
 
 
 def area_rows(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) -> list[list]:
@@ -93,3 +99,43 @@ def days_rows(comparison: DayComparison) -> list[list]:
     return [[labels.DISPLAY_NAMES[o.organ], fmt(o.volume_a_ml), fmt(o.volume_b_ml), fmt(o.volume_change_pct),
              fmt(o.raw_shift_length_mm), fmt(o.registered_shift_length_mm), fmt(o.dice_registered, 3),
              fmt(o.hd95_registered_mm), o.status] for o in comparison.organs]
+
+
+def ring_label(name: str) -> str:
+    """``ring_0_10mm`` (:attr:`model.course.CourseSettings.ring_names`) → ``0–10 mm``."""
+    low, high = name.removeprefix("ring_").removesuffix("mm").split("_")
+    return f"{low}–{high} mm"
+
+
+def _course_columns(settings: CourseSettings) -> dict[str, str]:
+    """The ``course.csv`` columns the Course tab shows, with their headers (the constraints' follow)."""
+    rings = {f"{n}_cc": f"Ring {ring_label(n)} (cc)" for n in settings.ring_names}
+    return {"volume_ml": COURSE_COLUMNS["volume_ml"], "in_target_cc": COURSE_COLUMNS["in_target_cc"], **rings,
+            **{k: v for k, v in COURSE_COLUMNS.items() if k not in ("volume_ml", "in_target_cc")}}
+
+
+def course_headers(settings: CourseSettings = CourseSettings()) -> list[str]:
+    """The Course tab's table headers for ``settings`` (the defaults': no constraint column)."""
+    return ["Day", "Organ", *_course_columns(settings).values(), *(c.text for c in settings.constraints)]
+
+
+def course_table(result: Course | None, case: str = "") -> pd.DataFrame:
+    """The Course tab's table: one row per day × organ, the ``course.csv`` columns that fit a screen
+    (:data:`COURSE_COLUMNS`, the rings, the constraints), rounded, ``"–"`` where a value does not exist.
+    No course (``None``): no rows, the default headers."""
+    if result is None:
+        return pd.DataFrame(columns=course_headers())
+    settings = result.settings
+    columns = _course_columns(settings)
+
+    def fmt(value, digits=2):
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), digits)
+
+    table = []
+    for row in course_rows(result, case):
+        cells = [row["day"], labels.DISPLAY_NAMES[row["organ"]], *(fmt(row.get(k)) for k in columns)]
+        for c in settings.constraints:
+            status, margin = row[c.text], row[f"{c.text} margin"]
+            cells.append("–" if status is None else status if margin is None else f"{status} ({margin:+.2f} {c.unit})")
+        table.append(cells)
+    return pd.DataFrame(table, columns=course_headers(settings))

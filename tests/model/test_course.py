@@ -21,13 +21,11 @@ from model import course as C
 from model.course_report import COURSE_COLUMNS
 from model.measure import organ_volumes_ml
 from model.dicom.rtdose import read_rtdose
-from model.dicom.rtstruct import write_rtstruct
 from model.dicom.truth import named_structure
 from model.planning import Structure
 from model.predict import main
 from model.scans import Scan, ScanError, load_scan
 from model.scans.base import LPS_TO_RAS
-from scan_fixtures import kaggle_slices, stack
 
 #: The phantom on the real scans' 1.5 × 1.5 × 3 mm voxels.
 REAL_SPACING = K.Phantom()
@@ -209,31 +207,17 @@ def test_real_labels_over_a_real_course(shared_data):
 # --------------------------------------------------------------------------- the command line
 
 
-SHIFTS_VOX = {1: (0, 0, 0), 3: (0, 4, -3), 5: (2, -3, 2)}  # day → (slice, row, col) roll of the anatomy
+SHIFTS_VOX = K.DICOM_SHIFTS_VOX  # day → (slice, row, col) roll of the anatomy
 
 
 @pytest.fixture(scope="module")
 def dicom_course(shared_data, softmax_ckpt, tmp_path_factory):
     """Three DICOM days of one patient (a real volume rolled by :data:`SHIFTS_VOX`), a PTV sphere on day 1,
-    a dose on day 1's grid, two constraints, run through ``python -m model.predict --course``."""
+    a dose on day 1's grid (:func:`course_cases.write_dicom_course`), two constraints, run through
+    ``python -m model.predict --course``."""
     root = tmp_path_factory.mktemp("course")
-    voxels = stack(kaggle_slices(shared_data, "volume_276x276")).astype(np.uint16)[20:60]
-    series = {}
-    for day, shift in SHIFTS_VOX.items():
-        folder = root / "case7" / f"case7_day{day}" / "scans"
-        series[day] = rt_series.write_mr_series(np.roll(voxels, shift, axis=(0, 1, 2)), folder,
-                                                pixel_spacing=(1.63, 1.63), seed=day)
-    reference = load_scan(series[1][0].parent)
-    s, r, c = np.indices(reference.shape)
-    centre = np.array([20, 150, 130])
-    distance = np.sqrt(((s - centre[0]) * 3.0) ** 2 + ((r - centre[1]) * 1.63) ** 2 + ((c - centre[2]) * 1.63) ** 2)
-    ptv = distance <= 20.0
-    target_file = write_rtstruct([Structure("ptv", "PTV", ptv, "#ff00ff", "target"),
-                                  Structure("gtv", "GTV", distance <= 10.0, "#ff0000", "target")],
-                                 reference.source, root / "plan_rtstruct.dcm")
-    like = pydicom.dcmread(series[1][0], stop_before_pixels=True)
-    dose = rt_series.write_rtdose(np.maximum(45 - 0.5 * distance, 0.0), root / "rtdose.dcm", like,
-                                  origin=tuple(reference.source.positions[0]), pixel_spacing=(1.63, 1.63))
+    written = K.write_dicom_course(shared_data, root)
+    series, ptv, reference, target_file, dose = (written[k] for k in ("series", "ptv", "reference", "target", "dose"))
     out = root / "out"
     args = [str(root / "case7"), "--out", str(out), "--model", str(softmax_ckpt), "--course",
             "--target", f"{target_file}:PTV", "--dose", str(dose),
