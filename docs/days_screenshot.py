@@ -133,22 +133,33 @@ def served(checkpoint: Path):
         server.wait(timeout=30)
 
 
-def photograph(checkpoint: Path, day_a: list[Path], day_b: list[Path], shots: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def course_page(checkpoint: Path, day_a: list[Path], day_b: list[Path]):
+    """The served app in Chromium, on its Course tab, with day A and day B uploaded; closed afterwards."""
+    from playwright.sync_api import sync_playwright
 
     with served(checkpoint) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1200})
-        page.goto(url)
-        page.get_by_role("tab", name="Course").click()
-        page.locator("#days-a input[type=file]").set_input_files([str(p) for p in day_a])
-        page.locator("#days-b input[type=file]").set_input_files([str(p) for p in day_b])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1200})
+            page.goto(url)
+            page.get_by_role("tab", name="Course").click()
+            page.locator("#days-a input[type=file]").set_input_files([str(p) for p in day_a])
+            page.locator("#days-b input[type=file]").set_input_files([str(p) for p in day_b])
+            yield page
+        finally:
+            browser.close()
+
+
+def photograph(checkpoint: Path, day_a: list[Path], day_b: list[Path], shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    with course_page(checkpoint, day_a, day_b) as page:
         page.wait_for_timeout(2000)
         page.get_by_role("button", name="Compare days (B against A)").click()
         expect(page.locator("#days-note")).to_contain_text("Rigid registration", timeout=300_000)
         page.wait_for_timeout(2000)
         page.screenshot(path=str(shots / "days.png"), full_page=True)
-        browser.close()
     small_png(shots / "days.png", REPO / "docs" / "compare_days_tab.png")
 
 
@@ -173,15 +184,9 @@ def make_target(data: Path, work: Path) -> Path:
 
 def photograph_course(checkpoint: Path, day_a: list[Path], day_b: list[Path], day_c: list[Path], target: Path,
                       shots: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with served(checkpoint) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1200})
-        page.goto(url)
-        page.get_by_role("tab", name="Course").click()
-        page.locator("#days-a input[type=file]").set_input_files([str(p) for p in day_a])
-        page.locator("#days-b input[type=file]").set_input_files([str(p) for p in day_b])
+    with course_page(checkpoint, day_a, day_b) as page:
         page.locator("#course-more-days input[type=file]").set_input_files([str(p) for p in day_c])
         page.locator("#course-target input[type=file]").set_input_files(str(target))
         expect(page.locator("#course-roi input")).to_have_value(ALL_LABELS, timeout=60_000)
@@ -191,7 +196,6 @@ def photograph_course(checkpoint: Path, day_a: list[Path], day_b: list[Path], da
         expect(page.locator("#course-plots img")).to_have_count(3, timeout=60_000)
         page.wait_for_timeout(2000)
         page.screenshot(path=str(shots / "course.png"), full_page=True)
-        browser.close()
     small_png(shots / "course.png", REPO / "docs" / "course_tab.png")
 
 
