@@ -21,7 +21,7 @@ from model.checkpoint import CheckpointError, model_choice
 from model.samples import find_samples
 from model.serving import bound_native_heap, configure_logging, trim_native_heap_forever
 from model.engines.process import SegmenterProcess
-from ui import course_tab, days_tab, scan_tab, server, slice_tab
+from ui import clicks, course_tab, days_tab, scan_tab, server, slice_tab
 from ui.editor import BRUSH_COLOURS, BRUSH_PX
 from ui.overlays import COLOR_MAP, CONFUSION_COLOURS, ORGAN_CHOICES, SLICE_COLOR_MAP
 from ui.tables import AREA_HEADERS, COMPARISON_HEADERS, DAYS_HEADERS, REVIEW_HEADERS, VOLUME_HEADERS, course_headers
@@ -50,6 +50,17 @@ def slice_editor(elem_id: str) -> gr.ImageEditor:
                           eraser=gr.Eraser(default_size=BRUSH_PX), canvas_size=(1, 1))
 
 
+def click_controls(prefix: str) -> tuple[gr.Radio, gr.Radio, gr.Image]:
+    """The organ and Add/Remove pickers and the image to click on (:mod:`ui.clicks`), ``{prefix}-click-*``."""
+    with gr.Row():
+        organ = gr.Radio(ORGAN_CHOICES, value=ORGAN_CHOICES[0], label="Organ to correct", elem_id=f"{prefix}-click-organ")
+        mode = gr.Radio(clicks.MODES, value=clicks.ADD, label="Click", elem_id=f"{prefix}-click-mode",
+                        info="Add: the organ under the click. Remove: the piece under the click.")
+    image = gr.Image(label="Click to correct: the chosen organ is added or removed where you click", type="numpy",
+                     format="png", interactive=False, buttons=[], elem_id=f"{prefix}-click-image")
+    return organ, mode, image
+
+
 def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(server.CACHE_SECONDS, server.CACHE_SECONDS)) as demo:
         gr.Markdown(f"# {TITLE}\nStomach, small bowel and large bowel on UW-Madison GI tract MRI, "
@@ -76,11 +87,14 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     spacing_note = gr.Markdown()
                     table = gr.Dataframe(headers=AREA_HEADERS, label="Measurements", interactive=False)
                     mask_file = gr.File(label="Masks PNG (bits: stomach 1, small bowel 2, large bowel 4)")
+                    slice_click_organ, slice_click_mode, slice_click_image = click_controls("slice")
+                    slice_click_undo = gr.Button("Undo click", elem_id="slice-click-undo")
                     with gr.Row():
                         edit_one = gr.Button("Edit this slice", elem_id="slice-edit")
                         apply_one = gr.Button("Apply edit", variant="primary", elem_id="slice-apply-edit")
                     one_editor = slice_editor("slice-editor")
             result, one_editor_state = gr.State(time_to_live=server.CACHE_SECONDS), gr.State(time_to_live=server.CACHE_SECONDS)
+            slice_clicks = gr.State(time_to_live=server.CACHE_SECONDS)
         with gr.Tab("Scan", elem_id="scan-tab"):
             with gr.Row():
                 with gr.Column():
@@ -110,6 +124,13 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                     scan_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", interactive=False, elem_id="scan-slider")
                     scan_overlay = gr.AnnotatedImage(label="Organs", color_map=COLOR_MAP, show_legend=True,
                                                     elem_id="scan-overlay")
+                    scan_click_organ, scan_click_mode, scan_click_image = click_controls("scan")
+                    with gr.Row():
+                        scan_click_undo = gr.Button("Undo", elem_id="scan-click-undo")
+                        scan_click_apply = gr.Button("Apply clicks", variant="primary", elem_id="scan-click-apply")
+                        scan_propagate = gr.Button("Propagate to neighbouring slices", elem_id="scan-propagate")
+                        scan_fill = gr.Button("Fill between corrected slices", elem_id="scan-fill-between")
+                    scan_click_note = gr.Markdown(elem_id="scan-click-note")
                     with gr.Row():
                         edit_slice = gr.Button("Edit this slice", elem_id="scan-edit")
                         apply_edit = gr.Button("Apply edit", variant="primary", elem_id="scan-apply-edit")
@@ -124,6 +145,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                               "for a DICOM series, DICOM SEG and RTSTRUCT",
                                         file_count="multiple", interactive=False, elem_id="scan-downloads")
             scan_result, editor_state = gr.State(time_to_live=server.CACHE_SECONDS), gr.State(time_to_live=server.CACHE_SECONDS)
+            scan_clicks = gr.State(time_to_live=server.CACHE_SECONDS)
         with gr.Tab("Course", elem_id="days-tab"):
             gr.Markdown("Day A is the reference. **Compare days**: day B against day A. **Run the course**: every day "
                         "against a target on day A (with an optional dose and constraints); plan not adapted, "
@@ -163,17 +185,26 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                         "and never logged. Data: UW-Madison GI Tract Image Segmentation (Kaggle 2022).")
 
         image_file.change(slice_tab.preview_slice, image_file, preview, api_visibility="private", show_progress="hidden")
-        run.click(slice_tab.segment, [image_file, spacing, opacity, organs, show_confidence],
-                  [overlay, table, mask_file, spacing_note, result], api_name="segment", concurrency_id="model")
+        slice_event = run.click(slice_tab.segment, [image_file, spacing, opacity, organs, show_confidence],
+                                [overlay, table, mask_file, spacing_note, result], api_name="segment", concurrency_id="model")
         for control in (opacity, organs, show_confidence):
             control.change(slice_tab.render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
+        slice_click_outputs = [overlay, table, mask_file, result, slice_clicks, slice_click_image]
+        slice_click_image.select(clicks.slice_click, [result, slice_clicks, slice_click_organ, slice_click_mode, opacity,
+                                                      organs, show_confidence], slice_click_outputs,
+                                 api_visibility="private", concurrency_id="clicks", show_progress="hidden")
+        slice_click_undo.click(clicks.undo_slice_click, [result, slice_clicks, opacity, organs, show_confidence],
+                               slice_click_outputs, api_visibility="private", concurrency_id="clicks", show_progress="hidden")
         demo.load(server.MODEL.about, None, about_md, api_visibility="private")
         # No progress overlay on an editor being filled: Gradio 6.31 can leave it up, over the canvas.
         quiet = dict(api_visibility="private", show_progress="hidden")
         edit_one.click(slice_tab.open_slice_editor, result, [one_editor, one_editor_state], **quiet)
-        apply_one.click(slice_tab.apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs, show_confidence],
-                        [overlay, table, mask_file, result], api_visibility="private")
+        apply_one_event = apply_one.click(slice_tab.apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs,
+                                                                       show_confidence],
+                                          [overlay, table, mask_file, result], api_visibility="private")
+        for event in (slice_event.then, apply_one_event.then, opacity.change):
+            event(clicks.slice_click_view, [result, opacity], slice_click_image, **quiet)
         scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
                         scan_result, review_table]
         scan_event = run_scan.click(
@@ -188,11 +219,32 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                          days_out + course_out, api_name="course", concurrency_id="model")
         edit_slice.click(scan_tab.open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state], **quiet)
         reset_edit.click(scan_tab.reset_scan_editor, [scan_result, editor_state], [scan_editor, editor_state], **quiet)
-        apply_edit.click(scan_tab.apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity, scan_organs],
-                         scan_outputs, api_visibility="private", concurrency_id="model")
+        apply_edit_event = apply_edit.click(scan_tab.apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity,
+                                                                       scan_organs],
+                                            scan_outputs, api_visibility="private", concurrency_id="model")
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(scan_tab.render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
+        # Click correction (ui/clicks.py): the click image follows the slider and every new or edited scan.
+        click_view = (clicks.scan_click_view, [scan_result, scan_clicks, scan_slider, scan_opacity],
+                      [scan_click_image, scan_clicks])
+        for event in (scan_event.then, apply_edit_event.then):
+            event(*click_view, **quiet)
+        for control in (scan_slider, scan_opacity):
+            control.change(*click_view, api_visibility="private", queue=False, show_progress="hidden",
+                           trigger_mode="always_last")
+        click_outputs = [scan_click_image, scan_clicks, scan_click_note]
+        scan_click_image.select(clicks.scan_click, [scan_result, scan_clicks, scan_slider, scan_click_organ, scan_click_mode,
+                                                    scan_opacity], click_outputs,
+                                api_visibility="private", concurrency_id="clicks", show_progress="hidden")
+        click_edit = [scan_result, scan_clicks, scan_slider]
+        scan_click_undo.click(clicks.undo_scan_click, [*click_edit, scan_opacity, scan_organs], scan_outputs + click_outputs,
+                              api_visibility="private", concurrency_id="model")
+        scan_click_apply.click(clicks.apply_scan_clicks, [*click_edit, scan_opacity, scan_organs],
+                               scan_outputs + click_outputs, api_visibility="private", concurrency_id="model")
+        for button, verb in ((scan_propagate, clicks.propagate_scan), (scan_fill, clicks.fill_between_scan)):
+            button.click(verb, [*click_edit, scan_click_organ, scan_opacity, scan_organs], scan_outputs + click_outputs,
+                         api_visibility="private", concurrency_id="model")
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=MAX_QUEUE_SIZE)
     return demo
 

@@ -233,7 +233,7 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
         # A person carries a fix that worked (not a slice left wrong, nor a removed organ: nothing to carry),
         # looks at the proposal and keeps it when it is better as a whole (Accept), else undoes it.
         if with_propagation and used is not None and fixed.any():
-            proposed = interactive.propagate(scan.voxels, probabilities, current, o, d)
+            proposed = interactive.propagate(scan.voxels, probabilities, current, o, d, before=masks[o, d])
             changed = (proposed[o] != current[o]).any(axis=(1, 2)) & ~visited
             candidate = current[o].copy()
             candidate[changed] = proposed[o, changed]

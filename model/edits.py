@@ -4,7 +4,8 @@
 log of applied edits. :meth:`ScanEdits.apply` writes one slice's corrected masks into the scan
 and then every download again (:func:`model.exports.write_outputs`), plus:
 
-- ``<scan>_edits.csv``: one row per applied edit and organ changed (:data:`EDIT_LOG_HEADER`);
+- ``<scan>_edits.csv``: one row per applied edit, slice and organ changed (:data:`EDIT_LOG_HEADER`),
+  with the tool (brush, click, propagate, fill between) and, for clicks, the clicks themselves;
 - ``<scan>_corrections.zip``: the edited slices and their corrected labels in the Kaggle layout
   ``train/`` reads (``train.csv`` RLE rows and ``train/caseN/caseN_dayD/scans/slice_*.png``).
 
@@ -32,14 +33,18 @@ from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, check_organ_masks
 from .scans.kaggle import scan_folder
 
-EDIT_LOG_HEADER = ("edit", "slice_index", "slice_number", "organ", "pixels_added", "pixels_removed")
+EDIT_LOG_HEADER = ("edit", "slice_index", "slice_number", "organ", "pixels_added", "pixels_removed", "tool", "clicks")
+#: The tools an edit can come from (the log's ``tool`` column).
+TOOLS = ("brush", "click", "propagate", "fill_between")
 #: The case and day a corrections zip uses for a scan whose name has none (NIfTI, DICOM, loose files).
 FALLBACK_CASE_DAY = "case0_day0"
 
 
 @dataclass(frozen=True)
 class SliceEdit:
-    """One organ changed by one applied edit: ``slice_index`` 0-based in the scan, pixels added and removed."""
+    """One organ changed on one slice by one applied edit: ``slice_index`` 0-based in the scan, pixels added
+    and removed, the tool (:data:`TOOLS`) and, for a click edit, its clicks as ``+row:col`` (add) and
+    ``-row:col`` (remove), space-separated, oldest first."""
 
     edit: int
     slice_index: int
@@ -47,16 +52,26 @@ class SliceEdit:
     organ: str
     pixels_added: int
     pixels_removed: int
+    tool: str = "brush"
+    clicks: str = ""
 
 
-def changes(before: np.ndarray, after: np.ndarray, edit: int, slice_index: int, slice_number: int) -> list[SliceEdit]:
-    """One :class:`SliceEdit` per organ whose ``(H, W)`` mask differs between ``(O, H, W) bool`` ``before`` and ``after``."""
+def changes(before: np.ndarray, after: np.ndarray, edit: int, slice_index: int, slice_number: int,
+            tool: str = "brush", clicks: dict[str, str] | None = None) -> list[SliceEdit]:
+    """One :class:`SliceEdit` per organ whose ``(H, W)`` mask differs between ``(O, H, W) bool`` ``before`` and
+    ``after``; ``clicks``: ``{organ: clicks_text}`` for a click edit."""
     rows = []
     for o, organ in enumerate(labels.ORGANS):
         added, removed = int(np.count_nonzero(after[o] & ~before[o])), int(np.count_nonzero(before[o] & ~after[o]))
         if added or removed:
-            rows.append(SliceEdit(edit, slice_index, slice_number, organ, added, removed))
+            rows.append(SliceEdit(edit, slice_index, slice_number, organ, added, removed, tool,
+                                   (clicks or {}).get(organ, "")))
     return rows
+
+
+def clicks_text(clicks) -> str:
+    """Clicks ``(row, col, positive)`` as the log writes them: ``+row:col`` or ``-row:col``, space-separated."""
+    return " ".join(f"{'+' if positive else '-'}{row}:{col}" for row, col, positive in clicks)
 
 
 def write_edit_log(edits: list[SliceEdit], path: str | Path) -> Path:
@@ -65,8 +80,8 @@ def write_edit_log(edits: list[SliceEdit], path: str | Path) -> Path:
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(EDIT_LOG_HEADER)
-        writer.writerows([e.edit, e.slice_index, e.slice_number, e.organ, e.pixels_added, e.pixels_removed]
-                         for e in edits)
+        writer.writerows([e.edit, e.slice_index, e.slice_number, e.organ, e.pixels_added, e.pixels_removed,
+                          e.tool, e.clicks] for e in edits)
     return path
 
 
@@ -150,35 +165,59 @@ class ScanEdits:
     def edited_organs(self) -> frozenset[str]:
         return frozenset(e.organ for e in self.edits)
 
-    def apply(self, index: int, slice_masks: np.ndarray, out_dir: str | Path) -> tuple[ScanEdits, SegmentedScan] | None:
+    def corrected(self, organ: str) -> list[int]:
+        """The slices (0-based, ascending) on which ``organ`` was changed by an applied edit."""
+        return sorted({e.slice_index for e in self.edits if e.organ == organ})
+
+    def apply(self, index: int, slice_masks: np.ndarray, out_dir: str | Path, tool: str = "brush",
+              clicks: dict[str, str] | None = None) -> tuple[ScanEdits, SegmentedScan] | None:
         """Write ``slice_masks`` ``(O, H, W) bool`` into slice ``index`` and every download into ``out_dir``.
 
         Returns the new state and the rewritten scan, or ``None`` when nothing changed (then nothing
-        is written or logged).
+        is written or logged). ``tool`` and ``clicks`` (``{organ: clicks_text(...)}``) go into the edit log.
         """
+        return self.apply_slices({index: slice_masks}, out_dir, tool, clicks)
+
+    def apply_slices(self, slice_masks: dict[int, np.ndarray], out_dir: str | Path, tool: str = "brush",
+                     clicks: dict[str, str] | None = None) -> tuple[ScanEdits, SegmentedScan] | None:
+        """:meth:`apply` for several slices at once, one edit in the log: ``{slice index: (O, H, W) bool}``
+        (a propagation or a fill between slices)."""
+        if tool not in TOOLS:
+            raise ValueError(f"tool must be one of {TOOLS}, got {tool!r}")
         expected = (len(labels.ORGANS), *self.scan.shape[1:])
-        if slice_masks.shape != expected:
-            raise ValueError(f"slice_masks must be {expected}, got {slice_masks.shape}")
+        for index, masks in slice_masks.items():
+            if not 0 <= int(index) < len(self.scan):
+                raise ValueError(f"slice index {index} is outside the scan (0..{len(self.scan) - 1})")
+            if masks.shape != expected:
+                raise ValueError(f"slice_masks must be {expected}, got {masks.shape}")
         number = len({e.edit for e in self.edits}) + 1
-        rows = changes(self.organ_masks[:, index], slice_masks, number, index, self.scan.slice_numbers[index])
+        rows = [row for index, masks in sorted(slice_masks.items())
+                for row in changes(self.organ_masks[:, index], masks, number, index, self.scan.slice_numbers[index],
+                                   tool, clicks)]
         if not rows:
             return None
         masks = self.organ_masks.copy()
-        masks[:, index] = slice_masks
-        edits = (*self.edits, *rows)
+        for index, slice_mask in slice_masks.items():
+            masks[:, index] = slice_mask
+        return replace(self, organ_masks=masks, edits=(*self.edits, *rows)).write(out_dir)
+
+    def write(self, out_dir: str | Path) -> tuple[ScanEdits, SegmentedScan]:
+        """Every download of these masks into ``out_dir`` (the review flags scored again), and the state with
+        those flags. :meth:`apply` calls it; so does an undo that goes back to an earlier state."""
+        masks, edits = self.organ_masks, self.edits
         edited = frozenset((e.slice_index, e.organ) for e in edits)
         if self.probabilities is not None:  # scored again: the corrected masks with the model's probabilities
             flags = review_flags(masks, self.scan.spacing_mm, self.probabilities, self.scan.slice_numbers,
                                  reviewed=edited)
         else:  # the probabilities were not kept: the model's flags, but none on a slice someone corrected
             flags = [f for f in self.flags if f.slice_index not in {index for index, _ in edited}]
-        state = replace(self, organ_masks=masks, edits=edits)
         out_dir = Path(out_dir)
         outputs = write_outputs(masks, self.scan, out_dir, planning=self.planning, flags=flags,
-                                edited_organs=state.edited_organs)
-        stem = self.scan.name
-        outputs = replace(outputs, edit_log=write_edit_log(list(edits), out_dir / f"{stem}_edits.csv"),
-                          corrections=write_corrections_zip(masks, self.scan, sorted({e.slice_index for e in edits}),
-                                                            out_dir / f"{stem}_corrections.zip"))
-        return (replace(state, flags=outputs.flags),
+                                edited_organs=self.edited_organs)
+        if edits:
+            stem = self.scan.name
+            outputs = replace(outputs, edit_log=write_edit_log(list(edits), out_dir / f"{stem}_edits.csv"),
+                              corrections=write_corrections_zip(masks, self.scan, sorted({e.slice_index for e in edits}),
+                                                                out_dir / f"{stem}_corrections.zip"))
+        return (replace(self, flags=outputs.flags),
                 SegmentedScan(self.scan, masks, outputs, measure(masks, self.scan), self.probabilities))

@@ -179,7 +179,7 @@ def test_a_stroke_and_an_eraser_change_that_slice_and_organ_where_they_went(serv
     assert under.sum() > 50 and gone[2][under].all()
 
     log = _download(page, tmp_path, "_edits.csv").read_text().splitlines()
-    assert log[0] == "edit,slice_index,slice_number,organ,pixels_added,pixels_removed"
+    assert log[0] == "edit,slice_index,slice_number,organ,pixels_added,pixels_removed,tool,clicks"
     assert [row.split(",")[:4] for row in log[1:]] == [["1", "2", "83", "large_bowel"], ["2", "2", "83", "large_bowel"]]
     review = page.locator("#scan-review")
     assert "edited" in review.inner_text()
@@ -232,25 +232,38 @@ def test_after_a_larger_scan_shifted_layers_are_refused_and_nothing_lands(server
     expect(page.locator("#scan-note")).not_to_contain_text("Corrected by hand")
 
 
-def test_the_slice_tab_editor_writes_the_stroke_into_the_mask_png(server, shared_data, browser, tmp_path):
+def segmented_slice_page(server, browser, image):
+    """A page with ``image`` segmented on the Slice tab."""
     from playwright.sync_api import expect
-    from PIL import Image
 
-    from model.mask_png import decode_mask_png
-
-    image = kaggle_slices(shared_data, "volume_360x310")[62]
-    page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
     page.goto(server.url)
     page.locator("input[type=file]").first.set_input_files(image)
     page.get_by_role("button", name="Segment", exact=True).click()
     expect(page.get_by_text("Pixel spacing 1.5 × 1.5 mm (file name).")).to_be_visible(timeout=90_000)
+    return page
+
+
+def slice_mask_png(page, tmp_path) -> np.ndarray:
+    """The Slice tab's mask PNG, downloaded and decoded: ``(O, H, W) bool``."""
+    from PIL import Image
+
+    from model.mask_png import decode_mask_png
+
+    with page.expect_download() as download:
+        page.locator('a[download$="_masks.png"]').click()
+    saved = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
+    download.value.save_as(saved)
+    return decode_mask_png(np.asarray(Image.open(saved)))
+
+
+def test_the_slice_tab_editor_writes_the_stroke_into_the_mask_png(server, shared_data, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = segmented_slice_page(server, browser, kaggle_slices(shared_data, "volume_360x310")[62])
 
     def mask_png():
-        with page.expect_download() as download:
-            page.locator('a[download$="_masks.png"]').click()
-        saved = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
-        download.value.save_as(saved)
-        return decode_mask_png(np.asarray(Image.open(saved)))
+        return slice_mask_png(page, tmp_path)
 
     before = mask_png()
     page.locator("#slice-edit").click()

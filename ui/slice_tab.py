@@ -24,7 +24,8 @@ from .tables import area_rows
 class SliceState:
     """The tab's state: the slice ``(H, W) uint8`` as shown, its masks ``(O, H, W) bool``, the model's
     uncertainty ``(H, W) float32`` (or ``None``), the pixel spacing ``(row, col)`` mm, the file's stem,
-    and a token new for every segmented slice (an editor opened on an older slice cannot land here)."""
+    a token new for every segmented slice (an editor opened on an older slice cannot land here), and
+    the model's probabilities ``(O, H, W) float16`` (or ``None``) for click correction (:mod:`ui.clicks`)."""
 
     display: np.ndarray
     organ_masks: np.ndarray
@@ -32,6 +33,7 @@ class SliceState:
     spacing_mm: tuple[float, float]
     name: str
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    probabilities: np.ndarray | None = None
 
 
 def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
@@ -47,7 +49,8 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
         probabilities = np.zeros((1, len(labels.ORGANS), *raw.shape[-2:]), dtype=np.float16)
         organ_masks = server.MODEL.get().predict(raw[None], probabilities)[0]
     mask_path = save_mask_png(organ_masks, server.scratch_dir() / f"{path.stem}_masks.png")
-    state = SliceState(normalize_intensity(raw), organ_masks, uncertainty_map(probabilities[0]), spacing, path.stem)
+    state = SliceState(normalize_intensity(raw), organ_masks, uncertainty_map(probabilities[0]), spacing, path.stem,
+                       probabilities=probabilities[0])
     return (render(state, opacity, organs, show_confidence), area_rows(organ_masks, spacing), str(mask_path),
             spacing_note(spacing, source), state)
 

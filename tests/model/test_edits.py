@@ -58,9 +58,9 @@ def test_an_applied_edit_rewrites_every_download_for_that_slice_and_organ_only(k
         rows = list(csv.DictReader(f))
     assert rows == [
         {"edit": "1", "slice_index": "2", "slice_number": str(scan.slice_numbers[2]), "organ": "stomach",
-         "pixels_added": "200", "pixels_removed": "0"},
+         "pixels_added": "200", "pixels_removed": "0", "tool": "brush", "clicks": ""},
         {"edit": "1", "slice_index": "2", "slice_number": str(scan.slice_numbers[2]), "organ": "large_bowel",
-         "pixels_added": "0", "pixels_removed": str(int(removed.sum()))},
+         "pixels_added": "0", "pixels_removed": str(int(removed.sum())), "tool": "brush", "clicks": ""},
     ]
 
     # A second edit on another slice is edit 2; the log keeps the first.
@@ -202,3 +202,39 @@ def test_dicom_exports_mark_the_edited_organ_semiautomatic_and_the_rest_automati
     # Before the edit, everything was automatic.
     first = pydicom.dcmread(tmp_path / "first" / "series_rtstruct.dcm")
     assert {r.ROIGenerationAlgorithm for r in first.StructureSetROISequence} == {"AUTOMATIC"}
+
+
+def test_several_slices_are_one_edit_and_the_log_names_the_tool_and_the_clicks(kaggle_scan, tmp_path):
+    scan, masks = kaggle_scan
+    state = segmented(scan, masks, tmp_path / "first")
+    proposed = {d: masks[:, d].copy() for d in (1, 2, 4)}
+    for d in (1, 2):
+        proposed[d][SMALL, 10:20, 10:30] = True  # two slices change; slice 4 does not
+    state, result = state.apply_slices(proposed, tmp_path / "propagated", tool="propagate")
+    assert {(e.edit, e.slice_index, e.organ, e.tool) for e in state.edits} == {(1, 1, "small_bowel", "propagate"),
+                                                                            (1, 2, "small_bowel", "propagate")}
+    assert state.corrected("small_bowel") == [1, 2] and state.corrected("stomach") == []
+    clicked = masks[:, 3].copy()
+    clicked[STOMACH, 50:60, 50:60] = True
+    state, result = state.apply(3, clicked, tmp_path / "clicked", tool="click", clicks={"stomach": "+55:55 -10:12"})
+    with open(result.outputs.edit_log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["edit"], r["slice_index"], r["tool"], r["clicks"]) for r in rows] == [
+        ("1", "1", "propagate", ""), ("1", "2", "propagate", ""), ("2", "3", "click", "+55:55 -10:12")]
+    with pytest.raises(ValueError, match="tool must be one of"):
+        state.apply(3, masks[:, 3], tmp_path / "x", tool="lasso")
+    with pytest.raises(ValueError, match="outside the scan"):
+        state.apply_slices({6: masks[:, 0]}, tmp_path / "x")
+
+
+def test_writing_an_earlier_state_again_gives_its_downloads_back(kaggle_scan, tmp_path):
+    """Undo in the page goes back to the state before an edit and writes it again (ScanEdits.write)."""
+    scan, masks = kaggle_scan
+    state = segmented(scan, masks, tmp_path / "first")
+    changed = masks[:, 2].copy()
+    changed[LARGE, :40, :40] = True
+    edited, _ = state.apply(2, changed, tmp_path / "edited")
+    back, result = state.write(tmp_path / "undone")
+    first = nib.load(tmp_path / "first" / f"{scan.name}_labels.nii.gz").get_fdata()
+    assert np.array_equal(nib.load(tmp_path / "undone" / f"{scan.name}_labels.nii.gz").get_fdata(), first)
+    assert not back.edits and result.outputs.edit_log is None and np.array_equal(result.organ_masks, masks)

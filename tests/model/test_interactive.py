@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from model import interactive
@@ -148,6 +149,36 @@ def test_propagate_stops_where_the_prediction_is_already_right():
     masks[0, 2] = False  # only slice 2 is wrong above, and it sits past an already right slice 3
     new = interactive.propagate(voxels, None, masks, 0, 4)
     assert np.array_equal(new[0, 2], masks[0, 2])
+
+
+def test_propagate_carries_only_the_fix_when_told_what_the_slice_held_before():
+    """A piece added on one slice is added on its neighbours; the rest of their (wrong) mask stays."""
+    voxels, truth = synthetic_scan()
+    masks = truth.copy()
+    blob = disc(SHAPE, 60, 20, 8)  # the model's invented piece of organ 0, far from the organ, on every slice
+    masks[0, 1:8] |= blob
+    masks[0, 2:7] &= ~disc(SHAPE, 25 + 4, 30, 10)  # and it missed the organ itself on slices 2-6
+    before = masks[0, 4].copy()
+    masks[0, 4] = truth[0, 4] | blob  # the person added the organ on slice 4 and left the blob
+    new = interactive.propagate(voxels, None, masks, 0, 4, before=before)
+    for d in (3, 5):
+        assert dice(new[0, d] & ~blob, truth[0, d]) > 0.85, "the fix is carried"
+        assert np.array_equal(new[0, d] & blob, masks[0, d] & blob), "outside the fix nothing changes"
+    with pytest.raises(ValueError, match="before"):
+        interactive.propagate(voxels, None, masks, 0, 4, before=before[:-1])
+
+
+def test_propagate_enters_another_organ_where_the_person_put_the_organ_over_it():
+    voxels, truth = synthetic_scan()
+    masks = truth.copy()
+    masks[1, 2:7] |= ndimage.binary_dilation(truth[0, 2:7], iterations=2)  # organ 1 painted over organ 0
+    masks[0, 2:7] = False
+    before = masks[0, 4].copy()
+    masks[0, 4] = truth[0, 4]  # corrected on slice 4, over organ 1's pixels there
+    new = interactive.propagate(voxels, None, masks, 0, 4, before=before)
+    for d in (3, 5):
+        assert dice(new[0, d], truth[0, d]) > 0.85
+    assert np.array_equal(new[1], masks[1])
 
 
 def test_propagate_refuses_bad_input():

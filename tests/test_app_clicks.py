@@ -1,0 +1,252 @@
+"""Click correction on the Scan and Slice tabs (ui/clicks.py), called as Gradio calls the handlers.
+
+Known answers from real labels: nine slices of case139_day0 (a real 234×234 volume with the
+competition's truth) where the "model" is the truth with the stomach taken out of the middle five
+slices and a large-bowel blob invented on one, and probabilities that follow those masks. A click,
+a propagation and a fill between must bring the real stomach back, and the downloads must change
+on exactly the slices and organ they touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import gradio as gr
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from model.edits import ScanEdits
+from model.exports import SegmentedScan, write_outputs
+from model.measure import measure
+from model.metric import dice
+from model.rle import RleCsv
+from model.scans import load_scan
+from scan_fixtures import kaggle_slices
+from ui import clicks, scan_tab, slice_tab
+from ui.scan_tab import ScanState
+
+STOMACH, SMALL, LARGE = range(3)
+MISSED = range(2, 7)  # the slices the "model" missed the stomach on
+BLOB_SLICE, BLOB_CENTRE, BLOB_RADIUS = 0, (60, 60), 10
+
+
+def select(x: int, y: int) -> gr.SelectData:
+    """A click on the click image at its pixel ``(x, y)``, as the browser sends it."""
+    return gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
+
+
+def at(row: int, col: int, shape=(234, 234)) -> gr.SelectData:
+    """A click on slice pixel ``(row, col)`` (the middle of its zoomed pixel)."""
+    zoom = clicks.zoom_for(shape)
+    return select(col * zoom + zoom // 2, row * zoom + zoom // 2)
+
+
+def deepest(mask: np.ndarray) -> tuple[int, int]:
+    """The pixel farthest inside ``mask`` ``(H, W) bool``."""
+    distance = ndimage.distance_transform_edt(mask)
+    row, col = np.unravel_index(int(np.argmax(distance)), mask.shape)
+    return int(row), int(col)
+
+
+@pytest.fixture()
+def labelled(shared_data, tmp_path):
+    """``(ScanState, truth (O, D, H, W) bool, downloads)``: nine real slices with a stomach on each, the model's masks
+    as described above, the downloads written; the truth's rows from the competition's train.csv."""
+    files = kaggle_slices(shared_data, "volume_234x234")
+    rle = RleCsv(shared_data / "kaggle" / "train.csv.gz", case_days=["case139_day0"])
+    full = load_scan(files)
+    truth = rle.masks_on("case139_day0", full.slice_numbers, full.shape[1:]).masks
+    areas = truth[STOMACH].sum(axis=(1, 2))
+    start = max(range(len(full) - 9), key=lambda d: areas[d:d + 9].min())  # the stomach's largest run
+    assert areas[start:start + 9].min() > 300
+    folder = tmp_path / "case139_day0" / "scans"
+    folder.mkdir(parents=True)
+    scan = load_scan([shutil.copy(f, folder) for f in files[start:start + 9]])
+    truth = truth[:, start:start + 9]
+    masks = truth.copy()
+    masks[STOMACH, MISSED.start:MISSED.stop] = False
+    rr, cc = np.ogrid[:234, :234]
+    blob = (rr - BLOB_CENTRE[0]) ** 2 + (cc - BLOB_CENTRE[1]) ** 2 <= BLOB_RADIUS ** 2
+    assert not (blob & truth[:, BLOB_SLICE].any(axis=0)).any()
+    masks[LARGE, BLOB_SLICE] |= blob
+    probabilities = (masks * 0.9 + 0.05).astype(np.float16)
+    out = tmp_path / "segmented"
+    result = SegmentedScan(scan, masks, write_outputs(masks, scan, out, probabilities=probabilities),
+                           measure(masks, scan), probabilities)
+    return ScanState(ScanEdits.of(result)), truth, [str(f) for f in result.outputs.files()]
+
+
+def labels_nifti(downloads) -> np.ndarray:
+    """``(D, H, W)`` label ids of the label NIfTI among the Scan tab's downloads (its outputs' 8th)."""
+    path = next(p for p in downloads if p.endswith("_labels.nii.gz"))
+    return np.asarray(nib.load(path).dataobj).transpose(2, 1, 0)
+
+
+def test_a_positive_click_brings_the_missed_stomach_back_and_only_that_slice_and_organ_change(labelled, tiny_model):
+    state, truth, downloads = labelled
+    before = labels_nifti(downloads)
+    d = 4
+    row, col = deepest(truth[STOMACH, d])
+    image, session, note = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(row, col))
+    assert image.shape == (234 * 4, 234 * 4, 3) and session.clicks == ((STOMACH, row, col, True),)
+    assert "1 click on slice 5, not applied yet" in note
+    pending = clicks.replay(state.scan.voxels[d], state.edits.probabilities[:, d], state.organ_masks[:, d],
+                            session.clicks)
+    assert pending[STOMACH, row, col] and dice(pending[STOMACH], truth[STOMACH, d]) > 0.6
+    assert np.array_equal(pending[SMALL:], state.organ_masks[SMALL:, d])
+    # The image shows the pending mask: the clicked pixel is drawn in the stomach's colour now.
+    assert not np.array_equal(image, clicks.click_image(state.scan.display_slice(d), state.organ_masks[:, d]))
+
+    out = clicks.apply_scan_clicks(state, session, d + 1, 0.5)
+    new_state, review = out[9], out[10]
+    after = labels_nifti(out[7])
+    changed = after != before
+    assert set(np.flatnonzero(changed.any(axis=(1, 2)))) == {d}
+    assert set(np.unique(after[changed])) == {1} and np.array_equal(changed[d], pending[STOMACH] & (before[d] == 0))
+    log = next(p for p in out[7] if p.endswith("_edits.csv"))
+    rows = list(csv.DictReader(open(log)))
+    assert [(r["slice_index"], r["organ"], r["tool"], r["clicks"]) for r in rows] == [
+        (str(d), "stomach", "click", f"+{row}:{col}")]
+    assert [d + 1, "Stomach", "edited"] == review[[r[0] for r in review].index(d + 1)][:3]
+    assert "Applied: 1 click(s) on slice 5 (Stomach)." in out[-1] and out[-2].undo is state.edits
+
+    # Undo takes the applied clicks back: the masks and the label NIfTI are the model's again.
+    undone = clicks.undo_scan_click(new_state, out[-2], d + 1, 0.5)
+    assert np.array_equal(undone[9].organ_masks, state.organ_masks) and not undone[9].edits.edits
+    assert np.array_equal(labels_nifti(undone[7]), before) and "Undone" in undone[-1]
+
+
+def test_a_negative_click_at_an_invented_component_removes_all_of_it(labelled, tiny_model):
+    state, truth, _ = labelled
+    image, session, _ = clicks.scan_click(state, None, BLOB_SLICE + 1, "Large bowel", clicks.REMOVE, 0.5,
+                                          at(*BLOB_CENTRE))
+    masks = clicks.replay(state.scan.voxels[BLOB_SLICE], state.edits.probabilities[:, BLOB_SLICE],
+                          state.organ_masks[:, BLOB_SLICE], session.clicks)
+    blob = state.organ_masks[LARGE, BLOB_SLICE] & ~truth[LARGE, BLOB_SLICE]
+    assert not masks[LARGE][blob].any(), "the whole invented piece goes"
+    assert not (masks[LARGE] & ~state.organ_masks[LARGE, BLOB_SLICE]).any(), "a removal adds nothing"
+    assert np.array_equal(masks[LARGE], truth[LARGE, BLOB_SLICE]), "and nothing else"
+
+
+def test_undo_takes_back_the_last_pending_click_and_the_image_with_it(labelled, tiny_model):
+    state, truth, _ = labelled
+    d = 3
+    first = clicks.scan_click_view(state, None, d + 1, 0.5)[0]
+    _, one, _ = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, d])))
+    _, two, _ = clicks.scan_click(state, one, d + 1, "Small bowel", clicks.ADD, 0.5, at(5, 5))
+    assert len(two.clicks) == 2
+    out = clicks.undo_scan_click(state, two, d + 1, 0.5)
+    assert out[-2].clicks == one.clicks and not np.array_equal(out[-3], first)
+    out = clicks.undo_scan_click(state, out[-2], d + 1, 0.5)
+    assert out[-2].clicks == () and np.array_equal(out[-3], first)
+    with pytest.raises(gr.Error, match="Nothing to undo"):
+        clicks.undo_scan_click(state, out[-2], d + 1, 0.5)
+
+
+def test_propagate_carries_a_corrected_slice_to_its_neighbours_and_undo_drops_the_proposal(labelled, tiny_model):
+    state, truth, _ = labelled
+    d = 4
+    with pytest.raises(gr.Error, match="Nothing to propagate: the stomach on slice 5 has not been corrected"):
+        clicks.propagate_scan(state, None, d + 1, "Stomach")
+    # The person fixes slice 5 (here: the true stomach, as the editor would write it), then propagates.
+    fixed = state.organ_masks[:, d].copy()
+    fixed[STOMACH] = truth[STOMACH, d]
+    edits, result = state.edits.apply(d, fixed, tiny_model.scratch_dir())
+    corrected = ScanState(edits, None, state.token)
+    out = clicks.propagate_scan(corrected, None, d + 1, "Stomach")
+    masks = out[9].organ_masks
+    changed = {int(i) for i in np.flatnonzero((masks != corrected.organ_masks).any(axis=(0, 2, 3)))}
+    assert {d - 1, d + 1} <= changed <= set(MISSED) - {d}, "the missed neighbours, and nothing past them"
+    for n in (d - 1, d + 1):
+        assert dice(masks[STOMACH, n], truth[STOMACH, n]) > 0.7
+    assert np.array_equal(masks[SMALL:], corrected.organ_masks[SMALL:]) and np.array_equal(masks[:, d], fixed)
+    assert "Stomach propagated from slice 5 to slices" in out[-1]
+    log = {r["tool"] for r in csv.DictReader(open(next(p for p in out[7] if p.endswith("_edits.csv"))))}
+    assert log == {"brush", "propagate"}
+    undone = clicks.undo_scan_click(out[9], out[-2], d + 1, 0.5)
+    assert np.array_equal(undone[9].organ_masks, corrected.organ_masks)
+
+
+def test_pending_clicks_are_applied_before_a_propagation(labelled, tiny_model):
+    state, truth, _ = labelled
+    d = 4
+    _, session, _ = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, d])))
+    out = clicks.propagate_scan(state, session, d + 1, "Stomach")
+    tools = [r["tool"] for r in csv.DictReader(open(next(p for p in out[7] if p.endswith("_edits.csv"))))]
+    assert tools[0] == "click" and "propagate" in tools
+    assert out[-2].undo is state.edits  # Undo goes back before both
+
+
+def test_fill_between_interpolates_the_slices_between_two_corrected_ones(labelled, tiny_model):
+    state, truth, _ = labelled
+    with pytest.raises(gr.Error, match="Fill between needs the stomach corrected on two slices; it is on 0"):
+        clicks.fill_between_scan(state, None, 3, "Stomach")
+    edits = state.edits
+    for d in (MISSED.start - 1, MISSED.stop):  # the slices either side of the gap, corrected as they are
+        fixed = edits.organ_masks[:, d].copy()
+        fixed[STOMACH] = ndimage.binary_erosion(truth[STOMACH, d], iterations=1)
+        edits, _ = edits.apply(d, fixed, tiny_model.scratch_dir())
+        if d == MISSED.start - 1:
+            with pytest.raises(gr.Error, match=r"it is on 1 \(2\)"):
+                clicks.fill_between_scan(ScanState(edits, None, state.token), None, 3, "Stomach")
+    corrected = ScanState(edits, None, state.token)
+    out = clicks.fill_between_scan(corrected, None, 3, "Stomach")
+    masks = out[9].organ_masks
+    changed = {int(i) for i in np.flatnonzero((masks != corrected.organ_masks).any(axis=(0, 2, 3)))}
+    assert changed == set(MISSED)
+    assert np.mean([dice(masks[STOMACH, d], truth[STOMACH, d]) for d in MISSED]) > 0.7
+    assert "Stomach filled on slices 3–7 between the corrected slices 2, 8." in out[-1]
+
+
+def test_bad_clicks_get_one_line_and_change_nothing(labelled, tiny_model, shared_data, tmp_path):
+    state, _, _ = labelled
+    masks = state.organ_masks.copy()
+    zoom = clicks.zoom_for((234, 234))
+    for evt in (select(234 * zoom, 5), select(5, 234 * zoom + 3), select(-1, 4), gr.SelectData(None, {"index": None, "value": None})):
+        with pytest.raises(gr.Error, match="outside the slice"):
+            clicks.scan_click(state, None, 1, "Stomach", clicks.ADD, 0.5, evt)
+    with pytest.raises(gr.Error, match="No scan: segment a scan first"):
+        clicks.scan_click(None, None, 1, "Stomach", clicks.ADD, 0.5, at(5, 5))
+    with pytest.raises(gr.Error, match="No clicks to apply on this slice"):
+        clicks.apply_scan_clicks(state, None, 1)
+    # A click on a scan that was replaced: the click state belongs to another scan.
+    _, session, _ = clicks.scan_click(state, None, 1, "Stomach", clicks.ADD, 0.5, at(100, 100))
+    replaced = ScanState(state.edits, None)
+    with pytest.raises(gr.Error, match="scan that has been replaced"):
+        clicks.scan_click(replaced, session, 1, "Stomach", clicks.ADD, 0.5, at(100, 100))
+    with pytest.raises(gr.Error, match="Nothing to propagate"):
+        clicks.propagate_scan(state, None, 1, "Large bowel")
+    with pytest.raises(gr.Error, match="Pick one organ"):
+        clicks.scan_click(state, None, 1, "Liver", clicks.ADD, 0.5, at(5, 5))
+    assert np.array_equal(state.organ_masks, masks) and not state.edits.edits
+
+
+def test_the_slice_tab_click_changes_the_mask_png_at_once_and_undo_restores_it(tiny_model, shared_data):
+    from model.mask_png import decode_mask_png
+    from PIL import Image
+
+    image = kaggle_slices(shared_data, "volume_234x234")[70]
+    overlay, table, mask_path, _, state = slice_tab.segment(str(image), None, 0.5)
+    assert state.probabilities.shape == (3, 234, 234) and state.probabilities.dtype == np.float16
+    shown = clicks.slice_click_view(state)
+    assert shown.shape == (936, 936, 3)
+    row, col = 117, 117
+    organ = next(o for o in range(3) if not state.organ_masks[o, row, col])
+    name = ["Stomach", "Small bowel", "Large bowel"][organ]
+    out = clicks.slice_click(state, None, name, clicks.ADD, 0.5, None, False, at(row, col))
+    new_overlay, new_table, new_path, new_state, session, new_image = out
+    added = new_state.organ_masks & ~state.organ_masks
+    assert added[organ, row, col] and not added[[o for o in range(3) if o != organ]].any()
+    assert not (state.organ_masks & ~new_state.organ_masks).any()
+    png = decode_mask_png(np.asarray(Image.open(new_path)))
+    assert np.array_equal(png, new_state.organ_masks) and new_table != table
+    back = clicks.undo_slice_click(new_state, session, 0.5)
+    assert np.array_equal(back[3].organ_masks, state.organ_masks)
+    assert np.array_equal(decode_mask_png(np.asarray(Image.open(back[2]))), state.organ_masks)
+    with pytest.raises(gr.Error, match="No click to undo"):
+        clicks.undo_slice_click(back[3], back[4], 0.5)
+    with pytest.raises(gr.Error, match="outside the slice"):
+        clicks.slice_click(state, None, name, clicks.ADD, 0.5, None, False, select(5000, 5))

@@ -1,0 +1,182 @@
+"""Click correction in the browser: real mouse clicks on the Scan and Slice tabs, the downloads read back.
+
+Headless Debian Chromium against the real server (tiny model, this machine's engine). The click
+image is a plain ``<img>`` of the slice at a whole-pixel zoom (ui/clicks.py); a slice pixel is
+clicked at the middle of its zoomed square, mapped to the screen through the image's box as the
+browser draws it (``object-fit: contain``). The places to click are chosen from the label NIfTI
+the app wrote (the tiny model's masks are arbitrary): a positive click where the organ is far away,
+a negative one at the middle of one of its components.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from scan_fixtures import kaggle_slices, zip_files
+from test_browser_edit import _download, _labels, _segment, segmented_slice_page, slice_mask_png
+from ui.clicks import zoom_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+LARGE_ID = 3  # large bowel's label id: it wins every overlap in the label NIfTI
+SHAPE = (310, 360)
+
+
+def _click(page, image_id: str, row: int, col: int, shape=SHAPE) -> None:
+    """A real mouse click on slice pixel ``(row, col)`` of the click image ``#image_id``."""
+    page.wait_for_function(f"() => {{ const i = document.querySelector('#{image_id} img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+    img = page.locator(f"#{image_id} img")
+    img.scroll_into_view_if_needed()
+    box = img.bounding_box()
+    natural = page.evaluate(f"() => {{ const i = document.querySelector('#{image_id} img');"
+                            " return [i.naturalWidth, i.naturalHeight]; }")
+    zoom = zoom_for(shape)
+    assert natural == [shape[1] * zoom, shape[0] * zoom]
+    scale = min(box["width"] / natural[0], box["height"] / natural[1])
+    left = box["x"] + (box["width"] - natural[0] * scale) / 2
+    top = box["y"] + (box["height"] - natural[1] * scale) / 2
+    page.mouse.click(left + (col + 0.5) * zoom * scale, top + (row + 0.5) * zoom * scale)
+
+
+def _choose(page, elem_id: str, choice: str) -> None:
+    page.locator(f"#{elem_id}").get_by_label(choice, exact=True).check()
+
+
+def _wait_downloads(page, old_href: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator('#scan-downloads a[download$="_labels.nii.gz"]')).not_to_have_attribute("href", old_href,
+                                                                                               timeout=60_000)
+
+
+def _far_from(labels_slice: np.ndarray, image: np.ndarray, label: int) -> tuple[int, int]:
+    """A pixel inside the body and as far as possible from ``label`` on ``labels_slice`` ``(H, W)``."""
+    body = ndimage.binary_erosion(image > np.percentile(image, 60), iterations=6)
+    distance = ndimage.distance_transform_edt(labels_slice != label)
+    distance[~body] = 0
+    row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    assert distance[row, col] >= 12, "no room to add the organ on this slice"
+    return int(row), int(col)
+
+
+def test_clicks_add_and_remove_an_organ_propagate_and_undo_in_the_downloads(server, shared_data, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    files = kaggle_slices(shared_data, "volume_360x310")[60:66]
+    voxels = np.stack([np.asarray(Image.open(f)) for f in files])
+    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    _segment(page, server, upload, "6 slices 360×310")
+    before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    labels_link = page.locator('#scan-downloads a[download$="_labels.nii.gz"]')
+
+    # Slice 3: a positive large-bowel click far from the model's large bowel.
+    slider = page.locator("#scan-slider input[type=number]")
+    slider.fill("3")
+    slider.press("Enter")
+    d = 2
+    row, col = _far_from(before[d], voxels[d], LARGE_ID)
+    _choose(page, "scan-click-organ", "Large bowel")
+    _choose(page, "scan-click-mode", "Add")
+    shown = page.locator("#scan-click-image img").get_attribute("src")
+    _click(page, "scan-click-image", row, col)
+    expect(page.locator("#scan-click-note")).to_contain_text("1 click on slice 3, not applied yet", timeout=30_000)
+    assert page.locator("#scan-click-image img").get_attribute("src") != shown, "the mask must update at once"
+    old = labels_link.get_attribute("href")
+    page.locator("#scan-click-apply").click()
+    _wait_downloads(page, old)
+    added = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    changed = added != before
+    assert set(np.flatnonzero(changed.any(axis=(1, 2)))) == {d}, "only the clicked slice changes"
+    assert set(np.unique(added[changed])) == {LARGE_ID} and added[d, row, col] == LARGE_ID
+    assert changed[d].sum() >= 20
+    expect(page.locator("#scan-review")).to_contain_text("edited")
+    log = list(csv.DictReader(open(_download(page, tmp_path, "_edits.csv"))))
+    assert [(r["slice_index"], r["organ"], r["tool"], r["clicks"]) for r in log] == [
+        (str(d), "large_bowel", "click", f"+{row}:{col}")]
+
+    # Propagate the corrected slice: the neighbouring slices change, the corrected one does not.
+    old = labels_link.get_attribute("href")
+    page.locator("#scan-propagate").click()
+    _wait_downloads(page, old)
+    expect(page.locator("#scan-click-note")).to_contain_text("Large bowel propagated from slice 3")
+    propagated = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    moved = set(np.flatnonzero((propagated != added).any(axis=(1, 2))))
+    assert moved and d not in moved and moved <= {d - 2, d - 1, d + 1, d + 2, d + 3}
+    assert {d - 1, d + 1} & moved
+
+    # Undo: the downloads are those before the propagation again.
+    old = labels_link.get_attribute("href")
+    page.locator("#scan-click-undo").click()
+    _wait_downloads(page, old)
+    assert np.array_equal(_labels(_download(page, tmp_path, "_labels.nii.gz")), added)
+
+    # A negative click at the middle of a large-bowel component on slice 5 removes it.
+    d = 4
+    components, n = ndimage.label(added[d] == LARGE_ID)
+    assert n, "the tiny model left no large bowel on slice 5"
+    largest = components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+    distance = ndimage.distance_transform_edt(largest)
+    row, col = (int(v) for v in np.unravel_index(int(np.argmax(distance)), distance.shape))
+    slider.fill("5")
+    slider.press("Enter")
+    _choose(page, "scan-click-mode", "Remove")
+    expect(page.locator("#scan-click-note")).not_to_contain_text("not applied yet")
+    _click(page, "scan-click-image", row, col)
+    expect(page.locator("#scan-click-note")).to_contain_text("1 click on slice 5", timeout=30_000)
+    old = labels_link.get_attribute("href")
+    page.locator("#scan-click-apply").click()
+    _wait_downloads(page, old)
+    removed = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    gone = removed != added
+    assert set(np.flatnonzero(gone.any(axis=(1, 2)))) == {d}
+    assert set(np.unique(added[gone])) == {LARGE_ID} and LARGE_ID not in set(np.unique(removed[gone]))
+    assert removed[d, row, col] != LARGE_ID and gone[d].sum() >= 20
+
+
+def test_bad_clicks_in_the_page_get_one_line(server, shared_data, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    files = kaggle_slices(shared_data, "volume_360x310")[60:63]
+    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    _segment(page, server, upload, "3 slices 360×310")
+    page.locator("#scan-propagate").click()
+    expect(page.get_by_text("Nothing to propagate: the stomach on slice").first).to_be_visible(timeout=30_000)
+    page.locator("#scan-fill-between").click()
+    expect(page.get_by_text("Fill between needs the stomach corrected on two slices").first).to_be_visible(timeout=30_000)
+    page.locator("#scan-click-apply").click()
+    expect(page.get_by_text("No clicks to apply on this slice").first).to_be_visible(timeout=30_000)
+    expect(page.locator('#scan-downloads a[download$="_edits.csv"]')).to_have_count(0)
+
+
+def test_a_click_on_the_slice_tab_changes_the_mask_png_and_undo_restores_it(server, shared_data, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    image = kaggle_slices(shared_data, "volume_360x310")[62]
+    page = segmented_slice_page(server, browser, image)
+    link = page.locator('a[download$="_masks.png"]')
+
+    def mask_png():
+        return slice_mask_png(page, tmp_path)
+
+    before = mask_png()
+    expect(page.locator("#slice-click-image img")).to_have_count(1, timeout=30_000)
+    labels_slice = np.where(before[2], LARGE_ID, 0)
+    row, col = _far_from(labels_slice, np.asarray(Image.open(image)), LARGE_ID)
+    _choose(page, "slice-click-organ", "Large bowel")
+    old = link.get_attribute("href")
+    _click(page, "slice-click-image", row, col)
+    expect(link).not_to_have_attribute("href", old, timeout=30_000)
+    after = mask_png()
+    assert after[2, row, col] and not (before & ~after).any() and np.array_equal(after[:2], before[:2])
+    old = link.get_attribute("href")
+    page.locator("#slice-click-undo").click()
+    expect(link).not_to_have_attribute("href", old, timeout=30_000)
+    assert np.array_equal(mask_png(), before)

@@ -1,0 +1,389 @@
+"""Click correction on the Scan and Slice tabs: pick an organ and *add* or *remove*, click on the slice.
+
+The page shows the slice in a plain ``gr.Image`` (its ``select`` event gives the pixel), drawn by
+:func:`click_image` at an integer zoom :func:`zoom_for`: Gradio 6.31 maps a click to image pixels
+with a scale capped at 1, which is right only when the image is shown no larger than it is, so the
+image is sent large and the handlers divide by the zoom. Each click replays every click so far on
+that slice through :func:`model.interactive.click` (undo is one click fewer).
+
+- **Scan tab.** Clicks stay pending on their slice (the image shows them) until **Apply clicks**
+  writes them into the scan as one edit: every download recomputed, the edit log with the clicks,
+  the organs SEMIAUTOMATIC. **Propagate** and **Fill between** apply at once, as edits, and **Undo**
+  after them goes back to the scan before them. Clicking on another slice drops its pending clicks.
+- **Slice tab.** Each click updates the masks, the measurements and the mask PNG at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import gradio as gr
+import numpy as np
+from skimage.draw import disk
+
+from model import interactive, labels
+from model.edits import ScanEdits, clicks_text
+from model.mask_png import save_mask_png
+
+from . import server
+from .editor import EditError
+from .overlays import ORGAN_CHOICES
+from .tables import area_rows
+
+#: The click modes as the page shows them.
+ADD, REMOVE = "Add", "Remove"
+MODES = [ADD, REMOVE]
+#: The shown image is at least this many pixels on its longer side (whole-pixel zoom).
+SHOWN_PX = 768
+#: Radius of a drawn click, in shown pixels.
+MARKER_PX = 5
+CLICK_COLOURS = {True: (0, 230, 0), False: (255, 40, 40)}
+
+#: A pending click: ``(organ index, row, col, positive)``.
+OrganClick = tuple[int, int, int, bool]
+
+
+def zoom_for(shape: tuple[int, int]) -> int:
+    """The whole-pixel zoom of a slice of ``shape`` ``(H, W)`` in the click image."""
+    return max(1, math.ceil(SHOWN_PX / max(shape)))
+
+
+def click_image(display: np.ndarray, organ_masks: np.ndarray, opacity: float = 0.5,
+                clicks: tuple[OrganClick, ...] = ()) -> np.ndarray:
+    """``(H·z, W·z, 3) uint8``: the slice ``display`` ``(H, W) uint8`` with ``organ_masks`` ``(O, H, W) bool``
+    blended in their colours at ``opacity``, at zoom :func:`zoom_for`, and each click as a green (add) or
+    red (remove) dot."""
+    alpha = float(np.clip(opacity, 0.0, 1.0))
+    rgb = np.repeat(np.asarray(display, dtype=np.float32)[..., None], 3, axis=-1)
+    for o, organ in enumerate(labels.ORGANS):
+        rgb[organ_masks[o]] = (1 - alpha) * rgb[organ_masks[o]] + alpha * np.array(labels.rgb(organ), np.float32)
+    zoom = zoom_for(display.shape)
+    shown = np.repeat(np.repeat(np.round(rgb).astype(np.uint8), zoom, axis=0), zoom, axis=1)
+    for _, row, col, positive in clicks:
+        rr, cc = disk((row * zoom + zoom // 2, col * zoom + zoom // 2), MARKER_PX, shape=shown.shape[:2])
+        shown[rr, cc] = CLICK_COLOURS[positive]
+    return shown
+
+
+def organ_index(organ_choice: str) -> int:
+    """The index in :data:`model.labels.ORGANS` of a display name (the organ picker's value)."""
+    named = labels.organs_named([organ_choice])
+    if len(named) != 1:
+        raise EditError(f"Pick one organ to correct ({', '.join(ORGAN_CHOICES)}); got {organ_choice!r}.")
+    return labels.ORGANS.index(named[0])
+
+
+def clicked_pixel(evt: gr.SelectData | None, shape: tuple[int, int]) -> tuple[int, int]:
+    """``(row, col)`` of the slice pixel under a click on the click image; :class:`EditError` outside it."""
+    index = getattr(evt, "index", None)
+    try:
+        x, y = (int(v) for v in index)
+    except (TypeError, ValueError):
+        raise EditError("That click is outside the slice; click on the slice's image.") from None
+    zoom = zoom_for(shape)
+    row, col = y // zoom, x // zoom
+    if not (0 <= row < shape[0] and 0 <= col < shape[1]) or x < 0 or y < 0:
+        raise EditError(f"That click is outside the slice ({shape[1]}×{shape[0]} px); click on the slice's image.")
+    return row, col
+
+
+def replay(image: np.ndarray, probabilities: np.ndarray | None, before: np.ndarray,
+           clicks: tuple[OrganClick, ...]) -> np.ndarray:
+    """``(O, H, W) bool``: ``before`` ``(O, H, W) bool`` after ``clicks``, each organ by its own clicks through
+    :func:`model.interactive.click` (the other organs as they were before: organs may overlap)."""
+    masks = before.copy()
+    for o in sorted({c[0] for c in clicks}):
+        probability = None if probabilities is None else probabilities[o].astype(np.float32)
+        others = np.delete(before, o, axis=0).any(axis=0)
+        masks[o] = interactive.click(image, probability, before[o], [c[1:] for c in clicks if c[0] == o], others)
+    return masks
+
+
+def _per_organ_text(clicks: tuple[OrganClick, ...]) -> dict[str, str]:
+    return {labels.ORGANS[o]: clicks_text([c[1:] for c in clicks if c[0] == o]) for o in {c[0] for c in clicks}}
+
+
+# --------------------------------------------------------------------------- the Scan tab
+
+
+@dataclass(frozen=True)
+class ScanClicks:
+    """The Scan tab's click state: the scan it was drawn for (its token), the slice (0-based) and its
+    masks ``(O, H, W) bool`` when the pending clicks started, the clicks, and the scan before the last
+    applied click, propagation or fill (``undo``) with a line saying what Undo takes back."""
+
+    token: str | None = None
+    slice_index: int | None = None
+    before: np.ndarray | None = None
+    clicks: tuple[OrganClick, ...] = ()
+    undo: ScanEdits | None = None
+    undo_what: str = ""
+
+
+def _scan_state(state):
+    if not state:
+        raise EditError("No scan: segment a scan first, then click on its slices.")
+    return state
+
+
+def _slice_at(state, position) -> int:
+    return int(np.clip(int(position or 1) - 1, 0, len(state.scan) - 1))
+
+
+def _pending(state, clicks: ScanClicks | None, index: int) -> ScanClicks | None:
+    """``clicks`` when they are pending on slice ``index`` of this scan and its masks have not changed since."""
+    if (clicks and clicks.clicks and clicks.token == state.token and clicks.slice_index == index
+            and np.array_equal(clicks.before, state.organ_masks[:, index])):
+        return clicks
+    return None
+
+
+def _pending_masks(state, pending: ScanClicks | None, index: int) -> np.ndarray:
+    if pending is None:
+        return state.organ_masks[:, index]
+    probabilities = None if state.edits.probabilities is None else state.edits.probabilities[:, index]
+    return replay(state.scan.voxels[index], probabilities, pending.before, pending.clicks)
+
+
+def scan_click_view(state, clicks: ScanClicks | None, position=1, opacity=0.5):
+    """The click image of slice ``position`` (1-based) with its pending clicks, and the click state (now
+    bound to this scan)."""
+    if not state:
+        return None, clicks or ScanClicks()
+    index = _slice_at(state, position)
+    pending = _pending(state, clicks, index)
+    image = click_image(state.scan.display_slice(index), _pending_masks(state, pending, index), opacity,
+                        pending.clicks if pending else ())
+    kept = clicks if clicks and clicks.token == state.token else ScanClicks(state.token)
+    return image, kept
+
+
+def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, opacity, evt: gr.SelectData):
+    """One click on the Scan tab's click image: the image with the organ's new mask, the click state, a note."""
+    with server.user_errors("a click", "The click could not be applied; click again."):
+        state = _scan_state(state)
+        if clicks is not None and clicks.token not in (None, state.token):
+            raise EditError("That click was on a scan that has been replaced; click on the new scan's slice.")
+        index = _slice_at(state, position)
+        row, col = clicked_pixel(evt, state.scan.shape[1:])
+        organ = organ_index(organ_choice)
+        pending = _pending(state, clicks, index)
+        dropped = len(clicks.clicks) if clicks and clicks.clicks and pending is None else 0
+        base = clicks if clicks and clicks.token == state.token else ScanClicks(state.token)
+        session = replace(base, slice_index=index, before=state.organ_masks[:, index].copy(),
+                          clicks=((pending.clicks if pending else ()) + ((organ, row, col, mode != REMOVE),)))
+        masks = _pending_masks(state, session, index)
+    if dropped:
+        gr.Warning(f"{dropped} click{'s' if dropped != 1 else ''} not applied on slice {clicks.slice_index + 1} "
+                   "were dropped.")
+    return (click_image(state.scan.display_slice(index), masks, opacity, session.clicks), session,
+            _pending_note(session))
+
+
+def _pending_note(clicks: ScanClicks) -> str:
+    n = len(clicks.clicks)
+    if not n:
+        return clicks.undo_what
+    return (f"{n} click{'s' if n != 1 else ''} on slice {clicks.slice_index + 1}, not applied yet: "
+            "**Apply clicks** keeps them, **Undo** takes back the last.")
+
+
+def undo_scan_click(state, clicks: ScanClicks | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
+    """Undo: the last pending click; with none pending, the last applied click edit, propagation or fill
+    (the scan goes back to before it and every download is written again). Returns the Scan tab's outputs
+    (:func:`ui.scan_tab.scan_view`), then the click image, state and note."""
+    from .scan_tab import ScanState, scan_view
+
+    with server.user_errors("undo", "Nothing could be undone; segment the scan again."):
+        state = _scan_state(state)
+        clicks = clicks if clicks and clicks.token == state.token else ScanClicks(state.token)
+        index = _slice_at(state, position)
+        if _pending(state, clicks, index) is not None or clicks.clicks:
+            session = replace(clicks, clicks=clicks.clicks[:-1])
+            if session.slice_index != index:
+                raise EditError(f"The pending clicks are on slice {session.slice_index + 1}; go to it to undo them.")
+            image, session = scan_click_view(state, session, position, opacity)
+            return (*(gr.skip(),) * 11, image, session, _pending_note(session))
+        if clicks.undo is None:
+            raise EditError("Nothing to undo: no pending clicks, and no click, propagation or fill applied since "
+                            "the last undo.")
+        edits, result = clicks.undo.write(server.scratch_dir())
+    state = ScanState(edits, state.truth, state.token)
+    view = scan_view(result, state, [], opacity, organs, index + 1)
+    session = ScanClicks(state.token, undo_what=f"Undone: {clicks.undo_what.removeprefix('Applied: ')}")
+    image, session = scan_click_view(state, session, index + 1, opacity)
+    return (*view, image, session, session.undo_what)
+
+
+def _applied(state, before: ScanEdits, done, what: str, opacity, organs, position):
+    """The Scan tab's outputs after an applied click edit, propagation or fill, then the click ones; Undo
+    goes back to ``before``."""
+    from .scan_tab import ScanState, scan_view
+
+    edits, result = done
+    new_state = ScanState(edits, state.truth, state.token)
+    session = ScanClicks(state.token, undo=before, undo_what=f"Applied: {what} **Undo** takes it back.")
+    image, session = scan_click_view(new_state, session, position, opacity)
+    return (*scan_view(result, new_state, [], opacity, organs, position), image, session, session.undo_what)
+
+
+def apply_scan_clicks(state, clicks: ScanClicks | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
+    """Apply the pending clicks of the slider's slice as one edit; the Scan tab's outputs, then the click ones."""
+    with server.user_errors("applying clicks", "The clicks could not be applied; click again."):
+        state = _scan_state(state)
+        index = _slice_at(state, position)
+        pending = _pending(state, clicks, index)
+        if pending is None:
+            raise EditError("No clicks to apply on this slice: pick an organ and Add or Remove, then click on it.")
+        masks = _pending_masks(state, pending, index)
+        done = state.edits.apply(index, masks, server.scratch_dir(), tool="click", clicks=_per_organ_text(pending.clicks))
+    if done is None:
+        gr.Info("The clicks changed nothing on this slice.")
+        return (*(gr.skip(),) * 11, *scan_click_view(state, ScanClicks(state.token), position, opacity), "")
+    organs_clicked = ", ".join(labels.DISPLAY_NAMES[labels.ORGANS[o]] for o in sorted({c[0] for c in pending.clicks}))
+    return _applied(state, state.edits, done, f"{len(pending.clicks)} click(s) on slice {index + 1} ({organs_clicked}).",
+                    opacity, organs, index + 1)
+
+
+def _with_pending_applied(state, clicks: ScanClicks | None, index: int):
+    """The slice's pending clicks applied first (a person propagates the fix they see): ``(edits, result)``,
+    or ``None`` when there were none or they changed nothing."""
+    pending = _pending(state, clicks, index)
+    if pending is None:
+        return None
+    return state.edits.apply(index, _pending_masks(state, pending, index), server.scratch_dir(), tool="click",
+                             clicks=_per_organ_text(pending.clicks))
+
+
+def _nothing_done(state, clicks, before: ScanEdits, clicked, message: str, opacity, organs, position):
+    """No edit from a propagation or fill: a note; the pending clicks applied on the way still land."""
+    gr.Info(message)
+    if clicked is None:
+        return (*(gr.skip(),) * 11, *scan_click_view(state, clicks, position, opacity), gr.skip())
+    return _applied(state, before, clicked, f"the clicks on slice {position}. {message}", opacity, organs, position)
+
+
+def _runs(indices: list[int]) -> str:
+    """Slice numbers (1-based) of 0-based ``indices`` as runs: ``3–5, 9``."""
+    runs, start = [], None
+    for i, d in enumerate(indices):
+        if start is None:
+            start = d
+        if i + 1 == len(indices) or indices[i + 1] != d + 1:
+            runs.append(f"{start + 1}" if start == d else f"{start + 1}–{d + 1}")
+            start = None
+    return ", ".join(runs)
+
+
+def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opacity=0.5, organs=ORGAN_CHOICES):
+    """Propagate: re-propose the organ on the slices above and below the slider's corrected slice
+    (:func:`model.interactive.propagate`) and apply the proposal as one edit (Undo takes it back)."""
+    with server.user_errors("propagation", "The propagation failed; correct the slice again and retry."):
+        state = _scan_state(state)
+        index, organ = _slice_at(state, position), organ_index(organ_choice)
+        name = labels.ORGANS[organ]
+        before = state.edits
+        clicked = _with_pending_applied(state, clicks, index)
+        edits = clicked[0] if clicked else before
+        if index not in edits.corrected(name):
+            raise EditError(f"Nothing to propagate: the {labels.DISPLAY_NAMES[name].lower()} on slice {index + 1} has "
+                            "not been corrected. Correct it (clicks or the editor, then Apply), then Propagate.")
+        if not edits.organ_masks[organ, index].any():
+            raise EditError(f"Nothing to propagate: slice {index + 1} has no {labels.DISPLAY_NAMES[name].lower()}.")
+        proposed = interactive.propagate(state.scan.voxels, edits.probabilities, edits.organ_masks, organ, index,
+                                         before=edits.predicted_slice(index)[organ])
+        changed = [int(d) for d in np.flatnonzero((proposed[organ] != edits.organ_masks[organ]).any(axis=(1, 2)))]
+        done = edits.apply_slices({d: proposed[:, d] for d in changed}, server.scratch_dir(), tool="propagate")
+    if done is None:
+        return _nothing_done(state, clicks, before, clicked, f"The propagation from slice {index + 1} proposed no "
+                             "change on the slices around it.", opacity, organs, index + 1)
+    return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} propagated from slice {index + 1} to "
+                    f"slice{'s' if len(changed) > 1 else ''} {_runs(changed)}; look at them.", opacity, organs, index + 1)
+
+
+def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, opacity=0.5, organs=ORGAN_CHOICES):
+    """Fill between: the organ interpolated (:func:`model.interactive.fill_between`) on every slice between
+    two consecutive slices on which it was corrected, applied as one edit (Undo takes it back)."""
+    with server.user_errors("fill between", "The fill failed; correct the slices again and retry."):
+        state = _scan_state(state)
+        index, organ = _slice_at(state, position), organ_index(organ_choice)
+        name, shown = labels.ORGANS[organ], labels.DISPLAY_NAMES[labels.ORGANS[organ]].lower()
+        before = state.edits
+        clicked = _with_pending_applied(state, clicks, index)
+        edits = clicked[0] if clicked else before
+        drawn = [d for d in edits.corrected(name) if edits.organ_masks[organ, d].any()]
+        if len(drawn) < 2:
+            raise EditError(f"Fill between needs the {shown} corrected on two slices; it is on "
+                            f"{len(drawn)} ({_runs(drawn) or 'none'}). Correct another slice, then fill.")
+        gaps = [(a, b) for a, b in zip(drawn, drawn[1:]) if b - a > 1]
+        if not gaps:
+            raise EditError(f"No slice lies between the slices where the {shown} was corrected ({_runs(drawn)}).")
+        masks = edits.organ_masks
+        for a, b in gaps:
+            masks = interactive.fill_between(masks, organ, a, b)
+        filled = [d for a, b in gaps for d in range(a + 1, b)]
+        done = edits.apply_slices({d: masks[:, d] for d in filled}, server.scratch_dir(), tool="fill_between")
+    if done is None:
+        return _nothing_done(state, clicks, before, clicked, "The fill changed nothing: the slices between already "
+                             "hold the interpolated organ.", opacity, organs, index + 1)
+    return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} filled on slices {_runs(filled)} between "
+                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1)
+
+
+# --------------------------------------------------------------------------- the Slice tab
+
+
+@dataclass(frozen=True)
+class SliceClicks:
+    """The Slice tab's clicks: the slice's token, its masks ``(O, H, W) bool`` before and after them, the clicks."""
+
+    token: str
+    before: np.ndarray
+    after: np.ndarray
+    clicks: tuple[OrganClick, ...] = ()
+
+
+def slice_click_view(state, opacity=0.5):
+    """The Slice tab's click image of the segmented slice, or nothing."""
+    return None if not state else click_image(state.display, state.organ_masks, opacity)
+
+
+def _slice_outputs(state, masks: np.ndarray, session: SliceClicks | None, opacity, organs, show_confidence):
+    from .slice_tab import render
+
+    state = replace(state, organ_masks=masks)
+    mask_path = save_mask_png(masks, server.scratch_dir() / f"{state.name}_masks.png")
+    return (render(state, opacity, organs, show_confidence), area_rows(masks, state.spacing_mm), str(mask_path), state,
+            session, click_image(state.display, masks, opacity, session.clicks if session else ()))
+
+
+def slice_click(state, session: SliceClicks | None, organ_choice, mode, opacity, organs, show_confidence,
+                evt: gr.SelectData):
+    """One click on the Slice tab: the overlay, measurements, mask PNG, state, click state and click image."""
+    with server.user_errors("a click", "The click could not be applied; click again."):
+        if not state:
+            raise EditError("No slice: segment a slice first, then click on it.")
+        row, col = clicked_pixel(evt, state.display.shape)
+        organ = organ_index(organ_choice)
+        # The clicks go on from the last ones unless the masks changed since (another slice, or the editor).
+        current = session and session.token == state.token and np.array_equal(session.after, state.organ_masks)
+        session = session if current else SliceClicks(state.token, state.organ_masks.copy(), state.organ_masks)
+        clicks = (*session.clicks, (organ, row, col, mode != REMOVE))
+        masks = replay(state.display, state.probabilities, session.before, clicks)
+        session = replace(session, after=masks, clicks=clicks)
+    return _slice_outputs(state, masks, session, opacity, organs, show_confidence)
+
+
+def undo_slice_click(state, session: SliceClicks | None, opacity=0.5, organs=ORGAN_CHOICES, show_confidence=False):
+    """Take back the Slice tab's last click."""
+    with server.user_errors("undo", "Nothing could be undone."):
+        if not state:
+            raise EditError("No slice: segment a slice first, then click on it.")
+        if not (session and session.token == state.token and session.clicks
+                and np.array_equal(session.after, state.organ_masks)):
+            raise EditError("No click to undo on this slice.")
+        clicks = session.clicks[:-1]
+        masks = replay(state.display, state.probabilities, session.before, clicks)
+        session = replace(session, after=masks, clicks=clicks)
+    return _slice_outputs(state, masks, session, opacity, organs, show_confidence)
