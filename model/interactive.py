@@ -265,6 +265,8 @@ MIN_SEED_SHARE = 0.3
 #: stomach, tests/test_app_clicks.py), so a stricter bar overwrote right slices past the fix.
 SAME_DICE = 0.5
 MIN_ORGAN_PX = 20
+#: A carried removal takes a neighbour's piece of the organ when this share of it lies near what was removed.
+REMOVED_SHARE = 0.5
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -307,32 +309,39 @@ def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks:
     seeds a random walker on this slice, kept to pixels of the organ's intensity there; the other organs
     and everything farther than ``PRIOR_REACH_PX`` are not organ). The fix is what is carried: given
     ``before``, the organ's ``(H, W) bool`` mask on the corrected slice before the correction (the
-    model's), the proposal replaces a slice's mask only within ``PRIOR_REACH_PX`` of where the corrected
-    slice differs from it, so a piece added or removed on one slice is added or removed on its neighbours
-    and the rest of their mask stays; without it (or with no difference) the whole mask is re-proposed.
+    model's), what the proposal adds within ``PRIOR_REACH_PX`` of the pixels the person added is added to
+    each neighbour, and the rest of their mask stays; without it the whole mask is re-proposed.
     It stops where the
     organ ends (too few seeds of its intensity left, or under ``MIN_ORGAN_PX``), where the slice already
     agrees with the proposal in that zone (Dice >= ``SAME_DICE``), or after ``MAX_PROPAGATE_SLICES``.
-    The corrected slice and the other organs are returned unchanged. Raises ``ValueError`` for shapes that
-    do not fit or a corrected slice where the organ is empty (nothing to carry).
+    A removal is carried too: each neighbour loses the pieces of the organ lying mostly (at least
+    ``REMOVED_SHARE``) within ``PRIOR_REACH_PX`` of what was removed from the slice before it, until a
+    neighbour has none. The corrected slice and the other organs are returned unchanged. Raises
+    ``ValueError`` for shapes that do not fit, or a corrected slice where the organ is empty and was
+    empty before (nothing to carry).
     """
     voxels, probabilities, organ_masks = _check_volume_inputs(voxels, probabilities, organ_masks, organ)
     slice_index = _check_slice_index(slice_index, voxels.shape[0], "slice_index")
     corrected = organ_masks[organ, slice_index]
-    if not corrected.any():
-        raise ValueError(f"organ {organ} is empty on slice {slice_index}: there is no corrected mask to carry")
-    zone = np.ones(corrected.shape, dtype=bool)
     if before is not None:
-        before = np.asarray(before)
+        before = np.asarray(before).astype(bool)
         if before.shape != corrected.shape:
             raise ValueError(f"before {before.shape} must have the slice's shape {corrected.shape}")
-        fix = corrected ^ before.astype(bool)
-        if fix.any():
-            zone = ndimage.binary_dilation(fix, iterations=PRIOR_REACH_PX)
+    if not corrected.any() and (before is None or not before.any()):
+        raise ValueError(f"organ {organ} is empty on slice {slice_index}: there is no corrected mask to carry")
     result = organ_masks.copy()
     # Where the corrected organ lies over another organ, the person put it there: that other organ does not
     # stop it on the neighbouring slices either (the held-out models often call one organ another).
     taken = corrected & np.delete(organ_masks[:, slice_index], organ, axis=0).any(axis=0)
+    if before is not None:
+        removed, added = before & ~corrected, corrected & ~before
+        if removed.any():
+            result = _carry_removal(result, organ, slice_index, removed)
+        if not added.any():
+            return result
+        zone = ndimage.binary_dilation(added, iterations=PRIOR_REACH_PX)
+    else:
+        zone = None
     for step in (-1, 1):
         prior = corrected
         prior_image = voxels[slice_index]
@@ -343,11 +352,39 @@ def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks:
             others = np.delete(organ_masks[:, d], organ, axis=0).any(axis=0) & ~taken
             probability = None if probabilities is None else probabilities[organ, d].astype(np.float32)
             proposal = _carry(prior_image, prior, voxels[d], probability, others)
-            current = organ_masks[organ, d]
-            if proposal.sum() < MIN_ORGAN_PX or _dice(proposal & zone, current & zone) >= SAME_DICE:
-                break
-            result[organ, d] = np.where(zone, proposal, current)
+            current = result[organ, d]
+            if zone is None:  # the whole mask re-proposed
+                if proposal.sum() < MIN_ORGAN_PX or _dice(proposal, current) >= SAME_DICE:
+                    break
+                result[organ, d] = proposal
+            else:  # an addition carried: what the proposal adds near it
+                new = proposal & zone & ~current
+                if new.sum() < MIN_ORGAN_PX or _dice(proposal & zone, current & zone) >= SAME_DICE:
+                    break
+                result[organ, d] = current | new
             prior, prior_image = result[organ, d], voxels[d]
+    return result
+
+
+def _carry_removal(organ_masks: np.ndarray, organ: int, slice_index: int, removed: np.ndarray) -> np.ndarray:
+    """:func:`propagate` of a removal: ``removed`` ``(H, W) bool`` taken off slice ``slice_index``."""
+    result = organ_masks.copy()
+    for step in (-1, 1):
+        zone = ndimage.binary_dilation(removed, iterations=PRIOR_REACH_PX)
+        for k in range(1, MAX_PROPAGATE_SLICES + 1):
+            d = slice_index + step * k
+            if not 0 <= d < organ_masks.shape[1]:
+                break
+            regions, n = ndimage.label(organ_masks[organ, d])
+            if n == 0:
+                break
+            sizes = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+            within = np.bincount(regions[zone], minlength=n + 1)[1:]
+            gone = np.isin(regions, 1 + np.flatnonzero(within >= REMOVED_SHARE * sizes))
+            if not gone.any():
+                break
+            result[organ, d] &= ~gone
+            zone = ndimage.binary_dilation(gone, iterations=PRIOR_REACH_PX)
     return result
 
 

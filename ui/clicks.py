@@ -289,8 +289,9 @@ def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opa
         if index not in edits.corrected(name):
             raise EditError(f"Nothing to propagate: the {labels.DISPLAY_NAMES[name].lower()} on slice {index + 1} has "
                             "not been corrected. Correct it (clicks or the editor, then Apply), then Propagate.")
-        if not edits.organ_masks[organ, index].any():
-            raise EditError(f"Nothing to propagate: slice {index + 1} has no {labels.DISPLAY_NAMES[name].lower()}.")
+        if not edits.organ_masks[organ, index].any() and not edits.predicted_slice(index)[organ].any():
+            raise EditError(f"Nothing to propagate: slice {index + 1} has no {labels.DISPLAY_NAMES[name].lower()}, "
+                            "and the model drew none there to remove.")
         proposed = interactive.propagate(state.scan.voxels, edits.probabilities, edits.organ_masks, organ, index,
                                          before=edits.predicted_slice(index)[organ])
         changed = [int(d) for d in np.flatnonzero((proposed[organ] != edits.organ_masks[organ]).any(axis=(1, 2)))]

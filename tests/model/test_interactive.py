@@ -181,6 +181,26 @@ def test_propagate_enters_another_organ_where_the_person_put_the_organ_over_it()
     assert np.array_equal(new[1], masks[1])
 
 
+def test_propagate_carries_a_removal_of_an_invented_organ():
+    """The model drew organ 1 drifting over slices 1-7 where it is not; removed on slice 4 (where organ 1
+    has no real piece), the removal is carried up and down, and organ 1's real piece on slices 0-2, far
+    from it, stays."""
+    voxels, truth = synthetic_scan()
+    truth[1, 3:] = False  # organ 1 really ends at slice 2
+    invented = np.zeros_like(truth[1])
+    for d in range(1, 8):
+        invented[d] = disc(SHAPE, 20 + d, 60, 7)  # drifting a pixel a slice
+    masks = truth.copy()
+    masks[1] |= invented
+    before = masks[1, 4].copy()
+    masks[1, 4] = False  # the person removed it from slice 4
+    new = interactive.propagate(voxels, None, masks, 1, 4, before=before)
+    assert np.array_equal(new[1], truth[1]), "every invented piece goes, the real one stays"
+    assert np.array_equal(new[0], masks[0])
+    with pytest.raises(ValueError, match="no corrected mask"):
+        interactive.propagate(voxels, None, masks, 1, 4)  # without `before` there is nothing to carry
+
+
 def test_propagate_refuses_bad_input():
     voxels, truth = synthetic_scan()
     with pytest.raises(ValueError, match="no corrected mask"):
