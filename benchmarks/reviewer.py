@@ -16,8 +16,8 @@ real volumes with real labels, each segmented by a check model trained without i
   Reported: the share fixed within 1, 3 and 5 clicks, NoC@85 (11 for never) and the time per click.
 - **Per organ, the whole scan.** Until the organ's volume Dice >= 0.85, or 300 clicks: take the slice
   with the most error pixels (among slices not yet visited), click on it as above until it reaches
-  0.85 or 10 clicks, then (with propagation, when the slice reached 0.85 and still holds the organ)
-  propagate from it. Proposals on slices already visited are left out, as a person keeps what they
+  0.85 or 10 clicks, then (with propagation, when the slice reached 0.85 and holds the organ, or the
+  model drew it there: a removal is carried too) propagate from it, told the model's mask there. Proposals on slices already visited are left out, as a person keeps what they
   fixed, and the rest is accepted only when it raises the organ's volume Dice (the person looks at the
   proposed slices and accepts or undoes them). Reported: the clicks, with propagation and slice by slice.
 
@@ -141,16 +141,26 @@ def next_click(mask: np.ndarray, truth: np.ndarray) -> tuple[int, int, bool] | N
 
 
 def correct_slice(corrector, image, probability, mask, truth, others, max_clicks=MAX_CLICKS, target=TARGET_DICE):
-    """Click until Dice >= target or ``max_clicks``; ``(clicks used or None, final mask, seconds per click list)``."""
-    clicks, seconds, current = [], [], mask
+    """Click until Dice >= target or ``max_clicks``: ``(clicks used or None, final mask, seconds per click,
+    clicks)``, each click ``(positive, share of its error region the click left right)``."""
+    clicks, seconds, current, effect = [], [], mask, []
     for n in range(1, max_clicks + 1):
-        clicks.append(next_click(current, truth))
+        row, col, positive = click = next_click(current, truth)
+        clicks.append(click)
+        regions, _ = ndimage.label((truth & ~current) if positive else (current & ~truth))
+        region = regions == regions[row, col]
         start = time.perf_counter()
         current = corrector(image, probability, mask, clicks, others)
         seconds.append(time.perf_counter() - start)
+        effect.append((positive, float((current == truth)[region].mean())))
         if dice(current, truth) >= target:
-            return n, current, seconds
-    return None, current, seconds
+            return n, current, seconds, effect
+    return None, current, seconds, effect
+
+
+def error_kind(mask: np.ndarray, truth: np.ndarray) -> str:
+    """``missed`` (the model drew under 10 px of the organ), ``invented`` (the truth has under 10 px) or ``partial``."""
+    return "missed" if mask.sum() < 10 else "invented" if truth.sum() < 10 else "partial"
 
 
 def wrong_slice_organs(masks: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
@@ -164,24 +174,27 @@ def wrong_slice_organs(masks: np.ndarray, truth: np.ndarray) -> list[tuple[int, 
 
 
 def per_slice_organ(volumes: dict, corrector) -> dict:
-    """The per-slice-organ table's row for one corrector; it keeps each slice-organ's NoC and each click's ms,
-    so runs on different volumes pool (``--merge``)."""
-    noc, organs, ms = [], [], []
+    """The per-slice-organ table's row for one corrector; it keeps each slice-organ's NoC and kind and each
+    click's ms and effect, so runs on different volumes pool (``--merge``)."""
+    noc, organs, ms, kinds, effects = [], [], [], [], []
     for scan, truth, masks, probabilities in volumes.values():
         for o, d in wrong_slice_organs(masks, truth):
             others = np.delete(masks[:, d], o, axis=0).any(axis=0)
-            used, _, took = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
-                                          masks[o, d], truth[o, d], others)
+            used, _, took, effect = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
+                                                  masks[o, d], truth[o, d], others)
             noc.append(NEVER if used is None else used)
             organs.append(labels.ORGANS[o])
+            kinds.append(error_kind(masks[o, d], truth[o, d]))
             ms.extend(round(1000 * t, 1) for t in took)
-    return summarise(noc, organs, ms)
+            effects.extend([int(positive), round(share, 3)] for positive, share in effect)
+    return summarise(noc, organs, ms, kinds, effects)
 
 
-def summarise(noc: list[int], organs: list[str], ms: list[float]) -> dict:
+def summarise(noc: list[int], organs: list[str], ms: list[float], kinds: list[str] | None = None,
+              effects: list | None = None) -> dict:
     n, organ_of = np.array(noc), np.array(organs)
     by_organ = {k: n[organ_of == k] for k in labels.ORGANS}
-    return {
+    row = {
         "wrong_slice_organs": int(n.size),
         "fixed_within_1": round(float((n <= 1).mean()), 3), "fixed_within_3": round(float((n <= 3).mean()), 3),
         "fixed_within_5": round(float((n <= 5).mean()), 3), "fixed_within_10": round(float((n <= 10).mean()), 3),
@@ -192,22 +205,43 @@ def summarise(noc: list[int], organs: list[str], ms: list[float]) -> dict:
         "ms_per_click_median": round(float(np.median(ms)), 1),
         "ms_per_click_p95": round(float(np.percentile(ms, 95)), 1),
         "ms_per_click_max": round(float(np.max(ms)), 1),
-        "noc85": [int(x) for x in noc], "organs": list(organs), "ms": list(ms),
     }
+    if kinds:  # by kind of error, and how much of the error region under it one click set right
+        kind_of = np.array(kinds)
+        row["by_kind"] = {k: {"n": int((kind_of == k).sum()), "fixed_within_5": round(float((n[kind_of == k] <= 5).mean()), 3),
+                              "noc85_mean": round(float(n[kind_of == k].mean()), 2)}
+                          for k in ("missed", "invented", "partial") if (kind_of == k).any()}
+    if effects:
+        e = np.array(effects, dtype=float)
+        row["click_region_set_right"] = {sign: {"clicks": int((e[:, 0] == v).sum()),
+                                                "mean": round(float(e[e[:, 0] == v, 1].mean()), 3),
+                                                "median": round(float(np.median(e[e[:, 0] == v, 1])), 3)}
+                                         for sign, v in (("positive", 1), ("negative", 0)) if (e[:, 0] == v).any()}
+    row |= {"noc85": [int(x) for x in noc], "organs": list(organs), "ms": list(ms)}
+    if kinds:
+        row |= {"kinds": list(kinds), "effects": [list(x) for x in effects or []]}
+    return row
 
 
 def merge(records: list[dict]) -> dict:
-    """One record pooling runs on different volumes (the per-slice-organ rows recomputed from their raw lists)."""
+    """One record pooling runs on different volumes (the per-slice-organ rows recomputed from their raw lists).
+    A corrector run twice on the same volumes counts once: the later record's row."""
     merged = {"command": " ; ".join(r["command"] for r in records), "volumes": {}, "protocol": records[0]["protocol"],
               "per_slice_organ": {}, "whole_scan": {}}
+    rows: dict[str, dict[tuple, dict]] = {}
     for r in records:
         merged["volumes"] |= r["volumes"]
         merged["whole_scan"] |= r["whole_scan"]
-    for name in dict.fromkeys(k for r in records for k in r["per_slice_organ"]):
-        rows = [r["per_slice_organ"][name] for r in records if name in r["per_slice_organ"]]
-        merged["per_slice_organ"][name] = summarise(sum((x["noc85"] for x in rows), []), sum((x["organs"] for x in rows), []),
-                                                    sum((x["ms"] for x in rows), []))
-        merged["per_slice_organ"][name]["volumes"] = sorted({v for r in records if name in r["per_slice_organ"] for v in r["volumes"]})
+        for name, row in r["per_slice_organ"].items():
+            rows.setdefault(name, {})[tuple(sorted(r["volumes"]))] = row
+    for name, by_volumes in rows.items():
+        kept = list(by_volumes.values())
+        with_kinds = all("kinds" in x for x in kept)
+        merged["per_slice_organ"][name] = summarise(
+            sum((x["noc85"] for x in kept), []), sum((x["organs"] for x in kept), []), sum((x["ms"] for x in kept), []),
+            sum((x["kinds"] for x in kept), []) if with_kinds else None,
+            sum((x["effects"] for x in kept), []) if with_kinds else None)
+        merged["per_slice_organ"][name]["volumes"] = sorted({v for key in by_volumes for v in key})
     return merged
 
 
@@ -226,13 +260,13 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
         visited[d] = True
         others = np.delete(current[:, d], o, axis=0).any(axis=0)
         budget = min(MAX_CLICKS, MAX_SCAN_CLICKS - clicks)
-        used, fixed, _ = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
-                                       current[o, d], truth[o, d], others, max_clicks=budget)
+        used, fixed, _, _ = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
+                                          current[o, d], truth[o, d], others, max_clicks=budget)
         clicks += budget if used is None else used
         current[o, d] = fixed
-        # A person carries a fix that worked (not a slice left wrong, nor a removed organ: nothing to carry),
+        # A person carries a fix that worked (not a slice left wrong; a removal of what the model drew too),
         # looks at the proposal and keeps it when it is better as a whole (Accept), else undoes it.
-        if with_propagation and used is not None and fixed.any():
+        if with_propagation and used is not None and (fixed.any() or masks[o, d].any()):
             proposed = interactive.propagate(scan.voxels, probabilities, current, o, d, before=masks[o, d])
             changed = (proposed[o] != current[o]).any(axis=(1, 2)) & ~visited
             candidate = current[o].copy()
@@ -256,13 +290,29 @@ def markdown(record: dict) -> str:
                      f"{100 * row['fixed_within_5']:.1f} / {100 * row['fixed_within_10']:.1f} % | {row['noc85_mean']} | "
                      f"{by['stomach']} / {by['small_bowel']} / {by['large_bowel']} | {row['ms_per_click_median']} / "
                      f"{row['ms_per_click_p95']} / {row['ms_per_click_max']} |")
+    kinds = {name: row for name, row in record["per_slice_organ"].items() if "by_kind" in row}
+    if kinds:
+        lines += ["", "| corrector | kind of error | slice-organs | fixed within 5 clicks | NoC@85 |", "|---|---|---:|---:|---:|"]
+        for name, row in kinds.items():
+            for kind, k in row["by_kind"].items():
+                lines.append(f"| {name} | {kind} | {k['n']} | {100 * k['fixed_within_5']:.1f} % | {k['noc85_mean']} |")
+        lines += ["", "| corrector | click | clicks | share of its error region set right: mean / median |", "|---|---|---:|---|"]
+        for name, row in kinds.items():
+            for sign, e in row["click_region_set_right"].items():
+                lines.append(f"| {name} | {sign} | {e['clicks']} | {e['mean']} / {e['median']} |")
     if record["whole_scan"]:
-        lines += ["", "| volume / organ | model's volume Dice | clicks with propagation (Dice reached) | clicks slice by slice (Dice reached) | ratio |",
-                  "|---|---:|---|---|---:|"]
+        lines += ["", "| volume / organ | model's volume Dice | clicks with propagation (Dice reached) | clicks slice by slice (Dice reached) | ratio | propagations run / accepted |",
+                  "|---|---:|---|---|---:|---|"]
         for key, row in record["whole_scan"].items():
             w, s = row["with_propagation"], row["slice_by_slice"]
-            lines.append(f"| {key} | {row.get('model_volume_dice', 'not recorded')} | {w['clicks']} ({w['volume_dice']}) | {s['clicks']} ({s['volume_dice']}) | "
-                         f"{w['clicks'] / s['clicks']:.2f} |" if s["clicks"] else f"| {key} | {row.get('model_volume_dice', 'not recorded')} | {w['clicks']} | 0 | |")
+            ratio = f"{w['clicks'] / s['clicks']:.2f}" if s["clicks"] else ""
+            lines.append(f"| {key} | {row.get('model_volume_dice', 'not recorded')} | {w['clicks']} ({w['volume_dice']}) | "
+                         f"{s['clicks']} ({s['volume_dice']}) | {ratio} | {w['propagations']} / {w['propagations_accepted']} |")
+        ratios = [r["with_propagation"]["clicks"] / r["slice_by_slice"]["clicks"] for r in record["whole_scan"].values()
+                  if r["slice_by_slice"]["clicks"]]
+        clicks = [sum(r[m]["clicks"] for r in record["whole_scan"].values()) for m in ("with_propagation", "slice_by_slice")]
+        lines += ["", f"All organs together: {clicks[0]} clicks with propagation, {clicks[1]} slice by slice "
+                      f"(ratio {clicks[0] / clicks[1]:.2f}); per organ the ratio runs from {min(ratios):.2f} to {max(ratios):.2f}."]
     return "\n".join(lines)
 
 

@@ -44,6 +44,17 @@ def test_the_reviewer_runs_on_a_tiny_scan():
         assert 0 <= row["fixed_within_1"] <= row["fixed_within_5"] <= 1 and 1 <= row["noc85_mean"] <= 11
     ours = reviewer.per_slice_organ(volumes, reviewer.CORRECTORS["interactive"])
     assert ours["fixed_within_1"] == 1.0  # a bright disc on a flat background: one click each
+    assert ours["by_kind"] == {"missed": {"n": depth, "fixed_within_5": 1.0, "noc85_mean": 1.0},
+                               "invented": {"n": 1, "fixed_within_5": 1.0, "noc85_mean": 1.0}}
+    assert ours["click_region_set_right"]["positive"]["clicks"] == depth and ours["click_region_set_right"]["negative"]["clicks"] == 1
+    assert ours["click_region_set_right"]["negative"]["mean"] == 1.0  # the whole invented disc goes
+    # Pooling: one volume run twice counts once (the later row), another volume adds its rows.
+    record = {"command": "a", "protocol": {}, "volumes": {"tiny": {}}, "per_slice_organ": {"interactive": ours},
+              "whole_scan": {}}
+    again = {**record, "command": "b"}
+    other = {**record, "command": "c", "volumes": {"other": {}}}
+    assert reviewer.merge([record, again])["per_slice_organ"]["interactive"]["wrong_slice_organs"] == depth + 1
+    assert reviewer.merge([record, again, other])["per_slice_organ"]["interactive"]["wrong_slice_organs"] == 2 * (depth + 1)
     scan, truth, masks, probabilities = volumes["tiny"]
     with_propagation = reviewer.whole_organ(scan, truth, masks, probabilities, 0, reviewer.CORRECTORS["interactive"], True)
     alone = reviewer.whole_organ(scan, truth, masks, probabilities, 0, reviewer.CORRECTORS["interactive"], False)
