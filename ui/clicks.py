@@ -111,7 +111,7 @@ def _per_organ_text(clicks: tuple[OrganClick, ...]) -> dict[str, str]:
 class ScanClicks:
     """The Scan tab's click state: the scan it was drawn for (its token), the slice (0-based) and its
     masks ``(O, H, W) bool`` when the pending clicks started, the clicks, and the scan before the last
-    applied click, propagation or fill (``undo``) with a line saying what Undo takes back."""
+    applied click, propagation or fill (``undo``) with what that was (``undo_what``), or what was just undone."""
 
     token: str | None = None
     slice_index: int | None = None
@@ -184,7 +184,7 @@ def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, o
 def _pending_note(clicks: ScanClicks) -> str:
     n = len(clicks.clicks)
     if not n:
-        return clicks.undo_what
+        return f"Applied: {clicks.undo_what} **Undo** takes it back." if clicks.undo else clicks.undo_what
     return (f"{n} click{'s' if n != 1 else ''} on slice {clicks.slice_index + 1}, not applied yet: "
             "**Apply clicks** keeps them, **Undo** takes back the last.")
 
@@ -211,9 +211,9 @@ def undo_scan_click(state, clicks: ScanClicks | None, position=1, opacity=0.5, o
         edits, result = clicks.undo.write(server.scratch_dir())
     state = ScanState(edits, state.truth, state.token)
     view = scan_view(result, state, [], opacity, organs, index + 1)
-    session = ScanClicks(state.token, undo_what=f"Undone: {clicks.undo_what.removeprefix('Applied: ')}")
+    session = ScanClicks(state.token, undo_what=f"Undone: {clicks.undo_what}")
     image, session = scan_click_view(state, session, index + 1, opacity)
-    return (*view, image, session, session.undo_what)
+    return (*view, image, session, _pending_note(session))
 
 
 def _applied(state, before: ScanEdits, done, what: str, opacity, organs, position):
@@ -223,9 +223,9 @@ def _applied(state, before: ScanEdits, done, what: str, opacity, organs, positio
 
     edits, result = done
     new_state = ScanState(edits, state.truth, state.token)
-    session = ScanClicks(state.token, undo=before, undo_what=f"Applied: {what} **Undo** takes it back.")
+    session = ScanClicks(state.token, undo=before, undo_what=what)
     image, session = scan_click_view(new_state, session, position, opacity)
-    return (*scan_view(result, new_state, [], opacity, organs, position), image, session, session.undo_what)
+    return (*scan_view(result, new_state, [], opacity, organs, position), image, session, _pending_note(session))
 
 
 def apply_scan_clicks(state, clicks: ScanClicks | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
