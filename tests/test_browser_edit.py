@@ -72,7 +72,9 @@ def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
     page.locator("#scan-edit").click()
     page.wait_for_function("([w, h]) => window.layers_ready && window.editor.width === w && window.editor.height === h",
                            arg=[shape[1], shape[0]], timeout=60_000)
-    page.wait_for_timeout(500)
+    # The editor maps the pointer through its layout only once it settles after loading the layers; a stroke
+    # sooner can land as if the slice sat at the canvas origin (seen for an eraser right after an Apply).
+    page.wait_for_timeout(2000)
 
 
 def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], editor_id: str = "scan-editor") -> None:
