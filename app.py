@@ -22,7 +22,7 @@ from model.samples import find_samples
 from model.serving import bound_native_heap, configure_logging, trim_native_heap_forever
 from model.engines.process import SegmenterProcess
 from ui import clicks, course_tab, days_tab, scan_tab, server, slice_tab
-from ui.editor import BRUSH_COLOURS, BRUSH_PX
+from ui.editor import BRUSH_COLOURS, BRUSH_PX, editor_head
 from ui.overlays import COLOR_MAP, CONFUSION_COLOURS, ORGAN_CHOICES, SLICE_COLOR_MAP
 from ui.tables import AREA_HEADERS, COMPARISON_HEADERS, DAYS_HEADERS, REVIEW_HEADERS, VOLUME_HEADERS, course_headers
 
@@ -43,7 +43,7 @@ MAX_FILE_SIZE = "100mb"
 def slice_editor(elem_id: str) -> gr.ImageEditor:
     """One slice's editor: a layer per organ (the layer, not the colour, is the organ), PNG (lossless) both ways; a
     1×1 canvas to start from, as Gradio places layers loaded from Python in the largest canvas it has seen."""
-    return gr.ImageEditor(label="Correct the slice. Layers, top to bottom: stomach, small bowel, large bowel",
+    return gr.ImageEditor(label="Correct the slice: pick the organ in the layer list, then paint or erase",
                           type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(), elem_id=elem_id,
                           layers=gr.LayerOptions(layers=ORGAN_CHOICES, allow_additional_layers=False),
                           brush=gr.Brush(colors=BRUSH_COLOURS, color_mode="fixed", default_size=BRUSH_PX),
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     # Host, port: GRADIO_SERVER_*.
     choice = model_choice(args.model, args.revision)
     server.MODEL.configure(*choice, segmenter=SegmenterProcess(*choice))
-    demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True)
+    demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, head=editor_head())
     try:
         segmenter = server.MODEL.get()
     except CheckpointError as err:

@@ -221,7 +221,7 @@ def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
             page.wait_for_function("""() => { const e = window.editor;
                 return e && e.app.canvas === document.querySelector('#scan-editor canvas')
                     && e.layer_manager.get_layers().length === 3
-                    && e.layer_manager.get_layers().every(l => l.name === 'Layer 1'); }""", timeout=60_000)
+                    && e.layer_manager.get_layers().every(l => l.user_created); }""", timeout=60_000)
             page.wait_for_timeout(2000)
             editor = page.locator("#scan-editor")
             editor.locator("button[aria-label='Show Layers']").click()

@@ -53,10 +53,10 @@ def _segment(page, server, upload, expected: str):
 def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
     """Put the slider on ``position``, open that slice in the editor, and wait until its three layers are drawn.
 
-    The editor empties itself while the request runs (three new blank layers named after the
-    organs), creates each loaded layer (named "Layer 1") before it draws the layer's image into
-    it, and says "change" once all are drawn; so a flag is set on the first "change" that sees
-    three new layers, all loaded ones.
+    The editor empties itself while the request runs (three new blank layers), creates each loaded
+    layer (``user_created``, unlike the blank ones) before it draws the layer's image into it, and
+    says "change" once all are drawn; so a flag is set on the first "change" that sees three new
+    layers, all loaded ones.
     """
     slider = page.locator("#scan-slider input[type=number]")
     slider.fill(str(position))
@@ -68,7 +68,7 @@ def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
         window.layers_ready = false;
         e.on('change', () => { const ids = e.layer_manager.get_layers().map(l => l.id);
             if (window.layers_call === call && ids.length === 3 && ids.every(id => !old.includes(id))
-                && e.layer_manager.get_layers().every(l => l.name === 'Layer 1')) window.layers_ready = true; }); }""")
+                && e.layer_manager.get_layers().every(l => l.user_created)) window.layers_ready = true; }); }""")
     page.locator("#scan-edit").click()
     page.wait_for_function("([w, h]) => window.layers_ready && window.editor.width === w && window.editor.height === h",
                            arg=[shape[1], shape[0]], timeout=60_000)
@@ -272,7 +272,7 @@ def test_the_slice_tab_editor_writes_the_stroke_into_the_mask_png(server, shared
     page.wait_for_function("""() => { const e = window.editor;
         return e && e.app.canvas === document.querySelector('#slice-editor canvas') && e.width === 360
             && e.height === 310 && e.layer_manager.get_layers().length === 3
-            && e.layer_manager.get_layers().every(l => l.name === 'Layer 1'); }""", timeout=60_000)
+            && e.layer_manager.get_layers().every(l => l.user_created); }""", timeout=60_000)
     page.wait_for_timeout(1000)
     path = [(60.5, 250.5), (250.5, 270.5)]
     _stroke(page, LARGE, "Brush", path, editor_id="slice-editor")
@@ -286,3 +286,33 @@ def test_the_slice_tab_editor_writes_the_stroke_into_the_mask_png(server, shared
     assert distance[changed[LARGE]].max() <= BRUSH_PX + 1
     under = (distance <= BRUSH_PX - 1) & ~before[LARGE]
     assert under.sum() > 100 and after[LARGE][under].all()
+
+
+def test_the_editor_names_each_layer_after_its_organ_and_paints_in_its_colour(server, shared_data, browser):
+    """Gradio 6.31 names every layer loaded from Python "Layer 1"; ``ui/editor_layers.js`` renames them in
+    organ order, sets the brush to the active organ's colour and hides the colour picker."""
+    from playwright.sync_api import expect
+
+    from model import labels
+
+    page = segmented_slice_page(server, browser, kaggle_slices(shared_data, "volume_360x310")[62])
+    editor = page.locator("#slice-editor")
+    names = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
+    old = []
+    for attempt in range(2):  # a second load must be renamed too
+        page.locator("#slice-edit").click()
+        page.wait_for_function("""old => { const e = window.editor, layers = e && e.layer_manager.get_layers();
+            return e && e.app.canvas === document.querySelector('#slice-editor canvas') && layers.length === 3
+                && layers.every(l => l.user_created && !old.includes(l.id)); }""", arg=old, timeout=60_000)
+        old = page.evaluate("() => window.editor.layer_manager.get_layers().map(l => l.id)")
+        layers = editor.locator("button[aria-label='Show Layers']")
+        expect(layers).to_have_text(names[STOMACH])  # the active layer, named
+        expect(editor.locator("button[aria-label='Brush']")).to_have_class(re.compile(r"\bhighlight\b"))
+        assert page.evaluate("() => window.editor.tools.get('brush').state.color") == labels.COLOURS["stomach"]
+        expect(editor.locator("button[aria-label='Color']")).to_be_hidden()
+        layers.click()
+        expect(editor.locator("li")).to_have_text(names)
+        editor.locator("li").nth(LARGE).click()
+        expect(layers).to_have_text(names[LARGE])
+        assert page.evaluate("() => window.editor.tools.get('brush').state.color") == labels.COLOURS["large_bowel"]
+        assert page.evaluate("() => window.editor.layer_manager.get_layers().map(l => l.name)") == names

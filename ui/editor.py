@@ -14,7 +14,9 @@ layers are refused too.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -32,6 +34,20 @@ FRAME_ALPHA = 1
 BRUSH_COLOURS = [(labels.COLOURS[o], round(MASK_ALPHA / 255, 2)) for o in labels.ORGANS]
 #: The brush's and eraser's radius, image pixels: fine enough for a bowel wall.
 BRUSH_PX = 6
+
+
+
+
+def editor_head() -> str:
+    """The page ``<head>``: the script (``ui/editor_layers.js``) that names each editor layer after its organ and paints
+    in the active organ's colour (Gradio 6.31 names every layer it loads from Python "Layer 1"), and a style that
+    hides the editors' colour picker (elem_ids ending in ``-editor``)."""
+    organs = [{"name": labels.DISPLAY_NAMES[o], "colour": labels.COLOURS[o]} for o in labels.ORGANS]
+    script = (Path(__file__).with_name("editor_layers.js").read_text(encoding="utf-8")
+              .replace("__ORGANS__", json.dumps(organs)))
+    # The colour follows the layer, so the colour picker (which would contradict it) is hidden.
+    style = "[id$='-editor'] button[aria-label='Color'] { display: none; }"
+    return f"<style>{style}</style>\n<script>\n{script}</script>"
 
 
 class EditError(ImageError):

@@ -1,11 +1,16 @@
-"""The correction editor's value ⇄ masks (ui/editor.py): the layer decides the organ, alpha the pixel, the grid is kept."""
+"""The correction editor's value ⇄ masks (ui/editor.py): the layer decides the organ, alpha the pixel, the grid is kept;
+and the page head that names the layers."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import numpy as np
 import pytest
 
 from model import labels
+from ui import editor
 from ui.editor import FRAME_ALPHA, MASK_ALPHA, MIN_ALPHA, EditError, editor_value, layers_to_masks
 
 STOMACH, SMALL, LARGE = range(3)
@@ -60,3 +65,11 @@ def test_layers_the_editor_shifted_are_refused(kaggle_scan):
     value["layers"][STOMACH][:, 0] = 0
     value["layers"][STOMACH][0, :] = 0
     assert not layers_to_masks(value["layers"], (310, 360))[STOMACH, :, 0].any()
+
+
+def test_the_page_head_names_the_layers_from_the_one_list_of_organs():
+    head = editor.editor_head()
+    organs = json.loads(re.search(r"const ORGANS = (\[.*?\]);", head).group(1))
+    assert organs == [{"name": labels.DISPLAY_NAMES[o], "colour": labels.COLOURS[o]} for o in labels.ORGANS]
+    assert "__ORGANS__" not in head and head.count("<script>") == 1 and head.rstrip().endswith("</script>")
+    assert "button[aria-label='Color'] { display: none; }" in head
