@@ -24,12 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -40,7 +35,7 @@ from scipy.spatial.transform import Rotation
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from docs.screenshots import CHROMIUM, CHROMIUM_ARGS, small_png  # noqa: E402
+from docs.screenshots import CHROMIUM, CHROMIUM_ARGS, served, small_png  # noqa: E402
 from model import days, registration  # noqa: E402
 from model.exports import save_mask_png_zip  # noqa: E402
 from model.rle import RleCsv  # noqa: E402
@@ -104,33 +99,6 @@ def make_days(data: Path, work: Path, moved_name: str = MOVED, motion: tuple = (
     masks_b = np.stack([moved(m.astype(np.uint8), sitk.sitkNearestNeighbor).astype(bool) for m in masks])
     scan_b = Scan(voxels, scan.spacing_mm, scan.affine, scan.slice_numbers, moved_name, "slices", kaggle_named=True)
     return day_a, [zip_b, save_mask_png_zip(masks_b, scan_b, work / f"{moved_name}_masks.zip")]
-
-
-@contextlib.contextmanager
-def served(checkpoint: Path):
-    """``app.py`` serving ``checkpoint`` on a free local port; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    env.pop("EXAMPLES_DIR", None)
-    server = subprocess.Popen(["nice", "-n", "10", sys.executable, "app.py", "--model", str(checkpoint)], cwd=REPO,
-                              env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(360):
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise SystemExit(f"app.py exited with {server.returncode}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @contextlib.contextmanager

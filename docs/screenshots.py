@@ -21,6 +21,7 @@ the repository. ``--model DIR`` skips steps 1-3 and photographs an existing chec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -169,10 +170,9 @@ def small_png(src: Path, dst: Path, colours: int = 128) -> None:
     Image.open(src).convert("RGB").quantize(colours, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
 
 
-def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
-    """Step 4: serve ``checkpoint`` and take the Slice and Scan tabs in headless Chromium (full colour into ``shots``)."""
-    from playwright.sync_api import expect, sync_playwright
-
+@contextlib.contextmanager
+def served(checkpoint: Path):
+    """``app.py`` serving ``checkpoint`` on a free local port; yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -191,6 +191,17 @@ def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
                 if server.poll() is not None:
                     raise SystemExit(f"app.py exited with {server.returncode}")
                 time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
+    """Step 4: serve ``checkpoint`` and take the Slice and Scan tabs in headless Chromium (full colour into ``shots``)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with served(checkpoint) as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1440})
@@ -309,9 +320,6 @@ def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
             page.screenshot(path=str(shots / "clicks.png"), full_page=True,
                             clip={"x": 0, "y": top, "width": 1280, "height": bottom - top})
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     small_png(shots / "slice.png", DOCS / "slice_tab.png")
     small_png(shots / "scan.png", DOCS / "scan_tab.png")
     small_png(shots / "edit.png", DOCS / "scan_edit.png")
