@@ -284,6 +284,20 @@ def score_cohort(sources: list[ScanSource], out_dir: str | Path, truth_csv: str 
     return rows, {**overall, "unscored": unscored}
 
 
+def print_cohort_score(sources: list[ScanSource], out_dir: str | Path, truth_csv: str | Path) -> bool:
+    """The command lines' ``--truth``: :func:`score_cohort`, its overall row printed as one JSON line on stdout;
+    ``False`` after one ``error:`` line on stderr when the truth cannot be read or scored."""
+    import sys
+
+    try:
+        _, overall = score_cohort(sources, out_dir, truth_csv)
+    except (OSError, ValueError) as err:  # model.metric.ScoringError is a ValueError
+        print(f"error: {truth_csv}: {err}", file=sys.stderr)
+        return False
+    print(json.dumps(overall))
+    return True
+
+
 # --------------------------------------------------------------------------- treatment days
 
 

@@ -27,13 +27,12 @@ constraints) it writes ``DIR/course.csv``, ``dvh.csv``, plots and the mapped tar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
-from .cohort import compare_cohort_days, finished, plan_cohort, run, score_cohort, write_cohort_files
+from .cohort import compare_cohort_days, finished, plan_cohort, print_cohort_score, run, write_cohort_files
 from .course_report import add_course_options, prepare_course, run_course
 from .scans.base import ScanError
 from .engines.machine import prefer_sleeping_threads
@@ -124,13 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     wrote = [p.name for p in (submission, volumes) if p is not None]
     print(f"cohort: {len(sources)} scans, {counts['done']} segmented, {counts['skipped']} finished in an earlier run, "
           f"{counts['failed']} failed; wrote {' and '.join(wrote)} in {args.out}", file=sys.stderr)
-    if args.truth:
-        try:
-            _, overall = score_cohort(sources, args.out, args.truth)
-        except (OSError, ValueError) as err:
-            print(f"error: {args.truth}: {err}", file=sys.stderr)
-            return 2
-        print(json.dumps(overall))
+    if args.truth and not print_cohort_score(sources, args.out, args.truth):
+        return 2
     failed = counts["failed"]
     if args.compare_days:
         changes, problems = compare_cohort_days(sources, args.out, args.truth, args.slice_thickness)

@@ -21,8 +21,7 @@ import lightning as L
 import torch
 
 from model.checkpoint import CheckpointError
-from model.cohort import plan_cohort, read_summary, run, score_cohort, write_cohort_files
-from model.metric import ScoringError
+from model.cohort import plan_cohort, print_cohort_score, read_summary, run, write_cohort_files
 from model.planning import PlanningRequest
 from model.predict import add_cohort_options, check_cohort_options
 from model.scans.base import ScanError
@@ -112,13 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     failed = [s for s in sources if read_summary(args.out, s.name) is None]
     print(f"cohort: {len(sources)} scans on {trainer.world_size} processes, {len(failed)} failed; "
           f"wrote the cohort's files in {args.out}", file=sys.stderr)
-    if args.truth:
-        import json
-
-        try:
-            _, overall = score_cohort(sources, args.out, args.truth)
-        except (OSError, ScoringError) as err:
-            print(f"error: {args.truth}: {err}", file=sys.stderr)
-            return 2
-        print(json.dumps(overall))
+    if args.truth and not print_cohort_score(sources, args.out, args.truth):
+        return 2
     return 1 if failed else 0
