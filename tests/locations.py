@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def read_csv_table(path: Path) -> tuple[tuple[str, ...], list[dict[str, str]]]:
+    """A CSV file with a header row: ``(columns, rows)``, each row a ``{column: text}`` dict."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return tuple(reader.fieldnames), list(reader)
+
+
 def read_volume_shapes(path: Path) -> dict[str, tuple[int, int]]:
     """The shared data's ``rle/volumes.csv`` (``case_day,width,height,...``) as ``{case_day: (H, W)}``."""
     with open(path, newline="") as f:

@@ -20,6 +20,21 @@ STUDY_ID = "ST-77"
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
+def _new_instance(sop_class_uid: str):
+    """An empty Part 10 dataset of ``sop_class_uid`` with a fresh instance UID, explicit VR little endian, Latin-1."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class_uid, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def oblique_orientation(degrees_about_z: float = 20.0, degrees_about_x: float = 15.0) -> tuple[float, ...]:
     """ImageOrientationPatient of axial rows and columns rotated about z, then about x."""
     a, b = np.radians(degrees_about_z), np.radians(degrees_about_x)
@@ -36,8 +51,7 @@ def write_mr_series(voxels: np.ndarray, dst: Path, *, orientation=AXIAL, pixel_s
     ``instance_order``: ``"ascending"`` (InstanceNumber follows position), ``"descending"`` or
     ``"shuffled"`` (neither). File names are shuffled in every case.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import MRImageStorage, generate_uid
 
     rng = np.random.default_rng(seed)
     dst.mkdir(parents=True, exist_ok=True)
@@ -50,13 +64,7 @@ def write_mr_series(voxels: np.ndarray, dst: Path, *, orientation=AXIAL, pixel_s
     names = rng.permutation(depth)
     files = []
     for k in range(depth):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds = _new_instance(MRImageStorage)
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (PATIENT_NAME, PATIENT_ID,
                                                                             PATIENT_BIRTH_DATE, "M")
         ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, "20240102", "101500"
@@ -109,17 +117,10 @@ def write_rtdose(gy: np.ndarray, path: Path, like, *, origin=(-180.0, -160.0, -6
     (``patient_id``, ``frame_uid`` override them, for the refusals). ``absolute_offsets``: write
     GridFrameOffsetVector as the frames' z coordinates (the standard's second form, axial only).
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     rt_dose_storage = "1.2.840.10008.5.1.4.1.1.481.2"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = rt_dose_storage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID, ds.SOPInstanceUID = rt_dose_storage, meta.MediaStorageSOPInstanceUID
+    ds = _new_instance(rt_dose_storage)
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
                     "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "FrameOfReferenceUID"):
         setattr(ds, keyword, like.get(keyword, ""))

@@ -25,7 +25,7 @@ from model.metric import dice
 from model.rle import RleCsv
 from model.scans import load_scan
 from scan_fixtures import kaggle_slices
-from ui import clicks, scan_tab, slice_tab
+from ui import clicks, slice_tab
 from ui.scan_tab import ScanState
 
 STOMACH, SMALL, LARGE = range(3)

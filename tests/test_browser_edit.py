@@ -150,13 +150,17 @@ def test_a_stroke_and_an_eraser_change_that_slice_and_organ_where_they_went(serv
     shape = (310, 360)
     before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
 
+    def edit_slice_3(layer: int, tool: str, path_px) -> np.ndarray:
+        """One stroke with ``tool`` in ``layer`` on slice 3, applied: the label NIfTI downloaded after it."""
+        _open_editor(page, 3, shape)
+        _stroke(page, layer, tool, path_px)
+        page.locator("#scan-editor").screenshot(path=str(tmp_path / f"{tool.lower()}.png"))
+        _apply(page)
+        return _labels(_download(page, tmp_path, "_labels.nii.gz"))
+
     # Paint large bowel (id 3, which wins every overlap in the label NIfTI) across slice 3.
     paint = [(40.5, 60.5), (150.5, 110.5), (300.5, 95.5)]
-    _open_editor(page, 3, shape)
-    _stroke(page, LARGE, "Brush", paint)
-    page.locator("#scan-editor").screenshot(path=str(tmp_path / "stroke.png"))
-    _apply(page)
-    painted = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    painted = edit_slice_3(LARGE, "Brush", paint)
     changed = painted != before
     assert set(np.nonzero(changed)[0]) == {2}, "only the edited slice changes"
     assert set(np.unique(painted[changed])) == {3}, "only large bowel was added"
@@ -167,11 +171,7 @@ def test_a_stroke_and_an_eraser_change_that_slice_and_organ_where_they_went(serv
 
     # Erase large bowel along a path crossing the stroke; only large-bowel pixels there go.
     erase = [(150.5, 40.5), (150.5, 200.5)]
-    _open_editor(page, 3, shape)
-    _stroke(page, LARGE, "Erase", erase)
-    page.locator("#scan-editor").screenshot(path=str(tmp_path / "erase.png"))
-    _apply(page)
-    erased = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    erased = edit_slice_3(LARGE, "Erase", erase)
     gone = erased != painted
     assert set(np.nonzero(gone)[0]) == {2}
     assert set(np.unique(painted[gone])) == {3} and 3 not in set(np.unique(erased[gone]))

@@ -11,6 +11,7 @@ import pytest
 from model.cohort import compare_cohort_days, plan_cohort
 from model.days import CHANGE_COLUMNS
 from model.predict import main
+from locations import read_csv_table
 from scan_fixtures import kaggle_slices
 
 #: Day 40 holds slices 10..69 of day 29's 115 (the real 360×310 volume, case47_day29): the same
@@ -48,17 +49,11 @@ def two_days(shared_data, softmax_ckpt, tmp_path_factory):
     return root, out, truth, code
 
 
-def read_changes(path):
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return tuple(reader.fieldnames), list(reader)
-
-
 @pytest.mark.slow
 def test_changes_csv_has_predicted_and_true_rows_side_by_side(two_days):
     _, out, _, code = two_days
     assert code == 0
-    columns, rows = read_changes(out / "changes.csv")
+    columns, rows = read_csv_table(out / "changes.csv")
     assert columns == CHANGE_COLUMNS
     assert columns[:13] == ("case", "day_a", "day_b", "organ", "volume_a_ml", "volume_b_ml", "volume_change_pct",
                             "centroid_shift_raw_mm", "centroid_shift_registered_mm", "dice_registered",
@@ -82,7 +77,7 @@ def test_changes_csv_has_predicted_and_true_rows_side_by_side(two_days):
 def test_compare_days_again_from_the_outputs_alone(two_days, capsys):
     """A finished cohort is compared again without a model: nothing is segmented."""
     root, out, truth, _ = two_days
-    _, first = read_changes(out / "changes.csv")
+    _, first = read_csv_table(out / "changes.csv")
     (out / "changes.csv").unlink()
     nifti_times = {p.name: p.stat().st_mtime_ns for p in out.glob("*_labels.nii.gz")}
     code = main([str(root / "train"), "--out", str(out), "--model", str(root / "no-such-model"),
@@ -90,7 +85,7 @@ def test_compare_days_again_from_the_outputs_alone(two_days, capsys):
     _, stderr = capsys.readouterr()
     assert code == 0, stderr
     assert "2 finished in an earlier run" in stderr and "wrote changes.csv" in stderr
-    _, again = read_changes(out / "changes.csv")
+    _, again = read_csv_table(out / "changes.csv")
     # The same numbers; ITK's threads sum the metric in any order, so the registration's last digits vary.
     assert [(r["organ"], r["masks"], r["status"]) for r in again] == [(r["organ"], r["masks"], r["status"]) for r in first]
     for new, old in zip(again, first):
@@ -107,7 +102,7 @@ def test_a_day_the_truth_lacks_keeps_its_predicted_rows(two_days, tmp_path):
     partial.write_text("".join(line for line in truth.read_text().splitlines(keepends=True) if "day40" not in line))
     sources = plan_cohort([root / "train"], out)
     path, problems = compare_cohort_days(sources, out, partial)
-    _, rows = read_changes(path)
+    _, rows = read_csv_table(path)
     assert [r["masks"] for r in rows] == ["predicted"] * 3
     assert len(problems) == 1 and problems[0].startswith("case47_day40: no truth compared: ")
 
@@ -120,5 +115,5 @@ def test_one_day_cases_give_an_empty_table(shared_data, softmax_ckpt, tmp_path):
         shutil.copy(f, folder / f.name)
     assert main([str(tmp_path / "train"), "--out", str(tmp_path / "out"), "--model", str(softmax_ckpt),
                  "--compare-days"]) == 0
-    columns, rows = read_changes(tmp_path / "out" / "changes.csv")
+    columns, rows = read_csv_table(tmp_path / "out" / "changes.csv")
     assert columns == CHANGE_COLUMNS and rows == []

@@ -6,7 +6,6 @@ The cases live in ``tests/course_cases.py``; ``docs/course_validation.py`` runs 
 
 from __future__ import annotations
 
-import csv
 import subprocess
 from dataclasses import replace
 
@@ -16,7 +15,7 @@ import pytest
 
 import course_cases as K
 import rt_series
-from locations import require_tool
+from locations import read_csv_table, require_tool
 from model import course as C
 from model.course_report import COURSE_COLUMNS
 from model.measure import organ_volumes_ml
@@ -227,26 +226,20 @@ def dicom_course(shared_data, softmax_ckpt, tmp_path_factory):
             "dose": dose, "series": series, "args": args}
 
 
-def read_csv(path):
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return list(reader.fieldnames), list(reader)
-
-
 @pytest.mark.slow
 def test_course_cli_writes_the_table_dvh_plots_and_rtstructs(dicom_course):
     out = dicom_course["out"]
     assert dicom_course["code"] == 0
-    columns, rows = read_csv(out / "course.csv")
+    columns, rows = read_csv_table(out / "course.csv")
     required = ["case", "day", "organ", "volume_ml", "in_target_cc", "ring_0_10mm_cc", "ring_10_20mm_cc",
                 "min_distance_mm", "dmax_gy", "d0_5cc_gy", "d2cc_gy"]
-    assert set(required) <= set(columns) and columns[:len(COURSE_COLUMNS)] == list(COURSE_COLUMNS)
+    assert set(required) <= set(columns) and columns[:len(COURSE_COLUMNS)] == COURSE_COLUMNS
     assert "small_bowel:V20Gy<=0.5cc" in columns and "stomach:Dmax<=38Gy margin" in columns
     assert [(r["day"], r["organ"]) for r in rows] == [(f"day{d}", o) for d in (1, 3, 5)
                                                       for o in ("stomach", "small_bowel", "large_bowel")]
     for row in rows:
         assert row["stomach:Dmax<=38Gy"] in (("pass", "fail", "n/a") if row["organ"] == "stomach" else ("",))
-    _, dvh = read_csv(out / "dvh.csv")
+    _, dvh = read_csv_table(out / "dvh.csv")
     assert {r["day"] for r in dvh} == {"day1", "day3", "day5"}
     for organ in ("stomach", "small_bowel", "large_bowel"):
         assert (out / f"course_{organ}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -402,8 +395,8 @@ def test_a_label_nifti_target_and_a_box(tmp_path):
 
 @pytest.mark.slow
 def test_the_dvh_csv_holds_each_organ_found_with_a_dose(dicom_course):
-    _, rows = read_csv(dicom_course["out"] / "dvh.csv")
-    _, course_rows = read_csv(dicom_course["out"] / "course.csv")
+    _, rows = read_csv_table(dicom_course["out"] / "dvh.csv")
+    _, course_rows = read_csv_table(dicom_course["out"] / "course.csv")
     found = [(r["day"], r["organ"]) for r in course_rows if float(r["volume_ml"]) > 0]
     assert found, "the model found no organ on any day"
     for day, organ in found:
