@@ -19,12 +19,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from model import labels
 from ui.editor import BRUSH_PX
 from scan_fixtures import kaggle_slices, zip_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 STOMACH, SMALL, LARGE = range(3)
+ORGAN_NAMES = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
 
 
 def _download(page, tmp_path, suffix: str):
@@ -72,6 +74,8 @@ def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
     page.locator("#scan-edit").click()
     page.wait_for_function("([w, h]) => window.layers_ready && window.editor.width === w && window.editor.height === h",
                            arg=[shape[1], shape[0]], timeout=60_000)
+    # ui/editor_layers.js names the loaded layers after their organs, on every load.
+    assert page.evaluate("() => window.editor.layer_manager.get_layers().map(l => l.name)") == ORGAN_NAMES
     # The editor maps the pointer through its layout only once it settles after loading the layers; a stroke
     # sooner can land as if the slice sat at the canvas origin (seen for an eraser right after an Apply).
     page.wait_for_timeout(2000)
@@ -293,11 +297,9 @@ def test_the_editor_names_each_layer_after_its_organ_and_paints_in_its_colour(se
     organ order, sets the brush to the active organ's colour and hides the colour picker."""
     from playwright.sync_api import expect
 
-    from model import labels
-
     page = segmented_slice_page(server, browser, kaggle_slices(shared_data, "volume_360x310")[62])
     editor = page.locator("#slice-editor")
-    names = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
+    names = ORGAN_NAMES
     old = []
     for attempt in range(2):  # a second load must be renamed too
         page.locator("#slice-edit").click()
