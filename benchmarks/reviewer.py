@@ -16,8 +16,8 @@ real volumes with real labels, each segmented by a check model trained without i
   Reported: the share fixed within 1, 3 and 5 clicks, NoC@85 (11 for never) and the time per click.
 - **Per organ, the whole scan.** Until the organ's volume Dice >= 0.85, or 300 clicks: take the slice
   with the most error pixels (among slices not yet visited), click on it as above until it reaches
-  0.85 or 10 clicks, then (with propagation, when the slice reached 0.85 and holds the organ, or the
-  model drew it there: a removal is carried too) propagate from it, told the model's mask there. Proposals on slices already visited are left out, as a person keeps what they
+  0.85 or 10 clicks (none when it is already there), then (with propagation, when clicks brought the slice
+  to 0.85 and it holds the organ, or the model drew it there: a removal is carried too) propagate from it, told the model's mask there. Proposals on slices already visited are left out, as a person keeps what they
   fixed, and the rest is accepted only when it raises the organ's volume Dice (the person looks at the
   proposed slices and accepts or undoes them). Reported: the clicks, with propagation and slice by slice.
 
@@ -142,8 +142,11 @@ def next_click(mask: np.ndarray, truth: np.ndarray) -> tuple[int, int, bool] | N
 
 def correct_slice(corrector, image, probability, mask, truth, others, max_clicks=MAX_CLICKS, target=TARGET_DICE):
     """Click until Dice >= target or ``max_clicks``: ``(clicks used or None, final mask, seconds per click,
-    clicks)``, each click ``(positive, share of its error region the click left right)``."""
+    clicks)``, each click ``(positive, share of its error region the click left right)``. A slice already at
+    the target takes no click (a person does not click on a slice that is right)."""
     clicks, seconds, current, effect = [], [], mask, []
+    if dice(mask, truth) >= target:
+        return 0, mask, seconds, effect
     for n in range(1, max_clicks + 1):
         row, col, positive = click = next_click(current, truth)
         clicks.append(click)
@@ -264,9 +267,10 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
                                           current[o, d], truth[o, d], others, max_clicks=budget)
         clicks += budget if used is None else used
         current[o, d] = fixed
-        # A person carries a fix that worked (not a slice left wrong; a removal of what the model drew too),
-        # looks at the proposal and keeps it when it is better as a whole (Accept), else undoes it.
-        if with_propagation and used is not None and (fixed.any() or masks[o, d].any()):
+        # A person carries a fix that worked (not a slice left wrong, nor one that needed no click; a removal of
+        # what the model drew too), looks at the proposal and keeps it when it is better as a whole (Accept),
+        # else undoes it.
+        if with_propagation and used and (fixed.any() or masks[o, d].any()):
             proposed = interactive.propagate(scan.voxels, probabilities, current, o, d, before=masks[o, d])
             changed = (proposed[o] != current[o]).any(axis=(1, 2)) & ~visited
             candidate = current[o].copy()
@@ -301,7 +305,7 @@ def markdown(record: dict) -> str:
             for sign, e in row["click_region_set_right"].items():
                 lines.append(f"| {name} | {sign} | {e['clicks']} | {e['mean']} / {e['median']} |")
     if record["whole_scan"]:
-        lines += ["", "| volume / organ | model's volume Dice | clicks with propagation (Dice reached) | clicks slice by slice (Dice reached) | ratio | propagations run / accepted |",
+        lines += ["", "| volume / organ | model's volume Dice | clicks with propagation (volume Dice reached) | clicks slice by slice (volume Dice reached) | ratio | propagations run / accepted |",
                   "|---|---:|---|---|---:|---|"]
         for key, row in record["whole_scan"].items():
             w, s = row["with_propagation"], row["slice_by_slice"]

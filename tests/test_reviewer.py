@@ -60,3 +60,14 @@ def test_the_reviewer_runs_on_a_tiny_scan():
     alone = reviewer.whole_organ(scan, truth, masks, probabilities, 0, reviewer.CORRECTORS["interactive"], False)
     assert with_propagation["reached"] and alone["reached"]
     assert with_propagation["clicks"] < alone["clicks"]
+
+
+def test_a_slice_already_right_takes_no_click():
+    truth = disc((40, 40), 20, 20, 8)
+    mask = disc((40, 40), 20, 21, 8)  # Dice 0.93 with the truth
+    image = np.where(truth, 800, 200).astype(np.uint16)
+    used, fixed, seconds, effect = reviewer.correct_slice(reviewer.CORRECTORS["interactive"], image, None, mask, truth, None)
+    assert (used, seconds, effect) == (0, [], []) and (fixed == mask).all()
+    used, _, _, effect = reviewer.correct_slice(reviewer.CORRECTORS["interactive"], image, None, np.zeros_like(mask),
+                                                truth, None)
+    assert used == 1 and effect[0][0] is True
