@@ -123,6 +123,12 @@ def test_readme_web_component_segments_a_slice(server, client, shared_data, brow
     page.on("response", lambda r: responses.append((r.url, r.status)))
     page.goto(f"{blog}post.html")
     counts = segment_in(page.locator("gradio-app"))
+    # The app's page head (ui/editor_layers.js) reaches an embedded app too: its editor's layers carry the organs' names.
+    page.locator("gradio-app #slice-edit").click()
+    page.wait_for_function("() => window.editor && window.editor.layer_manager.get_layers().length === 3"
+                           " && window.editor.layer_manager.get_layers().every(l => l.user_created)", timeout=60_000)
+    assert page.evaluate("() => window.editor.layer_manager.get_layers().map(l => l.name)") == [
+        "Stomach", "Small bowel", "Large bowel"]
 
     assert counts == pixel_counts_via_api(client)
     assert (f"{cdn}gradio.js", 200) in responses  # the bundle the installed Gradio ships, not the CDN's

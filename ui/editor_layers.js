@@ -38,15 +38,15 @@
     });
   }
 
-  Object.defineProperty(window, "editor", {
-    configurable: true,
-    get: () => latest,
-    set: (editor) => {
-      latest = editor;
-      if (editor && !watched.has(editor)) {
-        watched.add(editor);
-        watch(editor);
-      }
-    },
-  });
+  function register(editor) {
+    latest = editor;
+    if (editor && !watched.has(editor)) {
+      watched.add(editor);
+      watch(editor);
+    }
+  }
+
+  const mounted = window.editor;  // an embedded app (<gradio-app>) may run this after an editor mounted
+  Object.defineProperty(window, "editor", {configurable: true, get: () => latest, set: register});
+  register(mounted);
 })();
