@@ -161,6 +161,21 @@ def correct_slice(corrector, image, probability, mask, truth, others, max_clicks
     return None, current, seconds, effect
 
 
+def regions_to_fix(mask: np.ndarray, truth: np.ndarray, target: float = TARGET_DICE) -> int:
+    """How many of the error regions (connected missed or extra pixels) must be set right, largest first and
+    wholly, for ``mask`` to reach Dice ``target`` with ``truth``: the clicks a corrector would need that set
+    right the whole region under each click, and nothing else (a bound on what one-region clicks can do)."""
+    current = mask.copy()
+    regions, _ = ndimage.label(mask ^ truth)
+    order = np.argsort(-np.bincount(regions.ravel())[1:], kind="stable") + 1
+    fixed = 0
+    while dice(current, truth) < target:
+        region = regions == order[fixed]
+        current[region] = truth[region]
+        fixed += 1
+    return fixed
+
+
 def error_kind(mask: np.ndarray, truth: np.ndarray) -> str:
     """``missed`` (the model drew under 10 px of the organ), ``invented`` (the truth has under 10 px) or ``partial``."""
     return "missed" if mask.sum() < 10 else "invented" if truth.sum() < 10 else "partial"
@@ -294,6 +309,12 @@ def markdown(record: dict) -> str:
                      f"{100 * row['fixed_within_5']:.1f} / {100 * row['fixed_within_10']:.1f} % | {row['noc85_mean']} | "
                      f"{by['stomach']} / {by['small_bowel']} / {by['large_bowel']} | {row['ms_per_click_median']} / "
                      f"{row['ms_per_click_p95']} / {row['ms_per_click_max']} |")
+    bound = sum((v.get("regions_to_fix", []) for v in record["volumes"].values()), [])
+    if bound:
+        n = np.array(bound)
+        lines.append(f"| one region per click (bound: each click sets right the whole error region under it, largest "
+                     f"first) | {n.size} | {100 * (n <= 1).mean():.1f} / {100 * (n <= 3).mean():.1f} / "
+                     f"{100 * (n <= 5).mean():.1f} / {100 * (n <= 10).mean():.1f} % | {np.minimum(n, NEVER).mean():.2f} | | |")
     kinds = {name: row for name, row in record["per_slice_organ"].items() if "by_kind" in row}
     if kinds:
         lines += ["", "| corrector | kind of error | slice-organs | fixed within 5 clicks | NoC@85 |", "|---|---|---:|---:|---:|"]
@@ -347,7 +368,9 @@ def main() -> int:
         "command": "nice -n 10 python -m benchmarks.reviewer " + " ".join(sys.argv[1:]),
         "volumes": {k: {"slices": int(v[0].voxels.shape[0]), "size": list(v[0].voxels.shape[1:]),
                         "model_mean_volume_dice": round(float(np.mean([dice(v[2][o], v[1][o]) for o in range(3)])), 3),
-                        "wrong_slice_organs": len(wrong_slice_organs(v[2], v[1]))} for k, v in volumes.items()},
+                        "wrong_slice_organs": len(wrong_slice_organs(v[2], v[1])),
+                        "regions_to_fix": [regions_to_fix(v[2][o, d], v[1][o, d]) for o, d in wrong_slice_organs(v[2], v[1])]}
+                    for k, v in volumes.items()},
         "protocol": {"wrong": f"slice-organ Dice < {MAX_RIGHT_DICE}, >= {MIN_WRONG_PX} px in truth or prediction",
                      "target_dice": TARGET_DICE, "max_clicks_per_slice": MAX_CLICKS, "never_counts": NEVER,
                      "max_clicks_per_organ_scan": MAX_SCAN_CLICKS},

@@ -71,3 +71,13 @@ def test_a_slice_already_right_takes_no_click():
     used, _, _, effect = reviewer.correct_slice(reviewer.CORRECTORS["interactive"], image, None, np.zeros_like(mask),
                                                 truth, None)
     assert used == 1 and effect[0][0] is True
+
+
+def test_regions_to_fix_counts_whole_regions_largest_first():
+    shape = (60, 60)
+    big, small, other = disc(shape, 15, 15, 8), disc(shape, 45, 45, 3), disc(shape, 45, 15, 8)
+    empty = np.zeros(shape, dtype=bool)
+    assert reviewer.regions_to_fix(big | small, big | small) == 0
+    assert reviewer.regions_to_fix(empty, big | small) == 1  # the big disc alone: Dice 2·197 / (197 + 226) = 0.93
+    assert reviewer.regions_to_fix(empty, big | other) == 2  # one of two equal discs: Dice 0.67
+    assert reviewer.regions_to_fix(big | other, big) == 1  # one extra disc to remove
