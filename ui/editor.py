@@ -36,8 +36,6 @@ BRUSH_COLOURS = [(labels.COLOURS[o], round(MASK_ALPHA / 255, 2)) for o in labels
 BRUSH_PX = 6
 
 
-
-
 def editor_head() -> str:
     """The page ``<head>``: the script (``ui/editor_layers.js``) that names each editor layer after its organ and paints
     in the active organ's colour (Gradio 6.31 names every layer it loads from Python "Layer 1"), and a style that
