@@ -20,6 +20,8 @@ real volumes with real labels, each segmented by a check model trained without i
   to 0.85 and it holds the organ, or the model drew it there: a removal is carried too) propagate from it, told the model's mask there. Proposals on slices already visited are left out, as a person keeps what they
   fixed, and the rest is accepted only when it raises the organ's volume Dice (the person looks at the
   proposed slices and accepts or undoes them). Reported: the clicks, with propagation and slice by slice.
+- **The one-region bound** (no corrector): per wrong slice-organ, the error regions that must be set right,
+  largest first and wholly, to reach 0.85 (:func:`regions_to_fix`), in each volume's record.
 
 Each corrector in :data:`CORRECTORS` is run the same way: ``model.interactive.click`` and the baseline
 (scikit-image's random walker seeded by the clicks, the eroded mask and the other organs).
