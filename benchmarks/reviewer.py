@@ -317,6 +317,9 @@ def markdown(record: dict) -> str:
         lines.append(f"| one region per click (bound: each click sets right the whole error region under it, largest "
                      f"first) | {n.size} | {100 * (n <= 1).mean():.1f} / {100 * (n <= 3).mean():.1f} / "
                      f"{100 * (n <= 5).mean():.1f} / {100 * (n <= 10).mean():.1f} % | {np.minimum(n, NEVER).mean():.2f} | | |")
+        per_volume = ", ".join(f"{k} {100 * (np.array(v['regions_to_fix']) <= 5).mean():.1f} %"
+                               for k, v in record["volumes"].items() if v.get("regions_to_fix"))
+        lines += ["", f"One-region bound, within 5 clicks, per volume: {per_volume}."]
     kinds = {name: row for name, row in record["per_slice_organ"].items() if "by_kind" in row}
     if kinds:
         lines += ["", "| corrector | kind of error | slice-organs | fixed within 5 clicks | NoC@85 |", "|---|---|---:|---:|---:|"]
