@@ -99,13 +99,35 @@ def _check_clicks(clicks: Sequence, shape: tuple[int, int]) -> list[Click]:
     return checked
 
 
+def simulated_click(mask: np.ndarray, truth: np.ndarray) -> Click | None:
+    """Where the interactive-segmentation literature's simulated reviewer clicks: the pixel farthest inside the
+    largest error region (distance to its edge, the slice's border counting as edge); positive where ``mask``
+    misses the organ, negative where it has extra pixels; ``None`` when ``mask`` equals ``truth`` (both
+    ``(H, W) bool``). The benchmark's reviewer and the click refiner's training share it."""
+    best = None
+    for error, positive in ((truth & ~mask, True), (mask & ~truth, False)):
+        regions, n = ndimage.label(error)
+        if n == 0:
+            continue
+        sizes = np.bincount(regions.ravel())[1:]
+        k = int(np.argmax(sizes))
+        if best is None or sizes[k] > best[0]:
+            best = (sizes[k], regions == k + 1, positive)
+    if best is None:
+        return None
+    _, region, positive = best
+    inner = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return int(row), int(col), positive
+
+
 def _disc(shape: tuple[int, int], row: int, col: int, radius: float) -> np.ndarray:
     rr, cc = np.ogrid[:shape[0], :shape[1]]
     return (rr - row) ** 2 + (cc - col) ** 2 <= radius ** 2
 
 
 def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, clicks: Sequence[Click],
-          others: np.ndarray | None = None) -> np.ndarray:
+          others: np.ndarray | None = None, refiner=None) -> np.ndarray:
     """The organ's new mask ``(H, W) bool`` on one slice after ``clicks``.
 
     ``image``: the slice ``(H, W)``, any real dtype (stretched here as the model stretches it).
@@ -115,6 +137,7 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
     ``clicks``: every click so far on this slice and organ, oldest first, as ``(row, col, positive)``.
     ``others``: ``(H, W) bool`` pixels of the other organs, or ``None``; they are not added to this organ
     unless a positive click lands on them (organs may overlap, and the person has said so).
+    ``refiner``: a :class:`model.engines.click_refiner.ClickRefiner` (learned); without one, the random walker below.
     Raises ``ValueError`` for shapes that differ or a click outside the slice.
     """
     image, probability, mask, others = _check_slice_inputs(image, probability, mask, others)
@@ -124,15 +147,22 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
     digest = hashlib.blake2b(digest_size=16)
     for part in (image, probability, mask, others):
         digest.update(b"-" if part is None else np.ascontiguousarray(part).tobytes() + str(part.dtype).encode())
-    key = digest.hexdigest()
+    key = (digest.hexdigest(), id(refiner))
     done, current = 0, mask
     for n in range(len(clicks), 0, -1):  # the longest prefix already replayed
         if (key, tuple(clicks[:n])) in _CACHE:
             done, current = n, _CACHE[(key, tuple(clicks[:n]))]
             break
-    stretched = ndimage.gaussian_filter(normalize_intensity(image).astype(np.float32), 1.0)
+    if refiner is not None:
+        from .engines import click_refiner
+
+        stretched = normalize_intensity(image)
+        one = lambda current, n: click_refiner.refine(refiner, stretched, probability, current, clicks[:n + 1])  # noqa: E731
+    else:
+        smoothed = ndimage.gaussian_filter(normalize_intensity(image).astype(np.float32), 1.0)
+        one = lambda current, n: _one_click(smoothed, probability, current, clicks[:n], clicks[n], others)  # noqa: E731
     for n in range(done, len(clicks)):
-        current = _one_click(stretched, probability, current, clicks[:n], clicks[n], others)
+        current = one(current, n)
         _CACHE[(key, tuple(clicks[:n + 1]))] = current
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)

@@ -7,6 +7,7 @@
 - ``process.py``: the model in its own process (``python app.py``), a segmenter on the same base.
 - ``choose.py``: which engine runs here, and :func:`~model.engines.choose.load_segmenter`.
 - ``machine.py``: the machine facts: CPU flags, a GPU, the precision variables, thread settings.
+- ``click_refiner.py``: the learned click corrector (a small U-Net; :func:`model.interactive.click` runs it).
 
 The only package that imports torch or OpenVINO when serving. This file imports nothing.
 """

@@ -1,0 +1,93 @@
+"""model.click_refiner: the learned click corrector's inputs, window, weights file and its use by model.interactive."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import interactive
+from model.engines import click_refiner
+from model.engines.click_refiner import WINDOW
+
+SHAPE = (120, 100)
+
+
+def keeping_refiner() -> click_refiner.ClickRefiner:
+    """A refiner whose U-Net answers zero: its output is its input mask (the mask skip alone)."""
+    net = click_refiner.ClickRefiner((4, 8))
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.zeros_(net.head.bias)
+    return net.eval()
+
+
+def filling_refiner() -> click_refiner.ClickRefiner:
+    """A refiner that answers "organ" on the whole window (a large head bias beats the mask skip)."""
+    net = keeping_refiner()
+    torch.nn.init.constant_(net.head.bias, 100.0)
+    return net
+
+
+def test_encode_puts_the_newest_click_at_the_centre_and_each_input_on_its_channel():
+    stretched = np.arange(SHAPE[0] * SHAPE[1], dtype=np.float32).reshape(SHAPE) % 256
+    probability = np.full(SHAPE, 0.25, dtype=np.float32)
+    mask = np.zeros(SHAPE, bool)
+    mask[40:60, 30:50] = True
+    x, (top, left) = click_refiner.encode(stretched, probability, mask, [(45, 35, True), (50, 40, False)])
+    assert x.shape == (len(click_refiner.CHANNELS), WINDOW, WINDOW) and x.dtype == np.float32
+    assert (top, left) == (50 - WINDOW // 2, 40 - WINDOW // 2)
+    c = WINDOW // 2
+    assert x[4, c, c] == 1 and x[3, c, c] == 0  # the newest click (negative) sits at the centre
+    assert x[3, c - 5, c - 5] == 1  # the earlier positive one, 5 px up and left
+    assert x[0, c, c] == pytest.approx(stretched[50, 40] / 255)
+    assert x[1, c, c] == pytest.approx(0.25)
+    assert x[2].sum() == mask.sum()  # the whole mask fits in the window
+    # past the slice's edge the window is zeros; no probability is zeros too
+    x, (top, left) = click_refiner.encode(stretched, None, mask, [(0, 0, True)])
+    assert (top, left) == (-(WINDOW // 2), -(WINDOW // 2))
+    assert x[1].sum() == 0 and x[0, :WINDOW // 2, :WINDOW // 2].sum() == 0
+
+
+def test_paste_writes_only_the_part_of_the_window_inside_the_slice():
+    mask = np.zeros(SHAPE, bool)
+    out = click_refiner.paste(mask, np.ones((WINDOW, WINDOW), bool), (SHAPE[0] - 10, -20))
+    assert out.sum() == 10 * (WINDOW - 20) and out[-10:, :WINDOW - 20].all()
+    assert not mask.any()  # a copy
+
+
+def test_a_refiner_that_keeps_its_input_changes_nothing_and_one_that_fills_changes_only_the_window():
+    image = np.random.default_rng(0).integers(0, 4000, SHAPE).astype(np.uint16)
+    mask = np.zeros(SHAPE, bool)
+    mask[10:30, 10:30] = True
+    kept = interactive.click(image, None, mask, [(20, 20, False)], None, refiner=keeping_refiner())
+    assert np.array_equal(kept, mask)
+    filled = interactive.click(image, None, mask, [(100, 80, True)], None, refiner=filling_refiner())
+    window = np.zeros(SHAPE, bool)
+    window[100 - WINDOW // 2:, 80 - WINDOW // 2:] = True
+    assert np.array_equal(filled, mask | window)
+
+
+def test_the_refiner_replays_clicks_in_order_each_on_the_mask_the_one_before_left():
+    image = np.zeros(SHAPE, np.uint8)
+    mask = np.zeros(SHAPE, bool)
+    net = filling_refiner()
+    one = interactive.click(image, None, mask, [(20, 20, True)], None, refiner=net)
+    two = interactive.click(image, None, mask, [(20, 20, True), (100, 80, True)], None, refiner=net)
+    assert one.sum() < two.sum() and (two & one).sum() == one.sum()
+    assert np.array_equal(interactive.click(image, None, mask, [(20, 20, True)], None, refiner=net), one)  # undo
+
+
+def test_save_and_load_round_trip_and_a_refiner_for_other_inputs_is_refused(tmp_path):
+    net = click_refiner.ClickRefiner((4, 8))
+    click_refiner.save(net, tmp_path)
+    assert click_refiner.available(tmp_path) and not click_refiner.available(tmp_path / "nowhere")
+    loaded = click_refiner.load(tmp_path)
+    x = torch.rand(1, len(click_refiner.CHANNELS), WINDOW, WINDOW)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net.eval()(x))
+    config = json.loads((tmp_path / click_refiner.CONFIG).read_text())
+    (tmp_path / click_refiner.CONFIG).write_text(json.dumps(config | {"window": WINDOW * 2}))
+    with pytest.raises(ValueError, match="window is 192, this code reads 96"):
+        click_refiner.load(tmp_path)

@@ -1,0 +1,68 @@
+"""train/clicks.py: the click refiner's simulated examples, and its training command on a Kaggle layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.engines import click_refiner
+from model.engines.click_refiner import WINDOW
+from train import clicks
+
+SHAPE = (90, 110)
+
+
+def disc_scan(depth: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Slices ``(D, H, W) uint16`` with three bright discs, and their truth ``(3, D, H, W) bool``."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.ogrid[:SHAPE[0], :SHAPE[1]]
+    truth = np.zeros((3, depth, *SHAPE), bool)
+    for o, (row, col, radius) in enumerate(((30, 30, 14), (60, 70, 10), (30, 85, 8))):
+        truth[o] = ((rr - row) ** 2 + (cc - col) ** 2 <= radius ** 2)[None]
+    slices = (300 + rng.normal(0, 20, (depth, *SHAPE)) + 900 * truth.any(axis=0)).astype(np.uint16)
+    return slices, truth
+
+
+@pytest.mark.parametrize("with_model_output", [False, True])
+def test_each_example_is_a_wrong_mask_a_click_on_its_error_and_the_truth_as_target(with_model_output):
+    slices, truth = disc_scan()
+    group = (slices, truth)
+    if with_model_output:  # a "model" that missed the first organ and drew the second too large
+        masks = truth.copy()
+        masks[0] = False
+        masks[1] = np.roll(truth[1], 6, axis=-1) | truth[1]
+        group += (masks, masks.astype(np.float16))
+    x, y = clicks.examples([group], 40, seed=1)
+    assert x.shape == (40, len(click_refiner.CHANNELS), WINDOW, WINDOW) and y.shape == (40, WINDOW, WINDOW)
+    c = WINDOW // 2
+    mask, positive, negative = x[:, 2] > 0.5, x[:, 3] > 0.5, x[:, 4] > 0.5
+    assert ((mask != y).sum(axis=(1, 2)) >= 1).all()  # every example has something to fix
+    newest_positive = positive[:, c, c] & ~negative[:, c, c]
+    newest_negative = negative[:, c, c] & ~positive[:, c, c]
+    assert (newest_positive | newest_negative).all()
+    # the newest click is on an error pixel, positive where the mask misses the organ, negative where it has extra
+    assert (y[newest_positive, c, c] & ~mask[newest_positive, c, c]).all()
+    assert (~y[newest_negative, c, c] & mask[newest_negative, c, c]).all()
+    assert np.array_equal(x, clicks.examples([group], 40, seed=1)[0])  # seeded
+
+
+def test_spoil_makes_a_different_mask_and_invents_an_organ_where_there_is_none():
+    slices, truth = disc_scan(1)
+    rng = np.random.default_rng(0)
+    body = slices[0] > 0
+    others = truth[1:, 0].any(axis=0)
+    changed = [(clicks.spoil(truth[0, 0], others, body, rng) != truth[0, 0]).any() for _ in range(30)]
+    assert np.mean(changed) > 0.8
+    invented = clicks.spoil(np.zeros(SHAPE, bool), others, body, rng)
+    assert invented.any()
+
+
+@pytest.mark.slow
+def test_the_training_command_writes_a_refiner_the_app_loads(synthetic_kaggle, tmp_path):
+    out = tmp_path / "refiner"
+    assert clicks.main(["--data-dir", str(synthetic_kaggle.root), "--out", str(out), "--steps", "3",
+                        "--examples", "48", "--case-days", "case7_day0", "case12_day0"]) == 0
+    net = click_refiner.load(out)
+    assert net.widths == (16, 32, 64, 128)
+    with pytest.raises(SystemExit, match="no scans of"):
+        clicks.main(["--data-dir", str(synthetic_kaggle.root), "--out", str(out), "--case-days", "case999_day0"])
