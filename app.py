@@ -263,14 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     # Host, port: GRADIO_SERVER_*.
     choice = model_choice(args.model, args.revision)
     server.MODEL.configure(*choice, segmenter=SegmenterProcess(*choice))
+    server.MODEL.configure_click_refiner(args.click_refiner)
     demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, head=editor_head())
     try:
         segmenter = server.MODEL.get()
+        refiner = server.MODEL.click_refiner()  # a folder without a refiner ends the app here, not at the first click
     except CheckpointError as err:
         demo.close()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    log.info("model: %s", segmenter.describe())
+    log.info("model: %s; clicks: %s", segmenter.describe(), "learned click refiner" if refiner else "training-free corrector")
     threading.Thread(target=server.SCRATCH.sweep_forever, args=(Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
     threading.Thread(target=trim_native_heap_forever, args=(threading.Event(),), daemon=True, name="heap-trim").start()

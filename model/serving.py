@@ -102,6 +102,8 @@ class ModelHolder:
         self.choice: tuple[str | None, str | None] = model_choice()
         self.segmenter = None
         self._lock = threading.Lock()
+        self._refiner_choice: str | Path | None = None
+        self._refiner = None
 
     def configure(self, model: str | None, revision: str | None = None,
                   segmenter: SegmenterProcess | None = None) -> None:
@@ -124,6 +126,30 @@ class ModelHolder:
 
                 self.segmenter = load_segmenter(*self.choice)
             return self.segmenter.wait() if isinstance(self.segmenter, SegmenterProcess) else self.segmenter
+
+    def configure_click_refiner(self, folder: str | Path | None) -> None:
+        """Choose the click corrector: a folder holding a click refiner (:mod:`model.engines.click_refiner`,
+        trained by ``python -m train.clicks``), or ``None`` for ``CLICK_REFINER`` when set, else the
+        training-free corrector of :func:`model.interactive.click` (``docs/correct.md`` measures both)."""
+        with self._lock:
+            self._refiner_choice, self._refiner = folder, None
+
+    def click_refiner(self):
+        """The click refiner the page's clicks use, loaded once, or ``None`` (the training-free corrector).
+        Raises :class:`~model.checkpoint.CheckpointError` when the chosen folder holds no refiner."""
+        with self._lock:
+            if self._refiner is None:
+                from .engines import click_refiner
+
+                choice = str(self._refiner_choice or os.environ.get("CLICK_REFINER", "")).strip()
+                if not choice:
+                    self._refiner = False
+                elif not click_refiner.available(Path(choice)):
+                    raise CheckpointError(f"{choice} holds no click refiner ({click_refiner.WEIGHTS} and "
+                                          f"{click_refiner.CONFIG}); train one with python -m train.clicks")
+                else:
+                    self._refiner = click_refiner.load(Path(choice))
+            return self._refiner or None
 
     def about(self) -> str:
         """Markdown: which checkpoint is loaded and where it runs, or why it is not loaded."""

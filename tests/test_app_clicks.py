@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from model.checkpoint import CheckpointError
 from model.edits import ScanEdits
 from model.exports import SegmentedScan, write_outputs
 from model.measure import measure
@@ -49,6 +50,18 @@ def deepest(mask: np.ndarray) -> tuple[int, int]:
     distance = ndimage.distance_transform_edt(mask)
     row, col = np.unravel_index(int(np.argmax(distance)), mask.shape)
     return int(row), int(col)
+
+
+@pytest.fixture(autouse=True)
+def corrector(monkeypatch):
+    """The training-free corrector, whatever ``CLICK_REFINER`` says on this machine (a test that wants a learned
+    one configures it)."""
+    from ui import server
+
+    monkeypatch.delenv("CLICK_REFINER", raising=False)
+    server.MODEL.configure_click_refiner(None)
+    yield
+    server.MODEL.configure_click_refiner(None)
 
 
 @pytest.fixture()
@@ -129,6 +142,32 @@ def test_a_negative_click_at_an_invented_component_removes_all_of_it(labelled, t
     assert not masks[LARGE][blob].any(), "the whole invented piece goes"
     assert not (masks[LARGE] & ~state.organ_masks[LARGE, BLOB_SLICE]).any(), "a removal adds nothing"
     assert np.array_equal(masks[LARGE], truth[LARGE, BLOB_SLICE]), "and nothing else"
+
+
+def test_a_configured_click_refiner_decides_the_page_clicks(labelled, tiny_model, tmp_path):
+    """``--click-refiner DIR``: the Scan tab's clicks go through the refiner saved there (here one that answers
+    "organ" on its whole window, so its hand is unmistakable), and Apply writes what it drew."""
+    import torch
+
+    from model.engines import click_refiner
+    from ui import server
+
+    net = click_refiner.ClickRefiner((4, 8))
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.constant_(net.head.bias, 100.0)
+    server.MODEL.configure_click_refiner(click_refiner.save(net, tmp_path / "refiner"))
+    state, truth, downloads = labelled
+    d, (row, col) = 4, (120, 110)
+    _, session, _ = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(row, col))
+    out = clicks.apply_scan_clicks(state, session, d + 1, 0.5)
+    window = np.zeros((234, 234), bool)
+    half = click_refiner.WINDOW // 2
+    window[row - half:row + half, col - half:col + half] = True
+    assert np.array_equal(out[9].organ_masks[STOMACH, d], state.organ_masks[STOMACH, d] | window)
+    assert np.array_equal(out[9].organ_masks[SMALL:], state.organ_masks[SMALL:])
+    server.MODEL.configure_click_refiner(tmp_path)  # a folder without one: one line, at load
+    with pytest.raises(CheckpointError, match="holds no click refiner"):
+        server.MODEL.click_refiner()
 
 
 def test_undo_takes_back_the_last_pending_click_and_the_image_with_it(labelled, tiny_model):

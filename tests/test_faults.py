@@ -77,6 +77,21 @@ def test_model_that_fails_to_load_exits_clearly(softmax_ckpt, tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_a_click_refiner_folder_without_one_exits_clearly(softmax_ckpt, tmp_path):
+    """``python app.py --click-refiner DIR`` where DIR holds no refiner: exit status 2 and one line, at start."""
+    empty = tmp_path / "no_refiner"
+    empty.mkdir()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(free_port()), "TMPDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, str(REPO / "app.py"), "--model", str(softmax_ckpt), "--click-refiner",
+                             str(empty)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == (f"error: {empty} holds no click refiner (click_refiner.safetensors and "
+                                              "click_refiner.json); train one with python -m train.clicks")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_model_that_fails_to_load_is_a_clear_gr_error(tiny_model, softmax_ckpt, tmp_path):
     import gradio as gr
 

@@ -96,7 +96,8 @@ def replay(image: np.ndarray, probabilities: np.ndarray | None, before: np.ndarr
     for o in sorted({c[0] for c in clicks}):
         probability = None if probabilities is None else probabilities[o].astype(np.float32)
         others = np.delete(before, o, axis=0).any(axis=0)
-        masks[o] = interactive.click(image, probability, before[o], [c[1:] for c in clicks if c[0] == o], others)
+        masks[o] = interactive.click(image, probability, before[o], [c[1:] for c in clicks if c[0] == o], others,
+                                     refiner=server.MODEL.click_refiner())
     return masks
 
 

@@ -52,11 +52,14 @@ def publish_images_atomically() -> None:
 
 
 def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """``python app.py``'s options: ``--model`` and ``--revision`` (each falls back to its env variable)."""
+    """``python app.py``'s options: ``--model``, ``--revision`` and ``--click-refiner`` (each falls back to its env
+    variable)."""
     parser = argparse.ArgumentParser(description="Run the GI tract segmentation app (research demo).")
     parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
                                         "default: the blog's checkpoint, converted once")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
+    parser.add_argument("--click-refiner", help="folder of a learned click corrector, trained by python -m train.clicks "
+                                                "(env CLICK_REFINER); default: the training-free corrector")
     return parser.parse_args(argv)
 
 
