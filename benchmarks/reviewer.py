@@ -1,7 +1,7 @@
 """A simulated reviewer correcting a model's masks with clicks; writes docs/correct.json.
 
     nice -n 10 python -m benchmarks.reviewer [--data ../shared/data] [--steps 1500] [--volumes case139_day0 ...]
-        [--correctors interactive random_walker_baseline] [--no-scan] [--out FILE]
+        [--correctors click_refiner interactive random_walker_baseline] [--no-scan] [--scan-corrector NAME] [--out FILE]
     python -m benchmarks.reviewer --merge A.json B.json --out docs/correct.json   # pool runs on other volumes
     python -m benchmarks.reviewer --table docs/correct.json                       # docs/correct.md's tables
 
@@ -23,8 +23,13 @@ real volumes with real labels, each segmented by a check model trained without i
 - **The one-region bound** (no corrector): per wrong slice-organ, the error regions that must be set right,
   largest first and wholly, to reach 0.85 (:func:`regions_to_fix`), in each volume's record.
 
-Each corrector in :data:`CORRECTORS` is run the same way: ``model.interactive.click`` and the baseline
-(scikit-image's random walker seeded by the clicks, the eroded mask and the other organs).
+Each corrector is run the same way: ``model.interactive.click`` (training-free), the baseline (scikit-image's
+random walker seeded by the clicks, the eroded mask and the other organs), both in :data:`CORRECTORS`, and
+``click_refiner``: ``model.interactive.click`` with a learned click refiner (``train/clicks.py``) trained for each
+volume without it. Its real-error examples come from nested check models: the fold that holds volume C out
+trains on A and B, with A segmented by a check model trained on B alone and B by one trained on A alone
+(:func:`training_predictions`), so C's labels reach it by no path. The whole-scan part runs one corrector
+(``--scan-corrector``, the app's default: ``interactive``).
 """
 
 from __future__ import annotations
@@ -54,6 +59,25 @@ TARGET_DICE, MAX_CLICKS, NEVER = 0.85, 10, 11
 MAX_SCAN_CLICKS = 300
 
 
+def _predicted(data: Path, steps: int, trained_on: list[str], volume: str, labelled: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``volume``'s masks ``(O, D, H, W) bool`` and probabilities ``(O, D, H, W) float16`` from a check model
+    trained on the pairs and the volumes ``trained_on`` (cached)."""
+    others = sorted(c for c in labelled if c not in trained_on)
+    checkpoint = CACHE / f"steps{steps}" / "_".join(f"without_{c}" for c in others)
+    if not (checkpoint / "config.json").exists():
+        start = time.perf_counter()
+        groups = [review_validation.labelled_pairs(data)] + [(s.voxels, t) for c, (s, t) in labelled.items() if c in trained_on]
+        review_validation.train(groups, checkpoint, steps)
+        (checkpoint / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
+        print(f"trained on {trained_on} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    cached = checkpoint / f"prediction_{volume}.npz"
+    if not cached.exists():
+        masks, probabilities, _ = review_validation.segment(checkpoint, labelled[volume][0].voxels)
+        np.savez_compressed(cached, masks=masks, probabilities=probabilities)
+    with np.load(cached) as f:
+        return f["masks"], f["probabilities"]
+
+
 def held_out_predictions(data: Path, steps: int, volumes: list[str] | None = None) -> dict:
     """``{case_day: (Scan, truth (O, D, H, W) bool, masks (O, D, H, W) bool, probabilities (O, D, H, W) float16)}``.
 
@@ -61,25 +85,18 @@ def held_out_predictions(data: Path, steps: int, volumes: list[str] | None = Non
     """
     CACHE.mkdir(parents=True, exist_ok=True)
     labelled = review_validation.labelled_volumes(data, CACHE)
-    pairs = review_validation.labelled_pairs(data)
-    out = {}
-    for held, (scan, truth) in labelled.items():
-        if volumes is not None and held not in volumes:
-            continue
-        checkpoint = CACHE / f"steps{steps}" / f"without_{held}"
-        if not (checkpoint / "config.json").exists():
-            start = time.perf_counter()
-            groups = [pairs] + [(s.voxels, t) for c, (s, t) in labelled.items() if c != held]
-            review_validation.train(groups, checkpoint, steps)
-            (checkpoint / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
-            print(f"trained without {held} in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-        cached = checkpoint / f"prediction_{held}.npz"
-        if not cached.exists():
-            masks, probabilities, _ = review_validation.segment(checkpoint, scan.voxels)
-            np.savez_compressed(cached, masks=masks, probabilities=probabilities)
-        with np.load(cached) as f:
-            out[held] = (scan, truth, f["masks"], f["probabilities"])
-    return out
+    return {held: (scan, truth, *_predicted(data, steps, [c for c in labelled if c != held], held, labelled))
+            for held, (scan, truth) in labelled.items() if volumes is None or held in volumes}
+
+
+def training_predictions(data: Path, steps: int, held: str) -> list[tuple]:
+    """The click refiner's training volumes for the fold that holds ``held`` out: every other labelled volume as
+    ``(slices, truth, masks, probabilities)``, segmented by a check model trained on neither it nor ``held``
+    (nested: so the refiner learns from real models' errors without ever seeing ``held``'s labels)."""
+    labelled = review_validation.labelled_volumes(data, CACHE)
+    training = [c for c in labelled if c != held]
+    return [(labelled[c][0].voxels, labelled[c][1], *_predicted(data, steps, [t for t in training if t != c], c, labelled))
+            for c in training]
 
 
 # --------------------------------------------------------------------------- correctors
@@ -110,6 +127,32 @@ def random_walker_baseline(image, probability, mask, clicks, others=None) -> np.
 
 
 CORRECTORS = {"interactive": interactive.click, "random_walker_baseline": random_walker_baseline}
+#: The learned corrector: ``model.interactive.click`` with a click refiner trained without the volume it corrects.
+REFINER = "click_refiner"
+REFINER_STEPS, REFINER_EXAMPLES = 3000, 12000
+
+
+def refiner_groups(data: Path, steps: int, held: str) -> list[tuple]:
+    """The click refiner's training data for the fold holding ``held`` out: the pairs, brought back to about the
+    scans' pixel size (their publisher upscaled them to 512 x 512), and the other labelled volumes with the output
+    of a check model trained on neither them nor ``held`` (:func:`training_predictions`)."""
+    slices, truth = review_validation.labelled_pairs(data)
+    return [(slices[:, ::2, ::2], truth[:, :, ::2, ::2])] + training_predictions(data, steps, held)
+
+
+def refiner_corrector(data: Path, steps: int, held: str):
+    """``model.interactive.click`` with a click refiner trained without ``held`` (trained once, cached)."""
+    from functools import partial
+
+    from model.engines import click_refiner
+    from train import clicks
+
+    folder = CACHE / f"steps{steps}" / f"refiner{REFINER_STEPS}_without_{held}"
+    if not click_refiner.available(folder):
+        start = time.perf_counter()
+        clicks.fit(refiner_groups(data, steps, held), folder, steps=REFINER_STEPS, n_examples=REFINER_EXAMPLES)
+        (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
+    return partial(interactive.click, refiner=click_refiner.load(folder))
 
 
 # --------------------------------------------------------------------------- the simulated reviewer
@@ -121,27 +164,6 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def next_click(mask: np.ndarray, truth: np.ndarray) -> tuple[int, int, bool] | None:
-    """The pixel farthest inside the largest error region (distance to its edge, the slice's border counting
-    as edge); positive where the mask misses the organ, negative where it has extra pixels; ``None`` when
-    ``mask`` ``(H, W) bool`` equals ``truth``."""
-    best = None
-    for error, positive in ((truth & ~mask, True), (mask & ~truth, False)):
-        regions, n = ndimage.label(error)
-        if n == 0:
-            continue
-        sizes = np.bincount(regions.ravel())[1:]
-        k = int(np.argmax(sizes))
-        if best is None or sizes[k] > best[0]:
-            best = (sizes[k], regions == k + 1, positive)
-    if best is None:
-        return None
-    _, region, positive = best
-    inner = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    row, col = np.unravel_index(int(np.argmax(inner)), inner.shape)
-    return int(row), int(col), positive
-
-
 def correct_slice(corrector, image, probability, mask, truth, others, max_clicks=MAX_CLICKS, target=TARGET_DICE):
     """Click until Dice >= target or ``max_clicks``: ``(clicks used or None, final mask, seconds per click,
     clicks)``, each click ``(positive, share of its error region the click left right)``. A slice already at
@@ -150,7 +172,7 @@ def correct_slice(corrector, image, probability, mask, truth, others, max_clicks
     if dice(mask, truth) >= target:
         return 0, mask, seconds, effect
     for n in range(1, max_clicks + 1):
-        row, col, positive = click = next_click(current, truth)
+        row, col, positive = click = interactive.simulated_click(current, truth)
         clicks.append(click)
         regions, _ = ndimage.label((truth & ~current) if positive else (current & ~truth))
         region = regions == regions[row, col]
@@ -194,20 +216,31 @@ def wrong_slice_organs(masks: np.ndarray, truth: np.ndarray) -> list[tuple[int, 
 
 
 def per_slice_organ(volumes: dict, corrector) -> dict:
-    """The per-slice-organ table's row for one corrector; it keeps each slice-organ's NoC and kind and each
+    """The per-slice-organ table's row for one corrector (a function, or ``{case_day: function}``); it keeps each slice-organ's NoC and kind and each
     click's ms and effect, so runs on different volumes pool (``--merge``)."""
-    noc, organs, ms, kinds, effects = [], [], [], [], []
-    for scan, truth, masks, probabilities in volumes.values():
+    noc, organs, ms, kinds, effects, per_volume = [], [], [], [], [], {}
+    for case_day, (scan, truth, masks, probabilities) in volumes.items():
+        first = len(noc)
+        fix = corrector[case_day] if isinstance(corrector, dict) else corrector
         for o, d in wrong_slice_organs(masks, truth):
             others = np.delete(masks[:, d], o, axis=0).any(axis=0)
-            used, _, took, effect = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
+            used, _, took, effect = correct_slice(fix, scan.voxels[d], probabilities[o, d].astype(np.float32),
                                                   masks[o, d], truth[o, d], others)
             noc.append(NEVER if used is None else used)
             organs.append(labels.ORGANS[o])
             kinds.append(error_kind(masks[o, d], truth[o, d]))
             ms.extend(round(1000 * t, 1) for t in took)
             effects.extend([int(positive), round(share, 3)] for positive, share in effect)
-    return summarise(noc, organs, ms, kinds, effects)
+        per_volume[case_day] = volume_summary(noc[first:])
+    return summarise(noc, organs, ms, kinds, effects) | {"per_volume": per_volume}
+
+
+def volume_summary(noc: list[int]) -> dict:
+    """One volume's line of the per-volume table: how many wrong slice-organs, the shares fixed within 1, 3, 5
+    and 10 clicks, and NoC@85."""
+    n = np.array(noc)
+    return {"wrong_slice_organs": int(n.size), **{f"fixed_within_{k}": round(float((n <= k).mean()), 3) for k in (1, 3, 5, 10)},
+            "noc85_mean": round(float(n.mean()), 2)}
 
 
 def summarise(noc: list[int], organs: list[str], ms: list[float], kinds: list[str] | None = None,
@@ -243,6 +276,15 @@ def summarise(noc: list[int], organs: list[str], ms: list[float], kinds: list[st
     return row
 
 
+def whole_scan_by_corrector(record: dict) -> dict:
+    """``{corrector: {"case_day/organ": row}}``: a record's whole-scan part (records written before there was a
+    choice of corrector hold the training-free one's rows directly)."""
+    rows = record.get("whole_scan", {})
+    if rows and all("/" in key for key in rows):
+        return {record.get("whole_scan_corrector", "interactive"): rows}
+    return rows
+
+
 def merge(records: list[dict]) -> dict:
     """One record pooling runs on different volumes (the per-slice-organ rows recomputed from their raw lists).
     A corrector run twice on the same volumes counts once: the later record's row."""
@@ -251,7 +293,8 @@ def merge(records: list[dict]) -> dict:
     rows: dict[str, dict[tuple, dict]] = {}
     for r in records:
         merged["volumes"] |= r["volumes"]
-        merged["whole_scan"] |= r["whole_scan"]
+        for name, rows_ in whole_scan_by_corrector(r).items():
+            merged["whole_scan"].setdefault(name, {}).update(rows_)
         for name, row in r["per_slice_organ"].items():
             rows.setdefault(name, {})[tuple(sorted(r["volumes"]))] = row
     for name, by_volumes in rows.items():
@@ -262,6 +305,11 @@ def merge(records: list[dict]) -> dict:
             sum((x["kinds"] for x in kept), []) if with_kinds else None,
             sum((x["effects"] for x in kept), []) if with_kinds else None)
         merged["per_slice_organ"][name]["volumes"] = sorted({v for key in by_volumes for v in key})
+        per_volume = {}
+        for key, row in by_volumes.items():  # a run on one volume is that volume's line
+            per_volume |= row.get("per_volume") or ({key[0]: volume_summary(row["noc85"])} if len(key) == 1 else {})
+        if per_volume:
+            merged["per_slice_organ"][name]["per_volume"] = per_volume
     return merged
 
 
@@ -320,6 +368,11 @@ def markdown(record: dict) -> str:
         per_volume = ", ".join(f"{k} {100 * (np.array(v['regions_to_fix']) <= 5).mean():.1f} %"
                                for k, v in record["volumes"].items() if v.get("regions_to_fix"))
         lines += ["", f"One-region bound, within 5 clicks, per volume: {per_volume}."]
+    rows = [(name, v, line) for name, row in record["per_slice_organ"].items() for v, line in row.get("per_volume", {}).items()]
+    if rows:
+        lines += ["", "| corrector | volume | wrong slice-organs | fixed within 1 / 3 / 5 / 10 clicks | NoC@85 |", "|---|---|---:|---|---:|"]
+        lines += [f"| {name} | {v} | {x['wrong_slice_organs']} | {100 * x['fixed_within_1']:.1f} / {100 * x['fixed_within_3']:.1f} / "
+                  f"{100 * x['fixed_within_5']:.1f} / {100 * x['fixed_within_10']:.1f} % | {x['noc85_mean']} |" for name, v, x in rows]
     kinds = {name: row for name, row in record["per_slice_organ"].items() if "by_kind" in row}
     if kinds:
         lines += ["", "| corrector | kind of error | slice-organs | fixed within 5 clicks | NoC@85 |", "|---|---|---:|---:|---:|"]
@@ -330,17 +383,18 @@ def markdown(record: dict) -> str:
         for name, row in kinds.items():
             for sign, e in row["click_region_set_right"].items():
                 lines.append(f"| {name} | {sign} | {e['clicks']} | {e['mean']} / {e['median']} |")
-    if record["whole_scan"]:
-        lines += ["", "| volume / organ | model's volume Dice | clicks with propagation (volume Dice reached) | clicks slice by slice (volume Dice reached) | ratio | propagations run / accepted |",
+    for corrector, scan_rows in whole_scan_by_corrector(record).items():
+        lines += ["", f"Whole scan, {corrector}:", "",
+                  "| volume / organ | model's volume Dice | clicks with propagation (volume Dice reached) | clicks slice by slice (volume Dice reached) | ratio | propagations run / accepted |",
                   "|---|---:|---|---|---:|---|"]
-        for key, row in record["whole_scan"].items():
+        for key, row in scan_rows.items():
             w, s = row["with_propagation"], row["slice_by_slice"]
             ratio = f"{w['clicks'] / s['clicks']:.2f}" if s["clicks"] else ""
             lines.append(f"| {key} | {row.get('model_volume_dice', 'not recorded')} | {w['clicks']} ({w['volume_dice']}) | "
                          f"{s['clicks']} ({s['volume_dice']}) | {ratio} | {w['propagations']} / {w['propagations_accepted']} |")
-        ratios = [r["with_propagation"]["clicks"] / r["slice_by_slice"]["clicks"] for r in record["whole_scan"].values()
+        ratios = [r["with_propagation"]["clicks"] / r["slice_by_slice"]["clicks"] for r in scan_rows.values()
                   if r["slice_by_slice"]["clicks"]]
-        clicks = [sum(r[m]["clicks"] for r in record["whole_scan"].values()) for m in ("with_propagation", "slice_by_slice")]
+        clicks = [sum(r[m]["clicks"] for r in scan_rows.values()) for m in ("with_propagation", "slice_by_slice")]
         lines += ["", f"All organs together: {clicks[0]} clicks with propagation, {clicks[1]} slice by slice "
                       f"(ratio {clicks[0] / clicks[1]:.2f}); per organ the ratio runs from {min(ratios):.2f} to {max(ratios):.2f}."]
     return "\n".join(lines)
@@ -353,7 +407,9 @@ def main() -> int:
     parser.add_argument("--volumes", nargs="*", help="case-days to run (default: all three)")
     parser.add_argument("--no-scan", action="store_true", help="skip the whole-scan part")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--correctors", nargs="*", choices=list(CORRECTORS), default=list(CORRECTORS))
+    parser.add_argument("--correctors", nargs="*", choices=[REFINER, *CORRECTORS], default=[REFINER, *CORRECTORS])
+    parser.add_argument("--scan-corrector", choices=[REFINER, "interactive"], default="interactive",
+                        help="the corrector of the whole-scan part")
     parser.add_argument("--merge", nargs="*", type=Path, help="pool these JSON files (runs on other volumes) into --out and stop")
     parser.add_argument("--table", nargs="*", type=Path, help="print docs/correct.md's tables from these JSON files and stop")
     args = parser.parse_args()
@@ -367,8 +423,14 @@ def main() -> int:
         return 0
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # a click is timed on one thread: the 2-vCPU Space serves other requests beside it
     volumes = held_out_predictions(args.data, args.steps, args.volumes)
+
+    def corrector(name: str):
+        if name == REFINER:
+            return {held: refiner_corrector(args.data, args.steps, held) for held in volumes}
+        return CORRECTORS[name]
+
     record = {
         "command": "nice -n 10 python -m benchmarks.reviewer " + " ".join(sys.argv[1:]),
         "volumes": {k: {"slices": int(v[0].voxels.shape[0]), "size": list(v[0].voxels.shape[1:]),
@@ -383,18 +445,20 @@ def main() -> int:
         "whole_scan": {},
     }
     for name in args.correctors:
-        corrector = CORRECTORS[name]
-        record["per_slice_organ"][name] = per_slice_organ(volumes, corrector)
+        record["per_slice_organ"][name] = per_slice_organ(volumes, corrector(name))
         print(name, json.dumps({k: v for k, v in record["per_slice_organ"][name].items() if k not in ("noc85", "organs", "ms")}),
               flush=True)
         args.out.write_text(json.dumps(record, indent=1) + "\n")
     if not args.no_scan:
+        scan_corrector = corrector(args.scan_corrector)
+        record["whole_scan"][args.scan_corrector] = {}
         for case_day, (scan, truth, masks, probabilities) in volumes.items():
+            fix = scan_corrector[case_day] if isinstance(scan_corrector, dict) else scan_corrector
             for o, organ in enumerate(labels.ORGANS):
                 row = {"model_volume_dice": round(dice(masks[o], truth[o]), 3)}
-                row |= {mode: whole_organ(scan, truth, masks, probabilities, o, interactive.click, mode == "with_propagation")
+                row |= {mode: whole_organ(scan, truth, masks, probabilities, o, fix, mode == "with_propagation")
                         for mode in ("with_propagation", "slice_by_slice")}
-                record["whole_scan"][f"{case_day}/{organ}"] = row
+                record["whole_scan"][args.scan_corrector][f"{case_day}/{organ}"] = row
                 print(case_day, organ, json.dumps(row), flush=True)
                 args.out.write_text(json.dumps(record, indent=1) + "\n")  # what is done so far survives a stop
     args.out.write_text(json.dumps(record, indent=1) + "\n")

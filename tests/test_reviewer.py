@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from benchmarks import reviewer
+from model import interactive
 
 
 def disc(shape, row, col, radius):
@@ -14,14 +15,14 @@ def disc(shape, row, col, radius):
     return (rr - row) ** 2 + (cc - col) ** 2 <= radius ** 2
 
 
-def test_next_click_is_the_middle_of_the_largest_error():
+def test_the_simulated_click_is_the_middle_of_the_largest_error():
     truth = np.zeros((40, 40), dtype=bool)
     truth[5:15, 5:15] = True  # missed: 100 px
     mask = np.zeros_like(truth)
     mask[20:39, 20:39] = True  # extra: 361 px, the largest
-    assert reviewer.next_click(mask, truth) == (29, 29, False)
-    assert reviewer.next_click(np.zeros_like(truth), truth)[2] is True
-    assert reviewer.next_click(truth, truth) is None
+    assert interactive.simulated_click(mask, truth) == (29, 29, False)
+    assert interactive.simulated_click(np.zeros_like(truth), truth)[2] is True
+    assert interactive.simulated_click(truth, truth) is None
 
 
 def test_the_reviewer_runs_on_a_tiny_scan():
@@ -48,18 +49,32 @@ def test_the_reviewer_runs_on_a_tiny_scan():
                                "invented": {"n": 1, "fixed_within_5": 1.0, "noc85_mean": 1.0}}
     assert ours["click_region_set_right"]["positive"]["clicks"] == depth and ours["click_region_set_right"]["negative"]["clicks"] == 1
     assert ours["click_region_set_right"]["negative"]["mean"] == 1.0  # the whole invented disc goes
+    assert ours["per_volume"] == {"tiny": {"wrong_slice_organs": depth + 1, "fixed_within_1": 1.0, "fixed_within_3": 1.0,
+                                           "fixed_within_5": 1.0, "fixed_within_10": 1.0, "noc85_mean": 1.0}}
     # Pooling: one volume run twice counts once (the later row), another volume adds its rows.
     record = {"command": "a", "protocol": {}, "volumes": {"tiny": {}}, "per_slice_organ": {"interactive": ours},
               "whole_scan": {}}
     again = {**record, "command": "b"}
     other = {**record, "command": "c", "volumes": {"other": {}}}
     assert reviewer.merge([record, again])["per_slice_organ"]["interactive"]["wrong_slice_organs"] == depth + 1
-    assert reviewer.merge([record, again, other])["per_slice_organ"]["interactive"]["wrong_slice_organs"] == 2 * (depth + 1)
+    pooled = reviewer.merge([record, again, other])["per_slice_organ"]["interactive"]
+    assert pooled["wrong_slice_organs"] == 2 * (depth + 1) and set(pooled["per_volume"]) == {"tiny"}
+    assert "| interactive | tiny | 6 | 100.0 / 100.0 / 100.0 / 100.0 % | 1.0 |" in reviewer.markdown(reviewer.merge([record]))
     scan, truth, masks, probabilities = volumes["tiny"]
     with_propagation = reviewer.whole_organ(scan, truth, masks, probabilities, 0, reviewer.CORRECTORS["interactive"], True)
     alone = reviewer.whole_organ(scan, truth, masks, probabilities, 0, reviewer.CORRECTORS["interactive"], False)
     assert with_propagation["reached"] and alone["reached"]
     assert with_propagation["clicks"] < alone["clicks"]
+    # A corrector per volume (the learned one is trained without the volume it corrects) gives the same row.
+    assert reviewer.per_slice_organ(volumes, {"tiny": reviewer.CORRECTORS["interactive"]})["noc85"] == ours["noc85"]
+    # Whole-scan rows: by corrector; a record from before the choice holds the training-free one's rows directly.
+    row = {"model_volume_dice": 0.1, "with_propagation": with_propagation, "slice_by_slice": alone}
+    flat = {**record, "whole_scan": {"tiny/stomach": row}}
+    nested = {**record, "whole_scan": {"click_refiner": {"tiny/stomach": row}}}
+    merged = reviewer.merge([flat, nested])["whole_scan"]
+    assert merged == {"interactive": {"tiny/stomach": row}, "click_refiner": {"tiny/stomach": row}}
+    table = reviewer.markdown(reviewer.merge([flat, nested]))
+    assert "Whole scan, interactive:" in table and "Whole scan, click_refiner:" in table
 
 
 def test_a_slice_already_right_takes_no_click():
