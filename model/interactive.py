@@ -147,7 +147,7 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
     digest = hashlib.blake2b(digest_size=16)
     for part in (image, probability, mask, others):
         digest.update(b"-" if part is None else np.ascontiguousarray(part).tobytes() + str(part.dtype).encode())
-    key = (digest.hexdigest(), id(refiner))
+    key = (digest.hexdigest(), None if refiner is None else refiner.fingerprint())
     done, current = 0, mask
     for n in range(len(clicks), 0, -1):  # the longest prefix already replayed
         if (key, tuple(clicks[:n])) in _CACHE:

@@ -165,9 +165,11 @@ def test_a_configured_click_refiner_decides_the_page_clicks(labelled, tiny_model
     window[row - half:row + half, col - half:col + half] = True
     assert np.array_equal(out[9].organ_masks[STOMACH, d], state.organ_masks[STOMACH, d] | window)
     assert np.array_equal(out[9].organ_masks[SMALL:], state.organ_masks[SMALL:])
-    server.MODEL.configure_click_refiner(tmp_path)  # a folder without one: one line, at load
+    server.MODEL.configure_click_refiner(tmp_path)  # a folder without one: one line, at load and at a click
     with pytest.raises(CheckpointError, match="holds no click refiner"):
         server.MODEL.click_refiner()
+    with pytest.raises(gr.Error, match="Click correction is not available: .* holds no click refiner"):
+        clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(row, col))
 
 
 def test_undo_takes_back_the_last_pending_click_and_the_image_with_it(labelled, tiny_model):

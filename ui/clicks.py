@@ -23,6 +23,7 @@ import numpy as np
 from skimage.draw import disk
 
 from model import interactive, labels
+from model.checkpoint import CheckpointError
 from model.edits import ScanEdits, clicks_text
 from model.mask_png import save_mask_png
 
@@ -92,12 +93,16 @@ def replay(image: np.ndarray, probabilities: np.ndarray | None, before: np.ndarr
            clicks: tuple[OrganClick, ...]) -> np.ndarray:
     """``(O, H, W) bool``: ``before`` ``(O, H, W) bool`` after ``clicks``, each organ by its own clicks through
     :func:`model.interactive.click` (the other organs as they were before: organs may overlap)."""
+    try:
+        refiner = server.MODEL.click_refiner()
+    except CheckpointError as err:
+        raise gr.Error(f"Click correction is not available: {err}") from None
     masks = before.copy()
     for o in sorted({c[0] for c in clicks}):
         probability = None if probabilities is None else probabilities[o].astype(np.float32)
         others = np.delete(before, o, axis=0).any(axis=0)
         masks[o] = interactive.click(image, probability, before[o], [c[1:] for c in clicks if c[0] == o], others,
-                                     refiner=server.MODEL.click_refiner())
+                                     refiner=refiner)
     return masks
 
 

@@ -14,6 +14,7 @@ checkpoint; :func:`load` reads them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,17 @@ class ClickRefiner(nn.Module):
         self.merge = nn.ModuleList(_block(w, w // 2) for w in self.widths[:0:-1])
         self.head = nn.Conv2d(self.widths[0], 1, 1)
         self.mask_gain = nn.Parameter(torch.tensor(4.0))
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """A digest of the weights as they were when first asked (a served refiner's do not change): click
+        results cached for one refiner are never served for another."""
+        if self._fingerprint is None:
+            digest = hashlib.blake2b(digest_size=16)
+            for name, tensor in self.state_dict().items():
+                digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []

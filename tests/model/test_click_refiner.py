@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -91,3 +92,14 @@ def test_save_and_load_round_trip_and_a_refiner_for_other_inputs_is_refused(tmp_
     (tmp_path / click_refiner.CONFIG).write_text(json.dumps(config | {"window": WINDOW * 2}))
     with pytest.raises(ValueError, match="window is 192, this code reads 96"):
         click_refiner.load(tmp_path)
+
+
+def test_cached_clicks_are_never_served_for_another_refiner():
+    """The replay cache keys on the refiner's weights: the same slice and clicks through a refiner that keeps
+    and then one that fills give each its own answer (an object's id can be reused; its weights say which)."""
+    image = np.zeros(SHAPE, np.uint8)
+    mask = np.zeros(SHAPE, bool)
+    assert not interactive.click(image, None, mask, [(60, 50, True)], None, refiner=keeping_refiner()).any()
+    assert interactive.click(image, None, mask, [(60, 50, True)], None, refiner=filling_refiner()).sum() == WINDOW ** 2
+    net = keeping_refiner()
+    assert net.fingerprint() == copy.deepcopy(net).fingerprint() != filling_refiner().fingerprint()
