@@ -6,12 +6,14 @@
 ``click_refiner.safetensors`` and ``click_refiner.json``: put them beside a checkpoint's ``config.json`` and the
 app's clicks use them (``model.interactive.click(..., refiner=...)``).
 
-A training example is one organ on one labelled slice, its true mask spoiled the ways a segmentation model
-gets an organ wrong (:func:`spoil`: missed, eroded or grown, a piece cut off or added from a neighbouring
-organ or a blob of the body, shifted, invented where the organ is absent), a click where the literature's
-simulated reviewer puts it (:func:`model.interactive.simulated_click`: the pixel farthest inside the largest
-error) or, for variety, inside another error region, and sometimes earlier clicks that the mask already
-obeys. The target is the true mask in the click's window. Loss: BCE + soft Dice.
+A training example is one organ on one labelled slice with a wrong mask: three times in five, where a
+segmentation model's output is given (``--checkpoint``), that model's mask and probability after 0-3 earlier
+simulated clicks that set their region right; otherwise its true mask spoiled the ways a model gets an organ
+wrong (:func:`spoil`: missed, eroded or grown, a piece cut off or added from a neighbouring organ or a blob
+of the body, shifted, invented where the organ is absent), with earlier clicks it already obeys. The click
+goes where the literature's simulated reviewer puts it (:func:`model.interactive.simulated_click`: the pixel
+farthest inside the largest error) or, one time in four, well inside an error region drawn at random. The
+target is the true mask in the click's window. Loss: BCE + soft Dice.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def _earlier_clicks(mask: np.ndarray, truth: np.ndarray, rng: np.random.Generato
 
 
 def _click(mask: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> tuple[int, int, bool] | None:
-    """The simulated reviewer's click, or (one time in four) a click well inside another error region."""
+    """The simulated reviewer's click, or (one time in four) a click well inside an error region drawn at random."""
     if rng.random() < 0.75:
         return interactive.simulated_click(mask, truth)
     error = mask ^ truth
