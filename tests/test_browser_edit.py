@@ -81,6 +81,24 @@ def _open_editor(page, position: int, shape: tuple[int, int]) -> None:
     page.wait_for_timeout(2000)
 
 
+def _choose_layer_and_tool(page, editor, layer: int, tool: str) -> None:
+    """Make ``layer`` the active one through the layer picker, leave the picker closed (open, its list covers
+    part of the canvas and takes the stroke), and pick ``tool``."""
+    from playwright.sync_api import expect
+
+    picker = editor.locator("button[aria-label='Show Layers']")
+    item = editor.locator("li").nth(layer)
+    if not item.is_visible():
+        picker.click()
+    item.click()
+    if item.is_visible():
+        picker.click()
+    expect(item).to_be_hidden()
+    page.wait_for_function("""(layer) => { let state; window.editor.layer_manager.layer_store.subscribe(s => state = s)();
+        return state.layers.findIndex(l => l.id === state.active_layer) === layer; }""", arg=layer, timeout=10_000)
+    editor.locator(f"button[aria-label='{tool}']").click()
+
+
 def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], editor_id: str = "scan-editor") -> None:
     """Draw along ``path_px`` (slice pixel coordinates ``(x, y)``, pixel centres at +0.5) in ``layer``.
 
@@ -93,12 +111,9 @@ def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], edi
     assert page.evaluate(f"() => window.editor.app.canvas === document.querySelector('#{editor_id} canvas')")
     tracker = editor.locator('[data-testid="status-tracker"]')
     undo = editor.locator("button[aria-label='Undo']")
-    editor.locator("button[aria-label='Show Layers']").click()
-    editor.locator("li").nth(layer).click()
-    editor.locator("button[aria-label='Show Layers']").click()
-    editor.locator(f"button[aria-label='{tool}']").click()
     editor.scroll_into_view_if_needed()
     for _ in range(5):
+        _choose_layer_and_tool(page, editor, layer, tool)  # again on each try: a re-render may have undone it
         expect(tracker).to_have_class(re.compile(r"\bhide\b"), timeout=60_000)
         expect(undo).to_be_disabled()
         t = page.evaluate("() => { const t = window.editor.image_container.worldTransform;"
