@@ -181,12 +181,14 @@ def examples(groups: Sequence[tuple], n: int, seed: int = 0) -> tuple[np.ndarray
             continue
         image, probability, mask, clicks, truth = drawn
         x[made], origin = click_refiner.encode(image, probability, mask, clicks)
-        y[made] = click_refiner._cut(truth, *origin)
+        y[made] = click_refiner.cut(truth, *origin)
         made += 1
     return x, y
 
 
 class ClickRefinerModule(L.LightningModule):
+    """The click refiner's training: BCE + soft Dice against the true mask in the window, AdamW, one cycle."""
+
     def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), lr: float = 3e-3, steps: int = 3000):
         super().__init__()
         self.save_hyperparameters()

@@ -76,7 +76,7 @@ class ClickRefiner(nn.Module):
         return self.head(h)[:, 0] + self.mask_gain * (2 * x[:, MASK] - 1)
 
 
-def _cut(a: np.ndarray, top: int, left: int) -> np.ndarray:
+def cut(a: np.ndarray, top: int, left: int) -> np.ndarray:
     """``a``'s window at ``(top, left)``, zero outside the slice."""
     out = np.zeros((WINDOW, WINDOW), dtype=a.dtype)
     r0, c0 = max(top, 0), max(left, 0)
@@ -96,10 +96,10 @@ def encode(stretched: np.ndarray, probability: np.ndarray | None, mask: np.ndarr
     row, col, _ = clicks[-1]
     top, left = row - WINDOW // 2, col - WINDOW // 2  # it may reach past the slice: zeros there
     x = np.zeros((len(CHANNELS), WINDOW, WINDOW), dtype=np.float32)
-    x[0] = _cut(np.asarray(stretched, dtype=np.float32) / 255.0, top, left)
+    x[0] = cut(np.asarray(stretched, dtype=np.float32) / 255.0, top, left)
     if probability is not None:
-        x[1] = _cut(np.asarray(probability, dtype=np.float32), top, left)
-    x[MASK] = _cut(mask, top, left)
+        x[1] = cut(np.asarray(probability, dtype=np.float32), top, left)
+    x[MASK] = cut(mask, top, left)
     rr, cc = np.ogrid[:WINDOW, :WINDOW]
     for r, c, positive in clicks:
         x[3 if positive else 4][(rr - (r - top)) ** 2 + (cc - (c - left)) ** 2 <= CLICK_DISC_PX ** 2] = 1.0
