@@ -120,9 +120,13 @@ def paste(mask: np.ndarray, window: np.ndarray, origin: tuple[int, int]) -> np.n
 @torch.no_grad()
 def refine(net: ClickRefiner, stretched: np.ndarray, probability: np.ndarray | None, mask: np.ndarray,
            clicks: Sequence[tuple[int, int, bool]]) -> np.ndarray:
-    """The organ's mask after the newest of ``clicks`` (the earlier ones are in ``mask`` already and steer it)."""
+    """The organ's mask after the newest of ``clicks`` (the earlier ones are in ``mask`` already and steer it).
+
+    Always float32 on the CPU, whatever autocast a caller has on: a bf16 path would make the mask depend on
+    the CPU (native bf16 or not), and the click answers in milliseconds without it."""
     x, origin = encode(stretched, probability, mask, clicks)
-    logit = net(torch.from_numpy(x)[None])[0].numpy()
+    with torch.autocast("cpu", enabled=False):
+        logit = net(torch.from_numpy(x)[None])[0].numpy()
     return paste(mask, logit > 0, origin)
 
 

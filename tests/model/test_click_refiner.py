@@ -103,3 +103,24 @@ def test_cached_clicks_are_never_served_for_another_refiner():
     assert interactive.click(image, None, mask, [(60, 50, True)], None, refiner=filling_refiner()).sum() == WINDOW ** 2
     net = keeping_refiner()
     assert net.fingerprint() == copy.deepcopy(net).fingerprint() != filling_refiner().fingerprint()
+
+
+def test_a_click_runs_in_float32_even_under_a_callers_bf16_autocast():
+    """The refiner pins float32: inside a bf16 autocast (as a segmenter's may be) the answer is bit-identical to
+    the one outside it, and the window's logits are float32, on every kind of CPU."""
+    net = click_refiner.ClickRefiner((4, 8)).eval()
+    torch.nn.init.normal_(net.head.weight, std=3.0)  # a head with something to say, so rounding would show
+    rng = np.random.default_rng(1)
+    stretched = rng.integers(0, 256, SHAPE).astype(np.float32)
+    probability = rng.random(SHAPE).astype(np.float32)
+    mask = probability > 0.5
+    plain = click_refiner.refine(net, stretched, probability, mask, [(60, 50, True)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = click_refiner.refine(net, stretched, probability, mask, [(60, 50, True)])
+    assert np.array_equal(plain, under)
+    seen = []
+    handle = net.head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        click_refiner.refine(net, stretched, probability, mask, [(60, 50, True)])
+    handle.remove()
+    assert seen == [torch.float32]
