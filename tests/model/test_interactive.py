@@ -143,6 +143,23 @@ def test_propagate_carries_a_fix_to_the_neighbours_and_keeps_the_rest():
     assert not masks[0, 3].any()  # the input is not modified
 
 
+def test_propagate_follows_an_organ_that_moves_between_slices():
+    """A disc sliding 4 px a slice: the registration carries the corrected mask with it, where a copy of the
+    corrected slice falls behind (Dice about 0.75 one slice away, 0.5 two away)."""
+    rng = np.random.default_rng(2)
+    depth = 9
+    voxels = np.full((depth, *SHAPE), 300.0) + rng.normal(0, 15, (depth, *SHAPE))
+    truth = np.zeros((1, depth, *SHAPE), dtype=bool)
+    for d in range(depth):
+        truth[0, d] = disc(SHAPE, 40, 24 + 4 * d, 10)
+        voxels[d][truth[0, d]] += 900
+    masks = np.zeros_like(truth)
+    masks[0, 4] = truth[0, 4]
+    new = interactive.propagate(voxels.clip(0).astype(np.uint16), None, masks, 0, 4)
+    for d in (2, 3, 5, 6):
+        assert dice(new[0, d], truth[0, d]) > 0.85 > dice(truth[0, 4], truth[0, d])
+
+
 def test_propagate_stops_where_the_prediction_is_already_right():
     voxels, truth = synthetic_scan()
     masks = truth.copy()
@@ -264,3 +281,34 @@ def test_a_positive_click_on_a_real_slice_adds_the_organ(shared_data):
     centre = np.unravel_index(int(np.argmax(inner)), inner.shape)
     new = interactive.click(image, None, np.zeros(image.shape, dtype=bool), [(*centre, True)])
     assert dice(new, stomach) > 0.7
+
+
+def test_propagation_on_a_real_scan_beats_copying_the_corrected_slice(shared_data):
+    """case139_day0 with its competition truth: each organ, missed everywhere by the "model", is set right on one
+    slice in eight (of those where it covers >= 300 px) and propagated. On the slices one and two away the
+    proposal is closer to the truth than a copy of the corrected slice, for each organ (the walker this
+    replaced was not: 0.77 against 0.81 on the small bowel), and one slice away it is above Dice 0.85."""
+    from scan_fixtures import kaggle_slices
+
+    from model.metric import dice as metric_dice
+    from model.rle import RleCsv
+    from model.scans import load_scan
+
+    scan = load_scan(kaggle_slices(shared_data, "volume_234x234"))
+    truth = RleCsv(shared_data / "kaggle" / "train.csv.gz", case_days=["case139_day0"]).masks_on(
+        "case139_day0", scan.slice_numbers, scan.shape[1:]).masks
+    for o in range(3):
+        proposed, copied, next_door = [], [], []
+        for d in [d for d in range(len(scan)) if truth[o, d].sum() >= 300][::8]:
+            masks = truth.copy()
+            masks[o] = False
+            masks[o, d] = truth[o, d]
+            new = interactive.propagate(scan.voxels, None, masks, o, d)
+            for n in (d - 2, d - 1, d + 1, d + 2):
+                if 0 <= n < len(scan) and truth[o, n].sum() >= 50:
+                    proposed.append(metric_dice(new[o, n], truth[o, n]))
+                    copied.append(metric_dice(truth[o, d], truth[o, n]))
+                    if abs(n - d) == 1:
+                        next_door.append(proposed[-1])
+        assert len(proposed) >= 12
+        assert np.mean(proposed) > np.mean(copied) + 0.02 and np.mean(next_door) > 0.85, o
