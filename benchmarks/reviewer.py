@@ -1,7 +1,7 @@
 """A simulated reviewer correcting a model's masks with clicks; writes docs/correct.json.
 
     nice -n 10 python -m benchmarks.reviewer [--data ../shared/data] [--steps 1500] [--volumes case139_day0 ...]
-        [--correctors click_refiner interactive random_walker_baseline] [--no-scan] [--scan-corrector NAME] [--out FILE]
+        [--correctors click_refiner interactive random_walker_baseline] [--no-scan] [--scan-corrector NAME] [--propagation] [--out FILE]
     python -m benchmarks.reviewer --merge A.json B.json --out docs/correct.json   # pool runs on other volumes
     python -m benchmarks.reviewer --table docs/correct.json                       # docs/correct.md's tables
 
@@ -16,10 +16,16 @@ real volumes with real labels, each segmented by a check model trained without i
   Reported: the share fixed within 1, 3 and 5 clicks, NoC@85 (11 for never) and the time per click.
 - **Per organ, the whole scan.** Until the organ's volume Dice >= 0.85, or 300 clicks: take the slice
   with the most error pixels (among slices not yet visited), click on it as above until it reaches
-  0.85 or 10 clicks (none when it is already there), then (with propagation, when clicks brought the slice
-  to 0.85 and it holds the organ, or the model drew it there: a removal is carried too) propagate from it, told the model's mask there. Proposals on slices already visited are left out, as a person keeps what they
+  0.85 or 10 clicks (none when it is already there), then (with propagation, when it took clicks and holds
+  the organ, or the model drew it there: a removal is carried too) propagate from it, told the model's mask
+  there. Proposals on slices already visited are left out, as a person keeps what they
   fixed, and the rest is accepted only when it raises the organ's volume Dice (the person looks at the
   proposed slices and accepts or undoes them). Reported: the clicks, with propagation and slice by slice.
+- **Propagation against a known answer** (no clicks): for every third wrong slice-organ, the slice is set
+  to its truth (a perfect correction) and propagated from, told the model's mask there as the page does,
+  and without it (the whole mask re-proposed); reported: the mean Dice with the truth of the slices 1 to 4
+  away, against the model's and a plain copy of the corrected slice, and how often it draws on a slice past
+  the organ's end (:func:`propagation_quality`).
 - **The one-region bound** (no corrector): per wrong slice-organ, the error regions that must be set right,
   largest first and wholly, to reach 0.85 (:func:`regions_to_fix`), in each volume's record.
 
@@ -293,6 +299,8 @@ def merge(records: list[dict]) -> dict:
     rows: dict[str, dict[tuple, dict]] = {}
     for r in records:
         merged["volumes"] |= r["volumes"]
+        if r.get("propagation"):  # the latest run of the propagation part, on the volumes it names
+            merged["propagation"] = r["propagation"]
         for name, rows_ in whole_scan_by_corrector(r).items():
             merged["whole_scan"].setdefault(name, {}).update(rows_)
         for name, row in r["per_slice_organ"].items():
@@ -330,12 +338,13 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
         budget = min(MAX_CLICKS, MAX_SCAN_CLICKS - clicks)
         used, fixed, _, _ = correct_slice(corrector, scan.voxels[d], probabilities[o, d].astype(np.float32),
                                           current[o, d], truth[o, d], others, max_clicks=budget)
-        clicks += budget if used is None else used
+        took = budget if used is None else used
+        clicks += took
         current[o, d] = fixed
-        # A person carries a fix that worked (not a slice left wrong, nor one that needed no click; a removal of
-        # what the model drew too), looks at the proposal and keeps it when it is better as a whole (Accept),
-        # else undoes it.
-        if with_propagation and used and (fixed.any() or masks[o, d].any()):
+        # A person carries what their clicks did (not from a slice that needed no click; a removal of what the
+        # model drew too), looks at the proposal and keeps it when it is better as a whole (Accept), else
+        # undoes it.
+        if with_propagation and took and (fixed.any() or masks[o, d].any()):
             proposed = interactive.propagate(scan.voxels, probabilities, current, o, d, before=masks[o, d])
             changed = (proposed[o] != current[o]).any(axis=(1, 2)) & ~visited
             candidate = current[o].copy()
@@ -347,6 +356,50 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
     return {"clicks": int(clicks), "volume_dice": round(dice(current[o], truth[o]), 3),
             "reached": bool(dice(current[o], truth[o]) >= TARGET_DICE), "slices_visited": int(visited.sum()),
             "propagations": propagations, "propagations_accepted": accepted, "seconds": round(time.perf_counter() - start, 1)}
+
+
+PROPAGATION_REACH = (1, 2, 3, 4)
+
+
+def propagation_quality(volumes: dict, every: int = 3) -> dict:
+    """``model.interactive.propagate`` against a known answer: every ``every``-th wrong slice-organ with at least
+    ``MIN_WRONG_PX`` true pixels is set to its truth and propagated from, ``with_before`` (told the model's mask
+    there, as the page does: the fix is carried) and ``whole`` (the whole mask re-proposed). Per organ and
+    distance ``k``: the mean Dice with the truth on the slices ``k`` away that hold the organ, for both, for
+    the model's own masks and for a plain copy of the corrected slice; and, on the slices within reach where
+    the organ is absent, the share on which each draws at least ``MIN_WRONG_PX`` pixels. Seconds per call too."""
+    dices: dict[tuple, list[float]] = {}
+    past: dict[str, list[bool]] = {}
+    seconds: list[float] = []
+    for scan, truth, masks, probabilities in volumes.values():
+        for o in range(truth.shape[0]):
+            starts = [d for d in range(truth.shape[1]) if truth[o, d].sum() >= MIN_WRONG_PX
+                      and dice(masks[o, d], truth[o, d]) < MAX_RIGHT_DICE][::every]
+            for d in starts:
+                corrected = masks.copy()
+                corrected[o, d] = truth[o, d]
+                start = time.perf_counter()
+                proposals = {"with_before": interactive.propagate(scan.voxels, probabilities, corrected, o, d, before=masks[o, d])[o]}
+                seconds.append(time.perf_counter() - start)
+                proposals["whole"] = interactive.propagate(scan.voxels, probabilities, corrected, o, d)[o]
+                proposals |= {"model": masks[o], "copy": np.broadcast_to(truth[o, d], truth[o].shape)}
+                for k in PROPAGATION_REACH:
+                    for n in (d - k, d + k):
+                        if not 0 <= n < truth.shape[1]:
+                            continue
+                        for name, proposal in proposals.items():
+                            if truth[o, n].sum() >= MIN_WRONG_PX:
+                                dices.setdefault((labels.ORGANS[o], k, name), []).append(dice(proposal[n], truth[o, n]))
+                            elif not truth[o, n].any():
+                                past.setdefault(name, []).append(bool(proposal[n].sum() >= MIN_WRONG_PX))
+    names = ("with_before", "whole", "copy", "model")
+    return {"starts": len(seconds), "seconds_median": round(float(np.median(seconds)), 2) if seconds else None,
+            "mean_dice": {organ: {str(k): {name: round(float(np.mean(dices[organ, k, name])), 3) for name in names}
+                                  | {"slices": len(dices[organ, k, names[0]])}
+                                  for k in PROPAGATION_REACH if (organ, k, names[0]) in dices}
+                          for organ in labels.ORGANS},
+            "past_the_end": {"slices": len(past.get(names[0], [])),
+                             **{name: round(float(np.mean(past[name])), 3) for name in names if past.get(name)}}}
 
 
 def markdown(record: dict) -> str:
@@ -383,6 +436,18 @@ def markdown(record: dict) -> str:
         for name, row in kinds.items():
             for sign, e in row["click_region_set_right"].items():
                 lines.append(f"| {name} | {sign} | {e['clicks']} | {e['mean']} / {e['median']} |")
+    quality = record.get("propagation")
+    if quality:
+        lines += ["", f"Propagation from a perfectly corrected slice ({quality['starts']} starts, "
+                      f"{quality['seconds_median']} s a call, median): mean Dice with the truth k slices away", "",
+                  "| organ | k | slices | propagate (the fix carried) | propagate (whole mask) | copy of the corrected slice | the model |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for organ, by_k in quality["mean_dice"].items():
+            lines += [f"| {organ} | {k} | {x['slices']} | {x['with_before']} | {x['whole']} | {x['copy']} | {x['model']} |"
+                      for k, x in by_k.items()]
+        p = quality["past_the_end"]
+        lines += ["", f"Slices within reach past the organ's end ({p['slices']}) drawn on (>= {MIN_WRONG_PX} px): "
+                      + ", ".join(f"{name} {100 * p[name]:.1f} %" for name in ("with_before", "whole", "copy", "model") if name in p) + "."]
     for corrector, scan_rows in whole_scan_by_corrector(record).items():
         lines += ["", f"Whole scan, {corrector}:", "",
                   "| volume / organ | model's volume Dice | clicks with propagation (volume Dice reached) | clicks slice by slice (volume Dice reached) | ratio | propagations run / accepted |",
@@ -406,6 +471,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1500, help="training steps of each check model")
     parser.add_argument("--volumes", nargs="*", help="case-days to run (default: all three)")
     parser.add_argument("--no-scan", action="store_true", help="skip the whole-scan part")
+    parser.add_argument("--propagation", action="store_true",
+                        help="run only the propagation part (against a known answer: the truth as the corrected slice)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--correctors", nargs="*", choices=[REFINER, *CORRECTORS], default=[REFINER, *CORRECTORS])
     parser.add_argument("--scan-corrector", choices=[REFINER, "interactive"], default="interactive",
@@ -444,6 +511,11 @@ def main() -> int:
         "per_slice_organ": {},
         "whole_scan": {},
     }
+    if args.propagation:
+        record["propagation"] = propagation_quality(volumes) | {"volumes": sorted(volumes)}
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        print(markdown(record), f"\nwrote {args.out}", sep="\n")
+        return 0
     for name in args.correctors:
         record["per_slice_organ"][name] = per_slice_organ(volumes, corrector(name))
         print(name, json.dumps({k: v for k, v in record["per_slice_organ"][name].items() if k not in ("noc85", "organs", "ms")}),

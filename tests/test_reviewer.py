@@ -77,6 +77,33 @@ def test_the_reviewer_runs_on_a_tiny_scan():
     assert "Whole scan, interactive:" in table and "Whole scan, click_refiner:" in table
 
 
+def test_propagation_quality_against_a_known_answer():
+    """A disc drifting 2 px a slice that the model missed on every slice: propagation from the true slice beats
+    the model everywhere, and nothing is drawn past the organ's end."""
+    shape, depth = (64, 64), 9
+    rng = np.random.default_rng(3)
+    truth = np.zeros((3, depth, *shape), dtype=bool)
+    voxels = 200 + rng.normal(0, 5, (depth, *shape))
+    for d in range(1, 8):
+        truth[0, d] = disc(shape, 30, 18 + 2 * d, 9)
+        voxels[d][truth[0, d]] += 600
+    masks = np.zeros_like(truth)
+    volumes = {"tiny": (SimpleNamespace(voxels=voxels.astype(np.uint16)), truth, masks,
+                        np.zeros(truth.shape, dtype=np.float16))}
+    quality = reviewer.propagation_quality(volumes, every=3)
+    assert quality["starts"] == 3  # slices 1, 4 and 7 of the seven wrong ones
+    stomach = quality["mean_dice"]["stomach"]
+    assert set(stomach) == {"1", "2", "3", "4"} and stomach["1"]["model"] == 0.0
+    for by_k in stomach.values():
+        assert by_k["with_before"] > 0.85 and by_k["whole"] > 0.85 and by_k["with_before"] >= by_k["copy"]
+    assert quality["past_the_end"]["slices"] == 4 and quality["past_the_end"]["with_before"] == 0.0
+    assert quality["mean_dice"]["small_bowel"] == {}
+    record = {"command": "a", "protocol": {}, "volumes": {"tiny": {}}, "per_slice_organ": {}, "whole_scan": {},
+              "propagation": quality}
+    assert reviewer.merge([record, {**record, "propagation": None}])["propagation"] == quality
+    assert "| stomach | 1 | " in reviewer.markdown(record)
+
+
 def test_a_slice_already_right_takes_no_click():
     truth = disc((40, 40), 20, 20, 8)
     mask = disc((40, 40), 20, 21, 8)  # Dice 0.93 with the truth
