@@ -346,11 +346,12 @@ def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks:
 
     Going up and down from it, the corrected mask is carried one slice at a time by registering each
     slice onto the next (scikit-image's TV-L1 optical flow, :func:`_carried`): the organ moves and changes
-    shape between slices, and the flow follows the image. The other organs' pixels are not taken, except
-    where the person put the organ over them. The fix is what is carried: given ``before``, the organ's
-    ``(H, W) bool`` mask on the corrected slice before the correction (the model's), each neighbour takes
-    the carried mask only within ``PRIOR_REACH_PX`` of the carried pixels the person added, and keeps its
-    own mask elsewhere; without it the whole mask is re-proposed. It stops where the organ ends (fewer
+    shape between slices, and the flow follows the image. The other organs do not stop it (organs may
+    overlap, and the held-out models often call one organ another). The fix is what is carried: given
+    ``before``, the organ's ``(H, W) bool`` mask on the corrected slice before the correction (the
+    model's), each neighbour takes the carried mask only within ``PRIOR_REACH_PX`` of the carried fix (the
+    pixels the person added or removed, carried by the same flow), and keeps its own mask elsewhere;
+    without it the whole mask is re-proposed. It stops where the organ ends (fewer
     than ``MIN_SEED_SHARE`` of the carried pixels keep the organ's intensity), where the proposal changes
     fewer than ``MIN_ORGAN_PX`` pixels, where the slice already agrees with it (Dice >= ``SAME_DICE``),
     or after ``MAX_PROPAGATE_SLICES``. A removal is carried too: each neighbour loses the pieces of the
@@ -375,7 +376,7 @@ def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks:
             result = _carry_removal(result, organ, slice_index, removed)
         if not added.any():
             return result
-        zone = ndimage.binary_dilation(added, iterations=PRIOR_REACH_PX)
+        zone = ndimage.binary_dilation(added | removed, iterations=PRIOR_REACH_PX)
     else:
         zone = np.ones(corrected.shape, dtype=bool)
     for step in (-1, 1):

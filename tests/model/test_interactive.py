@@ -185,6 +185,25 @@ def test_propagate_carries_only_the_fix_when_told_what_the_slice_held_before():
         interactive.propagate(voxels, None, masks, 0, 4, before=before[:-1])
 
 
+def test_propagate_carries_a_moved_edge_both_ways():
+    """The model drew a large organ 5 px to the side on every slice; the person moved it back on slice 4
+    (pixels added on one side, removed on the other). The neighbours lose the wrong side as well as gain the
+    right one; the piece itself stays (most of it is right)."""
+    rng = np.random.default_rng(4)
+    voxels = np.full((9, *SHAPE), 300.0) + rng.normal(0, 15, (9, *SHAPE))
+    truth = np.zeros((1, 9, *SHAPE), dtype=bool)
+    for d in range(9):
+        truth[0, d] = disc(SHAPE, 40, 38 + d, 20)
+        voxels[d][truth[0, d]] += 900
+    masks = np.roll(truth, 5, axis=3)
+    before = masks[0, 4].copy()
+    masks[0, 4] = truth[0, 4]
+    new = interactive.propagate(voxels.clip(0).astype(np.uint16), None, masks, 0, 4, before=before)
+    for d in (3, 5):
+        assert dice(new[0, d], truth[0, d]) > 0.95 > dice(masks[0, d], truth[0, d])
+        assert not (new[0, d] & ~ndimage.binary_dilation(truth[0, d], iterations=2)).any(), "the wrong side is gone"
+
+
 def test_propagate_enters_another_organ_where_the_person_put_the_organ_over_it():
     voxels, truth = synthetic_scan()
     masks = truth.copy()
