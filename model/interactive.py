@@ -282,7 +282,8 @@ def _like_region(stretched: np.ndarray, row: int, col: int) -> np.ndarray:
 
 #: How far a fix is carried at most, in slices each way.
 MAX_PROPAGATE_SLICES = 8
-#: A carried addition changes a neighbour only within this many pixels of the fix (carried along with it).
+#: A carried fix changes a neighbour only within this many pixels of it (the zone is carried along with the
+#: mask); a carried removal takes the pieces lying mostly within this many pixels of what was removed.
 PRIOR_REACH_PX = 8
 #: The organ's intensity is checked on the carried mask eroded by this many pixels (its edge may be off).
 PRIOR_EROSION_PX = 3
@@ -299,8 +300,9 @@ MIN_ORGAN_PX = 20
 #: A carried removal takes a neighbour's piece of the organ when this share of it lies near what was removed.
 REMOVED_SHARE = 0.5
 #: The registration between two slices is solved in the box around the carried masks, this much wider,
-#: with scikit-image's TV-L1 at 3 warps of 5 iterations (its defaults, 5 of 10, took three times as long
-#: on real scans for Dice within 0.015 of these, ``benchmarks/reviewer.py``'s propagation part).
+#: with scikit-image's TV-L1 at 3 warps of 5 iterations: in a scratch run of the known-answer propagation
+#: part (``benchmarks/reviewer.py --propagation``) on case139_day0, its defaults (5 of 10) took three
+#: times as long for Dice within 0.015.
 FLOW_MARGIN_PX = 16
 FLOW_WARPS, FLOW_ITERATIONS = 3, 5
 
@@ -397,18 +399,19 @@ def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks:
     return result
 
 
-def _carried(image: np.ndarray, following: np.ndarray, *masks: np.ndarray) -> list[np.ndarray]:
-    """``masks`` (``(H, W) bool`` on ``image``) moved onto the slice ``following`` by registering the two.
+def _carried(image: np.ndarray, following: np.ndarray, mask: np.ndarray, zone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``mask`` and ``zone`` (``(H, W) bool`` on ``image``) moved onto the slice ``following`` by registering the two.
 
-    TV-L1 optical flow (scikit-image ``optical_flow_tvl1``, ``FLOW_WARPS`` and ``FLOW_ITERATIONS``) between the two slices stretched
-    together, solved in the box around the masks ``FLOW_MARGIN_PX`` wider (a whole-slice zone is cropped
-    to the first mask's box), then each mask warped by it (linear, kept where at least half)."""
+    TV-L1 optical flow (scikit-image ``optical_flow_tvl1``, ``FLOW_WARPS`` warps of ``FLOW_ITERATIONS``)
+    between the two slices stretched together, solved in the box around both ``FLOW_MARGIN_PX`` wider (a
+    whole-slice zone stays whole, and the box is the mask's), then each warped by it (linear, kept where at
+    least half)."""
     from skimage.registration import optical_flow_tvl1
     from skimage.transform import warp
 
-    around = masks[0] if masks[1].all() else masks[0] | masks[1]
+    around = mask if zone.all() else mask | zone
     if not around.any():
-        return [np.zeros_like(m) for m in masks]
+        return np.zeros_like(mask), np.zeros_like(zone)
     rows, cols = np.nonzero(around)
     box = (slice(max(rows.min() - FLOW_MARGIN_PX, 0), rows.max() + FLOW_MARGIN_PX + 1),
            slice(max(cols.min() - FLOW_MARGIN_PX, 0), cols.max() + FLOW_MARGIN_PX + 1))
@@ -417,12 +420,14 @@ def _carried(image: np.ndarray, following: np.ndarray, *masks: np.ndarray) -> li
     grid_rows, grid_cols = np.meshgrid(np.arange(pair.shape[1]), np.arange(pair.shape[2]), indexing="ij")
     coordinates = np.array([grid_rows + flow_rows, grid_cols + flow_cols])
     moved = []
-    for mask in masks:
-        out = np.zeros_like(mask) if not mask.all() else mask.copy()  # a whole-slice zone stays whole
-        if not mask.all():
-            out[box] = warp(mask[box].astype(np.float32), coordinates, order=1, mode="constant", cval=0.0) >= 0.5
+    for layer in (mask, zone):
+        if layer.all():  # a whole-slice zone stays whole
+            moved.append(layer.copy())
+            continue
+        out = np.zeros_like(layer)
+        out[box] = warp(layer[box].astype(np.float32), coordinates, order=1, mode="constant", cval=0.0) >= 0.5
         moved.append(out)
-    return moved
+    return moved[0], moved[1]
 
 
 def _organ_goes_on(image: np.ndarray, following: np.ndarray, prior: np.ndarray, carried: np.ndarray) -> bool:
