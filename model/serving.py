@@ -24,13 +24,17 @@ log = logging.getLogger("uwmgi.serving")
 
 
 def configure_logging() -> None:
-    """The server's logging: INFO lines to stderr, and none of pydicom's own.
+    """The server's logging: INFO lines to stderr, and none of pydicom's or highdicom's own.
 
     pydicom logs each failed decoder with a traceback (and may quote element values); the scan
     reader answers in one line instead. Not the level: pydicom resets it when first imported.
+    highdicom logs, at INFO, the SOP Instance UID of every uploaded image a DICOM SEG copies its
+    patient, study and image attributes from: an identifier of the upload, which the README says
+    is never logged.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pydicom").propagate = False
+    for name in ("pydicom", "highdicom"):
+        logging.getLogger(name).propagate = False
 
 
 #: glibc's ``mallopt`` parameter (``<malloc.h>``).

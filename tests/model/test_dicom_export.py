@@ -285,6 +285,32 @@ def test_exports_log_and_print_no_patient_identifiers(exported, tmp_path, caplog
     assert [p.name for p in paths] == ["again_seg.dcm", "again_rtstruct.dcm"]
 
 
+def test_the_servers_logging_names_no_uid_of_the_upload(exported, tmp_path, caplog, capfd, monkeypatch):
+    """highdicom logs at INFO the SOP Instance UID of the upload each SEG copies attributes from; the server's
+    logging (``configure_logging``) keeps it, and any other UID of the upload, out of the log."""
+    import dataclasses
+    import logging
+
+    from model.serving import configure_logging
+
+    source = exported["scan"].source.datasets
+    uids = {ds.SOPInstanceUID for ds in source} | {source[0].StudyInstanceUID, source[0].SeriesInstanceUID,
+                                                   source[0].FrameOfReferenceUID}
+    for name in ("pydicom", "highdicom"):  # as an unconfigured process has them; put back after the test
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+    caplog.set_level(logging.DEBUG)
+
+    def said(name: str) -> str:
+        caplog.clear()
+        write_dicom_outputs(exported["masks"], dataclasses.replace(exported["scan"], name=name), tmp_path / name)
+        out, err = capfd.readouterr()
+        return " ".join([caplog.text, out, err])
+
+    assert [u for u in uids if u in said("unconfigured")]  # without it the UIDs are logged: the check is not vacuous
+    configure_logging()
+    assert [u for u in uids if u in said("served")] == []
+
+
 def test_the_uploaded_zip_of_the_series_works_like_its_files(exported, tmp_path):
     from scan_fixtures import zip_files
 
