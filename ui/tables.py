@@ -78,7 +78,9 @@ def comparison_rows(score: Score) -> list[list]:
 
 
 def review_rows(flags: tuple[ReviewFlag, ...] | list[ReviewFlag], edits: tuple[SliceEdit, ...] = ()) -> list[list]:
-    """The review table: the flags, then one "edited" row per edited slice and organ, by slider position."""
+    """The review table: the flags as given (worst first, as :func:`model.review.review_flags` ranks them and the
+    review CSV lists them), then one "edited" row per edited slice and organ, by slider position. Its "Slice"
+    column is the slider's position."""
     rows = [[f.slice_index + 1, labels.DISPLAY_NAMES[f.organ], f.score, f.reason] for f in flags]
     totals: dict[tuple[int, str], list[int]] = {}
     for e in edits:
@@ -88,7 +90,7 @@ def review_rows(flags: tuple[ReviewFlag, ...] | list[ReviewFlag], edits: tuple[S
     for (index, organ), (added, removed) in sorted(totals.items(), key=lambda t: (t[0][0], labels.ORGANS.index(t[0][1]))):
         rows.append([index + 1, labels.DISPLAY_NAMES[organ], "edited",
                      f"corrected by hand: {added} pixels added, {removed} removed"])
-    return sorted(rows, key=lambda row: row[0])
+    return rows
 
 
 def days_rows(comparison: DayComparison) -> list[list]:

@@ -54,13 +54,16 @@ def test_comparison_rows_show_nothing_to_score_as_a_dash():
     assert rows[-1][0] == "All organs" and rows[-1][1:] == [1.0, 0.0, 1.0]
 
 
-def test_review_rows_list_flags_and_edited_pairs_by_slider_position():
-    flags = (ReviewFlag(7, "small_bowel", 0.5, "possibly missed", 2),)
+def test_review_rows_list_flags_worst_first_then_edited_pairs_by_slider_position():
+    """The flags keep their rank (worst first, what the page's note and the review CSV say), even where a
+    worse flag sits on a later slice; the edited rows follow, by slider position."""
+    flags = (ReviewFlag(9, "large_bowel", 0.9, "uncertain contour", 4), ReviewFlag(7, "small_bowel", 0.5, "possibly missed", 2))
     edits = (SliceEdit(1, 0, 5, "large_bowel", 3, 0), SliceEdit(1, 0, 5, "stomach", 0, 4),
              SliceEdit(2, 0, 5, "stomach", 2, 1))
     assert review_rows(flags, edits) == [
+        [5, "Large bowel", 0.9, "uncertain contour"],
+        [3, "Small bowel", 0.5, "possibly missed"],
         [1, "Stomach", "edited", "corrected by hand: 2 pixels added, 5 removed"],
         [1, "Large bowel", "edited", "corrected by hand: 3 pixels added, 0 removed"],
-        [3, "Small bowel", 0.5, "possibly missed"],
     ]
-    assert review_rows(flags) == [[3, "Small bowel", 0.5, "possibly missed"]]
+    assert review_rows(flags[1:]) == [[3, "Small bowel", 0.5, "possibly missed"]]
