@@ -45,23 +45,39 @@ def area_rows(organ_masks: np.ndarray, pixel_spacing_mm: tuple[float, float]) ->
             for a in organ_areas(organ_masks, pixel_spacing_mm)]
 
 
+def slice_label(scan: Scan, first: int, last: int | None = None) -> int | str:
+    """The page's name of slice ``first`` (0-based), or of the slices ``first``-``last``: the slider's position(s),
+    1-based, which the review table, the notes and the plot use too; where the scan's own numbers differ (Kaggle
+    slice files, numbered by their names), those follow in brackets, so "At slice" never sends a person to the
+    wrong slider position."""
+    if last is None:
+        position, number = first + 1, scan.slice_numbers[first]
+        return position if number == position else f"{position} (file {number})"
+    positions, numbers = (first + 1, last + 1), (scan.slice_numbers[first], scan.slice_numbers[last])
+    text = f"{positions[0]}–{positions[1]}"
+    return text if numbers == positions else f"{text} (files {numbers[0]}–{numbers[1]})"
+
+
 def volume_rows(volumes: list[OrganVolume], structures: list[Structure], scan: Scan) -> list[list]:
     """The Scan tab's measurements: organ, volume (ml), slices, largest cross-section (cm²) and its
-    slice per organ, then name, volume and slices per planning structure (``"–"`` where none)."""
-    rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1), f"{v.first_slice}–{v.last_slice}" if v.voxels else "–",
-             round(v.largest_area_cm2, 2), v.largest_slice if v.voxels else "–"] for v in volumes]
+    slice per organ, then name, volume and slices per planning structure (``"–"`` where none); slices as
+    :func:`slice_label` names them."""
+    index = {number: i for i, number in enumerate(scan.slice_numbers)}
+    rows = [[labels.DISPLAY_NAMES[v.organ], round(v.volume_ml, 1),
+             slice_label(scan, index[v.first_slice], index[v.last_slice]) if v.voxels else "–",
+             round(v.largest_area_cm2, 2), slice_label(scan, index[v.largest_slice]) if v.voxels else "–"] for v in volumes]
     for structure, (label, ml) in zip(structures, structure_volumes_ml(structures, scan.spacing_mm)):
         present = np.flatnonzero(structure.mask.any(axis=(1, 2)))
-        rows.append([label, round(ml, 1), f"{scan.slice_numbers[present[0]]}–{scan.slice_numbers[present[-1]]}"
-                     if present.size else "–", "–", "–"])
+        rows.append([label, round(ml, 1), slice_label(scan, int(present[0]), int(present[-1])) if present.size else "–",
+                     "–", "–"])
     return rows
 
 
 def area_plot_frame(organ_masks: np.ndarray, scan: Scan) -> pd.DataFrame:
-    """Per-slice organ areas as the long frame ``gr.LinePlot`` takes: slice, organ, area (cm²)."""
+    """Per-slice organ areas as the long frame ``gr.LinePlot`` takes: slice (the slider's position), organ, area (cm²)."""
     areas = slice_areas_cm2(organ_masks, scan.spacing_mm)
     return pd.DataFrame({
-        "slice": np.tile(np.asarray(scan.slice_numbers), len(labels.ORGANS)),
+        "slice": np.tile(np.arange(1, len(scan) + 1), len(labels.ORGANS)),
         "organ": np.repeat([labels.DISPLAY_NAMES[o] for o in labels.ORGANS], len(scan)),
         "area (cm²)": areas.ravel().round(2),
     })

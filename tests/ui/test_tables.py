@@ -24,26 +24,32 @@ def test_area_rows_round_the_area_and_say_yes_or_no():
     assert all(len(r) == len(AREA_HEADERS) for r in rows)
 
 
-def test_volume_rows_use_the_scans_slice_numbers_and_dashes_for_absent_organs():
+def test_volume_rows_name_slices_by_slider_position_then_the_files_number_and_dash_absent_organs():
+    """Kaggle files numbered 11-13 sit at slider positions 1-3: the table says both, the position first."""
+    import dataclasses
+
     from model.measure import measure
 
     scan = _scan()
     masks = np.zeros((3, *scan.shape), dtype=bool)
-    masks[0, 1:3, :2, :2] = True  # 8 voxels of 9 mm³, on slices 12-13, 4 pixels of 3 mm² = 0.12 cm² each
+    masks[0, 1:3, :2, :2] = True  # 8 voxels of 9 mm³, on files 12-13, 4 pixels of 3 mm² = 0.12 cm² each
+    masks[0, 2, :2, 2] = True  # the largest cross-section: file 13, position 3
     rows = volume_rows(measure(masks, scan), [], scan)
-    assert rows[0] == ["Stomach", 0.1, "12–13", 0.12, 12]
+    assert rows[0] == ["Stomach", 0.1, "2–3 (files 12–13)", 0.18, "3 (file 13)"]
     assert rows[1] == ["Small bowel", 0.0, "–", 0.0, "–"]
     assert all(len(r) == len(VOLUME_HEADERS) for r in rows)
+    numbered = dataclasses.replace(scan, slice_numbers=(1, 2, 3))  # NIfTI, DICOM: the numbers are the positions
+    assert volume_rows(measure(masks, numbered), [], numbered)[0] == ["Stomach", 0.1, "2–3", 0.18, 3]
 
 
-def test_area_plot_frame_is_long_one_row_per_slice_and_organ():
+def test_area_plot_frame_is_long_one_row_per_slice_and_organ_by_slider_position():
     scan = _scan()
     masks = np.zeros((3, *scan.shape), dtype=bool)
     masks[2, 0, :5, :5] = True
     frame = area_plot_frame(masks, scan)
     assert list(frame.columns) == ["slice", "organ", "area (cm²)"] and len(frame) == 9
     large = frame[frame["organ"] == "Large bowel"]
-    assert large["slice"].tolist() == [11, 12, 13] and large["area (cm²)"].tolist() == [0.75, 0.0, 0.0]
+    assert large["slice"].tolist() == [1, 2, 3] and large["area (cm²)"].tolist() == [0.75, 0.0, 0.0]
 
 
 def test_comparison_rows_show_nothing_to_score_as_a_dash():
