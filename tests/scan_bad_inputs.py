@@ -120,12 +120,19 @@ def _bytes(name: str, data: Callable[[Path], bytes]):
     return make
 
 
-def _nifti(name: str, volumes: int | None = None, two_d: bool = False, truncate: bool = False):
-    """A NIfTI of 3 real slices; ``volumes``: stored 4-D with that many copies; ``two_d``: one slice, 2-D."""
+def _nifti(name: str, volumes: int | None = None, two_d: bool = False, truncate: bool = False,
+           blank: float | None = None, nan_outside: bool = False):
+    """A NIfTI of 3 real slices; ``volumes``: stored 4-D with that many copies; ``two_d``: one slice, 2-D;
+    ``blank``: every voxel that value instead (float32); ``nan_outside``: NaN outside the body (float32), as
+    some masked exports store it."""
     def make(folder: Path, shared: Path) -> list[Path]:
         import nibabel as nib
 
         voxels = stack(_slices(shared))
+        if blank is not None:
+            voxels = np.full(voxels.shape, blank, dtype=np.float32)
+        elif nan_outside:
+            voxels = np.where(voxels > 0, voxels, np.nan).astype(np.float32)
         path = folder / name
         if volumes is None and not two_d:
             tmp = folder / "scan.nii.gz"
@@ -262,6 +269,12 @@ SCAN_CASES: list[ScanCase] = [
              refuse=r"upl-4d\.nii holds 2 volumes \(shape \(234, 234, 3, 2\)\); save the one to segment"),
     ScanCase("nifti-4d-one-volume", _nifti("upl-4d1.nii.gz", volumes=1), shape=(3, 234, 234)),
     ScanCase("nifti-2d", _nifti("upl-2d.nii", two_d=True), shape=(1, 234, 234), note=r"A 2-D NIfTI: read as a scan of one slice"),
+    # A blank volume is refused, as a blank slice is (the model would answer "no organs" to nothing).
+    ScanCase("nifti-flat", _nifti("upl-flat.nii.gz", blank=0.0),
+             refuse=r"^Every voxel of upl-flat\.nii\.gz has the same intensity; there is nothing to segment\.$"),
+    ScanCase("nifti-all-nan", _nifti("upl-nan.nii.gz", blank=np.nan),
+             refuse=r"^upl-nan\.nii\.gz has no finite voxel values \(all NaN or infinite\); there is nothing to segment\.$"),
+    ScanCase("nifti-nan-outside", _nifti("upl-nanout.nii.gz", nan_outside=True), shape=(3, 234, 234)),
     ScanCase("nifti-truncated", _nifti("upl-cut.nii.gz", truncate=True),
              refuse=r"upl-cut\.nii\.gz could not be decoded; the file looks truncated or corrupt"),
     # Wrong extensions: the content decides.

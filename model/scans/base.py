@@ -142,12 +142,29 @@ def safe_name(name: str) -> str:
 
 
 def stack_voxels(slices: list[np.ndarray]) -> np.ndarray:
-    """Slices ``(H, W)`` of one size → ``(D, H, W)``, refused when too big or flat everywhere."""
+    """Slices ``(H, W)`` of one size → ``(D, H, W)``, refused when too big or blank (:func:`check_not_blank`)."""
     voxels = np.stack(slices)
     if voxels.size > MAX_VOXELS:
         raise ScanError(f"The scan has {voxels.size:,} voxels, over the {MAX_VOXELS:,} limit.")
-    if voxels.max() == voxels.min():
-        raise ScanError("Every slice has the same flat intensity; there is nothing to segment.")
+    return check_not_blank(voxels)
+
+
+def check_not_blank(voxels: np.ndarray, name: str = "The scan") -> np.ndarray:
+    """``voxels``, or :class:`ScanError` when no voxel is finite (all NaN or infinite) or every finite one has the
+    same intensity: the model would see a blank scan and answer "no organs", which is no answer."""
+    if np.issubdtype(voxels.dtype, np.floating):
+        finite = np.isfinite(voxels)
+        if not finite.any():
+            raise ScanError(f"{name} has no finite voxel values (all NaN or infinite); there is nothing to segment.")
+        if not finite.all():
+            values = voxels[finite]
+            lo, hi = values.min(), values.max()
+        else:
+            lo, hi = voxels.min(), voxels.max()
+    else:
+        lo, hi = voxels.min(), voxels.max()
+    if lo == hi:
+        raise ScanError(f"Every voxel of {name[0].lower() + name[1:]} has the same intensity; there is nothing to segment.")
     return voxels
 
 
