@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .archive import extract_zip
-from .base import JUNK, MAX_FILES, Scan, ScanError, scan_stem
+from .base import JUNK, MAX_FILES, Scan, ScanError, check_not_blank, scan_stem
 from .kaggle import case_day_in
 from .dicom import read_dicom_series
 from .kinds import kind_of
@@ -86,6 +86,7 @@ def _load_files(files: list[Path], name: str, slice_thickness_mm: float | None,
         if len(files) > 1:
             raise ScanError("Upload one NIfTI file per scan.")
         scan = read_nifti(files[0])
+        check_not_blank(scan.voxels, files[0].name)  # here, not in read_nifti: a label NIfTI or a target may be all 0
     elif kind == "dicom":
         scan = read_dicom_series(files, name)
     else:

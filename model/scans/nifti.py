@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..image import MIN_SIDE
-from .base import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, check_not_blank, file_head, scan_stem
+from .base import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, file_head, scan_stem
 from .kaggle import case_day_in
 
 
@@ -61,7 +61,6 @@ def read_nifti(path: str | Path) -> Scan:
     voxels = np.ascontiguousarray(data.transpose(2, 1, 0))  # (col, row, slice) → (slice, row, col)
     if min(voxels.shape[1:]) < MIN_SIDE:
         raise ScanError(f"{path.name}: axial slices of {voxels.shape[2]}×{voxels.shape[1]} px are too small.")
-    check_not_blank(voxels, path.name)
     col_mm, row_mm, slice_mm = (float(z) for z in img.header.get_zooms()[:3])
     if stored != "LPS":
         notes.append(f"Stored in {stored} orientation; reoriented to axial slices (no resampling).")

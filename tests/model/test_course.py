@@ -388,6 +388,10 @@ def test_a_label_nifti_target_and_a_box(tmp_path):
     moved = Scan(scan.voxels, scan.spacing_mm, shifted, scan.slice_numbers, "moved", "nifti")
     with pytest.raises(ScanError, match="not on the reference scan's grid"):
         read_target(str(path), moved)
+    empty = tmp_path / "empty.nii.gz"  # an all-zero target is named as such, not as a blank scan
+    write_nifti(np.zeros_like(labelled), (3.0, 1.5, 1.5), empty)
+    with pytest.raises(ScanError, match=r"^empty\.nii\.gz has no voxel set\.$"):
+        read_target(str(empty), scan)
     assert read_target("box:4:6,3:5,3:6", scan)[0].sum() == 12
     with pytest.raises(ValueError, match="box target"):
         read_target("box:4:6,3:5", scan)

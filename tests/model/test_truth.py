@@ -72,6 +72,10 @@ def test_label_nifti_and_png_zip_ground_truth(tmp_path, real_case):
     wrong = _kaggle_scan(scan.case_day, (scan.shape[0], 40, 40))
     with pytest.raises(ScanError, match="the scan is"):
         load_ground_truth([nifti], wrong)
+    # A label NIfTI with no organ anywhere is an answer (none), not a blank scan to refuse.
+    none = save_label_nifti(np.zeros_like(masks), scan, tmp_path / "none.nii.gz")
+    truth, _ = load_ground_truth([none], scan)
+    assert truth.shape == masks.shape and not truth.any()
 
 
 def test_comparison_numbers_through_the_scan_path():
