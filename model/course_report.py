@@ -154,7 +154,7 @@ def read_target(spec: str, scan: Scan) -> tuple[np.ndarray, list[str]]:
     kind = kind_of(path)
     if kind == "dicom":
         if not name:
-            raise ScanError(f"Name the structure: --target {path}:ROI.")
+            raise ScanError(f"Name the target's structure in {path.name} (its ROI name; on the command line --target FILE:ROI).")
         from .dicom.truth import named_structure
 
         mask, header = named_structure(path, name, scan)
@@ -175,7 +175,8 @@ def read_target(spec: str, scan: Scan) -> tuple[np.ndarray, list[str]]:
             raise ScanError(f"{path.name} is not on the reference scan's grid ({labelled.describe()}; "
                             f"the reference: {scan.describe()}).")
         if name and not name.isdigit():
-            raise ValueError(f"--target {spec}: a label NIfTI's structure is a label id (FILE:2), not {name!r}")
+            raise ValueError(f"{path.name} is a label NIfTI: its structures are label ids (a number such as 2), "
+                             f"not {name!r}.")
         ids = np.rint(labelled.voxels).astype(np.int64)
         mask = ids == int(name) if name else ids != 0
         if not mask.any():

@@ -388,6 +388,10 @@ def test_a_label_nifti_target_and_a_box(tmp_path):
     moved = Scan(scan.voxels, scan.spacing_mm, shifted, scan.slice_numbers, "moved", "nifti")
     with pytest.raises(ScanError, match="not on the reference scan's grid"):
         read_target(str(path), moved)
+    # Messages name the file, never its folder (on the server: Gradio's cache) nor a command-line flag alone.
+    with pytest.raises(ValueError, match=r"^target\.nii\.gz is a label NIfTI: its structures are label ids \(a number "
+                                         r"such as 2\), not 'PTV'\.$"):
+        read_target(f"{path}:PTV", scan)
     empty = tmp_path / "empty.nii.gz"  # an all-zero target is named as such, not as a blank scan
     write_nifti(np.zeros_like(labelled), (3.0, 1.5, 1.5), empty)
     with pytest.raises(ScanError, match=r"^empty\.nii\.gz has no voxel set\.$"):
