@@ -67,26 +67,40 @@ def evaluate(checkpoint: str, data_dir: str | Path, fold: int | None = None, fol
     return summary
 
 
-def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | None = None) -> dict:
-    """Score a Kaggle prediction CSV (``id,class,predicted``) against a ``train.csv``-style truth.
+def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | None = None,
+          only_predicted: bool = False) -> dict:
+    """Score a Kaggle prediction CSV (``id,class,predicted``) against a ``train.csv``-style truth (``.csv`` or
+    ``.csv.gz``).
 
     Image sizes come from ``width,height`` columns of ``truth_csv`` when present, else from the scans
-    in ``data_dir``. Every scan of the truth is scored, by :func:`model.metric.score_submission`
-    and its rule for what either side lacks (the prediction's gaps count as empty; a scan or slice
-    the truth lacks is left out and listed under ``unscored``; a slice it lacks is an error).
+    in ``data_dir``. Every scan of the truth is scored (``only_predicted``: only those the prediction has
+    rows for, as ``python -m model.predict --truth`` scores the scans it ran, e.g. one fold's submission
+    against the whole ``train.csv``), by :func:`model.metric.score_submission` and its rule for what
+    either side lacks (the prediction's gaps count as empty; a scan the truth lacks is left out and
+    listed under ``unscored``; a slice it lacks is an error). ``scans`` counts the scans scored and
+    ``not_predicted`` those of them the prediction has no row for (each scored as empty).
     """
-    with open(truth_csv, newline="") as f:
-        header = next(csv.reader(f), [])
-    shapes = {}
-    if not {"width", "height"} <= set(header):
-        if data_dir is None:
-            raise EvaluationError(f"{truth_csv} has no width,height columns: pass --data-dir with the scans.")
-        shapes = {cd: files.shape for cd, files in data.index_scans(data_dir).items()}
     try:
-        _, overall, unscored = score_submission(RleCsv(truth_csv), RleCsv(pred_csv), shapes=shapes)
+        truth, predicted = RleCsv(truth_csv), RleCsv(pred_csv)
+    except UnicodeDecodeError:
+        raise EvaluationError(f"{truth_csv} or {pred_csv} is not a text CSV (a .gz file must be named .gz)") from None
+    case_days = [cd for cd in predicted.case_days if cd in truth] if only_predicted else list(truth.case_days)
+    shapes = {}
+    if data_dir is not None:
+        shapes = {cd: files.shape for cd, files in data.index_scans(data_dir).items()}
+    sizeless = [cd for cd in case_days if cd not in truth.shapes and cd not in shapes]
+    if sizeless:
+        which = f"{sizeless[0]}{f' and {len(sizeless) - 1} more scans' if len(sizeless) > 1 else ''}"
+        where = ", and --data-dir holds no such scan" if data_dir is not None else ": pass --data-dir with the scans"
+        only = "" if only_predicted else "; --only-predicted scores only the scans the prediction has"
+        raise EvaluationError(f"{truth_csv} has no width,height for {which}{where}{only}.")
+    extra = [cd for cd in predicted.case_days if cd not in truth]
+    try:
+        _, overall, unscored = score_submission(truth, predicted, case_days=[*case_days, *extra], shapes=shapes)
     except ScoringError as err:
         raise EvaluationError(f"{pred_csv} against {truth_csv}: {err}") from None
-    return {**overall.as_dict(), "unscored": unscored}
+    return {**overall.as_dict(), "scans": len(case_days),
+            "not_predicted": sum(cd not in predicted for cd in case_days), "unscored": unscored}
 
 
 def evaluate_main(argv: list[str] | None = None) -> None:
@@ -114,12 +128,15 @@ def score_main(argv: list[str] | None = None) -> None:
                                      description="Score a Kaggle prediction CSV against a train.csv, one scan "
                                                  "at a time. Scans and slices the prediction lacks count as "
                                                  "empty predictions; predicting ones the truth lacks is an error.")
-    parser.add_argument("truth_csv", help="id,class,segmentation[,width,height]")
+    parser.add_argument("truth_csv", help="id,class,segmentation[,width,height] (.csv or .csv.gz)")
     parser.add_argument("pred_csv", help="id,class,predicted")
     parser.add_argument("--data-dir", help="Kaggle layout giving image sizes when TRUTH_CSV has no width,height")
+    parser.add_argument("--only-predicted", action="store_true",
+                        help="score only the scans PRED_CSV has rows for (e.g. one fold's submission against the "
+                             "whole train.csv); by default every scan of TRUTH_CSV counts, one never predicted as empty")
     args = parser.parse_args(argv)
     try:
-        print(json.dumps(score(args.truth_csv, args.pred_csv, args.data_dir)))
+        print(json.dumps(score(args.truth_csv, args.pred_csv, args.data_dir, args.only_predicted)))
     except (ValueError, OSError) as err:
         _exit(err)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 
@@ -78,7 +79,17 @@ def test_a_scan_missing_from_the_prediction_counts_as_empty(tmp_path, capsys):
     assert result["score"] == pytest.approx(0.4 * 2 / 9 + 0.6 * (1 - (hd_stomach + 2) / 3))  # 0.260021
     assert result["score"] == pytest.approx(0.260021, abs=1e-6)
 
-    assert result["unscored"] == []
+    assert result["unscored"] == [] and result["scans"] == 2 and result["not_predicted"] == 1
+
+    # --only-predicted scores just the scans the prediction has rows for (a fold's submission against the
+    # whole train.csv): case1 alone, the hand-computed 0.390032 of the test above.
+    main(["score", str(truth), str(pred), "--only-predicted"])
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["score"] == pytest.approx(0.390032, abs=1e-6) and (alone["scans"], alone["not_predicted"]) == (1, 0)
+    # The truth as Kaggle's gzipped train.csv.gz reads the same.
+    gzipped = tmp_path / "truth.csv.gz"
+    gzipped.write_bytes(gzip.compress(truth.read_bytes()))
+    assert score(gzipped, pred) == score(truth, pred)
 
     # A scan the truth does not have cannot be scored: it is named, not silently dropped or counted.
     write_rows(pred, "predicted", [(s0, "stomach", "1 1"), ("case3_day0_slice_0001", "stomach", "1 1")])
@@ -92,6 +103,19 @@ def test_a_scan_missing_from_the_prediction_counts_as_empty(tmp_path, capsys):
         main(["score", str(truth), str(pred)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {pred} against {truth}: case1_day0: predicted slices [9]")
+
+def test_score_without_sizes_says_which_option_gives_them(tmp_path):
+    truth, pred = tmp_path / "truth.csv", tmp_path / "pred.csv"
+    write_rows(truth, "segmentation", [("case1_day0_slice_0001", "stomach", "1 2"), ("case2_day0_slice_0001", "stomach", "")])
+    write_rows(pred, "predicted", [("case1_day0_slice_0001", "stomach", "1 1")])
+    with pytest.raises(EvaluationError, match=r"truth\.csv has no width,height for case1_day0 and 1 more scans: pass "
+                                              r"--data-dir with the scans; --only-predicted scores only the scans the "
+                                              r"prediction has\.$"):
+        score(truth, pred)
+    with pytest.raises(EvaluationError, match=r"truth\.csv has no width,height for case1_day0: pass --data-dir with the "
+                                              r"scans\.$"):
+        score(truth, pred, only_predicted=True)
+
 
 def test_score_takes_sizes_from_data_dir_and_perfect_prediction_scores_one(synthetic_kaggle, tmp_path, capsys):
     pred = tmp_path / "pred.csv"
@@ -125,3 +149,11 @@ def test_evaluate_writes_reports_that_score_reproduces(synthetic_kaggle, tmp_pat
     rescored = json.loads(capsys.readouterr().out)
     for key in ("score", "dice", "hausdorff", "dice/stomach", "hausdorff/large_bowel"):
         assert rescored[key] == pytest.approx(summary[key], nan_ok=True), key
+    # So does the whole train.csv with --only-predicted; without it the other folds' scans count as empty.
+    main(["score", str(synthetic_kaggle.root / "train.csv"), str(submission), "--data-dir", str(synthetic_kaggle.root),
+          "--only-predicted"])
+    only = json.loads(capsys.readouterr().out)
+    assert only["score"] == pytest.approx(summary["score"]) and only["not_predicted"] == 0
+    main(["score", str(synthetic_kaggle.root / "train.csv"), str(submission), "--data-dir", str(synthetic_kaggle.root)])
+    every = json.loads(capsys.readouterr().out)
+    assert every["not_predicted"] == every["scans"] - summary["case_days"] > 0
