@@ -34,7 +34,7 @@ _SLICE_NUMBER = re.compile(r"slice_(\d+)")
 def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarray, list[str]]:
     """Read ground truth for ``scan`` as ``(O, D, H, W) bool`` plus one-line notes.
 
-    One ``.csv`` (RLE rows for the scan's case and day), one label NIfTI, one RTSTRUCT or DICOM
+    One ``.csv`` or ``.csv.gz`` (RLE rows for the scan's case and day), one label NIfTI, one RTSTRUCT or DICOM
     SEG (placed on the scan's grid by patient coordinates), or mask PNGs (files or one zip)
     matched to the scan's slices by ``slice_NNNN`` in their names, else in name order. Raises
     :class:`ScanError` when it does not fit the scan.
@@ -43,7 +43,7 @@ def load_ground_truth(paths: Iterable[str | Path], scan: Scan) -> tuple[np.ndarr
     if not paths:
         raise ScanError("No ground-truth files given.")
     first, kind = paths[0].name.lower(), kind_of(paths[0])
-    if first.endswith(".csv"):
+    if first.endswith((".csv", ".csv.gz")):  # Kaggle's train.csv, or the gzipped copy RleCsv reads as it is
         if len(paths) > 1:
             raise ScanError("Upload one ground-truth CSV.")
         return _truth_from_csv(paths[0], scan)

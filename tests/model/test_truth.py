@@ -34,6 +34,9 @@ def test_real_rle_ground_truth_for_the_scan(shared_data, real_case):
     np.testing.assert_array_equal(truth, masks)
     assert notes == []
     assert compare(truth, truth).score == pytest.approx(1.0)
+    # The competition's own gzipped train.csv.gz (all 239 case-days) reads the same.
+    truth, notes = load_ground_truth([shared_data / "kaggle" / "train.csv.gz"], scan)
+    np.testing.assert_array_equal(truth, masks)
 
 
 def test_rle_ground_truth_matches_slice_numbers_and_reports_missing(shared_data, real_case):
