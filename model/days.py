@@ -37,7 +37,7 @@ from .exports import save_label_nifti
 from .measure import organ_volumes_ml
 from .registration import Registration, RegistrationSettings, check_3d, patient_affine, register, resample
 from .scans import Scan, ScanError, check_organ_masks, load_scan
-from .scans.kaggle import case_of
+from .scans.kaggle import case_and_day, case_of
 
 #: Least fraction of day A's voxels that day B must cover after alignment.
 MIN_OVERLAP = 0.10
@@ -327,10 +327,21 @@ def compare_day_files(paths_a: list[str], paths_b: list[str], get_segmenter: Cal
     comparison = compare_days(scan_a, masks_a, scan_b, masks_b)
     stem = f"{scan_a.name}_vs_{scan_b.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    changes = write_changes_csv(comparison.rows(scan_a.name, scan_a.name, scan_b.name), out_dir / f"{stem}_changes.csv")
+    changes = write_changes_csv(comparison.rows(*row_names(scan_a, scan_b)), out_dir / f"{stem}_changes.csv")
     labels_b = save_label_nifti(comparison.masks_b_on_a, scan_a,
                                 out_dir / f"{scan_b.name}_on_{scan_a.name}_labels.nii.gz")
     return ComparedDayFiles(scan_a, scan_b, masks_a, comparison, changes, labels_b)
+
+
+def row_names(scan_a: Scan, scan_b: Scan) -> tuple[str, str, str]:
+    """``changes.csv``'s ``case``, ``day_a`` and ``day_b`` for two scans: ``("case47", "day29", "day31")`` when both
+    are case-days of one case (as ``python -m model.predict --compare-days`` writes them), else day A's name and
+    the two scans' names."""
+    if scan_a.case_day and scan_b.case_day:
+        (case_a, day_a), (case_b, day_b) = case_and_day(scan_a.case_day), case_and_day(scan_b.case_day)
+        if case_a == case_b:
+            return case_a, f"day{day_a}", f"day{day_b}"
+    return scan_a.name, scan_a.name, scan_b.name
 
 
 def _read(day: str, paths: list[str], slice_thickness_mm: float | None) -> tuple[Scan, list[Path]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -35,6 +36,11 @@ def test_compare_days_tab_with_an_earlier_result_and_the_model(tiny_model, share
     day_b = [str(f) for f in kaggle_slices(shared_data, "volume_266x266")]  # segmented by the tiny model
     note, rows, picture, downloads = days_tab.compare_days_files(day_a, day_b)
     assert "Rigid registration: B moved" in note and "volume_360x310" in note
+    # Its slice by position in A, then (Kaggle files) the file's own number, as the Scan tab names slices.
+    named = re.search(r"Slice (\d+) \(file (\d+)\) of A", note)
+    assert named, note
+    numbers = load_scan(shared_data / "scans" / "volume_360x310").slice_numbers
+    assert numbers[int(named[1]) - 1] == int(named[2]) != int(named[1])
     assert [r[0] for r in rows] == ["Stomach", "Small bowel", "Large bowel"] and len(rows[0]) == len(DAYS_HEADERS)
     assert [r[1] for r in rows] == [pytest.approx(v, abs=0.1) for v in (202.0, 483.5, 870.5)]  # the real labels' ml
     assert picture.shape == (310, 3 * 360, 3) and picture.dtype == np.uint8

@@ -12,7 +12,7 @@ from model.measure import busiest_slice
 from model.scans import Scan
 
 from . import server
-from .tables import days_rows
+from .tables import days_rows, slice_label
 
 #: Squares of the checkerboard panel, in pixels of A's grid.
 CHECKER_PX = 32
@@ -33,7 +33,7 @@ def days_view(done: ComparedDayFiles) -> tuple[str, list[list], np.ndarray, list
     note = "\n\n".join(dict.fromkeys([  # the two days often share a caveat (assumed thickness): say it once
         f"**A** {scan_a.describe()}. **B** {scan_b.describe()}.",
         f"Rigid registration: {comparison.registration.describe()}.",
-        f"Slice {scan_a.slice_numbers[index]} of A (the one with most organ area): A, then B resampled onto A's "
+        f"Slice {slice_label(scan_a, index)} of A (the one with most organ area): A, then B resampled onto A's "
         "grid, then a checkerboard of both. Bright contours: day A; pale contours: day B after alignment.",
         *comparison.notes, *scan_a.notes, *scan_b.notes,
     ]))

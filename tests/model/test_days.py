@@ -178,6 +178,19 @@ def test_missing_organ_is_reported_absent_without_division_by_zero(day_a, tmp_pa
     assert float(rows["small_bowel"]["dice_registered"]) == 1.0
 
 
+def test_changes_csv_names_a_case_and_its_days_as_the_cohort_command_does():
+    """The Compare days tab and ``model.predict --compare-days`` write the same case, day_a and day_b."""
+    def scan(name: str, case_day: str | None = None) -> Scan:
+        return Scan(np.zeros((2, 8, 8), np.uint8), (3.0, 1.5, 1.5), np.eye(4), (1, 2), name, "slices", case_day=case_day)
+
+    assert days.row_names(scan("case47_day29", "case47_day29"), scan("case47_day31", "case47_day31")) == \
+        ("case47", "day29", "day31")
+    # Two patients, or scans without a case-day name: the scans' own names.
+    assert days.row_names(scan("case47_day29", "case47_day29"), scan("case2_day1", "case2_day1")) == \
+        ("case47_day29", "case47_day29", "case2_day1")
+    assert days.row_names(scan("before"), scan("after")) == ("before", "before", "after")
+
+
 def test_no_organ_found_is_said_plainly(day_a):
     scan, masks = day_a
     result = days.compare_days(scan, masks, scan, np.zeros_like(masks), registration=_identity(scan))
