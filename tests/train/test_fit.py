@@ -73,3 +73,14 @@ def test_interrupted_run_resumes_with_ckpt_path_last(synthetic_kaggle, tiny_init
         rows = [r for r in csv.DictReader(f) if r.get("train/loss_step")]
     assert rows and {r["epoch"] for r in rows} == {"1"}, "the resumed run must not retrain epoch 0"
     assert any(p.name.startswith("epoch") for p in (tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_the_top_level_help_lists_every_command(capsys):
+    """LightningCLI's own help lists fit/validate/test/predict only; ``export``, ``evaluate`` and ``score`` are ours."""
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert [c for c in ("fit", "validate", "test", "export", "evaluate", "score", "predict") if f"\n  {c}" not in out
+            and f"  {c}," not in out and f", {c}" not in out] == []
+    with pytest.raises(SystemExit) as no_command:
+        main([])
+    assert no_command.value.code == 2 and "usage: python -m train COMMAND" in capsys.readouterr().err
