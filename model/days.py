@@ -189,6 +189,10 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
     if scan_a.case_day and scan_b.case_day and case_of(scan_a.case_day) != case_of(scan_b.case_day):
         notes.append(f"{scan_a.name} and {scan_b.name} are named after different cases; compared anyway.")
         warnings.warn("The two scans are named after different cases; compared anyway.", stacklevel=2)
+    if scan_a.voxels.shape == scan_b.voxels.shape and np.array_equal(scan_a.voxels, scan_b.voxels) \
+            and np.allclose(scan_a.affine, scan_b.affine):
+        notes.append("Day A and day B are the same scan (the same voxels at the same place): every change below "
+                     "is zero by construction; upload another day as B.")
     for day, scan, masks in (("A", scan_a, masks_a), ("B", scan_b, masks_b)):
         if not masks.any():
             notes.append(f"No organ was found on day {day} ({scan.name}): its organs are reported absent.")

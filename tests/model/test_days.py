@@ -83,7 +83,8 @@ def test_identity_is_zero_motion_and_no_change(day_a):
     reg = result.registration
     assert reg.translation_length_mm < 0.1 and reg.rotation_angle_deg < 0.1
     assert reg.quality > 0.999 and reg.overlap > 0.99
-    assert result.notes == []
+    assert result.notes == ["Day A and day B are the same scan (the same voxels at the same place): every change "
+                            "below is zero by construction; upload another day as B."]
     for organ in result.organs:
         assert organ.status == "present"
         assert organ.volume_change_pct == 0.0
