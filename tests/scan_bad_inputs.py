@@ -62,6 +62,15 @@ def _png(shared: Path) -> bytes:
     return _slices(shared, 1)[0].read_bytes()
 
 
+def _black_png(shared: Path) -> bytes:
+    """A 16-bit all-black 64 x 64 slice."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64), np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _kaggle_zip(shared: Path) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -270,6 +279,8 @@ SCAN_CASES: list[ScanCase] = [
     ScanCase("nifti-4d-one-volume", _nifti("upl-4d1.nii.gz", volumes=1), shape=(3, 234, 234)),
     ScanCase("nifti-2d", _nifti("upl-2d.nii", two_d=True), shape=(1, 234, 234), note=r"A 2-D NIfTI: read as a scan of one slice"),
     # A blank volume is refused, as a blank slice is (the model would answer "no organs" to nothing).
+    ScanCase("slices-blank", _zip("upl-black.zip", {f"scans/slice_000{n}_64_64_1.50_1.50.png": _black_png for n in (1, 2, 3)}),
+             refuse=r"^Every voxel of the scan has the same intensity; there is nothing to segment\.$"),
     ScanCase("nifti-flat", _nifti("upl-flat.nii.gz", blank=0.0),
              refuse=r"^Every voxel of upl-flat\.nii\.gz has the same intensity; there is nothing to segment\.$"),
     ScanCase("nifti-all-nan", _nifti("upl-nan.nii.gz", blank=np.nan),

@@ -149,22 +149,20 @@ def stack_voxels(slices: list[np.ndarray]) -> np.ndarray:
     return check_not_blank(voxels)
 
 
-def check_not_blank(voxels: np.ndarray, name: str = "The scan") -> np.ndarray:
+def check_not_blank(voxels: np.ndarray, name: str | None = None) -> np.ndarray:
     """``voxels``, or :class:`ScanError` when no voxel is finite (all NaN or infinite) or every finite one has the
-    same intensity: the model would see a blank scan and answer "no organs", which is no answer."""
+    same intensity: the model would see a blank scan and answer "no organs", which is no answer. ``name``: the
+    file the message names (else "the scan")."""
+    values = voxels
     if np.issubdtype(voxels.dtype, np.floating):
         finite = np.isfinite(voxels)
         if not finite.any():
-            raise ScanError(f"{name} has no finite voxel values (all NaN or infinite); there is nothing to segment.")
-        if not finite.all():
+            raise ScanError(f"{name or 'The scan'} has no finite voxel values (all NaN or infinite); "
+                            "there is nothing to segment.")
+        if not finite.all():  # a copy only when some voxels are not finite
             values = voxels[finite]
-            lo, hi = values.min(), values.max()
-        else:
-            lo, hi = voxels.min(), voxels.max()
-    else:
-        lo, hi = voxels.min(), voxels.max()
-    if lo == hi:
-        raise ScanError(f"Every voxel of {name[0].lower() + name[1:]} has the same intensity; there is nothing to segment.")
+    if values.min() == values.max():
+        raise ScanError(f"Every voxel of {name or 'the scan'} has the same intensity; there is nothing to segment.")
     return voxels
 
 
