@@ -86,7 +86,7 @@ def score(truth_csv: str | Path, pred_csv: str | Path, data_dir: str | Path | No
         raise EvaluationError(f"{truth_csv} or {pred_csv} is not a text CSV (a .gz file must be named .gz)") from None
     case_days = [cd for cd in predicted.case_days if cd in truth] if only_predicted else list(truth.case_days)
     shapes = {}
-    if data_dir is not None:
+    if data_dir is not None and any(cd not in truth.shapes for cd in case_days):  # walk the scans only if needed
         shapes = {cd: files.shape for cd, files in data.index_scans(data_dir).items()}
     sizeless = [cd for cd in case_days if cd not in truth.shapes and cd not in shapes]
     if sizeless:

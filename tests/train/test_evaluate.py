@@ -90,6 +90,8 @@ def test_a_scan_missing_from_the_prediction_counts_as_empty(tmp_path, capsys):
     gzipped = tmp_path / "truth.csv.gz"
     gzipped.write_bytes(gzip.compress(truth.read_bytes()))
     assert score(gzipped, pred) == score(truth, pred)
+    # Sizes in the truth: --data-dir is not needed, so not read (a folder without scans is no error).
+    assert score(truth, pred, data_dir=tmp_path) == score(truth, pred)
 
     # A scan the truth does not have cannot be scored: it is named, not silently dropped or counted.
     write_rows(pred, "predicted", [(s0, "stomach", "1 1"), ("case3_day0_slice_0001", "stomach", "1 1")])
