@@ -46,6 +46,8 @@ def read_nifti(path: str | Path) -> Scan:
             raise ScanError(f"{path.name} has {int(np.prod(shape)):,} voxels, over the {MAX_VOXELS:,} limit.")
         notes = []
         try:
+            if _singular(img.affine):
+                img = _with_usable_affine(img, notes)
             if len(img.shape) > 3:
                 img = img.slicer[(slice(None),) * 3 + (0,) * (len(img.shape) - 3)]
             elif len(shape) == 2:
@@ -82,3 +84,23 @@ def _open_nifti(path: Path, stack: contextlib.ExitStack):
     head = stream.read(8)
     stream.seek(0)
     return (nib.Nifti2Image if head[4:7] in (b"n+2", b"ni2") else nib.Nifti1Image).from_stream(stream)
+
+
+def _singular(affine: np.ndarray) -> bool:
+    return not np.isfinite(affine).all() or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-9
+
+
+def _with_usable_affine(img, notes: list[str]):
+    """``img`` with an affine that says where its axes point, for a file whose best one is singular.
+
+    nibabel prefers the sform; some writers set its code but leave it empty. The qform, when the
+    file has one, is used then; otherwise the voxels are read as stored with the header's voxel
+    sizes (LPS axes, ITK's reading of a file without orientation), and ``notes`` says so.
+    """
+    if int(img.header["qform_code"]) > 0 and not _singular(img.header.get_qform()):
+        notes.append("The file's sform is empty; its qform gives the orientation.")
+        return type(img)(img.dataobj, img.header.get_qform(), img.header)
+    col_mm, row_mm, slice_mm = (tuple(float(z) for z in img.header.get_zooms()[:3]) + (1.0,))[:3]
+    notes.append("The file's orientation matrix is empty; slices read as stored, with its voxel sizes "
+                 "(left and right, head and feet not known).")
+    return type(img)(img.dataobj, np.diag([-col_mm, -row_mm, slice_mm, 1.0]), img.header)

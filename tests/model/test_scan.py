@@ -151,6 +151,34 @@ def test_nifti_gives_axial_slices_in_any_stored_orientation(shared_data, tmp_pat
     np.testing.assert_allclose(scan.affine, lps_affine, atol=1e-5)
 
 
+@pytest.mark.parametrize("qform", [False, True])
+def test_nifti_with_an_empty_sform_is_read(shared_data, tmp_path, qform):
+    """Some writers set the sform's code but leave its rows zero, so nibabel's affine is all zeros:
+    the qform gives the orientation when there is one, else the voxels are read as stored (ITK's LPS)."""
+    import nibabel as nib
+
+    voxels = stack(kaggle_slices(shared_data, "volume_276x276", count=4))
+    path = tmp_path / "scan.nii"
+    lps_affine = write_nifti(voxels, (3.0, 1.2, 1.4), path, ("R", "A", "S") if qform else ("L", "P", "S"))
+    img = nib.load(path)
+    header = img.header.copy()
+    header.set_sform(np.zeros((4, 4)), code="scanner")
+    header["qform_code"] = 1 if qform else 0
+    empty = tmp_path / "empty_sform.nii"
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), None, header), empty)
+    assert not nib.load(empty).affine[:3, :3].any()
+
+    scan = load_scan([empty])
+    np.testing.assert_array_equal(scan.voxels, voxels)
+    assert scan.spacing_mm == pytest.approx((3.0, 1.2, 1.4))
+    if qform:  # stored RAS, the qform says so: reoriented as the full file is
+        np.testing.assert_allclose(scan.affine, lps_affine, atol=1e-5)
+        assert any("its qform gives the orientation" in note for note in scan.notes)
+    else:
+        np.testing.assert_allclose(scan.affine, np.diag([-1.4, -1.2, 3.0, 1.0]), atol=1e-6)
+        assert any("orientation matrix is empty" in note for note in scan.notes)
+
+
 def test_bad_niftis_are_refused(tmp_path):
     import nibabel as nib
 
