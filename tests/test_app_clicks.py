@@ -249,6 +249,8 @@ def test_bad_clicks_get_one_line_and_change_nothing(labelled, tiny_model, shared
     for evt in (select(234 * zoom, 5), select(5, 234 * zoom + 3), select(-1, 4), gr.SelectData(None, {"index": None, "value": None})):
         with pytest.raises(gr.Error, match="outside the slice"):
             clicks.scan_click(state, None, 1, "Stomach", clicks.ADD, 0.5, evt)
+    with pytest.raises(gr.Error, match="outside the slice"):  # no event data: a request the browser never sends
+        clicks.scan_click(state, None, 1, "Stomach", clicks.ADD, 0.5)
     with pytest.raises(gr.Error, match="No scan: segment a scan first"):
         clicks.scan_click(None, None, 1, "Stomach", clicks.ADD, 0.5, at(5, 5))
     with pytest.raises(gr.Error, match="No clicks to apply on this slice"):
@@ -291,3 +293,5 @@ def test_the_slice_tab_click_changes_the_mask_png_at_once_and_undo_restores_it(t
         clicks.undo_slice_click(back[3], back[4], 0.5)
     with pytest.raises(gr.Error, match="outside the slice"):
         clicks.slice_click(state, None, name, clicks.ADD, 0.5, None, False, select(5000, 5))
+    with pytest.raises(gr.Error, match="outside the slice"):
+        clicks.slice_click(state, None, name, clicks.ADD, 0.5, None, False)

@@ -135,6 +135,7 @@ def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_model, m
 def test_a_click_on_a_review_row_moves_the_slider(tiny_model):
     event = gr.SelectData(None, {"index": [2, 1], "value": "Stomach", "row_value": [7, "Stomach", "isolated"]})
     assert scan_tab.jump_to_flag(event) == 7
+    assert scan_tab.jump_to_flag() == gr.skip()  # called without the event's data (a hand-made request)
 
 
 def test_a_negative_margin_is_one_line(tiny_model, mr_series):

@@ -76,7 +76,11 @@ def organ_index(organ_choice: str) -> int:
 
 
 def clicked_pixel(evt: gr.SelectData | None, shape: tuple[int, int]) -> tuple[int, int]:
-    """``(row, col)`` of the slice pixel under a click on the click image; :class:`EditError` outside it."""
+    """``(row, col)`` of the slice pixel under a click on the click image; :class:`EditError` outside it.
+
+    ``evt`` is ``None`` when the handler is called without the click's event data (the browser always
+    sends it; a hand-made request may not): the same one-line error, not a missing-argument traceback.
+    """
     index = getattr(evt, "index", None)
     try:
         x, y = (int(v) for v in index)
@@ -165,7 +169,7 @@ def scan_click_view(state, clicks: ScanClicks | None, position=1, opacity=0.5):
     return image, kept
 
 
-def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, opacity, evt: gr.SelectData):
+def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, opacity, evt: gr.SelectData = None):
     """One click on the Scan tab's click image: the image with the organ's new mask, the click state, a note."""
     with server.user_errors("a click", "The click could not be applied; click again."):
         state = _scan_state(state)
@@ -366,7 +370,7 @@ def _slice_outputs(state, masks: np.ndarray, session: SliceClicks | None, opacit
 
 
 def slice_click(state, session: SliceClicks | None, organ_choice, mode, opacity, organs, show_confidence,
-                evt: gr.SelectData):
+                evt: gr.SelectData = None):
     """One click on the Slice tab: the overlay, measurements, mask PNG, state, click state and click image."""
     with server.user_errors("a click", "The click could not be applied; click again."):
         if not state:

@@ -113,9 +113,9 @@ def scan_view(result: SegmentedScan, state: ScanState, truth_notes: list[str], o
             comparison_rows(compare(organ_masks, truth)) if truth is not None else [], state, review)
 
 
-def jump_to_flag(evt: gr.SelectData):
-    """The slider position of the clicked review row (its "Slice" column)."""
-    return int(evt.row_value[0]) if evt.row_value else gr.skip()
+def jump_to_flag(evt: gr.SelectData = None):
+    """The slider position of the clicked review row (its "Slice" column); no change without one."""
+    return int(evt.row_value[0]) if evt is not None and evt.row_value else gr.skip()
 
 
 def _editor(state: ScanState, index: int, reset: bool = False) -> tuple[dict, EditorState]:
