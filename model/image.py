@@ -206,6 +206,18 @@ def resolve_pixel_spacing(path: str | Path | None, user_mm: float | None) -> tup
     return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM), "assumed"
 
 
+def frame_count(path: str | Path) -> int:
+    """How many frames (pages of a TIFF, frames of a GIF or APNG) an image file holds; 1 if unknown.
+
+    :func:`read_slice` reads the first; a caller says so when there are more.
+    """
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001 - read_slice gives the file's real error
+        return 1
+
+
 def spacing_note(spacing_mm: tuple[float, float], source: str) -> str:
     """One line on a slice's pixel spacing and where it came from (:func:`resolve_pixel_spacing`)."""
     return (f"Pixel spacing {spacing_mm[0]:g} × {spacing_mm[1]:g} mm ({source})"

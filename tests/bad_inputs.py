@@ -55,6 +55,7 @@ class Case:
     shape: tuple[int, int] | None = None  # else: the decoded (H, W)
     expect: Callable[[np.ndarray], bool] | None = None
     http: bool = True  # False: cannot be sent as an upload (no file, or a file that vanished)
+    note: str | None = None  # a regex the Slice tab's note must match (a decoded upload only)
 
     def __post_init__(self):
         assert (self.refuse is None) != (self.shape is None), self.id
@@ -140,6 +141,9 @@ def _palette_with_transparency(fmt: str) -> bytes:
 def _frames() -> list[Image.Image]:
     first = smooth_slice()
     return [Image.fromarray(first), Image.fromarray(first[::-1].copy()), Image.fromarray(first[:, ::-1].copy())]
+
+
+_FRAMES = r"The file holds [2-9] frames; the first one was segmented"
 
 
 def _animated(fmt: str) -> bytes:
@@ -239,10 +243,12 @@ CASES: list[Case] = [
          expect=_palette_expect),
     Case("cmyk-jpeg", _bytes("upl-cmyk.jpg", lambda: _encode(Image.fromarray(_src).convert("CMYK"), "JPEG", quality=95)),
          shape=(H, W), expect=close_to(_src)),
-    # Several frames: the first one is the slice.
-    Case("animated-gif", _bytes("upl-anim.gif", lambda: _animated("GIF")), shape=(H, W), expect=close_to(_src, 0.999)),
-    Case("apng", _bytes("upl-anim.png", lambda: _animated("PNG")), shape=(H, W), expect=equal_to(_src)),
-    Case("multipage-tiff", _bytes("upl-pages.tif", lambda: _animated("TIFF")), shape=(H, W), expect=equal_to(_src)),
+    # Several frames: the first one is the slice, and the note says so.
+    Case("animated-gif", _bytes("upl-anim.gif", lambda: _animated("GIF")), shape=(H, W), expect=close_to(_src, 0.999),
+         note=_FRAMES),
+    Case("apng", _bytes("upl-anim.png", lambda: _animated("PNG")), shape=(H, W), expect=equal_to(_src), note=_FRAMES),
+    Case("multipage-tiff", _bytes("upl-pages.tif", lambda: _animated("TIFF")), shape=(H, W), expect=equal_to(_src),
+         note=_FRAMES),
     # Orientation and names.
     Case("exif-rotated-jpeg", _bytes("upl-rot.jpg", _exif_rotated_jpeg), shape=(W, H),
          expect=close_to(np.rot90(_src, k=-1))),

@@ -6,6 +6,8 @@ no file lands outside Gradio's temp dir and the app's scratch dir; no traceback 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -33,8 +35,9 @@ def test_battery_through_handler(tiny_model, tmp_path, case):
         assert_one_clean_line(info.value.message, case.id, case.refuse)
         assert set(server.SCRATCH.root.iterdir()) == scratch_before, "a refused upload left output files"
     else:
-        (base, annotations), rows, mask_path, _, state = slice_tab.segment(upload)
+        (base, annotations), rows, mask_path, note, state = slice_tab.segment(upload)
         assert base.shape == case.shape and base.dtype == np.uint8
+        assert bool(case.note and re.search(case.note, note)) == bool(case.note), note
         assert state.organ_masks.shape == (3, *case.shape) and len(rows) == 3
         assert decode_mask_png(np.asarray(Image.open(mask_path))).shape == (3, *case.shape)
     # The next request is answered.

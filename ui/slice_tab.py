@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 
 from model import labels
-from model.image import ImageError, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
+from model.image import ImageError, frame_count, normalize_intensity, read_slice, resolve_pixel_spacing, spacing_note
 from model.mask_png import save_mask_png
 from model.review import uncertainty_map
 
@@ -51,8 +51,12 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     mask_path = save_mask_png(organ_masks, server.scratch_dir() / f"{path.stem}_masks.png")
     state = SliceState(normalize_intensity(raw), organ_masks, uncertainty_map(probabilities[0]), spacing, path.stem,
                        probabilities=probabilities[0])
+    note = spacing_note(spacing, source)
+    if (frames := frame_count(path)) > 1:
+        note += (f" The file holds {frames} frames; the first one was segmented (a whole scan goes in the Scan tab: "
+                 "NIfTI, DICOM or a zip of slices).")
     return (render(state, opacity, organs, show_confidence), area_rows(organ_masks, spacing), str(mask_path),
-            spacing_note(spacing, source), state)
+            note, state)
 
 
 def preview_slice(image_file):
