@@ -140,7 +140,7 @@ def _keyhole(outer: np.ndarray, holes: list[np.ndarray]) -> list[np.ndarray]:
 def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
                    series_description: str = "Research segmentation, not for diagnostic use",
                    algorithm_types: Sequence[str] | None = None) -> Path:
-    """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as an RTSTRUCT.
+    """Write ``structures`` (masks ``(D, H, W) bool`` on the scan's grid) as an RTSTRUCT on ``source``'s images.
 
     The file references the source series image by image and its Frame of Reference, and carries
     the source's patient and study identifiers (:data:`PATIENT_STUDY_KEYWORDS`). Empty structures
@@ -207,8 +207,9 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
 
     rois, roi_contours, observations = [], [], []
     for number, structure in enumerate(structures, start=1):
-        if structure.mask.shape != source.shape:
-            raise ValueError(f"{structure.key} is {structure.mask.shape}; the series is {source.shape}")
+        mask = source.to_source(structure.mask)  # the series' own voxel order
+        if mask.shape != source.shape:
+            raise ValueError(f"{structure.key} is {mask.shape} in the series' order; the series is {source.shape}")
         roi = Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = source.frame_of_reference_uid
@@ -216,8 +217,8 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
         roi.ROIGenerationAlgorithm = kinds[number - 1]
         rois.append(roi)
         contours = []
-        for s in np.flatnonzero(structure.mask.any(axis=(1, 2))):
-            for points in mask_contours(structure.mask[s]):
+        for s in np.flatnonzero(mask.any(axis=(1, 2))):
+            for points in mask_contours(mask[s]):
                 contour = Dataset()
                 contour.ContourImageSequence = DicomSequence([image_ref(source.datasets[s])])
                 contour.ContourGeometricType = "CLOSED_PLANAR"

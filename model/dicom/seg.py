@@ -1,6 +1,7 @@
 """DICOM Segmentation export with highdicom: one binary segment per structure.
 
-highdicom takes the source headers in the scan's slice order and the masks stacked as
+highdicom takes the source headers in the series' slice order and the masks, turned back to the
+series' own voxel order (:meth:`~model.scans.base.SourceSeries.to_source`), stacked as
 ``(S, H, W, segments)``, frame ``i`` on source image ``i``, so every frame gets the source's
 own plane position and orientation and a reference to its source image; the file references
 the source series and its Frame of Reference, and copies the source's patient and study
@@ -41,7 +42,7 @@ def segment_codes(structure: Structure):
 def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
               series_description: str = "Research segmentation, not for diagnostic use",
               algorithm_types: Sequence[str] | None = None) -> Path:
-    """Write ``structures`` (masks ``(S, H, W) bool`` on ``source``'s grid and order) as a binary DICOM SEG.
+    """Write ``structures`` (masks ``(D, H, W) bool`` on the scan's grid) as a binary DICOM SEG on ``source``'s images.
 
     ``algorithm_types``: each segment's Segment Algorithm Type, ``"AUTOMATIC"`` (the default) or
     ``"SEMIAUTOMATIC"`` (corrected by hand); either way this app is the algorithm identified.
@@ -56,9 +57,10 @@ def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str |
     kinds = list(algorithm_types or ["AUTOMATIC"] * len(structures))
     if len(kinds) != len(structures):
         raise ValueError(f"{len(kinds)} algorithm types for {len(structures)} structures")
-    for number, structure in enumerate(structures, start=1):
-        if structure.mask.shape != source.shape:
-            raise ValueError(f"{structure.key} is {structure.mask.shape}; the series is {source.shape}")
+    masks = [source.to_source(s.mask) for s in structures]  # the series' own voxel order
+    for number, (structure, mask) in enumerate(zip(structures, masks), start=1):
+        if mask.shape != source.shape:
+            raise ValueError(f"{structure.key} is {mask.shape} in the series' order; the series is {source.shape}")
         category, kind, anatomy = segment_codes(structure)
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number, segment_label=structure.label, segmented_property_category=category,
@@ -66,7 +68,7 @@ def write_seg(structures: Sequence[Structure], source: SourceSeries, path: str |
             algorithm_identification=algorithm,
             primary_anatomic_structures=[anatomy] if anatomy is not None else None,
             display_color=hd.color.CIELabColor.from_rgb(*structure.rgb)))
-    pixels = np.stack([s.mask for s in structures], axis=-1).astype(np.uint8)  # (S, H, W, segments)
+    pixels = np.stack(masks, axis=-1).astype(np.uint8)  # (S, H, W, segments)
     seg = hd.seg.Segmentation(
         source_images=source.datasets, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,

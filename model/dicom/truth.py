@@ -100,7 +100,11 @@ def _roi_names(ds) -> dict[int, str]:
 
 def _fill_roi(roi_contour, scan: Scan) -> tuple[np.ndarray, int]:
     """One RTSTRUCT ROI's closed planar contours filled on the scan's grid: ``(D, H, W) bool`` and the
-    number of contours that lie off the scan's slices."""
+    number of contours that lie off the scan's slices.
+
+    A contour is filled in the plane of the scan's grid it lies in: an axial slice, or (for a series
+    stored sagittal or coronal, whose scan was turned to axial slices) a plane across the slices.
+    """
     from skimage.draw import polygon
 
     filled = np.zeros(scan.shape, dtype=bool)
@@ -109,14 +113,19 @@ def _fill_roi(roi_contour, scan: Scan) -> tuple[np.ndarray, int]:
         if contour.get("ContourGeometricType", "") not in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR"):
             continue
         points = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3)
-        voxels = _to_voxels(scan, points)
-        k = float(np.mean(voxels[:, 2]))
-        s = int(round(k))
-        if abs(k - s) > PLANE_TOLERANCE or np.ptp(voxels[:, 2]) > 2 * PLANE_TOLERANCE or not 0 <= s < len(scan):
+        voxels = _to_voxels(scan, points)[:, ::-1]  # (slice, row, col), the array's axis order
+        flat = [a for a in (0, 1, 2) if np.ptp(voxels[:, a]) <= 2 * PLANE_TOLERANCE]
+        axis = 0 if 0 in flat else (flat[0] if flat else None)
+        k = float(np.mean(voxels[:, axis])) if axis is not None else np.nan
+        s = int(round(k)) if axis is not None else -1
+        if axis is None or abs(k - s) > PLANE_TOLERANCE or not 0 <= s < scan.shape[axis]:
             off_grid += 1
             continue
-        rr, cc = polygon(voxels[:, 1], voxels[:, 0], scan.shape[1:])
-        filled[s, rr, cc] ^= True  # even-odd: a contour inside another is a hole
+        first, second = (a for a in (0, 1, 2) if a != axis)
+        rr, cc = polygon(voxels[:, first], voxels[:, second], (scan.shape[first], scan.shape[second]))
+        index: list = [None, None, None]
+        index[axis], index[first], index[second] = s, rr, cc
+        filled[tuple(index)] ^= True  # even-odd: a contour inside another is a hole
     return filled, off_grid
 
 
@@ -137,11 +146,11 @@ def _truth_from_seg(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
         raise ScanError(f"{path.name} has no stomach, small bowel or large bowel segment.")
     truth = np.zeros((len(labels.ORGANS), *scan.shape), dtype=bool)
     off_grid = 0
-    for segment, s, frame in _seg_frames(seg, scan, set(segment_organ), threshold):
-        if frame is None:
+    for segment, index, frame in _seg_frames(seg, scan, set(segment_organ), threshold):
+        if index is None:
             off_grid += 1
         else:
-            truth[labels.ORGANS.index(segment_organ[segment]), s] |= frame
+            truth[labels.ORGANS.index(segment_organ[segment])][index] |= frame
     if off_grid and truth.sum() == 0:
         raise ScanError(f"None of the frames of {path.name} lie on the scan's slices; is it from another series?")
     notes = _notes(set(segment_organ.values()), skipped, "segments")
@@ -151,10 +160,12 @@ def _truth_from_seg(path: Path, scan: Scan) -> tuple[np.ndarray, list[str]]:
 
 
 def _seg_frames(seg, scan: Scan, segments: set[int], threshold: float):
-    """``(segment, slice index, (H, W) bool)`` for each frame of ``segments``; the mask is ``None``
-    for a frame off the scan's slices (another plane, position or orientation)."""
+    """``(segment, index, (R, C) bool)`` for each frame of ``segments``: ``index`` places the frame's
+    pixels in the scan's ``(D, H, W)`` array (an axial slice, or a plane across the slices when the
+    series was stored sagittal or coronal and its scan turned to axial slices). The index is ``None``
+    for a frame off the scan's grid (another plane, position, orientation or pixel size)."""
     shared = seg.SharedFunctionalGroupsSequence[0]
-    lps = _lps(scan)
+    rows, cols = np.arange(int(seg.Rows)), np.arange(int(seg.Columns))
     for f, frame_groups in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
         segment = int(_group(frame_groups, shared, "SegmentIdentificationSequence").ReferencedSegmentNumber)
         if segment not in segments:
@@ -162,14 +173,34 @@ def _seg_frames(seg, scan: Scan, segments: set[int], threshold: float):
         position = np.array([float(v) for v in _group(frame_groups, shared, "PlanePositionSequence").ImagePositionPatient])
         orientation = np.array([float(v) for v in
                                 _group(frame_groups, shared, "PlaneOrientationSequence").ImageOrientationPatient])
-        col, row, k = _to_voxels(scan, position[None])[0]
-        s = int(round(k))
-        same_plane = np.allclose(orientation[:3], lps[:3, 0] / np.linalg.norm(lps[:3, 0]), atol=1e-3) and \
-            np.allclose(orientation[3:], lps[:3, 1] / np.linalg.norm(lps[:3, 1]), atol=1e-3)
-        if not same_plane or max(abs(col), abs(row), abs(k - s)) > PLANE_TOLERANCE or not 0 <= s < len(scan):
-            yield segment, s, None
-        else:
-            yield segment, s, seg.get_stored_frame(f) > threshold
+        row_mm, col_mm = (float(v) for v in _group(frame_groups, shared, "PixelMeasuresSequence").PixelSpacing)
+        # The frame's origin and its steps along a row and down a column, in the scan's (slice, row, col) voxels.
+        origin, along_row, down_col = (_to_voxels(scan, np.array([position, position + orientation[:3] * col_mm,
+                                                                  position + orientation[3:] * row_mm]))[:, ::-1])
+        yield segment, _frame_index(origin, along_row - origin, down_col - origin, rows, cols, scan.shape), \
+            seg.get_stored_frame(f) > threshold
+
+
+def _frame_index(origin, step_col, step_row, rows, cols, shape):
+    """Index arrays that place an ``(R, C)`` frame in a ``shape`` array, or ``None`` when its pixels are not
+    voxels of it: each step must be one voxel along one axis, the origin a voxel, every pixel inside."""
+    axes = []
+    for step in (step_row, step_col):
+        axis = int(np.argmax(np.abs(step)))
+        if abs(abs(step[axis]) - 1) > PLANE_TOLERANCE or np.delete(np.abs(step), axis).max() > PLANE_TOLERANCE:
+            return None
+        axes.append((axis, int(round(step[axis]))))
+    (row_axis, row_sign), (col_axis, col_sign) = axes
+    start = np.rint(origin)
+    if row_axis == col_axis or np.abs(origin - start).max() > PLANE_TOLERANCE:
+        return None
+    plane = 3 - row_axis - col_axis
+    index: list = [None, None, None]
+    index[plane] = int(start[plane])
+    index[row_axis] = (int(start[row_axis]) + row_sign * rows)[:, None]
+    index[col_axis] = (int(start[col_axis]) + col_sign * cols)[None, :]
+    inside = all(np.all((0 <= np.asarray(i)) & (np.asarray(i) < n)) for i, n in zip(index, shape))
+    return tuple(index) if inside else None
 
 
 def _read_seg(path: Path, scan: Scan):
@@ -180,7 +211,8 @@ def _read_seg(path: Path, scan: Scan):
         seg = hd.seg.segread(path)
     except Exception:  # noqa: BLE001 - highdicom raises many types for a malformed SEG
         raise ScanError(f"{path.name} is not a readable DICOM SEG.") from None
-    if (int(seg.Rows), int(seg.Columns)) != scan.shape[1:]:
+    planes = {(scan.shape[a], scan.shape[b]) for a in range(3) for b in range(3) if a != b}
+    if (int(seg.Rows), int(seg.Columns)) not in planes:
         raise ScanError(f"{path.name} has {seg.Columns}×{seg.Rows} px frames; the scan's slices are "
                         f"{scan.shape[2]}×{scan.shape[1]}.")
     if str(seg.get("SegmentationType", "BINARY")) == "LABELMAP":
@@ -224,11 +256,11 @@ def named_structure(path: Path, name: str, scan: Scan) -> tuple[np.ndarray, obje
             raise ScanError(f"{path.name} has no segment named {name!r}; its segments: "
                             f"{', '.join(labels_by_number.values()) or 'none'}.")
         mask, off_grid = np.zeros(scan.shape, dtype=bool), 0
-        for _, s, frame in _seg_frames(seg, scan, wanted, threshold):
-            if frame is None:
+        for _, index, frame in _seg_frames(seg, scan, wanted, threshold):
+            if index is None:
                 off_grid += 1
             else:
-                mask[s] |= frame
+                mask[index] |= frame
     else:
         raise ScanError(f"{path.name} is a DICOM file but neither an RTSTRUCT nor a DICOM SEG.")
     if not mask.any():

@@ -28,6 +28,10 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 JUNK = re.compile(r"(^|/)(__MACOSX/|\._|\.DS_Store$|Thumbs\.db$|desktop\.ini$|DICOMDIR$)|\.(txt|md|json|csv|xml)$", re.I)
 #: NIfTI's RAS+ world from DICOM's LPS world (and back: the matrix is its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Where a scan's voxel axes ``(col, row, slice)`` point (nibabel's codes): the patient's left, posterior and
+#: superior, i.e. axial slices seen from the feet, patient's left on the image's right (radiological view), as
+#: the model was trained.
+STANDARD_AXES = ("L", "P", "S")
 
 
 class ScanError(ImageError):
@@ -36,9 +40,10 @@ class ScanError(ImageError):
 
 @dataclass
 class SourceSeries:
-    """The headers of one single-frame series, in the scan's slice order (along the slice normal).
+    """The headers of one single-frame series, in its slice order (along the slice normal).
 
-    ``datasets``: headers (pixel data dropped), in the voxel order ``(S, H, W)``. ``row_cos``,
+    ``datasets``: headers (pixel data dropped), in the series' voxel order ``(S, H, W)``: the scan's
+    own, unless the series was stored in another orientation (``stored_axes``; :meth:`to_source`). ``row_cos``,
     ``col_cos``: ImageOrientationPatient's direction of increasing column and of increasing row.
     ``pixel_spacing``: ``(row, col)`` mm (PixelSpacing). ``positions``: ``(S, 3)``
     ImagePositionPatient of each slice, LPS mm.
@@ -49,6 +54,20 @@ class SourceSeries:
     col_cos: np.ndarray
     pixel_spacing: tuple[float, float]
     positions: np.ndarray
+    stored_axes: np.ndarray | None = None  # nibabel orientation of the stored voxel axes; None: the scan's own
+
+    def to_source(self, mask: np.ndarray) -> np.ndarray:
+        """A ``(D, H, W)`` array on the scan's grid in the series' own voxel order ``(S, Rows, Columns)``.
+
+        The scan's voxels are the series turned to the standard axes (:func:`to_standard_axes`); the
+        SEG and RTSTRUCT reference the series' own images, so their masks are turned back.
+        """
+        if self.stored_axes is None:
+            return mask
+        from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
+        back = ornt_transform(axcodes2ornt(STANDARD_AXES), self.stored_axes)
+        return np.ascontiguousarray(apply_orientation(mask.transpose(2, 1, 0), back).transpose(2, 1, 0))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -139,6 +158,39 @@ def check_organ_masks(organ_masks: np.ndarray, shape: tuple[int, int, int], what
 def safe_name(name: str) -> str:
     """``name`` cut to characters safe in output file names (names become file names)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "scan"
+
+
+def axis_codes(orientation: np.ndarray) -> str:
+    """``"RAS"``-style codes of a nibabel orientation array (where each voxel axis points)."""
+    from nibabel.orientations import ornt2axcodes
+
+    return "".join(ornt2axcodes(orientation))
+
+
+def to_standard_axes(voxels: np.ndarray, affine: np.ndarray, spacing_mm: tuple[float, float, float]):
+    """``(D, H, W)`` voxels whose affine (``(col, row, slice)`` → RAS mm) points elsewhere, turned to
+    :data:`STANDARD_AXES` by flips and axis swaps (nibabel's orientation tools; no resampling).
+
+    Returns ``(voxels, affine, spacing_mm, stored_axes)``: the affine still maps each voxel to the
+    same place, ``spacing_mm`` ``(slice, row, col)`` follows the axes, and ``stored_axes`` is the
+    stored orientation (to turn masks back, :meth:`SourceSeries.to_source`), ``None`` when the
+    voxels already had the standard axes (then all is returned unchanged).
+    """
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    stored = io_orientation(affine)
+    standard = axcodes2ornt(STANDARD_AXES)
+    if np.array_equal(stored, standard):
+        return voxels, affine, spacing_mm, None
+    transform = ornt_transform(stored, standard)
+    xyz = voxels.transpose(2, 1, 0)
+    turned = apply_orientation(xyz, transform)
+    stored_xyz = spacing_mm[::-1]
+    xyz_mm = [0.0, 0.0, 0.0]
+    for axis, (to, _) in enumerate(transform):
+        xyz_mm[int(to)] = stored_xyz[axis]
+    return (np.ascontiguousarray(turned.transpose(2, 1, 0)), affine @ inv_ornt_aff(transform, xyz.shape),
+            tuple(xyz_mm[::-1]), stored)
 
 
 def stack_voxels(slices: list[np.ndarray]) -> np.ndarray:

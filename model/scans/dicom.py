@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..image import DEFAULT_PIXEL_SPACING_MM
-from .base import DEFAULT_SLICE_THICKNESS_MM, LPS_TO_RAS, Scan, ScanError, SourceSeries, stack_voxels
+from .base import (DEFAULT_SLICE_THICKNESS_MM, LPS_TO_RAS, Scan, ScanError, SourceSeries, axis_codes, stack_voxels,
+                   to_standard_axes)
 
 
 def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
@@ -69,12 +70,25 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         raise ScanError(f"The files belong to {len(series)} different DICOM series; upload one series at a time.")
     if len({h.size for h in headers}) > 1:
         raise ScanError("The DICOM slices have different sizes; upload one series at a time.")
+    if len({str(ds.get("FrameOfReferenceUID", "") or "") for _, ds in datasets}) > 1:
+        raise ScanError("The DICOM slices have different frames of reference (FrameOfReferenceUID); "
+                        "upload one series at a time.")
+    photometric = {str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2") for _, ds in datasets}
+    if len(photometric) > 1:
+        raise ScanError("The DICOM slices mix grey scales (PhotometricInterpretation MONOCHROME1 and MONOCHROME2); "
+                        "upload one series at a time.")
     have_geometry = all(h.orientation is not None and h.position is not None for h in headers)
     notes: list[str] = [f"{derived} DICOM SEG or RTSTRUCT file(s) next to the series were skipped."] if derived else []
     if have_geometry:
         iop = np.array([h.orientation for h in headers])
         if not np.allclose(iop, iop[0], atol=1e-4):
             raise ScanError("The DICOM slices have different orientations; upload one series at a time.")
+        if (iop != iop[0]).any():
+            # Within rounding of one another: every header takes the one orientation the voxels are placed
+            # by, so the SEG (highdicom needs one shared orientation) and RTSTRUCT describe the same planes.
+            shared = datasets[0][1].ImageOrientationPatient
+            for _, ds in datasets:
+                ds.ImageOrientationPatient = shared
         row_cos, col_cos = iop[0, :3], iop[0, 3:]
         normal = np.cross(row_cos, col_cos)
         positions = np.array([h.position for h in headers])
@@ -98,7 +112,11 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         gaps = np.diff(along)
         slice_mm = float(np.median(gaps))
         if np.max(np.abs(gaps - slice_mm)) > 0.1 * slice_mm:
-            notes.append("Uneven slice spacing; volumes use the median spacing.")
+            even = along[0] + np.arange(len(along)) * (along[-1] - along[0]) / (len(along) - 1)
+            notes.append(f"Uneven slice spacing (median {slice_mm:.3g} mm, gaps up to {np.max(gaps):.3g} mm): volumes "
+                         "use the median spacing, and the label NIfTI, which needs even spacing, places slices up to "
+                         f"{np.max(np.abs(along - even)):.2g} mm from their true positions (the DICOM SEG and RTSTRUCT "
+                         "keep the exact ones).")
     elif first.thickness_mm:
         slice_mm = first.thickness_mm
     else:
@@ -118,6 +136,10 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         slices.append(apply_rescale(pixels, ds).astype(np.float32) if (slope, intercept) != (1.0, 0.0) else pixels)
         del ds.PixelData  # the header stays for the exports; the pixels now live in the voxels
     voxels = stack_voxels(slices)
+    if photometric == {"MONOCHROME1"}:
+        voxels = _inverted(voxels)
+        notes.append("MONOCHROME1 series (low values shown bright): intensities inverted so that signal is bright, "
+                     "as the model was trained.")
 
     if have_geometry:
         origin = positions[order[0]]
@@ -127,11 +149,23 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
     else:
         lps = np.diag([col_mm, row_mm, slice_mm, 1.0])
     affine = LPS_TO_RAS @ lps
+    voxels, affine, spacing, stored_axes = to_standard_axes(voxels, affine, (slice_mm, row_mm, col_mm))
+    if stored_axes is not None:
+        notes.append(f"Stored in {axis_codes(stored_axes)} orientation; reoriented to axial slices in the standard "
+                     "orientation (no resampling), as the model was trained.")
     source = None
     if have_geometry and first.pixel_spacing is not None:
-        source = SourceSeries([ds for _, ds in datasets], row_cos, col_cos, (row_mm, col_mm), positions[order])
-    return Scan(voxels, (slice_mm, row_mm, col_mm), affine, tuple(range(1, len(voxels) + 1)), name, "dicom",
-                notes=notes, source=source)
+        source = SourceSeries([ds for _, ds in datasets], row_cos, col_cos, (row_mm, col_mm), positions[order],
+                              stored_axes)
+    return Scan(voxels, spacing, affine, tuple(range(1, len(voxels) + 1)), name, "dicom", notes=notes, source=source)
+
+
+def _inverted(voxels: np.ndarray) -> np.ndarray:
+    """``voxels`` with the grey scale turned over within its own range (MONOCHROME1 → MONOCHROME2), same dtype."""
+    lo, hi = voxels.min(), voxels.max()
+    if np.issubdtype(voxels.dtype, np.integer):
+        return (int(hi) + int(lo) - voxels.astype(np.int64)).astype(voxels.dtype)
+    return (hi + lo - voxels).astype(voxels.dtype)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -217,6 +218,114 @@ def test_dicom_zip_without_extensions_and_oblique_orientation(shared_data, tmp_p
     np.testing.assert_array_equal(scan.voxels, voxels)
     assert scan.spacing_mm == pytest.approx((3.0, 0.9, 0.8))
     assert np.linalg.norm(scan.affine[:3, 2]) == pytest.approx(3.0)
+
+
+def _same_patient_three_ways(shared_data, root: Path) -> dict[str, list[Path]]:
+    """One real volume written as three series of the same patient: axial head first (the standard axes),
+    feet first (rows to the patient's right, slices to the feet: stored mirrored and upside down) and
+    sagittal (slices from left to right, rows to the feet)."""
+    import rt_series
+
+    v = stack(kaggle_slices(shared_data, "volume_276x276", count=8))  # (D, H, W)
+    d, _, w = v.shape
+    origin, row_mm, col_mm, slice_mm = np.array([-180.0, -160.0, -60.0]), 1.5, 1.25, 3.0
+    far = origin + [(w - 1) * col_mm, 0.0, (d - 1) * slice_mm]  # the voxel at the last column of the last slice
+    return {
+        "axial": rt_series.write_mr_series(v, root / "axial", orientation=rt_series.AXIAL, origin=tuple(origin),
+                                           pixel_spacing=(row_mm, col_mm), slice_mm=slice_mm),
+        "feet_first": rt_series.write_mr_series(v[::-1, :, ::-1], root / "feet_first", orientation=(-1, 0, 0, 0, 1, 0),
+                                                origin=tuple(far), pixel_spacing=(row_mm, col_mm), slice_mm=slice_mm),
+        "sagittal": rt_series.write_mr_series(v[::-1, :, ::-1].transpose(2, 0, 1), root / "sagittal",
+                                              orientation=(0, 1, 0, 0, 0, -1), origin=tuple(far),
+                                              pixel_spacing=(slice_mm, row_mm), slice_mm=col_mm),
+    }
+
+
+def test_dicom_series_of_one_patient_in_any_orientation_give_the_same_scan(shared_data, tmp_path):
+    """The model was trained on axial slices in the standard orientation: a feet-first or sagittal series
+    is turned to it (no resampling), so every way of storing the patient gives the model the same input."""
+    series = _same_patient_three_ways(shared_data, tmp_path)
+    reference = load_scan(series["axial"])
+    assert reference.source.stored_axes is None and not reference.notes
+    for name in ("feet_first", "sagittal"):
+        scan = load_scan(series[name])
+        np.testing.assert_array_equal(scan.voxels, reference.voxels)
+        np.testing.assert_allclose(scan.affine, reference.affine, atol=1e-4)
+        assert scan.spacing_mm == pytest.approx(reference.spacing_mm)
+        assert any("reoriented to axial slices in the standard orientation" in n for n in scan.notes), scan.notes
+        # The series' own order comes back for the exports: its first file's pixels.
+        first = scan.source.to_source(scan.voxels)[0]
+        import pydicom
+
+        stored = pydicom.dcmread(series[name][0]).pixel_array
+        np.testing.assert_array_equal(first, stored)
+
+
+def test_dicom_truth_of_a_sagittal_series_lands_on_its_axial_scan(shared_data, tmp_path):
+    """A SEG and an RTSTRUCT made on a sagittal series (frames and contours across the scan's slices)
+    are read onto the scan turned to axial slices, voxel for voxel."""
+    import rt_series
+    from model.dicom.export import write_dicom_outputs
+    from model.truth import load_ground_truth
+
+    scan = load_scan(_same_patient_three_ways(shared_data, tmp_path)["sagittal"])
+    masks = rt_series.organ_masks_for(scan.voxels)
+    seg, rtstruct = write_dicom_outputs(masks, scan, tmp_path / "out")
+    for path in (seg, rtstruct):
+        truth, _ = load_ground_truth([path], scan)
+        np.testing.assert_array_equal(truth, masks)
+
+
+def test_dicom_monochrome1_is_inverted_and_mixed_grey_scales_are_refused(shared_data, tmp_path):
+    import pydicom
+
+    voxels = stack(kaggle_slices(shared_data, count=4)).astype(np.uint16) * 10
+    reference = load_scan(write_dicom_series(voxels, tmp_path / "mono2"))
+    files = write_dicom_series(4000 - voxels, tmp_path / "mono1")  # low values shown bright
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        ds.save_as(f)
+    scan = load_scan(files)
+    # Signal is bright again: the same voxels up to one offset, so the model's stretch sees the same image.
+    assert np.unique(scan.voxels.astype(np.int64) - reference.voxels.astype(np.int64)).size == 1
+    assert any("MONOCHROME1" in n and "inverted" in n for n in scan.notes)
+    ds = pydicom.dcmread(files[1])
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.save_as(files[1])
+    with pytest.raises(ScanError, match=r"^The DICOM slices mix grey scales .*MONOCHROME1 and MONOCHROME2"):
+        load_scan(files)
+
+
+def test_dicom_frames_of_reference_orientation_rounding_and_gaps(shared_data, tmp_path):
+    import pydicom
+
+    from model.dicom.export import write_dicom_outputs
+
+    import rt_series
+
+    files = rt_series.write_mr_series(stack(kaggle_slices(shared_data, count=6)), tmp_path / "series")
+    # Orientation rounding that differs from slice to slice (1e-7): read, and the SEG (highdicom needs one shared
+    # orientation) and RTSTRUCT are written.
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        ds.ImageOrientationPatient = [f"{float(v) + (1e-7 if k % 2 else 0.0):.8f}" for v in ds.ImageOrientationPatient]
+        ds.save_as(f)
+    scan = load_scan(files)
+    masks = np.zeros((3, *scan.shape), dtype=bool)
+    masks[0, 1:4, 20:60, 30:70] = True
+    seg, rtstruct = write_dicom_outputs(masks, scan, tmp_path / "out")
+    assert pydicom.dcmread(seg).Modality == "SEG" and pydicom.dcmread(rtstruct).Modality == "RTSTRUCT"
+    # A missing slice: the note says how far the label NIfTI's even slices sit from the true ones.
+    gapped = load_scan(files[:2] + files[3:])
+    assert any(re.search(r"Uneven slice spacing .* places slices up to 1\.5 mm from their true positions", n)
+               for n in gapped.notes), gapped.notes
+    # Two frames of reference in one series: refused, as two series are.
+    ds = pydicom.dcmread(files[2])
+    ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
+    ds.save_as(files[2])
+    with pytest.raises(ScanError, match=r"^The DICOM slices have different frames of reference"):
+        load_scan(files)
 
 
 def test_dicom_falls_back_to_instance_number(shared_data, tmp_path):
