@@ -196,14 +196,49 @@ def _to_grey_array(im: Image.Image) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def resolve_pixel_spacing(path: str | Path | None, user_mm: float | None) -> tuple[tuple[float, float], str]:
-    """Pixel spacing ``(row_mm, col_mm)`` and where it came from: ``"entered"``, ``"file name"`` or ``"assumed"``."""
-    if user_mm is not None and float(user_mm) > 0:
-        return (float(user_mm), float(user_mm)), "entered"
+#: The sizes in mm a person may enter, for pixels and for slices: beyond them a number is a typo (or a
+#: unit mix-up), and areas or volumes from it would be nonsense, or overflow.
+ENTERED_MM_RANGE = (0.01, 100.0)
+
+
+def entered_mm(value: float | None, what: str) -> float | None:
+    """A size in mm a person entered, or ``None`` for none (empty or 0: the file's own, or the default).
+
+    Raises :class:`ImageError` in one line for a value outside :data:`ENTERED_MM_RANGE` or not a number.
+    """
+    if value is None:
+        return None
+    try:
+        mm = float(value)
+    except (TypeError, ValueError):
+        raise ImageError(f"{what} must be a number of mm; got {str(value)[:20]!r}.") from None
+    if mm == 0:
+        return None
+    low, high = ENTERED_MM_RANGE
+    if not low <= mm <= high:  # NaN fails too
+        raise ImageError(f"{what} {mm:g} mm is outside {low:g}–{high:g} mm; enter the scan's value in mm "
+                         "(0 or empty for the file's own or the default).")
+    return mm
+
+
+def resolve_pixel_spacing(path: str | Path | None, user_mm: float | None,
+                          shape: tuple[int, int] | None = None) -> tuple[tuple[float, float], str]:
+    """Pixel spacing ``(row_mm, col_mm)`` and where it came from: ``"entered"``, ``"file name"`` or ``"assumed"``
+    (with the reason after a colon when a Kaggle name was not believed).
+
+    ``shape``: the decoded image's ``(H, W)``; a Kaggle name that gives another size (a resized or
+    renamed file) does not give the spacing either, as the Scan tab refuses such a slice. An entered
+    value outside :data:`ENTERED_MM_RANGE` raises :class:`ImageError` (:func:`entered_mm`)."""
+    if (mm := entered_mm(user_mm, "Pixel spacing")) is not None:
+        return (mm, mm), "entered"
     parsed = parse_kaggle_name(path) if path else None
+    default = (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM)
+    if parsed is not None and shape is not None and (parsed.height, parsed.width) != tuple(shape):
+        return default, (f"assumed: the file name says {parsed.width}×{parsed.height} px, the image is "
+                         f"{shape[1]}×{shape[0]}, so the name's spacing does not fit it")
     if parsed is not None:
         return parsed.pixel_spacing_mm, "file name"
-    return (DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM), "assumed"
+    return default, "assumed"
 
 
 def frame_count(path: str | Path) -> int:
@@ -221,4 +256,4 @@ def frame_count(path: str | Path) -> int:
 def spacing_note(spacing_mm: tuple[float, float], source: str) -> str:
     """One line on a slice's pixel spacing and where it came from (:func:`resolve_pixel_spacing`)."""
     return (f"Pixel spacing {spacing_mm[0]:g} × {spacing_mm[1]:g} mm ({source})"
-            + ("; enter the scan's spacing for correct areas." if source == "assumed" else "."))
+            + ("; enter the scan's spacing for correct areas." if source.startswith("assumed") else "."))

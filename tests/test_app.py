@@ -110,6 +110,16 @@ def test_flat_image_is_gr_error(tiny_model, tmp_path):
         slice_tab.segment(str(tmp_path / "flat.png"))
 
 
+@pytest.mark.parametrize("entered", [1e308, 1e-300, -1.0, float("nan"), "abc"])
+def test_an_entered_pixel_spacing_out_of_range_is_one_line(tiny_model, entered):
+    """Areas from 1e308 mm pixels overflow and 1e-300 mm rounds them to 0: refused before the model runs."""
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match=r"Pixel spacing (.* mm is outside 0\.01–100 mm|must be a number of mm)"):
+        slice_tab.segment(str(SLICE_266), entered)
+    assert slice_tab.segment(str(SLICE_266), 0)[3].endswith("(file name).")  # 0: the file's own
+
+
 # --------------------------------------------------------------------------- a real server (conftest.server)
 
 

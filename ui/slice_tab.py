@@ -45,7 +45,7 @@ def segment(image_file, pixel_spacing_mm=None, opacity=0.5, organs=ORGAN_CHOICES
     path = Path(image_file)
     with server.user_errors("prediction", "The model failed on this image; try another slice."):
         raw = read_slice(path)
-        spacing, source = resolve_pixel_spacing(path, pixel_spacing_mm)
+        spacing, source = resolve_pixel_spacing(path, pixel_spacing_mm, raw.shape)
         probabilities = np.zeros((1, len(labels.ORGANS), *raw.shape[-2:]), dtype=np.float16)
         organ_masks = server.MODEL.get().predict(raw[None], probabilities)[0]
     mask_path = save_mask_png(organ_masks, server.scratch_dir() / f"{path.stem}_masks.png")

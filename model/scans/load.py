@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..image import ImageError, entered_mm
 from .archive import extract_zip
 from .base import JUNK, MAX_FILES, Scan, ScanError, check_not_blank, scan_stem
 from .kaggle import case_day_in
@@ -34,9 +35,13 @@ def load_scan(paths: str | Path | Iterable[str | Path], slice_thickness_mm: floa
     """Read one scan from uploaded files: slice images, a zip, one NIfTI, or DICOM files.
 
     ``paths`` may also be one folder (the command line). ``slice_thickness_mm`` overrides the
-    slice spacing of Kaggle slice files (default 3 mm); NIfTI and DICOM carry their own.
-    Raises :class:`ScanError` with a one-line reason.
+    slice spacing of Kaggle slice files (default 3 mm); NIfTI and DICOM carry their own. An entered
+    thickness outside :data:`model.image.ENTERED_MM_RANGE` is refused for every kind of input. Raises :class:`ScanError` with a one-line reason.
     """
+    try:
+        slice_thickness_mm = entered_mm(slice_thickness_mm, "Slice thickness")
+    except ImageError as err:
+        raise ScanError(str(err)) from None
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
         raise ScanError("No files: upload slice images, a .zip, a NIfTI file or a DICOM series.")

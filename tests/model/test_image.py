@@ -7,7 +7,7 @@ from PIL import Image
 from bad_inputs import CASES
 from model.image import (
     DEFAULT_PIXEL_SPACING_MM, ImageError, normalize_intensity, parse_kaggle_name, read_slice,
-    resolve_pixel_spacing,
+    resolve_pixel_spacing, spacing_note,
 )
 
 
@@ -22,6 +22,11 @@ def test_resolve_pixel_spacing_sources():
     assert resolve_pixel_spacing("slice_0001_266_266_1.50_1.50.png", None) == ((1.5, 1.5), "file name")
     assert resolve_pixel_spacing("scan.png", 0.9) == ((0.9, 0.9), "entered")
     assert resolve_pixel_spacing("scan.png", None) == ((DEFAULT_PIXEL_SPACING_MM,) * 2, "assumed")
+    # A Kaggle name whose size is not the image's (resized, or renamed) does not give the spacing.
+    assert resolve_pixel_spacing("slice_0001_266_266_1.50_1.50.png", None, (266, 266)) == ((1.5, 1.5), "file name")
+    spacing, source = resolve_pixel_spacing("slice_0001_266_266_1.63_1.63.png", None, (512, 512))
+    assert spacing == (DEFAULT_PIXEL_SPACING_MM,) * 2 and source.startswith("assumed: the file name says 266×266 px")
+    assert spacing_note(spacing, source).endswith("enter the scan's spacing for correct areas.")
 
 
 def test_normalize_intensity_stretches_to_full_range():

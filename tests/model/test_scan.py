@@ -180,6 +180,18 @@ def test_nifti_with_an_empty_sform_is_read(shared_data, tmp_path, qform):
         assert any("orientation matrix is empty" in note for note in scan.notes)
 
 
+@pytest.mark.parametrize("entered", [1e308, 1e-300, float("inf"), float("nan")])
+def test_an_entered_slice_thickness_out_of_range_is_refused_for_every_input(shared_data, tmp_path, entered):
+    """1e-300 mm crashed the NIfTI writer and 1e308 mm gave "inf ml": refused in one line, whatever the input."""
+    files = kaggle_slices(shared_data, "volume_234x234", count=3)
+    path = tmp_path / "scan.nii.gz"
+    write_nifti(stack(files), (3.0, 1.5, 1.5), path)
+    for upload in (files, [path]):
+        with pytest.raises(ScanError, match=r"^Slice thickness .* mm is outside 0\.01–100 mm"):
+            load_scan(upload, slice_thickness_mm=entered)
+    assert load_scan(files, slice_thickness_mm=0).spacing_mm[0] == 3.0  # 0: the default
+
+
 def test_bad_niftis_are_refused(tmp_path):
     import nibabel as nib
 
