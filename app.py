@@ -10,8 +10,11 @@ model in its own process, then serves the page while it loads.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -255,6 +258,8 @@ demo = build_demo(*find_samples(fetch=__name__ == "__main__", limit=24))
 
 def main(argv: list[str] | None = None) -> int:
     args = server.parse_app_args(argv)
+    started = time.time()
+    os.umask(0o077)  # uploads, outputs and our copies: readable by this server's user only
     configure_logging()
     bound_native_heap()
     server.publish_images_atomically()  # issue #26: Gradio rewrote a streamed file in place
@@ -276,7 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=server.SCRATCH.sweep_forever, args=(Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
     threading.Thread(target=trim_native_heap_forever, args=(threading.Event(),), daemon=True, name="heap-trim").start()
-    demo.block_thread()
+    # Until Ctrl-C or SIGTERM (docker stop, systemd, a Space restarting). Then demo.close() ends the queue's
+    # streams first, so the server stops within its grace time and Gradio's shutdown deletes the uploads and
+    # outputs it tracks (Gradio's own block_thread closes only the server, which open streams keep past that
+    # time, so nothing was deleted); we delete our copies and what Gradio left of this run. The README's
+    # retention says so.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5) and demo.is_running:
+        pass
+    demo.close()
+    server.SCRATCH.close(Path(get_upload_folder()), since=started)
     return 0
 
 

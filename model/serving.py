@@ -10,7 +10,6 @@ import logging
 import os
 import platform
 import shutil
-import stat
 import tempfile
 import threading
 import time
@@ -82,7 +81,7 @@ def publish_file(data: bytes, path: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as staged:
             staged.write(data)
-        os.chmod(staging, 0o644)  # as write_bytes would leave it; mkstemp makes it 0600
+        # mkstemp's 0600 stays: the server's user alone reads what was made from an upload, as Gradio's uploads
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
@@ -169,48 +168,71 @@ class Scratch:
     The server returns files from these folders and Gradio copies them into its own cache, which
     its ``delete_cache`` empties on the same age; our copies must not outlive that policy either.
     Each new folder sweeps the old ones, and :meth:`sweep_forever` sweeps when no request comes.
-    Gradio's cache folder is passed in (``gradio_cache``) for its empty strays.
+    Gradio's cache folder is passed in (``gradio_cache``): Gradio forgets its files when the server
+    stops, so what an earlier run (or a killed one) left there is swept on the same age too.
+    :meth:`close` removes this process's folders, and this run's files in Gradio's cache, at once (a clean
+    shutdown).
     """
 
     def __init__(self, root: Path, max_age_s: float):
         self.root, self.max_age_s = Path(root), max_age_s
+        self._mine: set[Path] = set()
 
     def new_dir(self, gradio_cache: Path) -> Path:
         """A fresh folder for one request's downloads, after a sweep."""
-        self.root.mkdir(exist_ok=True)
+        self.root.mkdir(mode=0o700, exist_ok=True)
         self.sweep(gradio_cache)
         folder = self.root / uuid.uuid4().hex
-        folder.mkdir()
+        folder.mkdir(mode=0o700)
+        self._mine.add(folder)
         return folder
 
     def sweep(self, gradio_cache: Path) -> None:
-        """Remove our request folders and Gradio's empty strays older than ``max_age_s``."""
+        """Remove our request folders, and whatever sits in Gradio's cache, older than ``max_age_s``."""
         cutoff = time.time() - self.max_age_s
         for old in self.root.iterdir() if self.root.is_dir() else ():
             try:
                 if old.stat().st_mtime < cutoff:
                     shutil.rmtree(old, ignore_errors=True)
+                    self._mine.discard(old)
             except FileNotFoundError:  # another process swept it first
                 continue
-        _sweep_gradio_strays(Path(gradio_cache), cutoff)
+        _sweep_gradio_cache(Path(gradio_cache), cutoff)
 
     def sweep_forever(self, gradio_cache: Path, stop: threading.Event) -> None:
-        """Sweep every ``max_age_s`` until ``stop`` is set (a daemon thread's target)."""
+        """Sweep now (an earlier run's leftovers), then every ``max_age_s`` until ``stop`` is set (a daemon
+        thread's target)."""
+        self.sweep(gradio_cache)
         while not stop.wait(self.max_age_s):
             self.sweep(gradio_cache)
 
+    def close(self, gradio_cache: Path, since: float) -> None:
+        """At shutdown: remove every folder this process made (other processes' folders are theirs), and what
+        Gradio's cache gained since ``since`` (the server's start) that Gradio's own shutdown left."""
+        for folder in list(self._mine):
+            shutil.rmtree(folder, ignore_errors=True)
+            self._mine.discard(folder)
+        _sweep_gradio_cache(Path(gradio_cache), time.time() - self.max_age_s, since=since)
 
-def _sweep_gradio_strays(cache: Path, cutoff: float) -> None:
-    """Remove the empty ``tmpXXXX`` files ``gr.File(type="filepath")`` leaves at the top of Gradio's cache.
 
-    Gradio 6.31 creates one unused ``NamedTemporaryFile(delete=False)`` per preprocessed upload
-    (components/file.py) and ``delete_cache`` does not track it. They hold no data, but one per
-    request adds up on a long-running Space.
+def _sweep_gradio_cache(cache: Path, cutoff: float, since: float | None = None) -> None:
+    """Remove the entries of Gradio's cache (an upload's hashed folder, a stray file) with nothing newer than
+    ``cutoff`` in them, or, given ``since``, nothing older than it (what this run wrote, at shutdown).
+
+    Gradio's ``delete_cache`` removes the files it tracks in this run and forgets them when the server stops,
+    so a restart would keep the last run's files for good; it never tracks some (the Scan tab's downloads, the
+    overlay images it encodes) nor the empty ``NamedTemporaryFile(delete=False)`` that Gradio 6.31 leaves per
+    ``gr.File(type="filepath")`` upload (components/file.py). Ages are ctimes, as Gradio's own: a copy keeps
+    its source's mtime.
     """
-    for stray in cache.glob("tmp*") if cache.is_dir() else ():
+    for entry in cache.iterdir() if cache.is_dir() else ():
         try:
-            info = stray.lstat()
-            if stat.S_ISREG(info.st_mode) and info.st_size == 0 and info.st_mtime < cutoff:
-                stray.unlink()
+            times = [p.lstat().st_ctime for p in (entry, *(entry.rglob("*") if entry.is_dir() else ()))]
+            if max(times) >= cutoff and (since is None or min(times) < since):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
         except FileNotFoundError:
             continue

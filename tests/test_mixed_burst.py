@@ -66,7 +66,7 @@ def test_publish_file_leaves_a_streaming_reader_the_whole_old_file(tmp_path):
         publish_file(b"second", target)
         assert reader.read() == b"first version"
     assert target.read_bytes() == b"second"
-    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"  # the server's user only, as Gradio's uploads
     assert [p.name for p in tmp_path.iterdir()] == ["image.png"]
 
 
