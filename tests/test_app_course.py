@@ -129,3 +129,6 @@ def test_without_a_target_it_compares_day_a_with_day_b(tiny_model, uploads):
     assert rows == expected[1] and np.array_equal(picture, expected[2])
     assert [Path(p).name for p in downloads] == [Path(p).name for p in expected[3]]
     assert table.empty and list(table.columns)[:3] == ["Day", "Organ", "Volume (ml)"] and plots == []
+    # Two days alone (the API's optional parameters left out) compare them too.
+    note, rows, *_ = course_tab.course_files(uploads["a"], uploads["b"])
+    assert note == expected[0] and rows == expected[1]

@@ -71,8 +71,9 @@ def roi_choices(target_file) -> gr.Dropdown:
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
-def course_files(files_a, files_b, more_days, target_file, roi, dose_file, constraints_text):
-    """The tab's outputs: note, A-vs-B table, picture, downloads, course table and plots."""
+def course_files(files_a, files_b, more_days=None, target_file=None, roi=None, dose_file=None, constraints_text=None):
+    """The tab's outputs: note, A-vs-B table, picture, downloads, course table and plots. Everything after the
+    two days is optional, as in the page (the API lists these as optional)."""
     if not server.upload_paths(target_file):
         note, rows, picture, downloads = days_tab.compare_days_files(files_a, files_b)
         if server.upload_paths(more_days) or server.upload_paths(dose_file) or (constraints_text or "").strip():
