@@ -130,11 +130,21 @@ class ScanClicks:
     undo: ScanEdits | None = None
     undo_what: str = ""
 
+    def __post_init__(self):
+        if self.undo is not None and self.token is not None:  # the undo point holds the scan's arrays too
+            from .scan_tab import KEPT
+
+            KEPT.attach(self.token, self)
+
+    def release(self) -> None:
+        """Drop the undo point (its scan was released to keep the server's memory bounded, :mod:`ui.kept`)."""
+        object.__setattr__(self, "undo", None)
+
 
 def _scan_state(state):
-    if not state:
-        raise EditError("No scan: segment a scan first, then click on its slices.")
-    return state
+    from .scan_tab import _scan_state as current
+
+    return current(state, "click on its slices")
 
 
 def _slice_at(state, position) -> int:

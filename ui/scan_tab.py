@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
@@ -18,19 +17,45 @@ from model.scans import Scan, load_scan
 
 from . import server
 from .editor import EditError, EditorState, edited_masks, editor_value
+from .kept import RELEASED, KeptScans, array_bytes, budget_from_environment
 from .overlays import ORGAN_CHOICES, confusion_annotations, organ_annotations
 from .tables import area_plot_frame, comparison_rows, review_rows, volume_rows
 
+#: The scans the sessions keep, within ``UWMGI_KEPT_SCANS_MB`` (:mod:`ui.kept`).
+KEPT = KeptScans(budget_from_environment())
 
-@dataclass(frozen=True)
+
 class ScanState:
     """The tab's state: the scan and its (corrected) masks with their edit log, the ground truth
     ``(O, D, H, W) bool`` if uploaded, and a token new for every segmented scan, so that an editor
-    opened on an older scan never lands in this one."""
+    opened on an older scan never lands in this one.
 
-    edits: ScanEdits
-    truth: np.ndarray | None = None
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    Each state is kept within :data:`KEPT`'s memory budget: a state whose scan was released is false,
+    and reading its scan raises :class:`EditError` (:data:`ui.kept.RELEASED`)."""
+
+    def __init__(self, edits: ScanEdits, truth: np.ndarray | None = None, token: str | None = None):
+        self.token = token or uuid.uuid4().hex
+        self._edits, self._truth, self.released = edits, truth, False
+        KEPT.keep(self.token, self, array_bytes(edits.scan, edits, truth))
+
+    def release(self) -> None:
+        self._edits = self._truth = None
+        self.released = True
+
+    def __bool__(self) -> bool:
+        return not self.released
+
+    @property
+    def edits(self) -> ScanEdits:
+        if self.released:
+            raise EditError(RELEASED)
+        return self._edits
+
+    @property
+    def truth(self) -> np.ndarray | None:
+        if self.released:
+            raise EditError(RELEASED)
+        return self._truth
 
     @property
     def scan(self) -> Scan:
@@ -42,9 +67,13 @@ class ScanState:
         return self.edits.organ_masks
 
 
-def _scan_state(state: ScanState | None) -> ScanState:
+def _scan_state(state: ScanState | None, action: str = "edit its slices") -> ScanState:
+    """``state``, now the most recently used scan; :class:`EditError` without one, or when it was released."""
+    if state is not None and state.released:
+        raise EditError(RELEASED)
     if not state:
-        raise EditError("No scan: segment a scan first, then edit its slices.")
+        raise EditError(f"No scan: segment a scan first, then {action}.")
+    KEPT.touch(state.token)
     return state
 
 
