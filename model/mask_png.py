@@ -29,8 +29,12 @@ def encode_mask_png(organ_masks: np.ndarray) -> np.ndarray:
     return packed
 
 
-def decode_mask_png(packed: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_mask_png`: ``(...)`` integer → ``(O, ...)`` bool."""
+def decode_mask_png(packed: np.ndarray | str | Path) -> np.ndarray:
+    """Inverse of :func:`encode_mask_png`: ``(...)`` integer → ``(O, ...)`` bool. ``packed`` may also be the
+    downloaded PNG's path."""
+    if isinstance(packed, (str, Path)):
+        with Image.open(packed) as im:
+            packed = np.asarray(im)
     return np.stack([(packed & MASK_BITS[o]) > 0 for o in labels.ORGANS])
 
 

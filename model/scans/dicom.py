@@ -96,7 +96,8 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         order = np.argsort(along, kind="stable")
         along = along[order]
         if len(along) > 1 and np.min(np.diff(along)) < 1e-3:
-            raise ScanError("Two DICOM slices share one position; upload one series at a time.")
+            raise ScanError("Two DICOM slices share one position (several echoes, time points or repeats in one series?); "
+                              "upload one image per position.")
     else:
         order = np.argsort([h.instance for h in headers], kind="stable")
         notes.append("DICOM files lack ImagePositionPatient; slices ordered by InstanceNumber.")

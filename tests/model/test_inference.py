@@ -92,13 +92,19 @@ def test_stack_slices_clamps_edges(tmp_path):
     assert seg.predict(stacks).shape == (5, 3, 4, 4)
 
 
-def test_mask_png_bits_keep_overlaps():
+def test_mask_png_bits_keep_overlaps(tmp_path):
+    from model.mask_png import save_mask_png
+
     masks = np.zeros((3, 2, 3), dtype=bool)
     masks[0, 0, 0] = masks[1, 0, 1] = masks[2, 0, 1] = masks[2, 1, 2] = True
     packed = encode_mask_png(masks)
     assert packed.tolist() == [[1, 6, 0], [0, 0, 4]]
     assert MASK_BITS == {"stomach": 1, "small_bowel": 2, "large_bowel": 4}
     np.testing.assert_array_equal(decode_mask_png(packed), masks)
+    # The downloaded file itself, as the README says to decode it.
+    path = save_mask_png(masks, tmp_path / "slice_masks.png")
+    np.testing.assert_array_equal(decode_mask_png(path), masks)
+    np.testing.assert_array_equal(decode_mask_png(str(path)), masks)
 
 
 def test_areas():

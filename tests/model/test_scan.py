@@ -332,6 +332,12 @@ def test_dicom_frames_of_reference_orientation_rounding_and_gaps(shared_data, tm
     gapped = load_scan(files[:2] + files[3:])
     assert any(re.search(r"Uneven slice spacing .* places slices up to 1\.5 mm from their true positions", n)
                for n in gapped.notes), gapped.notes
+    # A second image at one position (another echo in the same series): refused, saying why.
+    echo = pydicom.dcmread(files[0])
+    echo.SOPInstanceUID, echo.EchoTime = pydicom.uid.generate_uid(), 80.0
+    echo.save_as(tmp_path / "echo2.dcm")
+    with pytest.raises(ScanError, match=r"^Two DICOM slices share one position \(several echoes"):
+        load_scan([*files, tmp_path / "echo2.dcm"])
     # Two frames of reference in one series: refused, as two series are.
     ds = pydicom.dcmread(files[2])
     ds.FrameOfReferenceUID = pydicom.uid.generate_uid()
