@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..image import MIN_SIDE
-from .base import MAX_VOXELS, NIFTI_SUFFIXES, Scan, ScanError, file_head, scan_stem
+from .base import MAX_VOXELS, NIFTI_SUFFIXES, STANDARD_AXES, Scan, ScanError, file_head, scan_stem
 from .kaggle import case_day_in
 
 
@@ -54,7 +54,7 @@ def read_nifti(path: str | Path) -> Scan:
                 img = nib.Nifti1Image(np.asanyarray(img.dataobj)[..., None], img.affine, img.header)
                 notes.append("A 2-D NIfTI: read as a scan of one slice.")
             stored = "".join(nib.aff2axcodes(img.affine))
-            img = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(("L", "P", "S"))))
+            img = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(STANDARD_AXES)))
             data = np.asanyarray(img.dataobj)
         except Exception:  # noqa: BLE001
             raise ScanError(f"{path.name} could not be decoded; the file looks truncated or corrupt.") from None
@@ -64,7 +64,7 @@ def read_nifti(path: str | Path) -> Scan:
     if min(voxels.shape[1:]) < MIN_SIDE:
         raise ScanError(f"{path.name}: axial slices of {voxels.shape[2]}×{voxels.shape[1]} px are too small.")
     col_mm, row_mm, slice_mm = (float(z) for z in img.header.get_zooms()[:3])
-    if stored != "LPS":
+    if stored != "".join(STANDARD_AXES):
         notes.append(f"Stored in {stored} orientation; reoriented to axial slices (no resampling).")
     return Scan(voxels, (slice_mm, row_mm, col_mm), img.affine.astype(np.float64), tuple(range(1, len(voxels) + 1)),
                 scan_stem(path), "nifti", case_day=case_day_in(path.name), notes=notes)
