@@ -22,7 +22,7 @@ from gradio.utils import get_upload_folder
 
 from model.checkpoint import CheckpointError, model_choice
 from model.samples import find_samples
-from model.serving import bound_native_heap, configure_logging, trim_native_heap_forever
+from model.serving import bound_native_heap, configure_logging, own_gradio_cache, trim_native_heap_forever
 from model.engines.process import SegmenterProcess
 from ui import clicks, course_tab, days_tab, scan_tab, server, slice_tab
 from ui.editor import BRUSH_COLOURS, BRUSH_PX, editor_head
@@ -252,13 +252,23 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
     return demo
 
 
+# Gradio's cache is this process's own unless the operator names one (GRADIO_TEMP_DIR): a clean shutdown then
+# removes all of it, and the sweep (model.serving.Scratch) never takes another app's files.
+OWN_CACHE = None if os.environ.get("GRADIO_TEMP_DIR") else own_gradio_cache()
+if OWN_CACHE is not None:
+    os.environ["GRADIO_TEMP_DIR"] = str(OWN_CACHE)
 # The samples are fetched (into the HF cache) only when the app is run, never on import.
 demo = build_demo(*find_samples(fetch=__name__ == "__main__", limit=24))
 
 
+def kept_in_cache(blocks: gr.Blocks) -> set[str]:
+    """The files Gradio keeps in its cache for good (the examples it copied there at start), as Gradio's own
+    ``delete_cache`` spares them."""
+    return set().union(*(getattr(block, "keep_in_cache", set()) for block in blocks.blocks.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = server.parse_app_args(argv)
-    started = time.time()
     os.umask(0o077)  # uploads, outputs and our copies: readable by this server's user only
     configure_logging()
     bound_native_heap()
@@ -278,21 +288,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     log.info("model: %s; clicks: %s", segmenter.describe(), "learned click refiner" if refiner else "training-free corrector")
+    server.SCRATCH.keep = lambda: kept_in_cache(demo)
+    server.SCRATCH.own_cache = OWN_CACHE if OWN_CACHE and Path(get_upload_folder()).resolve() == OWN_CACHE.resolve() else None
     threading.Thread(target=server.SCRATCH.sweep_forever, args=(Path(get_upload_folder()), threading.Event()),
                      daemon=True, name="sweeper").start()
     threading.Thread(target=trim_native_heap_forever, args=(threading.Event(),), daemon=True, name="heap-trim").start()
     # Until Ctrl-C or SIGTERM (docker stop, systemd, a Space restarting). Then demo.close() ends the queue's
     # streams first, so the server stops within its grace time and Gradio's shutdown deletes the uploads and
     # outputs it tracks (Gradio's own block_thread closes only the server, which open streams keep past that
-    # time, so nothing was deleted); we delete our copies and what Gradio left of this run. The README's
-    # retention says so.
-    stop = threading.Event()
+    # time, so nothing was deleted); we delete our copies. What Gradio leaves untracked is swept by age, at the
+    # next start too. The README's retention says so. (The handler only records the signal: nothing that takes
+    # a lock runs inside it.)
+    signalled: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(0.5) and demo.is_running:
-        pass
+        signal.signal(signum, lambda signum, frame: signalled.append(signum))
+    while not signalled and demo.is_running:
+        time.sleep(0.5)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C during the shutdown stops at once
     demo.close()
-    server.SCRATCH.close(Path(get_upload_folder()), since=started)
+    server.SCRATCH.close()
     return 0
 
 

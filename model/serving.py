@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .checkpoint import CheckpointError, model_choice
@@ -168,14 +169,17 @@ class Scratch:
     The server returns files from these folders and Gradio copies them into its own cache, which
     its ``delete_cache`` empties on the same age; our copies must not outlive that policy either.
     Each new folder sweeps the old ones, and :meth:`sweep_forever` sweeps when no request comes.
-    Gradio's cache folder is passed in (``gradio_cache``): Gradio forgets its files when the server
-    stops, so what an earlier run (or a killed one) left there is swept on the same age too.
-    :meth:`close` removes this process's folders, and this run's files in Gradio's cache, at once (a clean
-    shutdown).
+    Gradio's cache folder is passed in (``gradio_cache``): what Gradio does not track there (some
+    outputs, an earlier or killed run's files, the empty strays of file uploads) is swept on the same
+    age, except the files ``keep()`` names (the example slices Gradio copied there at start).
+    :meth:`close` removes this process's folders at once (a clean shutdown). ``own_cache``: Gradio's
+    cache when it is this process's alone (:func:`own_gradio_cache`): :meth:`close` removes all of it,
+    and a sweep removes the caches of this app's processes that have ended.
     """
 
-    def __init__(self, root: Path, max_age_s: float):
-        self.root, self.max_age_s = Path(root), max_age_s
+    def __init__(self, root: Path, max_age_s: float, keep: Callable[[], set[str]] = set,
+                 own_cache: Path | None = None):
+        self.root, self.max_age_s, self.keep, self.own_cache = Path(root), max_age_s, keep, own_cache
         self._mine: set[Path] = set()
 
     def new_dir(self, gradio_cache: Path) -> Path:
@@ -188,51 +192,81 @@ class Scratch:
         return folder
 
     def sweep(self, gradio_cache: Path) -> None:
-        """Remove our request folders, and whatever sits in Gradio's cache, older than ``max_age_s``."""
+        """Remove our request folders, and what sits untracked in Gradio's cache, older than ``max_age_s``."""
         cutoff = time.time() - self.max_age_s
         for old in self.root.iterdir() if self.root.is_dir() else ():
             try:
                 if old.stat().st_mtime < cutoff:
                     shutil.rmtree(old, ignore_errors=True)
                     self._mine.discard(old)
-            except FileNotFoundError:  # another process swept it first
+            except OSError:  # another process swept it first, or it is not ours to read
                 continue
-        _sweep_gradio_cache(Path(gradio_cache), cutoff)
+        _sweep_gradio_cache(Path(gradio_cache), cutoff, {str(Path(p).resolve()) for p in self.keep()})
+        if self.own_cache is not None:
+            for cache in self.own_cache.parent.glob(f"{OWN_CACHE_PREFIX}*"):
+                pid = cache.name[len(OWN_CACHE_PREFIX):]
+                if cache != self.own_cache and pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(cache, ignore_errors=True)
 
     def sweep_forever(self, gradio_cache: Path, stop: threading.Event) -> None:
         """Sweep now (an earlier run's leftovers), then every ``max_age_s`` until ``stop`` is set (a daemon
         thread's target)."""
-        self.sweep(gradio_cache)
-        while not stop.wait(self.max_age_s):
-            self.sweep(gradio_cache)
+        while True:
+            try:
+                self.sweep(gradio_cache)
+            except Exception as err:  # noqa: BLE001 - the sweeper must outlive one bad sweep
+                log.error("sweeping old files failed: %s", type(err).__name__)
+            if stop.wait(self.max_age_s):
+                return
 
-    def close(self, gradio_cache: Path, since: float) -> None:
-        """At shutdown: remove every folder this process made (other processes' folders are theirs), and what
-        Gradio's cache gained since ``since`` (the server's start) that Gradio's own shutdown left."""
+    def close(self) -> None:
+        """At shutdown: remove every folder this process made (other processes' folders are theirs), and
+        Gradio's cache when it is this process's own."""
         for folder in list(self._mine):
             shutil.rmtree(folder, ignore_errors=True)
             self._mine.discard(folder)
-        _sweep_gradio_cache(Path(gradio_cache), time.time() - self.max_age_s, since=since)
+        if self.own_cache is not None:
+            shutil.rmtree(self.own_cache, ignore_errors=True)
 
 
-def _sweep_gradio_cache(cache: Path, cutoff: float, since: float | None = None) -> None:
+#: The name of a Gradio cache that one process of this app owns, before its process id.
+OWN_CACHE_PREFIX = "uwmgi-gradio-"
+
+
+def own_gradio_cache() -> Path:
+    """Where this process's Gradio cache goes when the operator names none (``GRADIO_TEMP_DIR``): its own
+    folder, so that a clean shutdown can remove all of it and no other app's files."""
+    return Path(tempfile.gettempdir()) / f"{OWN_CACHE_PREFIX}{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _sweep_gradio_cache(cache: Path, cutoff: float, keep: set[str] = frozenset()) -> None:
     """Remove the entries of Gradio's cache (an upload's hashed folder, a stray file) with nothing newer than
-    ``cutoff`` in them, or, given ``since``, nothing older than it (what this run wrote, at shutdown).
+    ``cutoff`` in them and no file of ``keep`` (resolved paths).
 
     Gradio's ``delete_cache`` removes the files it tracks in this run and forgets them when the server stops,
-    so a restart would keep the last run's files for good; it never tracks some (the Scan tab's downloads, the
-    overlay images it encodes) nor the empty ``NamedTemporaryFile(delete=False)`` that Gradio 6.31 leaves per
-    ``gr.File(type="filepath")`` upload (components/file.py). Ages are ctimes, as Gradio's own: a copy keeps
-    its source's mtime.
+    so a restart would keep the last run's files for good; it never tracks some outputs (the Scan tab's
+    downloads, the overlay images) nor the empty ``NamedTemporaryFile(delete=False)`` that Gradio 6.31 leaves
+    per ``gr.File(type="filepath")`` upload (components/file.py). Ages are ctimes, as Gradio's own: a copy
+    keeps its source's mtime.
     """
     for entry in cache.iterdir() if cache.is_dir() else ():
         try:
-            times = [p.lstat().st_ctime for p in (entry, *(entry.rglob("*") if entry.is_dir() else ()))]
-            if max(times) >= cutoff and (since is None or min(times) < since):
+            inside = [entry, *(entry.rglob("*") if entry.is_dir() and not entry.is_symlink() else ())]
+            if max(p.lstat().st_ctime for p in inside) >= cutoff or any(str(p.resolve()) in keep for p in inside):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink()
-        except FileNotFoundError:
+        except OSError:  # gone already, or not this server's to remove
             continue

@@ -98,14 +98,22 @@ def test_sweeper_removes_old_files_without_requests(tmp_path):
     (cache / "0123abcd" / "upload.png").write_bytes(b"an earlier run's upload")
     past = time.time() - 10
     os.utime(old, (past, past))
-    time.sleep(1.2)  # ctimes cannot be set: age what is there, then add fresh entries
+    (cache / "89abcdef").mkdir()  # an example slice Gradio copied at start and keeps for good
+    (cache / "89abcdef" / "sample.png").write_bytes(b"an example")
+    time.sleep(1.2)
     fresh.mkdir()
     (cache / "4567cdef").mkdir()
     (cache / "4567cdef" / "example.png").write_bytes(b"just copied")
     os.utime(cache / "4567cdef" / "example.png", (past, past))  # an old mtime, as a copied example keeps
-    Scratch(scratch, 1).sweep(cache)
+    Scratch(scratch, 1, keep=lambda: {str(cache / "89abcdef" / "sample.png")}).sweep(cache)
     assert not old.exists() and fresh.exists()
-    assert sorted(p.name for p in cache.iterdir()) == ["4567cdef"]
+    assert sorted(p.name for p in cache.iterdir()) == ["4567cdef", "89abcdef"]
+    # This app's own caches: a process that has ended leaves its whole cache to the next sweep.
+    mine, ended, foreign = (tmp_path / f"uwmgi-gradio-{n}" for n in (os.getpid(), 2**22 + 7, "x"))
+    for folder in (mine, ended, foreign):
+        folder.mkdir()
+    Scratch(scratch, 1, own_cache=mine).sweep(mine)
+    assert mine.exists() and not ended.exists() and foreign.exists()
 
     stop = threading.Event()
     threading.Thread(target=Scratch(scratch, 0.5).sweep_forever, args=(cache, stop), daemon=True).start()
@@ -124,10 +132,10 @@ def test_a_stopped_server_leaves_no_upload_or_output(softmax_ckpt, tmp_path):
     from benchmarks.served import Server
 
     tmp = tmp_path / "tmp"
-    gradio_tmp = tmp / "gradio"
-    gradio_tmp.mkdir(parents=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp),
-           "GRADIO_TEMP_DIR": str(gradio_tmp)}
+    tmp.mkdir()
+    # No GRADIO_TEMP_DIR: Gradio's cache is the server's own ($TMPDIR/uwmgi-gradio-<pid>), all of it removed.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp)}
+    env.pop("GRADIO_TEMP_DIR", None)
     app = Server([str(REPO / "app.py"), "--model", str(softmax_ckpt)], env, cwd=tmp_path, log=tmp_path / "server.log",
                  name="app.py")
     try:
@@ -136,8 +144,9 @@ def test_a_stopped_server_leaves_no_upload_or_output(softmax_ckpt, tmp_path):
         client.predict(handle_file(str(good_slice(tmp_path))), api_name="/segment")
         written = [p for p in tmp.rglob("*") if p.is_file()]
         assert any(p.name == "upl-good.png" for p in written) and any(p.name == "upl-good_masks.png" for p in written)
+        assert {p.relative_to(tmp).parts[0] for p in written} == {f"uwmgi-gradio-{app.proc.pid}", "uwmgi-outputs"}
         assert {oct(p.stat().st_mode & 0o077) for p in written} == {"0o0"}, "readable by other users"
     finally:
         app.stop()  # SIGTERM; with the client's streams still open
     assert app.proc.returncode == 0, app.output()
-    assert [p for p in tmp.rglob("*") if p.is_file()] == []
+    assert [p for p in tmp.rglob("*") if p.is_file()] == []  # the overlay images Gradio does not track too
