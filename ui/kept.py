@@ -9,15 +9,18 @@ server's memory within the hour.
 
 :class:`KeptScans` holds the scans' bytes to a budget: when a new scan would go over it, the scans
 used longest ago are released (their holders drop their arrays) and their sessions' next action says
-so in one line. The scan just segmented is always kept.
+so in one line. The scan just segmented is always kept, and so is any scan used in the last two
+minutes (a request is never left without its scan half-way).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,40 +32,59 @@ RELEASED = ("This scan was released to keep the server's memory bounded (it keep
             "scans); segment it again.")
 
 
+@dataclass
+class _Entry:
+    holders: list[weakref.ref]
+    nbytes: int
+    used: float  # time.monotonic() of the last use
+
+    def alive(self) -> bool:
+        return any(h() is not None for h in self.holders)
+
+
 class KeptScans:
     """Scans' bytes, by token, most recently used last; over ``budget_bytes`` the oldest are released.
 
     A *holder* is any object with a ``release()`` method that drops its references to a scan's arrays
     (the tab's state, an undo point). Holders are held weakly: a session Gradio has forgotten costs
-    nothing here.
+    nothing here. A scan used within the last ``grace_s`` seconds is never released, so no request
+    loses its scan while it runs (the budget may be exceeded for that long).
     """
 
-    def __init__(self, budget_bytes: int):
-        self.budget_bytes = int(budget_bytes)
-        self._entries: OrderedDict[str, tuple[list[weakref.ref], int]] = OrderedDict()
+    def __init__(self, budget_bytes: int, grace_s: float = 120.0):
+        self.budget_bytes, self.grace_s = int(budget_bytes), grace_s
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def keep(self, token: str, holder, nbytes: int) -> None:
         """``holder`` now holds scan ``token`` (``nbytes`` in all), the most recently used one; release the
-        scans used longest ago while the total is over the budget (never this one)."""
+        scans used longest ago while the total is over the budget (never this one, nor one in its grace time)."""
         released = []
+        now = time.monotonic()
         with self._lock:
-            holders, _ = self._entries.pop(token, ([], 0))
-            holders = [h for h in holders if h() is not None] + [weakref.ref(holder)]
-            self._entries[token] = (holders, int(nbytes))
-            while len(self._entries) > 1 and self.total_bytes() > self.budget_bytes:
-                _, (old, _) = self._entries.popitem(last=False)
-                released += [h() for h in old]
+            entry = self._entries.pop(token, None)
+            holders = [h for h in entry.holders if h() is not None] if entry else []
+            self._entries[token] = _Entry([*holders, weakref.ref(holder)], int(nbytes), now)
+            for dead in [t for t, e in self._entries.items() if not e.alive()]:  # sessions Gradio forgot
+                del self._entries[dead]
+            total = sum(e.nbytes for e in self._entries.values())
+            while len(self._entries) > 1 and total > self.budget_bytes:
+                oldest = next(iter(self._entries.values()))
+                if now - oldest.used < self.grace_s:
+                    break
+                _, gone = self._entries.popitem(last=False)
+                total -= gone.nbytes
+                released += [h() for h in gone.holders]
         for holder in released:  # outside the lock: a release may free hundreds of MB
             if holder is not None:
                 holder.release()
 
     def attach(self, token: str, holder) -> None:
-        """``holder`` also holds some of scan ``token``'s arrays: released with it. Ignored for a scan not kept."""
+        """``holder`` also holds some of scan ``token``'s arrays: released with it; at once for a scan not kept."""
         with self._lock:
             entry = self._entries.get(token)
             if entry is not None:
-                entry[0].append(weakref.ref(holder))
+                entry.holders.append(weakref.ref(holder))
         if entry is None:
             holder.release()
 
@@ -71,10 +93,12 @@ class KeptScans:
         with self._lock:
             if token in self._entries:
                 self._entries.move_to_end(token)
+                self._entries[token].used = time.monotonic()
 
     def total_bytes(self) -> int:
-        """The kept scans' bytes (their holders may since have been forgotten by Gradio)."""
-        return sum(nbytes for holders, nbytes in self._entries.values() if any(h() is not None for h in holders))
+        """The kept scans' bytes (those whose holders Gradio has forgotten do not count)."""
+        with self._lock:
+            return sum(e.nbytes for e in self._entries.values() if e.alive())
 
     def __contains__(self, token: str) -> bool:
         return token in self._entries

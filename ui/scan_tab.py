@@ -39,8 +39,8 @@ class ScanState:
         KEPT.keep(self.token, self, array_bytes(edits.scan, edits, truth))
 
     def release(self) -> None:
+        self.released = True  # first: a reader in another thread sees a released state, never a half-empty one
         self._edits = self._truth = None
-        self.released = True
 
     def __bool__(self) -> bool:
         return not self.released
@@ -185,8 +185,11 @@ def apply_scan_edit(state: ScanState | None, editor_state: EditorState | None, v
 
 def render_scan(state: ScanState | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
     """Overlays of slice ``position`` (1-based): organs, and TP/FP/FN when there is ground truth."""
+    if state is not None and state.released:
+        gr.Warning(RELEASED)
     if not state:
         return None, None
+    KEPT.touch(state.token)  # looking through a scan is using it
     scan = state.scan
     index = int(np.clip(int(position or 1) - 1, 0, len(scan) - 1))
     display = scan.display_slice(index)

@@ -23,7 +23,7 @@ class Holder:
 
 
 def test_the_scans_used_longest_ago_are_released_over_the_budget():
-    kept = KeptScans(budget_bytes=250)
+    kept = KeptScans(budget_bytes=250, grace_s=0)
     a, b, c, d = Holder(), Holder(), Holder(), Holder()
     kept.keep("a", a, 100)
     kept.keep("b", b, 100)
@@ -44,13 +44,25 @@ def test_the_scans_used_longest_ago_are_released_over_the_budget():
 
 
 def test_a_session_gradio_forgot_costs_nothing():
-    kept = KeptScans(budget_bytes=250)
+    kept = KeptScans(budget_bytes=250, grace_s=0)
     kept.keep("gone", Holder(), 200)  # nobody holds it any more
     gc.collect()
     assert kept.total_bytes() == 0
     survivor = Holder()
     kept.keep("new", survivor, 200)
     assert not survivor.released
+
+
+def test_a_scan_in_use_is_not_released_during_its_grace_time():
+    """A request that is still working on its scan (used within the grace time) keeps it, over the budget."""
+    kept = KeptScans(budget_bytes=150, grace_s=60)
+    working, new = Holder(), Holder()
+    kept.keep("working", working, 100)
+    kept.keep("new", new, 100)
+    assert not working.released and kept.total_bytes() == 200  # over the budget, for the grace time
+    kept.grace_s = 0  # ... and once it is past
+    kept.keep("newer", Holder(), 10)
+    assert working.released and not new.released
 
 
 def test_array_bytes_counts_each_array_once():
@@ -72,7 +84,7 @@ def test_a_released_scan_says_so_and_frees_its_memory(tiny_model, shared_data, m
     """Two sessions' scans where the budget holds one: the older is released, its next action says so in one
     line, its overlays go blank, and its arrays are freed; the newer one works on."""
     files = kaggle_slices(shared_data, "volume_234x234", count=6)
-    monkeypatch.setattr(scan_tab, "KEPT", KeptScans(budget_bytes=1))
+    monkeypatch.setattr(scan_tab, "KEPT", KeptScans(budget_bytes=1, grace_s=0))
     first = _segment(files[:3])
     masks = weakref.ref(first.edits.organ_masks)
     second = _segment(files[3:])
