@@ -183,13 +183,17 @@ def _seg_frames(seg, scan: Scan, segments: set[int], threshold: float):
 
 def _frame_index(origin, step_col, step_row, rows, cols, shape):
     """Index arrays that place an ``(R, C)`` frame in a ``shape`` array, or ``None`` when its pixels are not
-    voxels of it: each step must be one voxel along one axis, the origin a voxel, every pixel inside."""
+    voxels of it: each step must be one voxel along one axis, the origin a voxel, every pixel inside, and the
+    frame's far edge still within :data:`PLANE_TOLERANCE` of a voxel (a tilt or a pixel size a little off
+    adds up across the frame)."""
     axes = []
-    for step in (step_row, step_col):
+    for step, count in ((step_row, len(rows)), (step_col, len(cols))):
         axis = int(np.argmax(np.abs(step)))
-        if abs(abs(step[axis]) - 1) > PLANE_TOLERANCE or np.delete(np.abs(step), axis).max() > PLANE_TOLERANCE:
+        unit = np.zeros(3)
+        unit[axis] = np.sign(step[axis])
+        if np.abs(step - unit).max() * max(count - 1, 1) > PLANE_TOLERANCE:
             return None
-        axes.append((axis, int(round(step[axis]))))
+        axes.append((axis, int(unit[axis])))
     (row_axis, row_sign), (col_axis, col_sign) = axes
     start = np.rint(origin)
     if row_axis == col_axis or np.abs(origin - start).max() > PLANE_TOLERANCE:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image import DEFAULT_PIXEL_SPACING_MM
+from ..image import DEFAULT_PIXEL_SPACING_MM, MIN_SIDE
 from .base import (DEFAULT_SLICE_THICKNESS_MM, LPS_TO_RAS, Scan, ScanError, SourceSeries, axis_codes, stack_voxels,
                    to_standard_axes)
 
@@ -75,7 +75,7 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
                         "upload one series at a time.")
     photometric = {str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2") for _, ds in datasets}
     if len(photometric) > 1:
-        raise ScanError("The DICOM slices mix grey scales (PhotometricInterpretation MONOCHROME1 and MONOCHROME2); "
+        raise ScanError(f"The DICOM slices mix photometric interpretations ({', '.join(sorted(photometric))}); "
                         "upload one series at a time.")
     have_geometry = all(h.orientation is not None and h.position is not None for h in headers)
     notes: list[str] = [f"{derived} DICOM SEG or RTSTRUCT file(s) next to the series were skipped."] if derived else []
@@ -151,6 +151,9 @@ def read_dicom_series(files: list[Path], name: str = "dicom") -> Scan:
         lps = np.diag([col_mm, row_mm, slice_mm, 1.0])
     affine = LPS_TO_RAS @ lps
     voxels, affine, spacing, stored_axes = to_standard_axes(voxels, affine, (slice_mm, row_mm, col_mm))
+    if min(voxels.shape[1:]) < MIN_SIDE:  # e.g. a few sagittal slices, turned to axial slices a few pixels wide
+        raise ScanError(f"Turned to axial slices, the series gives slices of {voxels.shape[2]}×{voxels.shape[1]} px, "
+                        f"under {MIN_SIDE} px a side; upload a series that covers the abdomen in every direction.")
     if stored_axes is not None:
         notes.append(f"Stored in {axis_codes(stored_axes)} orientation; reoriented to axial slices in the standard "
                      "orientation (no resampling), as the model was trained.")

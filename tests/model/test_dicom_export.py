@@ -227,6 +227,23 @@ def test_ground_truth_from_another_grid_is_refused(exported, tmp_path):
             load_ground_truth([path], shifted)
 
 
+def test_a_seg_frame_is_placed_only_when_its_far_edge_is_on_the_grid_too():
+    """A frame tilted by a few degrees, or with pixels a little off in size, drifts off the scan's voxels across
+    its width: refused as off the grid (the old per-step check placed it on one slice)."""
+    from model.dicom.truth import _frame_index
+
+    rows, cols, shape = np.arange(200), np.arange(256), (30, 200, 256)
+    origin = np.array([5.0, 0.0, 0.0])  # (slice, row, col)
+    down, along = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    index = _frame_index(origin, along, down, rows, cols, shape)
+    volume = np.zeros(shape, dtype=bool)
+    volume[index] = np.ones((200, 256), dtype=bool)
+    assert volume[5].all() and volume.sum() == 200 * 256
+    assert _frame_index(origin, along + [0.05, 0, 0], down, rows, cols, shape) is None  # 3° tilt: 12.75 slices away
+    assert _frame_index(origin, along * 1.02, down, rows, cols, shape) is None  # 2 % pixel size: 5 px off at the edge
+    assert _frame_index(origin, along * (1 + 1e-6), down, rows, cols, shape) is not None  # DS rounding
+
+
 def test_contours_keep_holes_without_relying_on_a_fill_rule():
     from skimage.draw import polygon
 
@@ -293,6 +310,7 @@ def test_exports_log_and_print_no_patient_identifiers(exported, tmp_path, caplog
     assert [p.name for p in paths] == ["again_seg.dcm", "again_rtstruct.dcm"]
 
 
+@pytest.mark.parametrize("exported", ["axial"], indirect=True)  # logging does not depend on the geometry
 def test_the_servers_logging_names_no_uid_of_the_upload(exported, tmp_path, caplog, capfd, monkeypatch):
     """highdicom logs at INFO the SOP Instance UID of the upload each SEG copies attributes from; the server's
     logging (``configure_logging``) keeps it, and any other UID of the upload, out of the log."""

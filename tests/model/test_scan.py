@@ -273,6 +273,16 @@ def test_dicom_series_of_one_patient_in_any_orientation_give_the_same_scan(share
         np.testing.assert_array_equal(first, stored)
 
 
+def test_a_few_sagittal_slices_are_refused_as_too_thin_once_turned(shared_data, tmp_path):
+    import rt_series
+
+    v = stack(kaggle_slices(shared_data, "volume_276x276", count=8))
+    files = rt_series.write_mr_series(v[::-1, :, ::-1].transpose(2, 0, 1)[130:133], tmp_path / "sagittal",
+                                      orientation=(0, 1, 0, 0, 0, -1), pixel_spacing=(3.0, 1.5), slice_mm=1.25)
+    with pytest.raises(ScanError, match=r"^Turned to axial slices, the series gives slices of 3×276 px, under 16 px"):
+        load_scan(files)
+
+
 def test_dicom_truth_of_a_sagittal_series_lands_on_its_axial_scan(shared_data, tmp_path):
     """A SEG and an RTSTRUCT made on a sagittal series (frames and contours across the scan's slices)
     are read onto the scan turned to axial slices, voxel for voxel."""
@@ -305,7 +315,7 @@ def test_dicom_monochrome1_is_inverted_and_mixed_grey_scales_are_refused(shared_
     ds = pydicom.dcmread(files[1])
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.save_as(files[1])
-    with pytest.raises(ScanError, match=r"^The DICOM slices mix grey scales .*MONOCHROME1 and MONOCHROME2"):
+    with pytest.raises(ScanError, match=r"^The DICOM slices mix photometric interpretations \(MONOCHROME1, MONOCHROME2\)"):
         load_scan(files)
 
 
