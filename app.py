@@ -296,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     # Until Ctrl-C or SIGTERM (docker stop, systemd, a Space restarting). Then demo.close() ends the queue's
     # streams first, so the server stops within its grace time and Gradio's shutdown deletes the uploads and
     # outputs it tracks (Gradio's own block_thread closes only the server, which open streams keep past that
-    # time, so nothing was deleted); we delete our copies. What Gradio leaves untracked is swept by age, at the
-    # next start too. The README's retention says so. (The handler only records the signal: nothing that takes
-    # a lock runs inside it.)
+    # time, so nothing was deleted); we delete our copies and, when Gradio's cache is this process's own, all of
+    # it (else what Gradio leaves untracked goes by age). The README's retention says so. (The handler only
+    # records the signal: nothing that takes a lock runs inside it.)
     signalled: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: signalled.append(signum))
