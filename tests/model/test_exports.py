@@ -77,7 +77,7 @@ def test_label_nifti_round_trip_with_nibabel(shared_data, tmp_path):
 def test_label_nifti_keeps_an_oblique_dicom_affine(shared_data, tmp_path):
     import nibabel as nib
 
-    voxels = stack(kaggle_slices(shared_data, count=4))
+    voxels = stack(kaggle_slices(shared_data, count=20))  # 20 coronal-ish slices: axial slices 20 px tall
     oblique = (np.cos(0.2), np.sin(0.2), 0, 0, 0, -1)  # a coronal-ish oblique series
     scan = load_scan(write_dicom_series(voxels, tmp_path / "series", orientation=oblique))
     assert any("reoriented to axial slices" in n for n in scan.notes)  # coronal-ish: turned to axial for the model
