@@ -181,11 +181,14 @@ class Scratch:
                  own_cache: Path | None = None):
         self.root, self.max_age_s, self.keep, self.own_cache = Path(root), max_age_s, keep, own_cache
         self._mine: set[Path] = set()
+        self._swept = 0.0  # time.monotonic() of the last sweep
 
     def new_dir(self, gradio_cache: Path) -> Path:
-        """A fresh folder for one request's downloads, after a sweep."""
+        """A fresh folder for one request's downloads, after a sweep (at most one a minute: a sweep walks
+        Gradio's whole cache)."""
         self.root.mkdir(mode=0o700, exist_ok=True)
-        self.sweep(gradio_cache)
+        if time.monotonic() - self._swept >= min(60.0, self.max_age_s):
+            self.sweep(gradio_cache)
         folder = self.root / uuid.uuid4().hex
         folder.mkdir(mode=0o700)
         self._mine.add(folder)
@@ -193,6 +196,7 @@ class Scratch:
 
     def sweep(self, gradio_cache: Path) -> None:
         """Remove our request folders, and what sits untracked in Gradio's cache, older than ``max_age_s``."""
+        self._swept = time.monotonic()
         cutoff = time.time() - self.max_age_s
         for old in self.root.iterdir() if self.root.is_dir() else ():
             try:

@@ -150,3 +150,17 @@ def test_a_stopped_server_leaves_no_upload_or_output(softmax_ckpt, tmp_path):
         app.stop()  # SIGTERM; with the client's streams still open
     assert app.proc.returncode == 0, app.output()
     assert [p for p in tmp.rglob("*") if p.is_file()] == []  # the overlay images Gradio does not track too
+
+
+def test_requests_sweep_at_most_once_a_minute(tmp_path):
+    """A sweep walks Gradio's whole cache: requests trigger one at most every minute (or every max age, if shorter)."""
+    scratch = Scratch(tmp_path / "scratch", 3600)
+    sweep, calls = scratch.sweep, []
+    scratch.sweep = lambda cache: (calls.append(cache), sweep(cache))
+    first, second = scratch.new_dir(tmp_path / "gradio"), scratch.new_dir(tmp_path / "gradio")
+    assert first != second and first.is_dir() and second.is_dir() and len(calls) == 1
+    quick = Scratch(tmp_path / "quick", 0)  # a zero age sweeps on every request
+    sweep0, calls0 = quick.sweep, []
+    quick.sweep = lambda cache: (calls0.append(cache), sweep0(cache))
+    quick.new_dir(tmp_path / "gradio"), quick.new_dir(tmp_path / "gradio")
+    assert len(calls0) == 2
