@@ -131,10 +131,10 @@ class ScanClicks:
     undo_what: str = ""
 
     def __post_init__(self):
-        if self.undo is not None and self.token is not None:  # the undo point holds the scan's arrays too
-            from .scan_tab import KEPT
+        if self.undo is not None and self.token is not None:  # the undo point holds the scan's arrays too,
+            from .scan_tab import KEPT                        # and masks of its own
 
-            KEPT.attach(self.token, self)
+            KEPT.attach(self.token, self, self.undo.organ_masks.nbytes)
 
     def release(self) -> None:
         """Drop the undo point (its scan was released to keep the server's memory bounded, :mod:`ui.kept`)."""

@@ -2,7 +2,7 @@
 
 A segmented scan stays in its session's ``gr.State`` so the page can re-draw, edit, click and review
 it: the scan, the model's masks and float16 probabilities, the corrected masks, any ground truth
-(13 to 16 bytes a voxel, so hundreds of MB for the largest scan allowed). Gradio
+and an undo point's masks (13 to 16 bytes a voxel, so hundreds of MB for the largest scan allowed). Gradio
 keeps a session's state for its time to live (an hour) even after the tab is closed, and every new
 API client is a new session, so without a bound a few people with large scans would exhaust the
 server's memory within the hour.
@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,9 +37,14 @@ class _Entry:
     holders: list[weakref.ref]
     nbytes: int
     used: float  # time.monotonic() of the last use
+    extra: dict[int, tuple[weakref.ref, int]] = field(default_factory=dict)  # attached holders' own bytes
 
     def alive(self) -> bool:
         return any(h() is not None for h in self.holders)
+
+    def total(self) -> int:
+        """The scan's bytes and those its living attached holders (undo points) hold besides."""
+        return self.nbytes + sum(n for ref, n in self.extra.values() if ref() is not None)
 
 
 class KeptScans:
@@ -64,27 +69,32 @@ class KeptScans:
         with self._lock:
             entry = self._entries.pop(token, None)
             holders = [h for h in entry.holders if h() is not None] if entry else []
-            self._entries[token] = _Entry([*holders, weakref.ref(holder)], int(nbytes), now)
+            extra = {k: v for k, v in entry.extra.items() if v[0]() is not None} if entry else {}
+            self._entries[token] = _Entry([*holders, weakref.ref(holder)], int(nbytes), now, extra)
             for dead in [t for t, e in self._entries.items() if not e.alive()]:  # sessions Gradio forgot
                 del self._entries[dead]
-            total = sum(e.nbytes for e in self._entries.values())
+            total = sum(e.total() for e in self._entries.values())
             while len(self._entries) > 1 and total > self.budget_bytes:
                 oldest = next(iter(self._entries.values()))
                 if now - oldest.used < self.grace_s:
                     break
                 _, gone = self._entries.popitem(last=False)
-                total -= gone.nbytes
+                total -= gone.total()
                 released += [h() for h in gone.holders]
         for holder in released:  # outside the lock: a release may free hundreds of MB
             if holder is not None:
                 holder.release()
 
-    def attach(self, token: str, holder) -> None:
-        """``holder`` also holds some of scan ``token``'s arrays: released with it; at once for a scan not kept."""
+    def attach(self, token: str, holder, nbytes: int = 0) -> None:
+        """``holder`` also holds some of scan ``token``'s arrays, and ``nbytes`` of its own (an undo point's
+        masks), counted while it lives: released with the scan; at once for a scan not kept."""
         with self._lock:
             entry = self._entries.get(token)
             if entry is not None:
-                entry.holders.append(weakref.ref(holder))
+                ref = weakref.ref(holder)
+                entry.holders.append(ref)
+                if nbytes:
+                    entry.extra[id(holder)] = (ref, int(nbytes))
         if entry is None:
             holder.release()
 
@@ -98,7 +108,7 @@ class KeptScans:
     def total_bytes(self) -> int:
         """The kept scans' bytes (those whose holders Gradio has forgotten do not count)."""
         with self._lock:
-            return sum(e.nbytes for e in self._entries.values() if e.alive())
+            return sum(e.total() for e in self._entries.values() if e.alive())
 
     def __contains__(self, token: str) -> bool:
         return token in self._entries

@@ -101,3 +101,26 @@ def test_a_released_scan_says_so_and_frees_its_memory(tiny_model, shared_data, m
     assert scan_tab.render_scan(second, 1)[0] is not None
     scan_tab.open_scan_editor(second, 1)
     assert RELEASED.endswith("segment it again.")
+
+
+def test_an_undo_point_counts_its_own_masks_while_it_lives():
+    """An undo point holds the masks from before the last edit besides the scan's arrays: they count
+    towards the budget while it lives, and not after it is dropped."""
+    kept = KeptScans(budget_bytes=250, grace_s=0)
+    scan = Holder()
+    kept.keep("a", scan, 100)
+    undo = Holder()
+    kept.attach("a", undo, 120)
+    assert kept.total_bytes() == 220
+    kept.keep("a", scan, 100)  # the scan edited again: its undo point still lives, still counts
+    assert kept.total_bytes() == 220
+    other = Holder()
+    kept.keep("b", other, 100)  # 320 > 250 only with the undo's masks: a goes
+    assert scan.released and undo.released and not other.released
+    third = Holder()
+    kept.keep("c", third, 100)
+    undo_c = Holder()
+    kept.attach("c", undo_c, 120)
+    del undo_c
+    gc.collect()
+    assert kept.total_bytes() == 200 and not third.released  # the dropped undo point costs nothing
