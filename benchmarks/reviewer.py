@@ -294,8 +294,9 @@ def whole_scan_by_corrector(record: dict) -> dict:
 def merge(records: list[dict]) -> dict:
     """One record pooling runs on different volumes (the per-slice-organ rows recomputed from their raw lists).
     A corrector run twice on the same volumes counts once: the later record's row."""
-    merged = {"command": " ; ".join(r["command"] for r in records), "volumes": {}, "protocol": records[0]["protocol"],
-              "per_slice_organ": {}, "whole_scan": {}}
+    merged = {"command": " ; ".join(r["command"] for r in records),
+              "machines": sorted({r.get("machine", "not recorded") for r in records}),
+              "volumes": {}, "protocol": records[0]["protocol"], "per_slice_organ": {}, "whole_scan": {}}
     rows: dict[str, dict[tuple, dict]] = {}
     for r in records:
         merged["volumes"] |= r["volumes"]
@@ -491,6 +492,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)  # a click is timed on one thread: the 2-vCPU Space serves other requests beside it
+    from .measure import Machine
+
     volumes = held_out_predictions(args.data, args.steps, args.volumes)
 
     def corrector(name: str):
@@ -500,6 +503,9 @@ def main() -> int:
 
     record = {
         "command": "nice -n 10 python -m benchmarks.reviewer " + " ".join(sys.argv[1:]),
+        # The check models are trained here, and their training is not bit-identical between CPUs: the
+        # errors to correct, and so every number below, belong to the machine that ran it.
+        "machine": Machine.this().describe(),
         "volumes": {k: {"slices": int(v[0].voxels.shape[0]), "size": list(v[0].voxels.shape[1:]),
                         "model_mean_volume_dice": round(float(np.mean([dice(v[2][o], v[1][o]) for o in range(3)])), 3),
                         "wrong_slice_organs": len(wrong_slice_organs(v[2], v[1])),

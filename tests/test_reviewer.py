@@ -55,8 +55,9 @@ def test_the_reviewer_runs_on_a_tiny_scan():
     record = {"command": "a", "protocol": {}, "volumes": {"tiny": {}}, "per_slice_organ": {"interactive": ours},
               "whole_scan": {}}
     again = {**record, "command": "b"}
-    other = {**record, "command": "c", "volumes": {"other": {}}}
+    other = {**record, "command": "c", "volumes": {"other": {}}, "machine": "cpu X"}
     assert reviewer.merge([record, again])["per_slice_organ"]["interactive"]["wrong_slice_organs"] == depth + 1
+    assert reviewer.merge([record, other])["machines"] == ["cpu X", "not recorded"]  # the numbers' machines
     pooled = reviewer.merge([record, again, other])["per_slice_organ"]["interactive"]
     assert pooled["wrong_slice_organs"] == 2 * (depth + 1) and set(pooled["per_volume"]) == {"tiny"}
     assert "| interactive | tiny | 6 | 100.0 / 100.0 / 100.0 / 100.0 % | 1.0 |" in reviewer.markdown(reviewer.merge([record]))
