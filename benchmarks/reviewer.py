@@ -41,9 +41,12 @@ trains on A and B, with A segmented by a check model trained on B alone and B by
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +139,9 @@ CORRECTORS = {"interactive": interactive.click, "random_walker_baseline": random
 #: The learned corrector: ``model.interactive.click`` with a click refiner trained without the volume it corrects.
 REFINER = "click_refiner"
 REFINER_STEPS, REFINER_EXAMPLES = 3000, 12000
+#: The click refiner pretrained on synthetic slices, then fine-tuned on each fold's real ones.
+PRETRAINED = "click_refiner_pretrained"
+PRETRAIN_STEPS, PRETRAIN_EXAMPLES, PRETRAIN_CASE_DAYS, FINETUNE_STEPS = 3000, 24000, 150, 1500
 
 
 def refiner_groups(data: Path, steps: int, held: str) -> list[tuple]:
@@ -146,19 +152,60 @@ def refiner_groups(data: Path, steps: int, held: str) -> list[tuple]:
     return [(slices[:, ::2, ::2], truth[:, :, ::2, ::2])] + training_predictions(data, steps, held)
 
 
-def refiner_corrector(data: Path, steps: int, held: str):
-    """``model.interactive.click`` with a click refiner trained without ``held`` (trained once, cached)."""
+def refiner_corrector(data: Path, steps: int, held: str, pretrained: bool = False):
+    """``model.interactive.click`` with a click refiner trained without ``held`` (trained once, cached); with
+    ``pretrained``, one started from :func:`synthetic_refiner` and fine-tuned for :data:`FINETUNE_STEPS`."""
     from functools import partial
 
     from model.engines import click_refiner
     from train import clicks
 
-    folder = CACHE / f"steps{steps}" / f"refiner{REFINER_STEPS}_without_{held}"
+    name = f"refiner_pretrained{FINETUNE_STEPS}" if pretrained else f"refiner{REFINER_STEPS}"
+    folder = CACHE / f"steps{steps}" / f"{name}_without_{held}"
     if not click_refiner.available(folder):
         start = time.perf_counter()
-        clicks.fit(refiner_groups(data, steps, held), folder, steps=REFINER_STEPS, n_examples=REFINER_EXAMPLES)
+        with _all_threads():
+            clicks.fit(refiner_groups(data, steps, held), folder, n_examples=REFINER_EXAMPLES,
+                       **({"steps": FINETUNE_STEPS, "init": synthetic_refiner(data)} if pretrained else {"steps": REFINER_STEPS}))
         (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
     return partial(interactive.click, refiner=click_refiner.load(folder))
+
+
+def synthetic_refiner(data: Path) -> Path:
+    """A click refiner trained on synthetic slices drawn from label maps alone (``train.clicks.pretrain``): every
+    other slice holding an organ of :data:`PRETRAIN_CASE_DAYS` case-days of the competition's ground truth
+    (``kaggle/train.csv.gz``), drawn at random from those of patients other than the labelled volumes' (so it
+    never saw a held-out patient, and one serves every fold). Trained once, cached."""
+    from model.engines import click_refiner
+    from train import clicks
+
+    folder = CACHE / f"synthetic{PRETRAIN_STEPS}"
+    if not click_refiner.available(folder):
+        start = time.perf_counter()
+        with open(data / "kaggle" / "volumes.csv", newline="") as f:
+            shapes = {row["case_day"]: (int(row["height"]), int(row["width"])) for row in csv.DictReader(f)}
+        held_patients = {c.split("_")[0] for c in review_validation.labelled_volumes(data, CACHE)}
+        days = sorted(d for d in shapes if d.split("_")[0] not in held_patients)
+        chosen = list(np.random.default_rng(0).choice(days, size=min(PRETRAIN_CASE_DAYS, len(days)), replace=False))
+        maps = clicks.label_maps(data / "kaggle" / "train.csv.gz", shapes, chosen)
+        with _all_threads():
+            clicks.pretrain(maps, folder, steps=PRETRAIN_STEPS, n_examples=PRETRAIN_EXAMPLES)
+        (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
+        (folder / "case_days.txt").write_text("\n".join(chosen) + "\n")
+    return folder
+
+
+@contextmanager
+def _all_threads():
+    """Training uses every core; the clicks are timed on one thread (``main``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- the simulated reviewer
@@ -475,8 +522,9 @@ def main() -> int:
     parser.add_argument("--propagation", action="store_true",
                         help="run only the propagation part (against a known answer: the truth as the corrected slice)")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--correctors", nargs="*", choices=[REFINER, *CORRECTORS], default=[REFINER, *CORRECTORS])
-    parser.add_argument("--scan-corrector", choices=[REFINER, "interactive"], default="interactive",
+    parser.add_argument("--correctors", nargs="*", choices=[REFINER, PRETRAINED, *CORRECTORS],
+                        default=[REFINER, PRETRAINED, *CORRECTORS])
+    parser.add_argument("--scan-corrector", choices=[REFINER, PRETRAINED, "interactive"], default="interactive",
                         help="the corrector of the whole-scan part")
     parser.add_argument("--merge", nargs="*", type=Path, help="pool these JSON files (runs on other volumes) into --out and stop")
     parser.add_argument("--table", nargs="*", type=Path, help="print docs/correct.md's tables from these JSON files and stop")
@@ -497,8 +545,8 @@ def main() -> int:
     volumes = held_out_predictions(args.data, args.steps, args.volumes)
 
     def corrector(name: str):
-        if name == REFINER:
-            return {held: refiner_corrector(args.data, args.steps, held) for held in volumes}
+        if name in (REFINER, PRETRAINED):
+            return {held: refiner_corrector(args.data, args.steps, held, name == PRETRAINED) for held in volumes}
         return CORRECTORS[name]
 
     record = {

@@ -1,6 +1,7 @@
 """Train the click refiner (``model/engines/click_refiner.py``) on simulated reviewers' clicks, with PyTorch Lightning.
 
     python -m train.clicks --data-dir DATA --out DIR [--steps 3000] [--seed 0] [--case-days case1_day0 ...]
+                           [--synthetic-steps 3000] [--init DIR]
 
 ``DATA`` is the Kaggle layout (``train.csv`` and ``train/caseN/caseN_dayD/scans/*.png``); ``DIR`` gets
 ``click_refiner.safetensors`` and ``click_refiner.json``: put them beside a checkpoint's ``config.json`` and the
@@ -14,6 +15,11 @@ of the body, shifted, invented where the organ is absent), with earlier clicks i
 goes where the literature's simulated reviewer puts it (:func:`model.interactive.simulated_click`: the pixel
 farthest inside the largest error) or, one time in four, well inside an error region drawn at random. The
 target is the true mask in the click's window. Loss: BCE + soft Dice.
+
+Pretraining (``--synthetic-steps``, :func:`pretrain`): the same examples drawn on synthetic slices made from
+label maps alone (:func:`synthetic_slice`, after SynthSeg), so the competition's ground truth of case-days whose
+images one does not have still teaches the refiner organ shapes; then training on the real slices starts from
+there (measured against training from random weights in ``docs/correct.md``).
 """
 
 from __future__ import annotations
@@ -149,17 +155,29 @@ def _example(group: tuple, rng: np.random.Generator, stretched: np.ndarray) -> t
             return None
         others_truth = np.delete(truth_all[:, d], o, axis=0).any(axis=0)
         body = ndimage.binary_opening(image > 20, iterations=2)
-        mask = spoil(truth, others_truth, body, rng)
-        probability = ndimage.gaussian_filter(mask.astype(np.float32), 2.0) * rng.uniform(0.5, 1.0)
-        earlier = _earlier_clicks(mask, truth, rng)
+        mask, probability, earlier = _spoiled_truth(truth, others_truth, body, rng)
+    drawn = _newest_click(mask, truth, probability, rng)
+    if drawn is None:
+        return None
+    return image, drawn[1], mask, earlier + [drawn[0]], truth
+
+
+def _spoiled_truth(truth: np.ndarray, others: np.ndarray, body: np.ndarray, rng: np.random.Generator) -> tuple:
+    """``truth`` spoiled (:func:`spoil`), a probability blurred from the spoiled mask, and earlier clicks it obeys."""
+    mask = spoil(truth, others, body, rng)
+    probability = ndimage.gaussian_filter(mask.astype(np.float32), 2.0) * rng.uniform(0.5, 1.0)
+    return mask, probability, _earlier_clicks(mask, truth, rng)
+
+
+def _newest_click(mask: np.ndarray, truth: np.ndarray, probability: np.ndarray | None, rng: np.random.Generator) -> tuple | None:
+    """The click to learn from and the probability the example shows (none, 15 % of the time), or ``None``
+    when the mask has too little to fix."""
     if (mask ^ truth).sum() < 10:
         return None
     first = _click(mask, truth, rng)
     if first is None:
         return None
-    if rng.random() < 0.15:
-        probability = None
-    return image, probability, mask, earlier + [first], truth
+    return first, None if rng.random() < 0.15 else probability
 
 
 def examples(groups: Sequence[tuple], n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -171,12 +189,22 @@ def examples(groups: Sequence[tuple], n: int, seed: int = 0) -> tuple[np.ndarray
     """
     rng = np.random.default_rng(seed)
     stretched = [np.stack([normalize_intensity(s) for s in group[0]]) for group in groups]
+
+    def draw():
+        g = int(rng.integers(len(groups)))
+        return _example(groups[g], rng, stretched[g])
+
+    return _encoded(draw, n)
+
+
+def _encoded(draw, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples from ``draw()`` (a ``(slice, probability, mask, clicks, truth)`` or ``None`` to draw again),
+    encoded in the click's window: inputs ``(n, 5, WINDOW, WINDOW) float16``, targets ``(n, WINDOW, WINDOW) bool``."""
     x = np.zeros((n, len(click_refiner.CHANNELS), click_refiner.WINDOW, click_refiner.WINDOW), dtype=np.float16)
     y = np.zeros((n, click_refiner.WINDOW, click_refiner.WINDOW), dtype=bool)
     made = 0
     while made < n:
-        g = int(rng.integers(len(groups)))
-        drawn = _example(groups[g], rng, stretched[g])
+        drawn = draw()
         if drawn is None:
             continue
         image, probability, mask, clicks, truth = drawn
@@ -216,17 +244,114 @@ class ClickRefinerModule(L.LightningModule):
 
 
 def fit(groups: Sequence[tuple[np.ndarray, np.ndarray]], out: Path, steps: int = 3000, seed: int = 0,
-        n_examples: int = 12000, batch_size: int = 16, accelerator: str = "auto") -> Path:
-    """Train a click refiner on ``groups`` and save it into ``out``; returns ``out``."""
+        n_examples: int = 12000, batch_size: int = 16, accelerator: str = "auto", init: Path | None = None) -> Path:
+    """Train a click refiner on ``groups`` and save it into ``out``; returns ``out``. ``init``: a saved refiner
+    to start from (one pretrained on synthetic slices, :func:`pretrain`) instead of random weights."""
     L.seed_everything(seed, workers=True)
-    x, y = examples(groups, n_examples, seed)
+    return _fit_examples(*examples(groups, n_examples, seed), out, steps, seed, batch_size, accelerator, init)
+
+
+def _fit_examples(x: np.ndarray, y: np.ndarray, out: Path, steps: int, seed: int, batch_size: int, accelerator: str,
+                  init: Path | None = None) -> Path:
+    L.seed_everything(seed, workers=True)
     data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True)
     module = ClickRefinerModule(steps=steps)
+    if init is not None:
+        module.net.load_state_dict(click_refiner.load(init).state_dict())
     trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, deterministic=True)
     trainer.fit(module, loader)
     return click_refiner.save(module.net.cpu().eval(), out)
+
+
+# --------------------------------------------------------------------------- pretraining on synthetic slices
+
+
+def label_maps(labels_csv: Path, shapes: dict[str, tuple[int, int]], case_days: Sequence[str], every: int = 2) -> list[np.ndarray]:
+    """The label maps ``(O, H, W) bool`` of every ``every``-th slice (by slice number) that holds an organ, of
+    ``case_days`` in a ``train.csv`` (``.gz`` too), ``shapes`` ``{case_day: (H, W)}``. No images needed."""
+    from model.rle import RleCsv
+
+    truth = RleCsv(labels_csv, case_days)
+    maps = []
+    for case_day in truth.case_days:
+        volume = truth.volume(case_day, shapes[case_day])
+        for d, number in enumerate(volume.slice_numbers):
+            if number % every == 0 and volume.masks[:, d].any():
+                maps.append(volume.masks[:, d].copy())
+    return maps
+
+
+def synthetic_body(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(H, W) bool``: a body for a label map, an ellipse about the slice's middle grown to hold every organ."""
+    _, h, w = maps.shape
+    cy, cx = h / 2 + rng.normal(0, h * 0.03), w / 2 + rng.normal(0, w * 0.03)
+    ry, rx = h * rng.uniform(0.3, 0.45), w * rng.uniform(0.38, 0.48)
+    rr, cc = np.ogrid[:h, :w]
+    body = ((rr - cy) / ry) ** 2 + ((cc - cx) / rx) ** 2 <= 1
+    return body | ndimage.binary_dilation(maps.any(axis=0), iterations=int(rng.integers(3, 12)))
+
+
+def synthetic_slice(maps: np.ndarray, body: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic stretched slice ``(H, W) float32`` in 0..255 drawn from a label map alone (SynthSeg's idea,
+    Billot et al. 2023): the body split into random regions of random intensity (the tissues around the
+    organs, some as bright or dark as an organ), each organ piece its own random intensity (bowel loops
+    differ) or one for the whole organ, dark walls between regions, then texture, blur, noise, a bias field
+    and a random gamma. The network so learns shapes and edges, not one scanner's contrast."""
+    n_organs, h, w = maps.shape
+    k, sigma = int(rng.integers(6, 16)), rng.uniform(3, 12)
+    regions = np.stack([ndimage.gaussian_filter(rng.standard_normal((h, w)), sigma) for _ in range(k)]).argmax(axis=0)
+    image = np.where(body, rng.uniform(0, 1, k)[regions], rng.uniform(0, 0.08))
+    for o in range(n_organs):
+        pieces, n = ndimage.label(maps[o])
+        if n:
+            image = np.where(maps[o], rng.uniform(0, 1) if rng.random() < 0.4 else rng.uniform(0, 1, n + 1)[pieces], image)
+    if rng.random() < 0.6:
+        walls = ndimage.morphological_gradient(regions, size=2) > 0
+        for o in range(n_organs):
+            walls |= ndimage.morphological_gradient(ndimage.label(maps[o])[0], size=2) > 0
+        image = np.where(walls & body & (rng.random((h, w)) < 0.8), image * rng.uniform(0.2, 0.8), image)
+    image = image + ndimage.gaussian_filter(rng.standard_normal((h, w)), rng.uniform(1, 3)) * rng.uniform(0, 0.08)
+    image = ndimage.gaussian_filter(image, rng.uniform(0.3, 1.2)) + rng.standard_normal((h, w)) * rng.uniform(0, 0.05)
+    bias = ndimage.zoom(rng.normal(0, 0.25, (4, 4)), (h / 4, w / 4), order=3)[:h, :w]
+    image = np.clip(image, 0, None) * np.exp(bias)
+    image = np.clip(image / max(np.percentile(image, 99.5), 1e-6), 0, 1) ** rng.uniform(0.6, 1.6)
+    return (255 * image).astype(np.float32)
+
+
+def _synthetic_example(maps: np.ndarray, rng: np.random.Generator) -> tuple | None:
+    """One ``(slice, probability, mask, clicks, truth)`` from a label map, as :func:`_example` draws a spoiled
+    truth; the slice is drawn only around the click (the window and a margin), the rest left black."""
+    o = int(rng.integers(maps.shape[0]))
+    truth = maps[o]
+    if truth.sum() < 30 and rng.random() < 0.8:
+        return None
+    body = synthetic_body(maps, rng)
+    mask, probability, earlier = _spoiled_truth(truth, np.delete(maps, o, axis=0).any(axis=0), body, rng)
+    drawn = _newest_click(mask, truth, probability, rng)
+    if drawn is None:
+        return None
+    first, probability = drawn
+    half = click_refiner.WINDOW // 2 + 8
+    r0, c0 = max(first[0] - half, 0), max(first[1] - half, 0)
+    r1, c1 = min(first[0] + half, truth.shape[0]), min(first[1] + half, truth.shape[1])
+    image = np.zeros(truth.shape, dtype=np.float32)
+    image[r0:r1, c0:c1] = synthetic_slice(maps[:, r0:r1, c0:c1], body[r0:r1, c0:c1], rng)
+    return image, probability, mask, earlier + [first], truth
+
+
+def synthetic_examples(maps: Sequence[np.ndarray], n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples drawn from label maps alone (:func:`synthetic_slice`), shaped as :func:`examples`'."""
+    rng = np.random.default_rng(seed)
+    return _encoded(lambda: _synthetic_example(maps[int(rng.integers(len(maps)))], rng), n)
+
+
+def pretrain(maps: Sequence[np.ndarray], out: Path, steps: int = 3000, seed: int = 0, n_examples: int = 24000,
+             batch_size: int = 16, accelerator: str = "auto", init: Path | None = None) -> Path:
+    """Train a click refiner on synthetic slices drawn from label maps (:func:`synthetic_examples`) and save it
+    into ``out``: the start for :func:`fit` (``init=out``) on real slices. Returns ``out``."""
+    return _fit_examples(*synthetic_examples(maps, n_examples, seed + 1), out, steps, seed, batch_size, accelerator, init)
 
 
 def kaggle_groups(data_dir: Path, case_days: Sequence[str] | None = None, checkpoint: Path | None = None) -> list[tuple]:
@@ -268,9 +393,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--examples", type=int, default=12000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="start from this saved click refiner instead of random weights")
+    parser.add_argument("--synthetic-steps", type=int, default=0,
+                        help="first pretrain this many steps on synthetic slices drawn from the case-days' label "
+                             "maps (saved in OUT/synthetic), then train on the real slices from there")
     args = parser.parse_args(argv)
     groups = kaggle_groups(args.data_dir, args.case_days, args.checkpoint)
-    print(fit(groups, args.out, steps=args.steps, seed=args.seed, n_examples=args.examples))
+    init = args.init
+    if args.synthetic_steps:
+        maps = [truth[:, d] for _, truth, *_ in groups for d in range(0, truth.shape[1], 2) if truth[:, d].any()]
+        init = pretrain(maps, args.out / "synthetic", steps=args.synthetic_steps, seed=args.seed,
+                        n_examples=2 * args.examples, init=init)
+    print(fit(groups, args.out, steps=args.steps, seed=args.seed, n_examples=args.examples, init=init))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from model.engines import click_refiner
 from model.engines.click_refiner import WINDOW
@@ -66,3 +67,56 @@ def test_the_training_command_writes_a_refiner_the_app_loads(synthetic_kaggle, t
     assert net.widths == (16, 32, 64, 128)
     with pytest.raises(SystemExit, match="no scans of"):
         clicks.main(["--data-dir", str(synthetic_kaggle.root), "--out", str(out), "--case-days", "case999_day0"])
+
+
+def test_synthetic_slices_come_from_label_maps_alone_and_their_examples_target_the_truth():
+    _, truth = disc_scan(1)
+    maps = [truth[:, 0]]
+    rng = np.random.default_rng(3)
+    body = clicks.synthetic_body(truth[:, 0], rng)
+    assert body.shape == SHAPE and body[truth[:, 0].any(axis=0)].all()  # every organ lies in the body
+    image = clicks.synthetic_slice(truth[:, 0], body, rng)
+    assert image.shape == SHAPE and image.dtype == np.float32 and 0 <= image.min() and image.max() <= 255
+    assert image[~body].mean() < image[body].mean()  # air is dark
+    x, y = clicks.synthetic_examples(maps, 24, seed=2)
+    assert x.shape == (24, len(click_refiner.CHANNELS), WINDOW, WINDOW) and y.shape == (24, WINDOW, WINDOW)
+    c = WINDOW // 2
+    mask, positive = x[:, 2] > 0.5, x[:, 3, c, c] > 0.5
+    assert ((mask != y).sum(axis=(1, 2)) >= 1).all()  # every example has something to fix
+    assert (y[positive, c, c] & ~mask[positive, c, c]).all() and (~y[~positive, c, c] & mask[~positive, c, c]).all()
+    assert np.array_equal(x, clicks.synthetic_examples(maps, 24, seed=2)[0])  # seeded
+    assert not np.array_equal(x, clicks.synthetic_examples(maps, 24, seed=5)[0])
+
+
+def test_label_maps_read_every_other_slice_holding_an_organ(shared_data):
+    import csv
+
+    kaggle = shared_data / "kaggle"
+    with open(kaggle / "volumes.csv", newline="") as f:
+        shapes = {row["case_day"]: (int(row["height"]), int(row["width"])) for row in csv.DictReader(f)}
+    maps = clicks.label_maps(kaggle / "train.csv.gz", shapes, ["case2_day1"])
+    assert maps and all(m.shape == (3, *shapes["case2_day1"]) and m.dtype == bool and m.any() for m in maps)
+    from model.rle import RleCsv
+
+    volume = RleCsv(kaggle / "train.csv.gz", ["case2_day1"]).volume("case2_day1", shapes["case2_day1"])
+    holding = [n for d, n in enumerate(volume.slice_numbers) if volume.masks[:, d].any()]
+    assert len(maps) == len([n for n in holding if n % 2 == 0])
+    assert len(clicks.label_maps(kaggle / "train.csv.gz", shapes, ["case2_day1"], every=1)) == len(holding)
+
+
+@pytest.mark.slow
+def test_pretraining_on_synthetic_slices_starts_the_real_training(synthetic_kaggle, tmp_path):
+    out = tmp_path / "refiner"
+    assert clicks.main(["--data-dir", str(synthetic_kaggle.root), "--out", str(out), "--steps", "2", "--examples", "32",
+                        "--synthetic-steps", "2", "--case-days", "case7_day0"]) == 0
+    assert click_refiner.load(out / "synthetic").widths == click_refiner.load(out).widths
+    # Training from a saved refiner starts from its weights: every weight 0.01, one step (at one cycle's first
+    # learning rate, 1.2e-4) moves each by about that much at most.
+    start = click_refiner.ClickRefiner()
+    start.load_state_dict({k: torch.full_like(v, 0.01) for k, v in start.state_dict().items()})
+    click_refiner.save(start, tmp_path / "start")
+    slices, truth = disc_scan()
+    tuned = click_refiner.load(clicks.fit([(slices, truth)], tmp_path / "tuned", steps=1, n_examples=16,
+                                          init=tmp_path / "start", accelerator="cpu"))
+    weights = np.concatenate([v.numpy().ravel() for k, v in tuned.state_dict().items() if v.dtype.is_floating_point])
+    assert np.abs(weights - 0.01).max() < 1e-3
