@@ -279,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     choice = model_choice(args.model, args.revision)
     server.MODEL.configure(*choice, segmenter=SegmenterProcess(*choice))
     server.MODEL.configure_click_refiner(args.click_refiner)
+    # SIGTERM is recorded from before the first request can arrive (a stop while the model loads still shuts
+    # down cleanly, below, once it has loaded); Ctrl-C keeps stopping at once until then.
+    signalled: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: signalled.append(signum))
     demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, head=editor_head())
     try:
         segmenter = server.MODEL.get()
@@ -299,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     # time, so nothing was deleted); we delete our copies and, when Gradio's cache is this process's own, all of
     # it (else what Gradio leaves untracked goes by age). The README's retention says so. (The handler only
     # records the signal: nothing that takes a lock runs inside it.)
-    signalled: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, frame: signalled.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: signalled.append(signum))
     while not signalled and demo.is_running:
         time.sleep(0.5)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C during the shutdown stops at once

@@ -35,17 +35,20 @@ class Server:
                  name: str = "app"):
         self.name, self.port = name, free_port()
         env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port)}
-        self._log: IO[bytes] = open(log, "wb") if log else tempfile.TemporaryFile()
+        self._log: IO[bytes] = open(log, "w+b") if log else tempfile.TemporaryFile()  # readable: output()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         self._client = None
+        self._final: str | None = None  # the whole log, kept when the server is stopped
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     def output(self, tail: int = 2000) -> str:
+        if self._final is not None:  # stopped: its log file is closed (a temporary one is gone)
+            return self._final[-tail:]
         self._log.flush()
         self._log.seek(0)
         return self._log.read().decode(errors="replace")[-tail:]
@@ -89,4 +92,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if self._final is None:
+            self._final = self.output(tail=10**7)
+            self._log.close()
