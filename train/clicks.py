@@ -19,7 +19,7 @@ target is the true mask in the click's window. Loss: BCE + soft Dice.
 Pretraining (``--synthetic-steps``, :func:`pretrain`): the same examples drawn on synthetic slices made from
 label maps alone (:func:`synthetic_slice`, after SynthSeg), so the competition's ground truth of case-days whose
 images one does not have still teaches the refiner organ shapes; then training on the real slices starts from
-there (measured against training from random weights in ``docs/correct.md``).
+there (measured in ``docs/correct.md``).
 """
 
 from __future__ import annotations
