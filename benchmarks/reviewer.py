@@ -163,10 +163,11 @@ def refiner_corrector(data: Path, steps: int, held: str, pretrained: bool = Fals
     name = f"refiner_pretrained{FINETUNE_STEPS}" if pretrained else f"refiner{REFINER_STEPS}"
     folder = CACHE / f"steps{steps}" / f"{name}_without_{held}"
     if not click_refiner.available(folder):
+        init = synthetic_refiner(data) if pretrained else None  # first: its minutes are its own
         start = time.perf_counter()
         with _all_threads():
-            clicks.fit(refiner_groups(data, steps, held), folder, n_examples=REFINER_EXAMPLES,
-                       **({"steps": FINETUNE_STEPS, "init": synthetic_refiner(data)} if pretrained else {"steps": REFINER_STEPS}))
+            clicks.fit(refiner_groups(data, steps, held), folder, n_examples=REFINER_EXAMPLES, init=init,
+                       steps=FINETUNE_STEPS if pretrained else REFINER_STEPS)
         (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
     return partial(interactive.click, refiner=click_refiner.load(folder))
 
