@@ -259,7 +259,8 @@ def _fit_examples(x: np.ndarray, y: np.ndarray, out: Path, steps: int, seed: int
     module = ClickRefinerModule(steps=steps)
     if init is not None:
         module.net.load_state_dict(click_refiner.load(init).state_dict())
-    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, precision="32-true", logger=False,
+                        enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=False, deterministic=True)
     trainer.fit(module, loader)
     return click_refiner.save(module.net.cpu().eval(), out)
