@@ -21,18 +21,20 @@ FIRST, COUNT = 10, 60
 EXPECTED_SI_MM = ((115 - 1) / 2 - (FIRST + (COUNT - 1) / 2)) * 3.0
 
 
-@pytest.fixture(scope="module")
-def two_days(shared_data, softmax_ckpt, tmp_path_factory):
-    root = tmp_path_factory.mktemp("days")
+def _two_day_cohort(root, shared_data, checkpoint, day_29: slice, day_40: slice):
+    """A Kaggle tree of case47 (the real 360×310 volume, case47_day29) holding ``day_29`` of its slices as
+    day 29 and ``day_40`` of them as day 40, with the real truth rows of each; then one
+    ``--compare-days`` run with ``--truth``. Returns ``(root, out, truth, exit code)``."""
     files = kaggle_slices(shared_data, "volume_360x310")
     assert len(files) == 115
-    for case_day, chosen in (("case47_day29", files), ("case47_day40", files[FIRST:FIRST + COUNT])):
+    numbers = {}
+    for case_day, chosen in (("case47_day29", files[day_29]), ("case47_day40", files[day_40])):
         folder = root / "train" / "case47" / case_day / "scans"
         folder.mkdir(parents=True)
         for f in chosen:
             shutil.copy(f, folder / f.name)
-    # Truth: the real rows of day 29, and the same rows for day 40's slices under its name.
-    kept = {f.name.split("_")[1] for f in files[FIRST:FIRST + COUNT]}
+        numbers[case_day] = {f.name.split("_")[1] for f in chosen}
+    # Truth: day 29's real rows for the slices each day holds, under that day's name.
     truth = root / "truth.csv"
     with gzip.open(shared_data / "kaggle" / "train.csv.gz", "rt", newline="") as f, \
             open(truth, "w", newline="") as out:
@@ -40,13 +42,28 @@ def two_days(shared_data, softmax_ckpt, tmp_path_factory):
         writer.writerow(["id", "class", "segmentation"])
         for row in csv.DictReader(f):
             if row["id"].startswith("case47_day29_"):
-                writer.writerow([row["id"], row["class"], row["segmentation"]])
-                if row["id"].rsplit("_", 1)[1] in kept:
-                    writer.writerow([row["id"].replace("day29", "day40"), row["class"], row["segmentation"]])
+                for case_day, kept in numbers.items():
+                    if row["id"].rsplit("_", 1)[1] in kept:
+                        writer.writerow([row["id"].replace("case47_day29", case_day), row["class"],
+                                         row["segmentation"]])
     out = root / "out"
-    code = main([str(root / "train"), "--out", str(out), "--model", str(softmax_ckpt), "--truth", str(truth),
+    code = main([str(root / "train"), "--out", str(out), "--model", str(checkpoint), "--truth", str(truth),
                  "--compare-days"])
     return root, out, truth, code
+
+
+@pytest.fixture(scope="module")
+def two_days(shared_data, softmax_ckpt, tmp_path_factory):
+    """The whole volume as day 29 and its slices FIRST.. as day 40: a known offset to register."""
+    return _two_day_cohort(tmp_path_factory.mktemp("days"), shared_data, softmax_ckpt,
+                           slice(None), slice(FIRST, FIRST + COUNT))
+
+
+@pytest.fixture(scope="module")
+def short_days(shared_data, softmax_ckpt, tmp_path_factory):
+    """The same, cut to 30 and 16 slices: for what does not need the whole volume (a sixth of the voxels)."""
+    return _two_day_cohort(tmp_path_factory.mktemp("short_days"), shared_data, softmax_ckpt,
+                           slice(50, 80), slice(57, 73))
 
 
 @pytest.mark.slow
@@ -74,9 +91,10 @@ def test_changes_csv_has_predicted_and_true_rows_side_by_side(two_days):
 
 
 @pytest.mark.slow
-def test_compare_days_again_from_the_outputs_alone(two_days, capsys):
+def test_compare_days_again_from_the_outputs_alone(short_days, capsys):
     """A finished cohort is compared again without a model: nothing is segmented."""
-    root, out, truth, _ = two_days
+    root, out, truth, code = short_days
+    assert code == 0
     _, first = read_csv_table(out / "changes.csv")
     (out / "changes.csv").unlink()
     nifti_times = {p.name: p.stat().st_mtime_ns for p in out.glob("*_labels.nii.gz")}
@@ -96,8 +114,8 @@ def test_compare_days_again_from_the_outputs_alone(two_days, capsys):
 
 
 @pytest.mark.slow
-def test_a_day_the_truth_lacks_keeps_its_predicted_rows(two_days, tmp_path):
-    root, out, truth, _ = two_days
+def test_a_day_the_truth_lacks_keeps_its_predicted_rows(short_days, tmp_path):
+    root, out, truth, _ = short_days
     partial = tmp_path / "truth.csv"
     partial.write_text("".join(line for line in truth.read_text().splitlines(keepends=True) if "day40" not in line))
     sources = plan_cohort([root / "train"], out)
