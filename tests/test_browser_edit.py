@@ -127,8 +127,8 @@ def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], edi
 
         page.mouse.move(*screen(*path_px[0]))
         page.mouse.down()
-        for point in path_px[1:]:
-            page.mouse.move(*screen(*point), steps=25)
+        for point in path_px[1:]:  # the brush joins the points it gets; each step is a frame of software rendering
+            page.mouse.move(*screen(*point), steps=8)
         page.mouse.up()
         page.wait_for_timeout(500)
         if undo.is_enabled():
