@@ -61,7 +61,7 @@ def two_days(shared_data, softmax_ckpt, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def short_days(shared_data, softmax_ckpt, tmp_path_factory):
-    """The same, cut to 30 and 16 slices: for what does not need the whole volume (a sixth of the voxels)."""
+    """The same, cut to 30 and 16 slices: for what does not need the whole volume (about a quarter of the voxels)."""
     return _two_day_cohort(tmp_path_factory.mktemp("short_days"), shared_data, softmax_ckpt,
                            slice(50, 80), slice(57, 73))
 
