@@ -120,3 +120,25 @@ def test_pretraining_on_synthetic_slices_starts_the_real_training(synthetic_kagg
                                           init=tmp_path / "start", accelerator="cpu"))
     weights = np.concatenate([v.numpy().ravel() for k, v in tuned.state_dict().items() if v.dtype.is_floating_point])
     assert np.abs(weights - 0.01).max() < 1e-3
+
+
+def test_refiner_training_is_pinned_to_fp32_whatever_the_cpu(tmp_path, monkeypatch):
+    """Lightning's precision default could change under us (and bf16 is native on some CPUs): fit asks for
+    "32-true" itself, and the one training step it runs is in fp32."""
+    import lightning as L
+
+    asked, seen = [], []
+    real_trainer = L.Trainer
+
+    def trainer(*args, **kwargs):
+        asked.append(kwargs.get("precision"))
+        made = real_trainer(*args, **kwargs)
+        seen.append(made.precision)
+        return made
+
+    monkeypatch.setattr(clicks.L, "Trainer", trainer)
+    slices, truth = disc_scan()
+    clicks.fit([(slices, truth)], tmp_path / "fp32", steps=1, n_examples=16, accelerator="cpu")
+    assert asked == ["32-true"] and seen == ["32-true"]
+    assert all(v.dtype == torch.float32 for v in click_refiner.load(tmp_path / "fp32").state_dict().values()
+               if v.dtype.is_floating_point)
