@@ -1,7 +1,7 @@
 """A simulated reviewer correcting a model's masks with clicks; writes docs/correct.json.
 
     nice -n 10 python -m benchmarks.reviewer [--data ../shared/data] [--steps 1500] [--volumes case139_day0 ...]
-        [--correctors click_refiner interactive random_walker_baseline] [--no-scan] [--scan-corrector NAME] [--propagation] [--out FILE]
+        [--correctors click_refiner_own_clicks interactive ...] [--no-scan] [--scan-corrector NAME] [--propagation] [--out FILE]
     python -m benchmarks.reviewer --merge A.json B.json --out docs/correct.json   # pool runs on other volumes
     python -m benchmarks.reviewer --table docs/correct.json                       # docs/correct.md's tables
 
@@ -34,7 +34,9 @@ random walker seeded by the clicks, the eroded mask and the other organs), both 
 ``click_refiner``: ``model.interactive.click`` with a learned click refiner (``train/clicks.py``) trained for each
 volume without it. Its real-error examples come from nested check models: the fold that holds volume C out
 trains on A and B, with A segmented by a check model trained on B alone and B by one trained on A alone
-(:func:`training_predictions`), so C's labels reach it by no path. The whole-scan part runs one corrector
+(:func:`training_predictions`), so C's labels reach it by no path; ``click_refiner_pretrained`` starts from a
+refiner pretrained on synthetic slices (:func:`synthetic_refiner`), and ``click_refiner_own_clicks`` is that
+one trained further on its own clicks (``train.clicks.fit_on_own_clicks``). The whole-scan part runs one corrector
 (``--scan-corrector``, the app's default: ``interactive``).
 """
 
@@ -142,6 +144,10 @@ REFINER_STEPS, REFINER_EXAMPLES = 3000, 12000
 #: The click refiner pretrained on synthetic slices, then fine-tuned on each fold's real ones.
 PRETRAINED = "click_refiner_pretrained"
 PRETRAIN_STEPS, PRETRAIN_EXAMPLES, PRETRAIN_CASE_DAYS, FINETUNE_STEPS = 3000, 24000, 150, 1500
+#: The pretrained refiner after one round of training on its own clicks (``train.clicks.fit_on_own_clicks``).
+OWN_CLICKS = "click_refiner_own_clicks"
+OWN_CLICK_STEPS = 1500
+REFINERS = (REFINER, PRETRAINED, OWN_CLICKS)
 
 
 def refiner_groups(data: Path, steps: int, held: str) -> list[tuple]:
@@ -152,24 +158,41 @@ def refiner_groups(data: Path, steps: int, held: str) -> list[tuple]:
     return [(slices[:, ::2, ::2], truth[:, :, ::2, ::2])] + training_predictions(data, steps, held)
 
 
-def refiner_corrector(data: Path, steps: int, held: str, pretrained: bool = False):
-    """``model.interactive.click`` with a click refiner trained without ``held`` (trained once, cached); with
-    ``pretrained``, one started from :func:`synthetic_refiner` and fine-tuned for :data:`FINETUNE_STEPS`."""
+def refiner_corrector(data: Path, steps: int, held: str, kind: str = REFINER):
+    """``model.interactive.click`` with a click refiner of ``kind`` trained without ``held`` (:func:`trained_refiner`)."""
     from functools import partial
 
     from model.engines import click_refiner
+
+    return partial(interactive.click, refiner=click_refiner.load(trained_refiner(data, steps, held, kind)))
+
+
+def trained_refiner(data: Path, steps: int, held: str, kind: str = REFINER) -> Path:
+    """The folder of a click refiner trained without ``held`` (trained once, cached). ``kind`` (one of
+    :data:`REFINERS`): :data:`REFINER` from random weights; :data:`PRETRAINED` started from
+    :func:`synthetic_refiner` and fine-tuned for :data:`FINETUNE_STEPS`; :data:`OWN_CLICKS` that one trained
+    :data:`OWN_CLICK_STEPS` more on its own clicks."""
+    from model.engines import click_refiner
     from train import clicks
 
-    name = f"refiner_pretrained{FINETUNE_STEPS}" if pretrained else f"refiner{REFINER_STEPS}"
+    name = {REFINER: f"refiner{REFINER_STEPS}", PRETRAINED: f"refiner_pretrained{FINETUNE_STEPS}",
+            OWN_CLICKS: f"refiner_pretrained{FINETUNE_STEPS}_own_clicks{OWN_CLICK_STEPS}"}[kind]
     folder = CACHE / f"steps{steps}" / f"{name}_without_{held}"
-    if not click_refiner.available(folder):
-        init = synthetic_refiner(data) if pretrained else None  # first: its minutes are its own
-        start = time.perf_counter()
-        with _all_threads():
-            clicks.fit(refiner_groups(data, steps, held), folder, n_examples=REFINER_EXAMPLES, init=init,
-                       steps=FINETUNE_STEPS if pretrained else REFINER_STEPS)
-        (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
-    return partial(interactive.click, refiner=click_refiner.load(folder))
+    if click_refiner.available(folder):
+        return folder
+    # what it starts from first: its minutes are its own
+    init = (None if kind == REFINER else synthetic_refiner(data) if kind == PRETRAINED
+            else trained_refiner(data, steps, held, PRETRAINED))
+    start = time.perf_counter()
+    with _all_threads():
+        groups = refiner_groups(data, steps, held)
+        if kind == OWN_CLICKS:
+            clicks.fit_on_own_clicks(groups, init, folder, steps=OWN_CLICK_STEPS, n_examples=REFINER_EXAMPLES)
+        else:
+            clicks.fit(groups, folder, n_examples=REFINER_EXAMPLES, init=init,
+                       steps=FINETUNE_STEPS if kind == PRETRAINED else REFINER_STEPS)
+    (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
+    return folder
 
 
 def synthetic_refiner(data: Path) -> Path:
@@ -523,9 +546,8 @@ def main() -> int:
     parser.add_argument("--propagation", action="store_true",
                         help="run only the propagation part (against a known answer: the truth as the corrected slice)")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--correctors", nargs="*", choices=[REFINER, PRETRAINED, *CORRECTORS],
-                        default=[REFINER, PRETRAINED, *CORRECTORS])
-    parser.add_argument("--scan-corrector", choices=[REFINER, PRETRAINED, "interactive"], default="interactive",
+    parser.add_argument("--correctors", nargs="*", choices=[*REFINERS, *CORRECTORS], default=[*REFINERS, *CORRECTORS])
+    parser.add_argument("--scan-corrector", choices=[*REFINERS, "interactive"], default="interactive",
                         help="the corrector of the whole-scan part")
     parser.add_argument("--merge", nargs="*", type=Path, help="pool these JSON files (runs on other volumes) into --out and stop")
     parser.add_argument("--table", nargs="*", type=Path, help="print docs/correct.md's tables from these JSON files and stop")
@@ -546,8 +568,8 @@ def main() -> int:
     volumes = held_out_predictions(args.data, args.steps, args.volumes)
 
     def corrector(name: str):
-        if name in (REFINER, PRETRAINED):
-            return {held: refiner_corrector(args.data, args.steps, held, name == PRETRAINED) for held in volumes}
+        if name in REFINERS:
+            return {held: refiner_corrector(args.data, args.steps, held, name) for held in volumes}
         return CORRECTORS[name]
 
     record = {

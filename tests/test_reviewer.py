@@ -124,3 +124,33 @@ def test_regions_to_fix_counts_whole_regions_largest_first():
     assert reviewer.regions_to_fix(empty, big | small) == 1  # the big disc alone: Dice 2·197 / (197 + 226) = 0.93
     assert reviewer.regions_to_fix(empty, big | other) == 2  # one of two equal discs: Dice 0.67
     assert reviewer.regions_to_fix(big | other, big) == 1  # one extra disc to remove
+
+
+def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, monkeypatch):
+    """The refiner trained on its own clicks starts from that fold's pretrained refiner, which starts from the
+    synthetic one; the plain refiner from random weights; a cached folder is not trained again."""
+    from model.engines import click_refiner
+    from train import clicks
+
+    monkeypatch.setattr(reviewer, "CACHE", tmp_path)
+    monkeypatch.setattr(reviewer, "refiner_groups", lambda data, steps, held: ["groups"])
+    monkeypatch.setattr(reviewer, "synthetic_refiner", lambda data: tmp_path / "synthetic")
+    trained = []
+
+    def fake_fit(groups, out, init=None, **_):
+        trained.append(("fit", out.name, init and init.name))
+        return click_refiner.save(click_refiner.ClickRefiner((4, 8)), out)
+
+    def fake_own(groups, init, out, **_):
+        trained.append(("own", out.name, init.name))
+        return click_refiner.save(click_refiner.ClickRefiner((4, 8)), out)
+
+    monkeypatch.setattr(clicks, "fit", fake_fit)
+    monkeypatch.setattr(clicks, "fit_on_own_clicks", fake_own)
+    own = reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.OWN_CLICKS)
+    pretrained = f"refiner_pretrained{reviewer.FINETUNE_STEPS}_without_caseA_day0"
+    assert own == tmp_path / "steps7" / f"refiner_pretrained{reviewer.FINETUNE_STEPS}_own_clicks{reviewer.OWN_CLICK_STEPS}_without_caseA_day0"
+    assert trained == [("fit", pretrained, "synthetic"), ("own", own.name, pretrained)]
+    assert reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.OWN_CLICKS) == own and len(trained) == 2
+    reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.REFINER)
+    assert trained[2] == ("fit", f"refiner{reviewer.REFINER_STEPS}_without_caseA_day0", None)

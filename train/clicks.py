@@ -1,7 +1,7 @@
 """Train the click refiner (``model/engines/click_refiner.py``) on simulated reviewers' clicks, with PyTorch Lightning.
 
     python -m train.clicks --data-dir DATA --out DIR [--steps 3000] [--seed 0] [--case-days case1_day0 ...]
-                           [--synthetic-steps 3000] [--init DIR]
+                           [--synthetic-steps 3000] [--own-click-steps 1500] [--init DIR]
 
 ``DATA`` is the Kaggle layout (``train.csv`` and ``train/caseN/caseN_dayD/scans/*.png``); ``DIR`` gets
 ``click_refiner.safetensors`` and ``click_refiner.json``: put them beside a checkpoint's ``config.json`` and the
@@ -20,6 +20,9 @@ Pretraining (``--synthetic-steps``, :func:`pretrain`): the same examples drawn o
 label maps alone (:func:`synthetic_slice`, after SynthSeg), so the competition's ground truth of case-days whose
 images one does not have still teaches the refiner organ shapes; then training on the real slices starts from
 there (measured in ``docs/correct.md``).
+
+Training on its own clicks (``--own-click-steps``, :func:`fit_on_own_clicks`): one round of iterative training,
+the trained refiner's own corrections giving the states half the examples start from.
 """
 
 from __future__ import annotations
@@ -266,6 +269,49 @@ def _fit_examples(x: np.ndarray, y: np.ndarray, out: Path, steps: int, seed: int
     return click_refiner.save(module.net.cpu().eval(), out)
 
 
+# --------------------------------------------------------------------------- training on the refiner's own clicks
+
+
+def own_click_examples(groups: Sequence[tuple], refiner: click_refiner.ClickRefiner, n: int,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples in the states a trained ``refiner`` leaves behind, shaped as :func:`examples`'.
+
+    One round of iterative training (RITM, Sofiiuk et al. 2022): an example is drawn as :func:`examples` draws
+    one, then ``refiner`` takes its click and 0-3 more of the simulated reviewer's, each on the mask the one
+    before left; the example is the next click on the mask the refiner made. :func:`examples` shows earlier
+    clicks that set their region right; a person's second click lands on what the refiner really left (a
+    rim, half a loop, a click it ignored), and these examples teach that."""
+    rng = np.random.default_rng(seed)
+    stretched = [np.stack([normalize_intensity(s) for s in group[0]]) for group in groups]
+
+    def draw():
+        g = int(rng.integers(len(groups)))
+        drawn = _example(groups[g], rng, stretched[g])
+        if drawn is None:
+            return None
+        image, probability, mask, clicks, truth = drawn
+        for _ in range(int(rng.integers(1, 5))):
+            mask = click_refiner.refine(refiner, image, probability, mask, clicks)
+            after = _click(mask, truth, rng) if (mask ^ truth).sum() >= 10 else None
+            if after is None:
+                return None
+            clicks = clicks + [after]
+        return image, probability, mask, clicks, truth
+
+    return _encoded(draw, n)
+
+
+def fit_on_own_clicks(groups: Sequence[tuple], init: Path, out: Path, steps: int = 1500, seed: int = 0,
+                      n_examples: int = 12000, batch_size: int = 16, accelerator: str = "auto") -> Path:
+    """Train the refiner saved in ``init`` on as many of its own clicks' examples (:func:`own_click_examples`)
+    as fresh ones (:func:`examples`), starting from its weights, and save it into ``out``; returns ``out``."""
+    L.seed_everything(seed, workers=True)
+    own = own_click_examples(groups, click_refiner.load(init), n_examples // 2, seed + 2)
+    fresh = examples(groups, n_examples - n_examples // 2, seed + 3)
+    x, y = (np.concatenate(pair) for pair in zip(own, fresh))
+    return _fit_examples(x, y, out, steps, seed, batch_size, accelerator, init)
+
+
 # --------------------------------------------------------------------------- pretraining on synthetic slices
 
 
@@ -395,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=12000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=Path, help="start from this saved click refiner instead of random weights")
+    parser.add_argument("--own-click-steps", type=int, default=0,
+                        help="then train this many more steps on the refiner's own clicks (half the examples; the "
+                             "first refiner is kept in OUT/first)")
     parser.add_argument("--synthetic-steps", type=int, default=0,
                         help="first pretrain this many steps on synthetic slices drawn from the case-days' label "
                              "maps (saved in OUT/synthetic), then train on the real slices from there")
@@ -405,7 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         maps = [truth[:, d] for _, truth, *_ in groups for d in range(0, truth.shape[1], 2) if truth[:, d].any()]
         init = pretrain(maps, args.out / "synthetic", steps=args.synthetic_steps, seed=args.seed,
                         n_examples=2 * args.examples, init=init)
-    print(fit(groups, args.out, steps=args.steps, seed=args.seed, n_examples=args.examples, init=init))
+    first = args.out / "first" if args.own_click_steps else args.out
+    out = fit(groups, first, steps=args.steps, seed=args.seed, n_examples=args.examples, init=init)
+    if args.own_click_steps:
+        out = fit_on_own_clicks(groups, first, args.out, steps=args.own_click_steps, seed=args.seed,
+                                n_examples=args.examples)
+    print(out)
     return 0
 
 

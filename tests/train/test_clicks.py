@@ -142,3 +142,48 @@ def test_refiner_training_is_pinned_to_fp32_whatever_the_cpu(tmp_path, monkeypat
     assert asked == ["32-true"] and seen == ["32-true"]
     assert all(v.dtype == torch.float32 for v in click_refiner.load(tmp_path / "fp32").state_dict().values()
                if v.dtype.is_floating_point)
+
+
+def test_own_click_examples_start_from_the_masks_the_refiner_itself_made(monkeypatch):
+    """Each example's mask is the refiner's answer to the clicks before it (spied on), and its newest click is the
+    simulated reviewer's on that mask: on an error pixel, of the error's sign."""
+    slices, truth = disc_scan()
+    masks = truth.copy()
+    masks[0] = False  # a "model" that missed the first organ and drew the second too large
+    masks[1] = np.roll(truth[1], 6, axis=-1) | truth[1]
+    group = (slices, truth, masks, masks.astype(np.float16))
+    calls = []
+    real_refine = click_refiner.refine
+
+    def spy(net, stretched, probability, mask, clicks_so_far):
+        calls.append((list(clicks_so_far), real_refine(net, stretched, probability, mask, clicks_so_far)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(clicks.click_refiner, "refine", spy)
+    drawn = []
+    monkeypatch.setattr(clicks, "_encoded", lambda draw, n: drawn.extend(d for d in (draw() for _ in range(40)) if d))
+    torch.manual_seed(0)
+    clicks.own_click_examples([group], click_refiner.ClickRefiner(), 8, seed=4)
+    assert len(drawn) >= 5 and len(calls) >= len(drawn)
+    for image, _, mask, clicks_made, truth_slice in drawn:
+        made_by = [out for before, out in calls if before == clicks_made[:-1]]
+        assert made_by and any(np.array_equal(mask, out) for out in made_by)  # the refiner's mask, not the drawn one
+        row, col, positive = clicks_made[-1]
+        assert truth_slice[row, col] == positive and mask[row, col] != positive
+    monkeypatch.undo()
+    x, y = clicks.own_click_examples([group], click_refiner.ClickRefiner(), 8, seed=4)
+    assert x.shape == (8, len(click_refiner.CHANNELS), WINDOW, WINDOW) and y.shape == (8, WINDOW, WINDOW)
+
+
+@pytest.mark.slow
+def test_the_training_command_trains_on_its_own_clicks_from_the_first_refiner(synthetic_kaggle, tmp_path, monkeypatch):
+    out = tmp_path / "refiner"
+    started_from = []
+    real = clicks.fit_on_own_clicks
+    monkeypatch.setattr(clicks, "fit_on_own_clicks", lambda groups, init, *a, **k: started_from.append(init) or real(groups, init, *a, **k))
+    assert clicks.main(["--data-dir", str(synthetic_kaggle.root), "--out", str(out), "--steps", "2", "--examples", "16",
+                        "--own-click-steps", "1", "--case-days", "case7_day0"]) == 0
+    assert started_from == [out / "first"]
+    first, final = click_refiner.load(out / "first"), click_refiner.load(out)
+    moved = [not torch.equal(a, b) for a, b in zip(first.state_dict().values(), final.state_dict().values())]
+    assert any(moved)  # one more step on its own clicks changed the weights it started from
