@@ -18,9 +18,9 @@ real volumes with real labels, each segmented by a check model trained without i
   with the most error pixels (among slices not yet visited), click on it as above until it reaches
   0.85 or 10 clicks (none when it is already there), then (with propagation, when it took clicks and holds
   the organ, or the model drew it there: a removal is carried too) propagate from it, told the model's mask
-  there. Proposals on slices already visited are left out, as a person keeps what they
-  fixed, and the rest is accepted only when it raises the organ's volume Dice (the person looks at the
-  proposed slices and accepts or undoes them). Reported: the clicks, with propagation and slice by slice.
+  there and, as the page tells it, the slices already clicked (``kept``: it does not change them, and carries
+  on past them). The proposal is accepted only when it raises the organ's volume Dice (the person looks at
+  the proposed slices and accepts or undoes them). Reported: the clicks, with propagation and slice by slice.
 - **Propagation against a known answer** (no clicks): for every third wrong slice-organ, the slice is set
   to its truth (a perfect correction) and propagated from, told the model's mask there as the page does,
   and without it (the whole mask re-proposed); reported: the mean Dice with the truth of the slices 1 to 4
@@ -417,8 +417,9 @@ def whole_organ(scan, truth, masks, probabilities, o: int, corrector, with_propa
         # model drew too), looks at the proposal and keeps it when it is better as a whole (Accept), else
         # undoes it.
         if with_propagation and took and (fixed.any() or masks[o, d].any()):
-            proposed = interactive.propagate(scan.voxels, probabilities, current, o, d, before=masks[o, d])
-            changed = (proposed[o] != current[o]).any(axis=(1, 2)) & ~visited
+            proposed = interactive.propagate(scan.voxels, probabilities, current, o, d, before=masks[o, d],
+                                             kept=np.flatnonzero(visited))  # the clicked slices stay as clicked
+            changed = (proposed[o] != current[o]).any(axis=(1, 2))
             candidate = current[o].copy()
             candidate[changed] = proposed[o, changed]
             propagations += 1

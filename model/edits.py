@@ -165,9 +165,10 @@ class ScanEdits:
     def edited_organs(self) -> frozenset[str]:
         return frozenset(e.organ for e in self.edits)
 
-    def corrected(self, organ: str) -> list[int]:
-        """The slices (0-based, ascending) on which ``organ`` was changed by an applied edit."""
-        return sorted({e.slice_index for e in self.edits if e.organ == organ})
+    def corrected(self, organ: str, tools: tuple[str, ...] = TOOLS) -> list[int]:
+        """The slices (0-based, ascending) on which ``organ`` was changed by an applied edit made with one of
+        ``tools`` (:data:`TOOLS`; by default any)."""
+        return sorted({e.slice_index for e in self.edits if e.organ == organ and e.tool in tools})
 
     def apply(self, index: int, slice_masks: np.ndarray, out_dir: str | Path, tool: str = "brush",
               clicks: dict[str, str] | None = None) -> tuple[ScanEdits, SegmentedScan] | None:

@@ -337,7 +337,7 @@ def _check_slice_index(index, depth: int, name: str) -> int:
 
 
 def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks: np.ndarray, organ: int,
-              slice_index: int, before: np.ndarray | None = None) -> np.ndarray:
+              slice_index: int, before: np.ndarray | None = None, kept: Sequence[int] = ()) -> np.ndarray:
     """New organ masks ``(O, D, H, W) bool`` with ``organ`` re-proposed on the slices around a corrected one.
 
     ``voxels``: the scan ``(D, H, W)``, any real dtype. ``probabilities``: ``(O, D, H, W)`` float in 0..1
@@ -358,12 +358,15 @@ def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks:
     fewer than ``MIN_ORGAN_PX`` pixels, where the slice already agrees with it (Dice >= ``SAME_DICE``),
     or after ``MAX_PROPAGATE_SLICES``. A removal is carried too: each neighbour loses the pieces of the
     organ lying mostly (at least ``REMOVED_SHARE``) within ``PRIOR_REACH_PX`` of what was removed from
-    the slice before it, until a neighbour has none. The corrected slice and the other organs are
-    returned unchanged. Raises ``ValueError`` for shapes that do not fit, or a corrected slice where the
-    organ is empty and was empty before (nothing to carry).
+    the slice before it, until a neighbour has none. The slices in ``kept`` (where a person corrected the
+    organ by hand) are returned as they were: the proposal is made as if they were not kept, and they are
+    left out of it, so the carry goes on past them. The corrected slice and the other organs are returned
+    unchanged. Raises ``ValueError`` for shapes that do not fit, a corrected slice where the organ is empty
+    and was empty before (nothing to carry), or a kept slice outside the scan.
     """
     voxels, probabilities, organ_masks = _check_volume_inputs(voxels, probabilities, organ_masks, organ)
     slice_index = _check_slice_index(slice_index, voxels.shape[0], "slice_index")
+    kept = {_check_slice_index(d, voxels.shape[0], "each kept slice") for d in kept}
     corrected = organ_masks[organ, slice_index]
     if before is not None:
         before = np.asarray(before).astype(bool)
@@ -371,6 +374,16 @@ def propagate(voxels: np.ndarray, probabilities: np.ndarray | None, organ_masks:
             raise ValueError(f"before {before.shape} must have the slice's shape {corrected.shape}")
     if not corrected.any() and (before is None or not before.any()):
         raise ValueError(f"organ {organ} is empty on slice {slice_index}: there is no corrected mask to carry")
+    result = _proposal(voxels, organ_masks, organ, slice_index, before)
+    kept = sorted(kept)
+    result[organ, kept] = organ_masks[organ, kept]  # the slices corrected by hand, as the person left them
+    return result
+
+
+def _proposal(voxels: np.ndarray, organ_masks: np.ndarray, organ: int, slice_index: int,
+              before: np.ndarray | None) -> np.ndarray:
+    """:func:`propagate`'s proposal, every slice but the corrected one re-proposed (no slice kept)."""
+    corrected = organ_masks[organ, slice_index]
     result = organ_masks.copy()
     if before is not None:
         removed, added = before & ~corrected, corrected & ~before

@@ -211,6 +211,21 @@ def test_propagate_carries_a_corrected_slice_to_its_neighbours_and_undo_drops_th
     assert np.array_equal(undone[9].organ_masks, corrected.organ_masks)
 
 
+def test_propagate_leaves_a_slice_the_person_corrected_by_hand(labelled, tiny_model):
+    state, truth, _ = labelled
+    d = 4
+    edits = state.edits
+    for n in (d + 1, d):  # slice 6 corrected first (their way: a smaller stomach), then slice 5
+        fixed = edits.organ_masks[:, n].copy()
+        fixed[STOMACH] = truth[STOMACH, n] if n == d else ndimage.binary_erosion(truth[STOMACH, n], iterations=3)
+        edits, _ = edits.apply(n, fixed, tiny_model.scratch_dir())
+    corrected = ScanState(edits, None, state.token)
+    masks = clicks.propagate_scan(corrected, None, d + 1, "Stomach")[9].organ_masks
+    assert np.array_equal(masks[STOMACH, d + 1], corrected.organ_masks[STOMACH, d + 1])
+    for n in (d - 1, d + 2):  # carried below, and above past the slice corrected by hand
+        assert dice(masks[STOMACH, n], truth[STOMACH, n]) > 0.7
+
+
 def test_pending_clicks_are_applied_before_a_propagation(labelled, tiny_model):
     state, truth, _ = labelled
     d = 4

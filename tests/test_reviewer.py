@@ -78,6 +78,33 @@ def test_the_reviewer_runs_on_a_tiny_scan():
     assert "Whole scan, interactive:" in table and "Whole scan, click_refiner:" in table
 
 
+def test_the_whole_scan_tells_propagation_the_slices_clicked(monkeypatch):
+    """Each propagation is told the slices clicked so far (the page's slices corrected by hand) as ``kept``; the
+    slices taken from an accepted proposal are not."""
+    shape, depth = (64, 64), 7
+    truth = np.zeros((3, depth, *shape), dtype=bool)
+    voxels = np.full((depth, *shape), 200.0)
+    for d in range(depth):
+        truth[0, d] = disc(shape, 30, 30, 6 + d)  # the largest error is on the last slice, then downwards
+        voxels[d][truth[0, d]] += 600
+    calls = []
+
+    def neighbours_only(voxels, probabilities, organ_masks, organ, slice_index, before=None, kept=()):
+        calls.append((slice_index, sorted(int(k) for k in kept)))
+        result = organ_masks.copy()
+        for n in (slice_index - 1, slice_index + 1):
+            if 0 <= n < depth and n not in kept:
+                result[organ, n] = truth[organ, n]
+        return result
+
+    monkeypatch.setattr(reviewer.interactive, "propagate", neighbours_only)
+    masks = np.zeros_like(truth)
+    row = reviewer.whole_organ(SimpleNamespace(voxels=voxels.astype(np.uint16)), truth, masks,
+                               np.zeros(truth.shape, dtype=np.float16), 0, reviewer.CORRECTORS["interactive"], True)
+    assert calls[:2] == [(6, [6]), (4, [4, 6])]  # slice 5, accepted from slice 6, is not kept
+    assert row["propagations_accepted"] == row["propagations"] == len(calls)
+
+
 def test_propagation_quality_against_a_known_answer():
     """A disc drifting 2 px a slice that the model missed on every slice: propagation from the true slice beats
     the model everywhere, and nothing is drawn past the organ's end."""

@@ -298,7 +298,8 @@ def _runs(indices: list[int]) -> str:
 
 def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opacity=0.5, organs=ORGAN_CHOICES):
     """Propagate: re-propose the organ on the slices above and below the slider's corrected slice
-    (:func:`model.interactive.propagate`) and apply the proposal as one edit (Undo takes it back)."""
+    (:func:`model.interactive.propagate`), leaving the slices corrected by hand as they are, and apply the
+    proposal as one edit (Undo takes it back)."""
     with server.user_errors("propagation", "The propagation failed; correct the slice again and retry."):
         state = _scan_state(state)
         index, organ = _slice_at(state, position), organ_index(organ_choice)
@@ -312,8 +313,10 @@ def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opa
         if not edits.organ_masks[organ, index].any() and not edits.predicted_slice(index)[organ].any():
             raise EditError(f"Nothing to propagate: slice {index + 1} has no {labels.DISPLAY_NAMES[name].lower()}, "
                             "and the model drew none there to remove.")
+        # The slices the person corrected by hand (clicks, the brush) are theirs: not changed (the carry goes past).
         proposed = interactive.propagate(state.scan.voxels, edits.probabilities, edits.organ_masks, organ, index,
-                                         before=edits.predicted_slice(index)[organ])
+                                         before=edits.predicted_slice(index)[organ],
+                                         kept=edits.corrected(name, tools=("brush", "click")))
         changed = [int(d) for d in np.flatnonzero((proposed[organ] != edits.organ_masks[organ]).any(axis=(1, 2)))]
         done = edits.apply_slices({d: proposed[:, d] for d in changed}, server.scratch_dir(), tool="propagate")
     if done is None:

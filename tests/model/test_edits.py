@@ -221,6 +221,8 @@ def test_several_slices_are_one_edit_and_the_log_names_the_tool_and_the_clicks(k
         rows = list(csv.DictReader(f))
     assert [(r["edit"], r["slice_index"], r["tool"], r["clicks"]) for r in rows] == [
         ("1", "1", "propagate", ""), ("1", "2", "propagate", ""), ("2", "3", "click", "+55:55 -10:12")]
+    assert state.corrected("stomach", tools=("brush", "click")) == [3]  # by hand: what a propagation leaves alone
+    assert state.corrected("small_bowel", tools=("brush", "click")) == [] and state.corrected("small_bowel") == [1, 2]
     with pytest.raises(ValueError, match="tool must be one of"):
         state.apply(3, masks[:, 3], tmp_path / "x", tool="lasso")
     with pytest.raises(ValueError, match="outside the scan"):

@@ -237,6 +237,29 @@ def test_propagate_carries_a_removal_of_an_invented_organ():
         interactive.propagate(voxels, None, masks, 1, 4)  # without `before` there is nothing to carry
 
 
+def test_propagate_leaves_the_slices_corrected_by_hand_and_carries_on_past_them():
+    """A slice the person corrected (``kept``) is not changed; the carry goes on past it, and a removal too."""
+    voxels, truth = synthetic_scan()
+    masks = truth.copy()
+    masks[0] = False
+    masks[0, 4] = truth[0, 4]
+    masks[0, 6] = disc(SHAPE, 31, 30, 6)  # corrected by the person, their way: kept as they left it
+    new = interactive.propagate(voxels, None, masks, 0, 4, kept=[6, 4])
+    assert np.array_equal(new[0, 6], masks[0, 6])
+    assert not np.array_equal(interactive.propagate(voxels, None, masks, 0, 4)[0, 6], masks[0, 6])  # without it, changed
+    for d in (3, 5, 7):  # carried up to it and past it
+        assert dice(new[0, d], truth[0, d]) > 0.85
+    invented = masks.copy()
+    invented[1, 1:8] |= disc(SHAPE, 20, 60, 7)
+    before = invented[1, 4].copy()
+    invented[1, 4] &= ~disc(SHAPE, 20, 60, 7)  # removed on slice 4; slice 3 was corrected before, with the piece
+    new = interactive.propagate(voxels, None, invented, 1, 4, before=before, kept=np.array([3]))
+    assert np.array_equal(new[1, 3], invented[1, 3])
+    assert np.array_equal(new[1, :3], truth[1, :3]) and np.array_equal(new[1, 5:], truth[1, 5:])  # gone past it
+    with pytest.raises(ValueError, match="each kept slice"):
+        interactive.propagate(voxels, None, masks, 0, 4, kept=[9])
+
+
 def test_propagate_refuses_bad_input():
     voxels, truth = synthetic_scan()
     with pytest.raises(ValueError, match="no corrected mask"):
