@@ -147,7 +147,13 @@ PRETRAIN_STEPS, PRETRAIN_EXAMPLES, PRETRAIN_CASE_DAYS, FINETUNE_STEPS = 3000, 24
 #: The pretrained refiner after one round of training on its own clicks (``train.clicks.fit_on_own_clicks``).
 OWN_CLICKS = "click_refiner_own_clicks"
 OWN_CLICK_STEPS = 1500
-REFINERS = (REFINER, PRETRAINED, OWN_CLICKS)
+#: A second round: that one trained :data:`OWN_CLICK_STEPS` more on its own clicks (RITM trains several rounds).
+OWN_CLICKS_2 = "click_refiner_own_clicks_2"
+#: The control for :data:`OWN_CLICKS`: the pretrained refiner trained as many more steps on fresh examples only (seed
+#: 3: the 6,000 fresh examples :data:`OWN_CLICKS` saw, and 6,000 more in place of its own clicks' ones), so the gain
+#: of training on its own clicks is told apart from that of training longer.
+MORE_STEPS = "click_refiner_more_steps"
+REFINERS = (REFINER, PRETRAINED, OWN_CLICKS, OWN_CLICKS_2, MORE_STEPS)
 
 
 def refiner_groups(data: Path, steps: int, held: str) -> list[tuple]:
@@ -171,26 +177,30 @@ def trained_refiner(data: Path, steps: int, held: str, kind: str = REFINER) -> P
     """The folder of a click refiner trained without ``held`` (trained once, cached). ``kind`` (one of
     :data:`REFINERS`): :data:`REFINER` from random weights; :data:`PRETRAINED` started from
     :func:`synthetic_refiner` and fine-tuned for :data:`FINETUNE_STEPS`; :data:`OWN_CLICKS` that one trained
-    :data:`OWN_CLICK_STEPS` more on its own clicks."""
+    :data:`OWN_CLICK_STEPS` more on its own clicks; :data:`OWN_CLICKS_2` that one one round more (seed 1, so its
+    examples are new ones); :data:`MORE_STEPS` the pretrained one trained as long on fresh examples only."""
     from model.engines import click_refiner
     from train import clicks
 
     name = {REFINER: f"refiner{REFINER_STEPS}", PRETRAINED: f"refiner_pretrained{FINETUNE_STEPS}",
-            OWN_CLICKS: f"refiner_pretrained{FINETUNE_STEPS}_own_clicks{OWN_CLICK_STEPS}"}[kind]
+            OWN_CLICKS: f"refiner_pretrained{FINETUNE_STEPS}_own_clicks{OWN_CLICK_STEPS}",
+            OWN_CLICKS_2: f"refiner_pretrained{FINETUNE_STEPS}_own_clicks{OWN_CLICK_STEPS}x2",
+            MORE_STEPS: f"refiner_pretrained{FINETUNE_STEPS}_more{OWN_CLICK_STEPS}"}[kind]
     folder = CACHE / f"steps{steps}" / f"{name}_without_{held}"
     if click_refiner.available(folder):
         return folder
     # what it starts from first: its minutes are its own
     init = (None if kind == REFINER else synthetic_refiner(data) if kind == PRETRAINED
-            else trained_refiner(data, steps, held, PRETRAINED))
+            else trained_refiner(data, steps, held, OWN_CLICKS if kind == OWN_CLICKS_2 else PRETRAINED))
     start = time.perf_counter()
     with _all_threads():
         groups = refiner_groups(data, steps, held)
-        if kind == OWN_CLICKS:
-            clicks.fit_on_own_clicks(groups, init, folder, steps=OWN_CLICK_STEPS, n_examples=REFINER_EXAMPLES)
+        if kind in (OWN_CLICKS, OWN_CLICKS_2):
+            clicks.fit_on_own_clicks(groups, init, folder, steps=OWN_CLICK_STEPS, n_examples=REFINER_EXAMPLES,
+                                     seed=0 if kind == OWN_CLICKS else 1)
         else:
-            clicks.fit(groups, folder, n_examples=REFINER_EXAMPLES, init=init,
-                       steps=FINETUNE_STEPS if kind == PRETRAINED else REFINER_STEPS)
+            clicks.fit(groups, folder, n_examples=REFINER_EXAMPLES, init=init, seed=3 if kind == MORE_STEPS else 0,
+                       steps={PRETRAINED: FINETUNE_STEPS, MORE_STEPS: OWN_CLICK_STEPS}.get(kind, REFINER_STEPS))
     (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
     return folder
 

@@ -155,7 +155,8 @@ def test_regions_to_fix_counts_whole_regions_largest_first():
 
 def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, monkeypatch):
     """The refiner trained on its own clicks starts from that fold's pretrained refiner, which starts from the
-    synthetic one; the plain refiner from random weights; a cached folder is not trained again."""
+    synthetic one; its second round from it, on new examples; the control from the pretrained one, as long on fresh examples; the plain refiner from random weights; a cached
+    folder is not trained again."""
     from model.engines import click_refiner
     from train import clicks
 
@@ -164,12 +165,12 @@ def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, m
     monkeypatch.setattr(reviewer, "synthetic_refiner", lambda data: tmp_path / "synthetic")
     trained = []
 
-    def fake_fit(groups, out, init=None, **_):
-        trained.append(("fit", out.name, init and init.name))
+    def fake_fit(groups, out, init=None, seed=0, steps=None, **_):
+        trained.append(("fit", out.name, init and init.name, seed, steps))
         return click_refiner.save(click_refiner.ClickRefiner((4, 8)), out)
 
-    def fake_own(groups, init, out, **_):
-        trained.append(("own", out.name, init.name))
+    def fake_own(groups, init, out, seed=0, **_):
+        trained.append(("own", out.name, init.name, seed))
         return click_refiner.save(click_refiner.ClickRefiner((4, 8)), out)
 
     monkeypatch.setattr(clicks, "fit", fake_fit)
@@ -177,7 +178,11 @@ def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, m
     own = reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.OWN_CLICKS)
     pretrained = f"refiner_pretrained{reviewer.FINETUNE_STEPS}_without_caseA_day0"
     assert own == tmp_path / "steps7" / f"refiner_pretrained{reviewer.FINETUNE_STEPS}_own_clicks{reviewer.OWN_CLICK_STEPS}_without_caseA_day0"
-    assert trained == [("fit", pretrained, "synthetic"), ("own", own.name, pretrained)]
+    assert trained == [("fit", pretrained, "synthetic", 0, reviewer.FINETUNE_STEPS), ("own", own.name, pretrained, 0)]
     assert reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.OWN_CLICKS) == own and len(trained) == 2
+    second = reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.OWN_CLICKS_2)
+    assert trained[2] == ("own", second.name, own.name, 1) and second != own and len(trained) == 3
+    more = reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.MORE_STEPS)  # the control: as long, no own clicks
+    assert trained[3] == ("fit", more.name, pretrained, 3, reviewer.OWN_CLICK_STEPS)
     reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.REFINER)
-    assert trained[2] == ("fit", f"refiner{reviewer.REFINER_STEPS}_without_caseA_day0", None)
+    assert trained[4] == ("fit", f"refiner{reviewer.REFINER_STEPS}_without_caseA_day0", None, 0, reviewer.REFINER_STEPS)

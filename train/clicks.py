@@ -1,7 +1,7 @@
 """Train the click refiner (``model/engines/click_refiner.py``) on simulated reviewers' clicks, with PyTorch Lightning.
 
     python -m train.clicks --data-dir DATA --out DIR [--steps 3000] [--seed 0] [--case-days case1_day0 ...]
-                           [--synthetic-steps 3000] [--own-click-steps 1500] [--init DIR]
+                           [--synthetic-steps 3000] [--own-click-steps 1500 [--own-click-rounds 2]] [--init DIR]
 
 ``DATA`` is the Kaggle layout (``train.csv`` and ``train/caseN/caseN_dayD/scans/*.png``); ``DIR`` gets
 ``click_refiner.safetensors`` and ``click_refiner.json``: put them beside a checkpoint's ``config.json`` and the
@@ -22,7 +22,8 @@ images one does not have still teaches the refiner organ shapes; then training o
 there (measured in ``docs/correct.md``).
 
 Training on its own clicks (``--own-click-steps``, :func:`fit_on_own_clicks`): one round of iterative training,
-the trained refiner's own corrections giving the states half the examples start from.
+the trained refiner's own corrections giving the states half the examples start from; ``--own-click-rounds``
+runs more, each round on the clicks of the refiner the one before made.
 """
 
 from __future__ import annotations
@@ -444,10 +445,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--own-click-steps", type=int, default=0,
                         help="then train this many more steps on the refiner's own clicks (half the examples; the "
                              "first refiner is kept in OUT/first)")
+    parser.add_argument("--own-click-rounds", type=int, default=1,
+                        help="rounds of --own-click-steps, each on the clicks of the refiner the round before made, "
+                             "with new examples (seed SEED + round - 1); all but the last kept in OUT/roundN")
     parser.add_argument("--synthetic-steps", type=int, default=0,
                         help="first pretrain this many steps on synthetic slices drawn from the case-days' label "
                              "maps (saved in OUT/synthetic), then train on the real slices from there")
     args = parser.parse_args(argv)
+    if args.own_click_rounds < 1:
+        parser.error(f"--own-click-rounds must be at least 1; got {args.own_click_rounds}")
     groups = kaggle_groups(args.data_dir, args.case_days, args.checkpoint)
     init = args.init
     if args.synthetic_steps:
@@ -456,9 +462,10 @@ def main(argv: list[str] | None = None) -> int:
                         n_examples=2 * args.examples, init=init)
     first = args.out / "first" if args.own_click_steps else args.out
     out = fit(groups, first, steps=args.steps, seed=args.seed, n_examples=args.examples, init=init)
-    if args.own_click_steps:
-        out = fit_on_own_clicks(groups, first, args.out, steps=args.own_click_steps, seed=args.seed,
-                                n_examples=args.examples)
+    for r in range(args.own_click_rounds if args.own_click_steps else 0):
+        last = r == args.own_click_rounds - 1
+        out = fit_on_own_clicks(groups, out, args.out if last else args.out / f"round{r + 1}",
+                                steps=args.own_click_steps, seed=args.seed + r, n_examples=args.examples)
     print(out)
     return 0
 

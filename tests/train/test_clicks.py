@@ -180,10 +180,11 @@ def test_the_training_command_trains_on_its_own_clicks_from_the_first_refiner(sy
     out = tmp_path / "refiner"
     started_from = []
     real = clicks.fit_on_own_clicks
-    monkeypatch.setattr(clicks, "fit_on_own_clicks", lambda groups, init, *a, **k: started_from.append(init) or real(groups, init, *a, **k))
+    monkeypatch.setattr(clicks, "fit_on_own_clicks",
+                        lambda groups, init, *a, seed, **k: started_from.append((init, seed)) or real(groups, init, *a, seed=seed, **k))
     assert clicks.main(["--data-dir", str(synthetic_kaggle.root), "--out", str(out), "--steps", "2", "--examples", "16",
-                        "--own-click-steps", "1", "--case-days", "case7_day0"]) == 0
-    assert started_from == [out / "first"]
+                        "--own-click-steps", "1", "--own-click-rounds", "2", "--case-days", "case7_day0"]) == 0
+    assert started_from == [(out / "first", 0), (out / "round1", 1)]  # round 2 on round 1's clicks, new examples
     first, final = click_refiner.load(out / "first"), click_refiner.load(out)
     moved = [not torch.equal(a, b) for a, b in zip(first.state_dict().values(), final.state_dict().values())]
     assert any(moved)  # one more step on its own clicks changed the weights it started from
