@@ -148,8 +148,9 @@ def available(folder: Path | None) -> bool:
 
 
 def load(folder: Path) -> ClickRefiner:
-    """The click refiner saved in ``folder`` by :func:`save`, in eval mode. Raises ``ValueError`` for one
-    built for another window, click disc or channel list (its inputs would mean something else)."""
+    """The click refiner saved in ``folder`` by :func:`save`, in eval mode and called once (warm). Raises
+    ``ValueError`` for one built for another window, click disc or channel list (its inputs would mean
+    something else)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -160,4 +161,9 @@ def load(folder: Path) -> ClickRefiner:
             raise ValueError(f"{folder / CONFIG}: {key} is {config.get(key)!r}, this code reads {value!r}")
     net = ClickRefiner(config["widths"])
     net.load_state_dict(load_file(folder / WEIGHTS))
-    return net.eval()
+    net.eval()
+    # The process's first call sets up its kernels (190.8 ms in more_steps.json, against about 20 ms a click
+    # after it): one call on a blank window here, at load (the app loads at start), not on a person's first click.
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        net(torch.zeros(1, len(CHANNELS), WINDOW, WINDOW))
+    return net

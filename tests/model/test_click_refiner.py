@@ -94,6 +94,16 @@ def test_save_and_load_round_trip_and_a_refiner_for_other_inputs_is_refused(tmp_
         click_refiner.load(tmp_path)
 
 
+def test_load_runs_the_refiner_once_so_a_persons_first_click_is_not_the_slow_one(tmp_path, monkeypatch):
+    click_refiner.save(click_refiner.ClickRefiner((4, 8)), tmp_path)
+    calls = []
+    forward = click_refiner.ClickRefiner.forward
+    monkeypatch.setattr(click_refiner.ClickRefiner, "forward",
+                        lambda self, x: calls.append((tuple(x.shape), self.training, torch.is_grad_enabled())) or forward(self, x))
+    click_refiner.load(tmp_path)
+    assert calls == [((1, len(click_refiner.CHANNELS), WINDOW, WINDOW), False, False)]  # in eval mode, no autograd
+
+
 def test_cached_clicks_are_never_served_for_another_refiner():
     """The replay cache keys on the refiner's weights: the same slice and clicks through a refiner that keeps
     and then one that fills give each its own answer (an object's id can be reused; its weights say which)."""
