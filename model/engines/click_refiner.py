@@ -162,8 +162,9 @@ def load(folder: Path) -> ClickRefiner:
     net = ClickRefiner(config["widths"])
     net.load_state_dict(load_file(folder / WEIGHTS))
     net.eval()
-    # The process's first call sets up its kernels (190.8 ms in more_steps.json, against about 20 ms a click
-    # after it): one call on a blank window here, at load (the app loads at start), not on a person's first click.
+    # The process's first call sets up its kernels (190.8 ms in benchmarks/results/reviewer/more_steps.json,
+    # against about 20 ms a click after it): one call on a blank window here, at load (the app loads at start),
+    # not on a person's first click (rerun/more_steps_warm.json: 28.9 ms).
     with torch.no_grad(), torch.autocast("cpu", enabled=False):
         net(torch.zeros(1, len(CHANNELS), WINDOW, WINDOW))
     return net
