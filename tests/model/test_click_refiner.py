@@ -95,13 +95,16 @@ def test_save_and_load_round_trip_and_a_refiner_for_other_inputs_is_refused(tmp_
 
 
 def test_load_runs_the_refiner_once_so_a_persons_first_click_is_not_the_slow_one(tmp_path, monkeypatch):
+    """One warm-up call at load, in eval mode, without autograd, and in float32 even under a caller's bf16
+    autocast (forced here, so the check does not depend on whether this CPU has native bf16)."""
     click_refiner.save(click_refiner.ClickRefiner((4, 8)), tmp_path)
     calls = []
     forward = click_refiner.ClickRefiner.forward
-    monkeypatch.setattr(click_refiner.ClickRefiner, "forward",
-                        lambda self, x: calls.append((tuple(x.shape), self.training, torch.is_grad_enabled())) or forward(self, x))
-    click_refiner.load(tmp_path)
-    assert calls == [((1, len(click_refiner.CHANNELS), WINDOW, WINDOW), False, False)]  # in eval mode, no autograd
+    monkeypatch.setattr(click_refiner.ClickRefiner, "forward", lambda self, x: calls.append(
+        (tuple(x.shape), x.dtype, self.training, torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"))) or forward(self, x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        click_refiner.load(tmp_path)
+    assert calls == [((1, len(click_refiner.CHANNELS), WINDOW, WINDOW), torch.float32, False, False, False)]
 
 
 def test_cached_clicks_are_never_served_for_another_refiner():
