@@ -280,8 +280,12 @@ def _like_region(stretched: np.ndarray, row: int, col: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- propagate
 
-#: How far a fix is carried at most, in slices each way.
-MAX_PROPAGATE_SLICES = 8
+#: How far a fix is carried at most, in slices each way. A carried mask drifts with every slice it crosses: in
+#: scratch traces of the whole-scan reviewer (``benchmarks/reviewer.py``) a proposal's slices 5 to 8 away
+#: were, on average, worse than what they held. Chosen on case139_day0 and case146_day25 with the own-click
+#: refiner (2, 3, 4, 5 and 8 tried; 4 took the fewest clicks) and confirmed on case47_day29 and with the
+#: training-free corrector; measured in ``docs/correct.md`` ("How far a proposal reaches").
+MAX_PROPAGATE_SLICES = 4
 #: A carried fix changes a neighbour only within this many pixels of it (the zone is carried along with the
 #: mask); a carried removal takes the pieces lying mostly within this many pixels of what was removed.
 PRIOR_REACH_PX = 8

@@ -168,6 +168,28 @@ def test_propagate_stops_where_the_prediction_is_already_right():
     assert np.array_equal(new[0, 2], masks[0, 2])
 
 
+def test_propagate_reaches_at_most_its_slice_limit_each_way():
+    """A long organ missed everywhere but one slice: the proposal goes MAX_PROPAGATE_SLICES each way, no further
+    (a carried mask drifts with every slice it crosses), removals included."""
+    reach = interactive.MAX_PROPAGATE_SLICES
+    depth = 2 * reach + 7
+    middle = depth // 2
+    voxels, truth = synthetic_scan(depth=depth, organ_slices=range(depth))
+    masks = truth.copy()
+    masks[0] = False
+    masks[0, middle] = truth[0, middle]
+    new = interactive.propagate(voxels, None, masks, 0, middle)
+    changed = set(np.flatnonzero((new[0] != masks[0]).any(axis=(1, 2))))
+    assert changed == set(range(middle - reach, middle + reach + 1)) - {middle}
+    invented = truth.copy()
+    invented[1] |= disc(SHAPE, 20, 60, 7)  # on every slice; removed on the middle one
+    before = invented[1, middle].copy()
+    invented[1, middle] &= ~disc(SHAPE, 20, 60, 7)
+    new = interactive.propagate(voxels, None, invented, 1, middle, before=before)
+    changed = set(np.flatnonzero((new[1] != invented[1]).any(axis=(1, 2))))
+    assert changed == set(range(middle - reach, middle + reach + 1)) - {middle}
+
+
 def test_propagate_carries_only_the_fix_when_told_what_the_slice_held_before():
     """A piece added on one slice is added on its neighbours; the rest of their (wrong) mask stays."""
     voxels, truth = synthetic_scan()
