@@ -560,6 +560,8 @@ def main() -> int:
     parser.add_argument("--correctors", nargs="*", choices=[*REFINERS, *CORRECTORS], default=[*REFINERS, *CORRECTORS])
     parser.add_argument("--scan-corrector", choices=[*REFINERS, "interactive"], default="interactive",
                         help="the corrector of the whole-scan part")
+    parser.add_argument("--reach", type=int, help="propagate this many slices each way at most "
+                        "(model.interactive.MAX_PROPAGATE_SLICES, whose value is the default), to measure the choice")
     parser.add_argument("--merge", nargs="*", type=Path, help="pool these JSON files (runs on other volumes) into --out and stop")
     parser.add_argument("--table", nargs="*", type=Path, help="print docs/correct.md's tables from these JSON files and stop")
     args = parser.parse_args()
@@ -571,6 +573,10 @@ def main() -> int:
         for path in args.table or [args.out]:
             print(f"{path.name}:\n{markdown(json.loads(path.read_text()))}\n")
         return 0
+    if args.reach is not None:
+        if args.reach < 1:
+            parser.error(f"--reach must be at least 1; got {args.reach}")
+        interactive.MAX_PROPAGATE_SLICES = args.reach
     import torch
 
     torch.set_num_threads(1)  # a click is timed on one thread: the 2-vCPU Space serves other requests beside it
@@ -595,7 +601,8 @@ def main() -> int:
                     for k, v in volumes.items()},
         "protocol": {"wrong": f"slice-organ Dice < {MAX_RIGHT_DICE}, >= {MIN_WRONG_PX} px in truth or prediction",
                      "target_dice": TARGET_DICE, "max_clicks_per_slice": MAX_CLICKS, "never_counts": NEVER,
-                     "max_clicks_per_organ_scan": MAX_SCAN_CLICKS},
+                     "max_clicks_per_organ_scan": MAX_SCAN_CLICKS,
+                     "propagate_reach_slices": interactive.MAX_PROPAGATE_SLICES},
         "per_slice_organ": {},
         "whole_scan": {},
     }
