@@ -68,6 +68,8 @@ OUT = REPO / "docs" / "correct.json"
 MAX_RIGHT_DICE, MIN_WRONG_PX = 0.8, 50
 TARGET_DICE, MAX_CLICKS, NEVER = 0.85, 10, 11
 MAX_SCAN_CLICKS = 300
+#: The propagation reach of the runs recorded before the JSON named it (``protocol.propagate_reach_slices``).
+UNRECORDED_REACH = 8
 
 
 def _predicted(data: Path, steps: int, trained_on: list[str], volume: str, labelled: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -374,7 +376,11 @@ def whole_scan_by_corrector(record: dict) -> dict:
 
 def merge(records: list[dict]) -> dict:
     """One record pooling runs on different volumes (the per-slice-organ rows recomputed from their raw lists).
-    A corrector run twice on the same volumes counts once: the later record's row."""
+    A corrector run twice on the same volumes counts once: the later record's row. Runs under different
+    protocols (another propagation reach, say) are refused: their numbers do not pool."""
+    protocols = {json.dumps({"propagate_reach_slices": UNRECORDED_REACH} | r["protocol"], sort_keys=True) for r in records}
+    if len(protocols) > 1:
+        raise ValueError(f"these runs used different protocols and do not pool: {sorted(protocols)}")
     merged = {"command": " ; ".join(r["command"] for r in records),
               "machines": sorted({r.get("machine", "not recorded") for r in records}),
               "volumes": {}, "protocol": records[0]["protocol"], "per_slice_organ": {}, "whole_scan": {}}

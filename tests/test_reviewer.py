@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from benchmarks import reviewer
 from model import interactive
@@ -58,6 +59,10 @@ def test_the_reviewer_runs_on_a_tiny_scan():
     other = {**record, "command": "c", "volumes": {"other": {}}, "machine": "cpu X"}
     assert reviewer.merge([record, again])["per_slice_organ"]["interactive"]["wrong_slice_organs"] == depth + 1
     assert reviewer.merge([record, other])["machines"] == ["cpu X", "not recorded"]  # the numbers' machines
+    eight = {**record, "protocol": {"propagate_reach_slices": reviewer.UNRECORDED_REACH}}
+    assert reviewer.merge([record, eight])["per_slice_organ"]  # a run from before the reach was recorded ran at 8
+    with pytest.raises(ValueError, match="different protocols"):
+        reviewer.merge([record, {**record, "protocol": {"propagate_reach_slices": 4}}])
     pooled = reviewer.merge([record, again, other])["per_slice_organ"]["interactive"]
     assert pooled["wrong_slice_organs"] == 2 * (depth + 1) and set(pooled["per_volume"]) == {"tiny"}
     assert "| interactive | tiny | 6 | 100.0 / 100.0 / 100.0 / 100.0 % | 1.0 |" in reviewer.markdown(reviewer.merge([record]))
