@@ -155,7 +155,10 @@ OWN_CLICKS_2 = "click_refiner_own_clicks_2"
 #: 3: the 6,000 fresh examples :data:`OWN_CLICKS` saw, and 6,000 more in place of its own clicks' ones), so the gain
 #: of training on its own clicks is told apart from that of training longer.
 MORE_STEPS = "click_refiner_more_steps"
-REFINERS = (REFINER, PRETRAINED, OWN_CLICKS, OWN_CLICKS_2, MORE_STEPS)
+#: :data:`OWN_CLICKS` with half its own clicks' examples on synthetic slices, drawn from the pretraining's label maps
+#: (:func:`synthetic_maps`): the own-click states on far more organ shapes than the fold's two real volumes hold.
+OWN_CLICKS_SYNTHETIC = "click_refiner_own_clicks_synthetic"
+REFINERS = (REFINER, PRETRAINED, OWN_CLICKS, OWN_CLICKS_2, MORE_STEPS, OWN_CLICKS_SYNTHETIC)
 
 
 def refiner_groups(data: Path, steps: int, held: str) -> list[tuple]:
@@ -180,14 +183,16 @@ def trained_refiner(data: Path, steps: int, held: str, kind: str = REFINER) -> P
     :data:`REFINERS`): :data:`REFINER` from random weights; :data:`PRETRAINED` started from
     :func:`synthetic_refiner` and fine-tuned for :data:`FINETUNE_STEPS`; :data:`OWN_CLICKS` that one trained
     :data:`OWN_CLICK_STEPS` more on its own clicks; :data:`OWN_CLICKS_2` that one one round more (seed 1, so its
-    examples are new ones); :data:`MORE_STEPS` the pretrained one trained as long on fresh examples only."""
+    examples are new ones); :data:`MORE_STEPS` the pretrained one trained as long on fresh examples only;
+    :data:`OWN_CLICKS_SYNTHETIC` as :data:`OWN_CLICKS`, half its own clicks on synthetic slices."""
     from model.engines import click_refiner
     from train import clicks
 
     name = {REFINER: f"refiner{REFINER_STEPS}", PRETRAINED: f"refiner_pretrained{FINETUNE_STEPS}",
             OWN_CLICKS: f"refiner_pretrained{FINETUNE_STEPS}_own_clicks{OWN_CLICK_STEPS}",
             OWN_CLICKS_2: f"refiner_pretrained{FINETUNE_STEPS}_own_clicks{OWN_CLICK_STEPS}x2",
-            MORE_STEPS: f"refiner_pretrained{FINETUNE_STEPS}_more{OWN_CLICK_STEPS}"}[kind]
+            MORE_STEPS: f"refiner_pretrained{FINETUNE_STEPS}_more{OWN_CLICK_STEPS}",
+            OWN_CLICKS_SYNTHETIC: f"refiner_pretrained{FINETUNE_STEPS}_own_clicks{OWN_CLICK_STEPS}_synthetic"}[kind]
     folder = CACHE / f"steps{steps}" / f"{name}_without_{held}"
     if click_refiner.available(folder):
         return folder
@@ -197,9 +202,10 @@ def trained_refiner(data: Path, steps: int, held: str, kind: str = REFINER) -> P
     start = time.perf_counter()
     with _all_threads():
         groups = refiner_groups(data, steps, held)
-        if kind in (OWN_CLICKS, OWN_CLICKS_2):
+        if kind in (OWN_CLICKS, OWN_CLICKS_2, OWN_CLICKS_SYNTHETIC):
             clicks.fit_on_own_clicks(groups, init, folder, steps=OWN_CLICK_STEPS, n_examples=REFINER_EXAMPLES,
-                                     seed=0 if kind == OWN_CLICKS else 1)
+                                     seed=1 if kind == OWN_CLICKS_2 else 0,
+                                     maps=synthetic_maps(data)[1] if kind == OWN_CLICKS_SYNTHETIC else ())
         else:
             clicks.fit(groups, folder, n_examples=REFINER_EXAMPLES, init=init, seed=3 if kind == MORE_STEPS else 0,
                        steps={PRETRAINED: FINETUNE_STEPS, MORE_STEPS: OWN_CLICK_STEPS}.get(kind, REFINER_STEPS))
@@ -218,17 +224,26 @@ def synthetic_refiner(data: Path) -> Path:
     folder = CACHE / f"synthetic{PRETRAIN_STEPS}"
     if not click_refiner.available(folder):
         start = time.perf_counter()
-        with open(data / "kaggle" / "volumes.csv", newline="") as f:
-            shapes = {row["case_day"]: (int(row["height"]), int(row["width"])) for row in csv.DictReader(f)}
-        held_patients = {c.split("_")[0] for c in review_validation.labelled_volumes(data, CACHE)}
-        days = sorted(d for d in shapes if d.split("_")[0] not in held_patients)
-        chosen = list(np.random.default_rng(0).choice(days, size=min(PRETRAIN_CASE_DAYS, len(days)), replace=False))
-        maps = clicks.label_maps(data / "kaggle" / "train.csv.gz", shapes, chosen)
+        chosen, maps = synthetic_maps(data)
         with _all_threads():
             clicks.pretrain(maps, folder, steps=PRETRAIN_STEPS, n_examples=PRETRAIN_EXAMPLES)
         (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
         (folder / "case_days.txt").write_text("\n".join(chosen) + "\n")
     return folder
+
+
+def synthetic_maps(data: Path) -> tuple[list[str], list[np.ndarray]]:
+    """The case-days the synthetic pretraining draws from and their label maps (``train.clicks.label_maps``):
+    :data:`PRETRAIN_CASE_DAYS` of the competition's ground truth, drawn at random (seed 0) from those of patients
+    other than the labelled volumes'."""
+    from train import clicks
+
+    with open(data / "kaggle" / "volumes.csv", newline="") as f:
+        shapes = {row["case_day"]: (int(row["height"]), int(row["width"])) for row in csv.DictReader(f)}
+    held_patients = {c.split("_")[0] for c in review_validation.labelled_volumes(data, CACHE)}
+    days = sorted(d for d in shapes if d.split("_")[0] not in held_patients)
+    chosen = list(np.random.default_rng(0).choice(days, size=min(PRETRAIN_CASE_DAYS, len(days)), replace=False))
+    return chosen, clicks.label_maps(data / "kaggle" / "train.csv.gz", shapes, chosen)
 
 
 @contextmanager

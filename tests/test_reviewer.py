@@ -160,7 +160,9 @@ def test_regions_to_fix_counts_whole_regions_largest_first():
 
 def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, monkeypatch):
     """The refiner trained on its own clicks starts from that fold's pretrained refiner, which starts from the
-    synthetic one; its second round from it, on new examples; the control from the pretrained one, as long on fresh examples; the plain refiner from random weights; a cached
+    synthetic one; its second round from it, on new examples; the control from the pretrained one, as long on fresh examples;
+    the one with half its own clicks on synthetic slices from the pretrained one, given the label maps; the plain refiner
+    from random weights; a cached
     folder is not trained again."""
     from model.engines import click_refiner
     from train import clicks
@@ -168,14 +170,15 @@ def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, m
     monkeypatch.setattr(reviewer, "CACHE", tmp_path)
     monkeypatch.setattr(reviewer, "refiner_groups", lambda data, steps, held: ["groups"])
     monkeypatch.setattr(reviewer, "synthetic_refiner", lambda data: tmp_path / "synthetic")
+    monkeypatch.setattr(reviewer, "synthetic_maps", lambda data: (["caseB_day0"], ["maps"]))
     trained = []
 
     def fake_fit(groups, out, init=None, seed=0, steps=None, **_):
         trained.append(("fit", out.name, init and init.name, seed, steps))
         return click_refiner.save(click_refiner.ClickRefiner((4, 8)), out)
 
-    def fake_own(groups, init, out, seed=0, **_):
-        trained.append(("own", out.name, init.name, seed))
+    def fake_own(groups, init, out, seed=0, maps=(), **_):
+        trained.append(("own", out.name, init.name, seed) + ((maps,) if maps else ()))
         return click_refiner.save(click_refiner.ClickRefiner((4, 8)), out)
 
     monkeypatch.setattr(clicks, "fit", fake_fit)
@@ -191,3 +194,5 @@ def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, m
     assert trained[3] == ("fit", more.name, pretrained, 3, reviewer.OWN_CLICK_STEPS)
     reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.REFINER)
     assert trained[4] == ("fit", f"refiner{reviewer.REFINER_STEPS}_without_caseA_day0", None, 0, reviewer.REFINER_STEPS)
+    mixed = reviewer.trained_refiner(tmp_path, 7, "caseA_day0", reviewer.OWN_CLICKS_SYNTHETIC)  # own clicks, half synthetic
+    assert trained[5] == ("own", mixed.name, pretrained, 0, ["maps"]) and mixed.name not in {own.name, second.name}

@@ -274,20 +274,25 @@ def _fit_examples(x: np.ndarray, y: np.ndarray, out: Path, steps: int, seed: int
 
 
 def own_click_examples(groups: Sequence[tuple], refiner: click_refiner.ClickRefiner, n: int,
-                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int = 0, maps: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, np.ndarray]:
     """``n`` examples in the states a trained ``refiner`` leaves behind, shaped as :func:`examples`'.
 
     One round of iterative training (RITM, Sofiiuk et al. 2022): an example is drawn as :func:`examples` draws
     one, then ``refiner`` takes its click and 0-3 more of the simulated reviewer's, each on the mask the one
     before left; the example is the next click on the mask the refiner made. :func:`examples` shows earlier
     clicks that set their region right; a person's second click lands on what the refiner really left (a
-    rim, half a loop, a click it ignored), and these examples teach that."""
+    rim, half a loop, a click it ignored), and these examples teach that. With label ``maps``, half the
+    examples start on synthetic slices drawn from them (:func:`_synthetic_example`) instead: far more organ
+    shapes than the real slices hold."""
     rng = np.random.default_rng(seed)
     stretched = [np.stack([normalize_intensity(s) for s in group[0]]) for group in groups]
 
     def draw():
-        g = int(rng.integers(len(groups)))
-        drawn = _example(groups[g], rng, stretched[g])
+        if len(maps) and rng.random() < 0.5:
+            drawn = _synthetic_example(maps[int(rng.integers(len(maps)))], rng)
+        else:
+            g = int(rng.integers(len(groups)))
+            drawn = _example(groups[g], rng, stretched[g])
         if drawn is None:
             return None
         image, probability, mask, clicks, truth = drawn
@@ -303,11 +308,13 @@ def own_click_examples(groups: Sequence[tuple], refiner: click_refiner.ClickRefi
 
 
 def fit_on_own_clicks(groups: Sequence[tuple], init: Path, out: Path, steps: int = 1500, seed: int = 0,
-                      n_examples: int = 12000, batch_size: int = 16, accelerator: str = "auto") -> Path:
-    """Train the refiner saved in ``init`` on as many of its own clicks' examples (:func:`own_click_examples`)
-    as fresh ones (:func:`examples`), starting from its weights, and save it into ``out``; returns ``out``."""
+                      n_examples: int = 12000, batch_size: int = 16, accelerator: str = "auto",
+                      maps: Sequence[np.ndarray] = ()) -> Path:
+    """Train the refiner saved in ``init`` on as many of its own clicks' examples (:func:`own_click_examples`,
+    half of them on synthetic slices when label ``maps`` are given) as fresh ones (:func:`examples`), starting
+    from its weights, and save it into ``out``; returns ``out``."""
     L.seed_everything(seed, workers=True)
-    own = own_click_examples(groups, click_refiner.load(init), n_examples // 2, seed + 2)
+    own = own_click_examples(groups, click_refiner.load(init), n_examples // 2, seed + 2, maps)
     fresh = examples(groups, n_examples - n_examples // 2, seed + 3)
     x, y = (np.concatenate(pair) for pair in zip(own, fresh))
     return _fit_examples(x, y, out, steps, seed, batch_size, accelerator, init)

@@ -175,6 +175,23 @@ def test_own_click_examples_start_from_the_masks_the_refiner_itself_made(monkeyp
     assert x.shape == (8, len(click_refiner.CHANNELS), WINDOW, WINDOW) and y.shape == (8, WINDOW, WINDOW)
 
 
+def test_own_click_examples_start_on_synthetic_slices_half_the_time_given_label_maps(monkeypatch):
+    """With label maps, about half the own-click examples are drawn on synthetic slices of those maps (their truth
+    is a map's organ, a square the real slices never hold); without, none is."""
+    slices, truth = disc_scan()
+    square = np.zeros((3, *SHAPE), bool)
+    square[0, 20:60, 20:60] = True  # an organ no real slice has
+    monkeypatch.setattr(clicks, "_synthetic_example", lambda maps, rng: (clicks.synthetic_slice(maps, np.ones(SHAPE, bool), rng),
+                                                                          None, np.zeros(SHAPE, bool), [(40, 40, True)], maps[0]))
+    for maps, share in (([square], (0.3, 0.7)), ((), (0.0, 0.0))):
+        drawn = []
+        monkeypatch.setattr(clicks, "_encoded", lambda draw, n: drawn.extend(d for d in (draw() for _ in range(60)) if d))
+        torch.manual_seed(0)
+        clicks.own_click_examples([(slices, truth)], click_refiner.ClickRefiner(), 8, seed=4, maps=maps)
+        synthetic = [np.array_equal(t, square[0]) for *_, t in drawn]
+        assert len(drawn) >= 20 and share[0] <= np.mean(synthetic) <= share[1]
+
+
 @pytest.mark.slow
 def test_the_training_command_trains_on_its_own_clicks_from_the_first_refiner(synthetic_kaggle, tmp_path, monkeypatch):
     out = tmp_path / "refiner"
