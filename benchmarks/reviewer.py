@@ -36,7 +36,8 @@ volume without it. Its real-error examples come from nested check models: the fo
 trains on A and B, with A segmented by a check model trained on B alone and B by one trained on A alone
 (:func:`training_predictions`), so C's labels reach it by no path; ``click_refiner_pretrained`` starts from a
 refiner pretrained on synthetic slices (:func:`synthetic_refiner`), and ``click_refiner_own_clicks`` is that
-one trained further on its own clicks (``train.clicks.fit_on_own_clicks``). The whole-scan part runs one corrector
+one trained further on its own clicks (``train.clicks.fit_on_own_clicks``; :data:`REFINERS` lists the variants
+measured beside it). The whole-scan part runs one corrector
 (``--scan-corrector``, the app's default: ``interactive``).
 """
 
