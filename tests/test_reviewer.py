@@ -162,8 +162,7 @@ def test_each_kind_of_refiner_is_trained_once_from_what_it_builds_on(tmp_path, m
     """The refiner trained on its own clicks starts from that fold's pretrained refiner, which starts from the
     synthetic one; its second round from it, on new examples; the control from the pretrained one, as long on fresh examples;
     the one with half its own clicks on synthetic slices from the pretrained one, given the label maps; the plain refiner
-    from random weights; a cached
-    folder is not trained again."""
+    from random weights; a cached folder is not trained again."""
     from model.engines import click_refiner
     from train import clicks
 
