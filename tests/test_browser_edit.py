@@ -102,9 +102,14 @@ def _choose_layer_and_tool(page, editor, layer: int, tool: str) -> None:
 def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], editor_id: str = "scan-editor") -> None:
     """Draw along ``path_px`` (slice pixel coordinates ``(x, y)``, pixel centres at +0.5) in ``layer``.
 
-    The editor's progress overlay can cover the canvas for a while after a request (it then takes
-    the stroke), so the stroke is drawn again until the editor's Undo button says it landed.
+    Slice pixels map to the canvas through the slice container's transform, computed afresh
+    (``toGlobal``): its ``worldTransform`` is updated only when the editor renders, and Gradio 6.31
+    stops the render loop when idle, so on a loaded machine it could still read as the identity
+    and put the stroke left of the slice. Before pressing, the brush must say the pointer is over
+    the slice. The editor's progress overlay can cover the canvas for a while after a request (it
+    then takes the stroke), so the stroke is drawn again until the editor's Undo button says it landed.
     """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     editor = page.locator(f"#{editor_id}")
@@ -116,9 +121,11 @@ def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], edi
         _choose_layer_and_tool(page, editor, layer, tool)  # again on each try: a re-render may have undone it
         expect(tracker).to_have_class(re.compile(r"\bhide\b"), timeout=60_000)
         expect(undo).to_be_disabled()
-        t = page.evaluate("() => { const t = window.editor.image_container.worldTransform;"
-                          " return {a: t.a, b: t.b, c: t.c, d: t.d, tx: t.tx, ty: t.ty}; }")
-        assert t["b"] == 0 and t["c"] == 0 and t["a"] == pytest.approx(t["d"]), t
+        t = page.evaluate("""() => { const c = window.editor.image_container, g = p => c.toGlobal(p);
+            const o = g({x: 0, y: 0}), x = g({x: 1, y: 0}), y = g({x: 0, y: 1});
+            return {a: x.x - o.x, b: x.y - o.y, c: y.x - o.x, d: y.y - o.y, tx: o.x, ty: o.y}; }""")
+        assert t["b"] == pytest.approx(0, abs=1e-6) and t["c"] == pytest.approx(0, abs=1e-6), t
+        assert t["a"] == pytest.approx(t["d"]), t
         box = editor.locator("canvas").first.bounding_box()
         scale = box["width"] / page.evaluate("() => window.editor.app.canvas.width")  # CSS px per canvas px
 
@@ -126,6 +133,10 @@ def _stroke(page, layer: int, tool: str, path_px: list[tuple[float, float]], edi
             return box["x"] + (t["tx"] + t["a"] * x) * scale, box["y"] + (t["ty"] + t["d"] * y) * scale
 
         page.mouse.move(*screen(*path_px[0]))
+        try:  # the brush starts a stroke only where it has seen the pointer over the slice
+            page.wait_for_function("() => window.editor.tools.get('brush').brush_cursor.is_over_image()", timeout=5_000)
+        except PlaywrightTimeout:
+            continue
         page.mouse.down()
         for point in path_px[1:]:  # the brush joins the points it gets; each step is a frame of software rendering
             page.mouse.move(*screen(*point), steps=8)
