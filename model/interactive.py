@@ -24,6 +24,10 @@ and, when given, the organ's probability map, so a click snaps to the image's ed
 Organ pixels the walker leaves connected to neither the click nor the kept mask are dropped.
 Replaying ``n`` clicks costs ``n`` walks; the results of click prefixes are cached, so a session that
 adds one click at a time pays one walk a click.
+
+Given a learned refiner (:mod:`model.engines.click_refiner`; the app ships one and passes it), the refiner
+decides each click instead of the walk, held to the click's word: a positive click only adds, a negative
+one only removes (:func:`_refined_click`).
 """
 
 from __future__ import annotations
@@ -157,7 +161,8 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
         from .engines import click_refiner
 
         stretched = normalize_intensity(image)
-        one = lambda current, n: click_refiner.refine(refiner, stretched, probability, current, clicks[:n + 1])  # noqa: E731
+        one = lambda current, n: _refined_click(click_refiner.refine(refiner, stretched, probability, current,  # noqa: E731
+                                                                     clicks[:n + 1]), current, clicks[n])
     else:
         smoothed = ndimage.gaussian_filter(normalize_intensity(image).astype(np.float32), 1.0)
         one = lambda current, n: _one_click(smoothed, probability, current, clicks[:n], clicks[n], others)  # noqa: E731
@@ -167,6 +172,17 @@ def click(image: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, c
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     return current.copy()
+
+
+def _refined_click(refined: np.ndarray, mask: np.ndarray, new: Click) -> np.ndarray:
+    """A learned refiner's answer held to what the click says: a positive click only adds to ``mask`` and
+    a negative one only removes from it (the network redraws its whole window, boundaries included, and a
+    person who pressed Add does not expect pixels to go), and the clicked pixel follows the click. It costs
+    about nothing in the simulated reviewer's clicks (``docs/correct.md``, the app's click refiner)."""
+    row, col, positive = new
+    out = (mask | refined) if positive else (mask & refined)
+    out[row, col] = positive
+    return out
 
 
 def _one_click(stretched: np.ndarray, probability: np.ndarray | None, mask: np.ndarray, earlier: list[Click],

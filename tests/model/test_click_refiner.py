@@ -58,16 +58,39 @@ def test_paste_writes_only_the_part_of_the_window_inside_the_slice():
     assert not mask.any()  # a copy
 
 
-def test_a_refiner_that_keeps_its_input_changes_nothing_and_one_that_fills_changes_only_the_window():
+def emptying_refiner() -> click_refiner.ClickRefiner:
+    """A refiner that answers "not organ" on the whole window."""
+    net = keeping_refiner()
+    torch.nn.init.constant_(net.head.bias, -100.0)
+    return net
+
+
+def test_a_refiner_that_keeps_its_input_changes_only_the_clicked_pixel_and_one_that_fills_only_the_window():
     image = np.random.default_rng(0).integers(0, 4000, SHAPE).astype(np.uint16)
     mask = np.zeros(SHAPE, bool)
     mask[10:30, 10:30] = True
     kept = interactive.click(image, None, mask, [(20, 20, False)], None, refiner=keeping_refiner())
-    assert np.array_equal(kept, mask)
+    assert np.array_equal(kept, mask & ~((np.arange(SHAPE[0])[:, None] == 20) & (np.arange(SHAPE[1]) == 20)))
     filled = interactive.click(image, None, mask, [(100, 80, True)], None, refiner=filling_refiner())
     window = np.zeros(SHAPE, bool)
     window[100 - WINDOW // 2:, 80 - WINDOW // 2:] = True
     assert np.array_equal(filled, mask | window)
+
+
+def test_add_only_adds_and_remove_only_removes_whatever_the_refiner_answers():
+    """A refiner redraws its whole window; the click's word holds: a positive click never takes pixels away
+    (here from a refiner that answers "not organ" everywhere: only the clicked pixel is added) and a negative
+    one never adds (a refiner that answers "organ" everywhere: only the clicked pixel goes)."""
+    image = np.zeros(SHAPE, np.uint8)
+    mask = np.zeros(SHAPE, bool)
+    mask[10:30, 10:30] = True
+    added = interactive.click(image, None, mask, [(60, 50, True)], None, refiner=emptying_refiner())
+    assert added.sum() == mask.sum() + 1 and added[60, 50] and (added & mask).sum() == mask.sum()
+    removed = interactive.click(image, None, mask, [(20, 20, False)], None, refiner=filling_refiner())
+    assert removed.sum() == mask.sum() - 1 and not removed[20, 20] and not (removed & ~mask).any()
+    # and each later click is held to its own word, on the mask the one before left
+    both = interactive.click(image, None, mask, [(60, 50, True), (20, 20, False)], None, refiner=filling_refiner())
+    assert not both[20, 20] and both[60, 50] and both.sum() > mask.sum()
 
 
 def test_the_refiner_replays_clicks_in_order_each_on_the_mask_the_one_before_left():
@@ -112,7 +135,7 @@ def test_cached_clicks_are_never_served_for_another_refiner():
     and then one that fills give each its own answer (an object's id can be reused; its weights say which)."""
     image = np.zeros(SHAPE, np.uint8)
     mask = np.zeros(SHAPE, bool)
-    assert not interactive.click(image, None, mask, [(60, 50, True)], None, refiner=keeping_refiner()).any()
+    assert interactive.click(image, None, mask, [(60, 50, True)], None, refiner=keeping_refiner()).sum() == 1
     assert interactive.click(image, None, mask, [(60, 50, True)], None, refiner=filling_refiner()).sum() == WINDOW ** 2
     net = keeping_refiner()
     assert net.fingerprint() == copy.deepcopy(net).fingerprint() != filling_refiner().fingerprint()
@@ -137,3 +160,4 @@ def test_a_click_runs_in_float32_even_under_a_callers_bf16_autocast():
         click_refiner.refine(net, stretched, probability, mask, [(60, 50, True)])
     handle.remove()
     assert seen == [torch.float32]
+
