@@ -4,6 +4,7 @@
         [--correctors click_refiner_own_clicks interactive ...] [--no-scan] [--scan-corrector NAME] [--propagation] [--out FILE]
     python -m benchmarks.reviewer --merge A.json B.json --out docs/correct.json   # pool runs on other volumes
     python -m benchmarks.reviewer --table docs/correct.json                       # docs/correct.md's tables
+    python -m benchmarks.reviewer --ship-refiner model/weights/click_refiner      # the app's click refiner
 
 The protocol of the interactive-segmentation literature (issue #24, section 4), on the three shared
 real volumes with real labels, each segmented by a check model trained without it
@@ -38,7 +39,9 @@ trains on A and B, with A segmented by a check model trained on B alone and B by
 refiner pretrained on synthetic slices (:func:`synthetic_refiner`), and ``click_refiner_own_clicks`` is that
 one trained further on its own clicks (``train.clicks.fit_on_own_clicks``; :data:`REFINERS` lists the variants
 measured beside it). The whole-scan part runs one corrector
-(``--scan-corrector``, the app's default: ``interactive``).
+(``--scan-corrector``; by default ``interactive``, the training-free one).
+
+``--ship-refiner DIR`` writes the click refiner the app uses by default (:func:`ship_refiner`).
 """
 
 from __future__ import annotations
@@ -212,6 +215,40 @@ def trained_refiner(data: Path, steps: int, held: str, kind: str = REFINER) -> P
                        steps={PRETRAINED: FINETUNE_STEPS, MORE_STEPS: OWN_CLICK_STEPS}.get(kind, REFINER_STEPS))
     (folder / "train_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.1f}\n")
     return folder
+
+
+#: The click refiner the app ships (``model/weights/click_refiner``, :func:`ship_refiner`): the
+#: :data:`OWN_CLICKS` recipe's fold that holds out case47_day29, the volume never used for tuning, so the
+#: refiner the app uses has measured held-out numbers (its row of the per-volume table).
+SHIPPED_KIND, SHIPPED_HELD = OWN_CLICKS, "case47_day29"
+
+
+def ship_refiner(data: Path, steps: int, out: Path, command: str) -> dict:
+    """Copy the :data:`SHIPPED_KIND` refiner trained without :data:`SHIPPED_HELD` (:func:`trained_refiner`:
+    cached, or trained here) into ``out`` with a ``provenance.json`` (recipe, data, the weights' sha256)."""
+    import hashlib
+    import shutil
+
+    from model.engines import click_refiner
+
+    folder = trained_refiner(data, steps, SHIPPED_HELD, SHIPPED_KIND)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (click_refiner.WEIGHTS, click_refiner.CONFIG):
+        shutil.copyfile(folder / name, out / name)
+    minutes = folder / "train_minutes.txt"
+    provenance = {
+        "command": command,
+        "recipe": SHIPPED_KIND,
+        "held_out": SHIPPED_HELD,
+        "trained_on": ["the 21 labelled slices (halved)"] + [c for c in review_validation.labelled_volumes(data, CACHE)
+                                                             if c != SHIPPED_HELD],
+        "pretrained_on": f"synthetic slices of {PRETRAIN_CASE_DAYS} case-days' label maps (benchmarks.reviewer.synthetic_maps)",
+        "check_model_steps": steps,
+        "own_click_round_minutes": float(minutes.read_text()) if minutes.exists() else None,
+        "sha256": hashlib.sha256((out / click_refiner.WEIGHTS).read_bytes()).hexdigest(),
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    return provenance
 
 
 def synthetic_refiner(data: Path) -> Path:
@@ -586,7 +623,14 @@ def main() -> int:
                         "(model.interactive.MAX_PROPAGATE_SLICES, whose value is the default), to measure the choice")
     parser.add_argument("--merge", nargs="*", type=Path, help="pool these JSON files (runs on other volumes) into --out and stop")
     parser.add_argument("--table", nargs="*", type=Path, help="print docs/correct.md's tables from these JSON files and stop")
+    parser.add_argument("--ship-refiner", type=Path, metavar="DIR",
+                        help="write the app's click refiner (the recipe's fold without case47_day29) into DIR and stop")
     args = parser.parse_args()
+    if args.ship_refiner:
+        provenance = ship_refiner(args.data, args.steps, args.ship_refiner,
+                                  "python -m benchmarks.reviewer " + " ".join(sys.argv[1:]))
+        print(json.dumps(provenance, indent=1), f"wrote {args.ship_refiner}", sep="\n")
+        return 0
     if args.merge:
         args.out.write_text(json.dumps(merge([json.loads(p.read_text()) for p in args.merge]), indent=1) + "\n")
         print(f"wrote {args.out}")

@@ -96,6 +96,13 @@ def upload_paths(files) -> list[str]:
     return [f if isinstance(f, str) else f.get("path", "") for f in files]
 
 
+#: The click refiner the app uses unless told otherwise: the own-click recipe's fold that held out the volume
+#: never used for tuning (its provenance.json; measured in docs/correct.md, "The app's click refiner").
+SHIPPED_CLICK_REFINER = str(Path(__file__).resolve().parent / "weights" / "click_refiner")
+#: ``--click-refiner none`` / ``CLICK_REFINER=none``: the training-free corrector.
+NO_REFINER = "none"
+
+
 class ModelHolder:
     """The process's one model: a configured model process, else loaded in this process on first use.
 
@@ -133,8 +140,9 @@ class ModelHolder:
 
     def configure_click_refiner(self, folder: str | Path | None) -> None:
         """Choose the click corrector: a folder holding a click refiner (:mod:`model.engines.click_refiner`,
-        trained by ``python -m train.clicks``), or ``None`` for ``CLICK_REFINER`` when set, else the
-        training-free corrector of :func:`model.interactive.click` (``docs/correct.md`` measures both)."""
+        trained by ``python -m train.clicks``), :data:`NO_REFINER` for the training-free corrector of
+        :func:`model.interactive.click`, or ``None`` for ``CLICK_REFINER`` when set, else the refiner this
+        package ships (:data:`SHIPPED_CLICK_REFINER`; ``docs/correct.md`` measures both correctors)."""
         with self._lock:
             self._refiner_choice, self._refiner = folder, None
 
@@ -145,12 +153,13 @@ class ModelHolder:
             if self._refiner is None:
                 from .engines import click_refiner
 
-                choice = str(self._refiner_choice or os.environ.get("CLICK_REFINER", "")).strip()
-                if not choice:
+                choice = str(self._refiner_choice or os.environ.get("CLICK_REFINER", "")).strip() or SHIPPED_CLICK_REFINER
+                if str(choice).lower() == NO_REFINER:
                     self._refiner = False
                 elif not click_refiner.available(Path(choice)):
                     raise CheckpointError(f"{choice} holds no click refiner ({click_refiner.WEIGHTS} and "
-                                          f"{click_refiner.CONFIG}); train one with python -m train.clicks")
+                                          f"{click_refiner.CONFIG}); train one with python -m train.clicks, "
+                                          f"or pass --click-refiner {NO_REFINER} for the training-free corrector")
                 else:
                     self._refiner = click_refiner.load(Path(choice))
             return self._refiner or None

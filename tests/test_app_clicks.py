@@ -52,15 +52,18 @@ def deepest(mask: np.ndarray) -> tuple[int, int]:
     return int(row), int(col)
 
 
-@pytest.fixture(autouse=True)
-def corrector(monkeypatch):
-    """The training-free corrector, whatever ``CLICK_REFINER`` says on this machine (a test that wants a learned
-    one configures it)."""
+@pytest.fixture(autouse=True, params=["shipped", "training-free"])
+def corrector(request, monkeypatch):
+    """Each test runs with both correctors the page can use, whatever ``CLICK_REFINER`` says on this machine:
+    the click refiner the app ships (its default) and the training-free one (``--click-refiner none``).
+    A test that wants another refiner configures it."""
+    from model.serving import NO_REFINER
     from ui import server
 
     monkeypatch.delenv("CLICK_REFINER", raising=False)
-    server.MODEL.configure_click_refiner(None)
-    yield
+    server.MODEL.configure_click_refiner(None if request.param == "shipped" else NO_REFINER)
+    assert (server.MODEL.click_refiner() is None) == (request.param == "training-free")
+    yield request.param
     server.MODEL.configure_click_refiner(None)
 
 

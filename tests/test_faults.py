@@ -88,7 +88,8 @@ def test_a_click_refiner_folder_without_one_exits_clearly(softmax_ckpt, tmp_path
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0] == (f"error: {empty} holds no click refiner (click_refiner.safetensors and "
-                                              "click_refiner.json); train one with python -m train.clicks")
+                                              "click_refiner.json); train one with python -m train.clicks, or pass "
+                                              "--click-refiner none for the training-free corrector")
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -58,8 +58,9 @@ def parse_app_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="Hub model repo id or local contract checkpoint dir (env MODEL); "
                                         "default: the blog's checkpoint, converted once")
     parser.add_argument("--revision", help="Hub revision to pin (env MODEL_REVISION)")
-    parser.add_argument("--click-refiner", help="folder of a learned click corrector, trained by python -m train.clicks "
-                                                "(env CLICK_REFINER); default: the training-free corrector")
+    parser.add_argument("--click-refiner", help="folder of a learned click corrector, trained by python -m train.clicks, "
+                                                "or 'none' for the training-free corrector (env CLICK_REFINER); "
+                                                "default: the refiner in model/weights/click_refiner")
     return parser.parse_args(argv)
 
 

@@ -8,8 +8,9 @@ trained with them took another organ's pixels for "not this organ", and segmenta
 one organ another (``docs/correct.md``). It answers the organ's mask in that window; outside the window the mask is kept.
 It is a small U-Net (:class:`ClickRefiner`), trained by ``python -m train.clicks`` on simulated
 reviewers' clicks (``train/clicks.py``) and used by :func:`model.interactive.click` when one is given.
-Its weights travel as ``click_refiner.safetensors`` with ``click_refiner.json`` (the architecture) beside a
-checkpoint; :func:`load` reads them.
+Its weights travel as ``click_refiner.safetensors`` with ``click_refiner.json`` (the architecture) in one
+folder; :func:`load` reads them. The app ships one in ``model/weights/click_refiner`` and uses it unless told
+``--click-refiner none`` (``model.serving.SHIPPED_CLICK_REFINER``; measured in ``docs/correct.md``).
 """
 
 from __future__ import annotations
