@@ -154,7 +154,7 @@ class ModelHolder:
                 from .engines import click_refiner
 
                 choice = str(self._refiner_choice or os.environ.get("CLICK_REFINER", "")).strip() or SHIPPED_CLICK_REFINER
-                if str(choice).lower() == NO_REFINER:
+                if choice.lower() == NO_REFINER:
                     self._refiner = False
                 elif not click_refiner.available(Path(choice)):
                     raise CheckpointError(f"{choice} holds no click refiner ({click_refiner.WEIGHTS} and "
