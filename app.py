@@ -285,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: signalled.append(signum))
     demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, head=editor_head())
     try:
+        # The click refiner loads in this process while the model loads in its own, so clicks are ready when
+        # the model is; a folder without a refiner ends the app here, not at the first click.
+        refiner = server.MODEL.click_refiner()
         segmenter = server.MODEL.get()
-        refiner = server.MODEL.click_refiner()  # a folder without a refiner ends the app here, not at the first click
     except CheckpointError as err:
         demo.close()
         print(f"error: {err}", file=sys.stderr)
