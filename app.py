@@ -207,7 +207,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                                                        show_confidence],
                                           [overlay, table, mask_file, result], api_visibility="private")
         for event in (slice_event.then, apply_one_event.then, opacity.change):
-            event(clicks.slice_click_view, [result, opacity], slice_click_image, **quiet)
+            event(clicks.slice_click_view, [result, opacity], slice_click_image, concurrency_id="clicks", **quiet)
         scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
                         scan_result, review_table]
         scan_event = run_scan.click(
@@ -228,14 +228,16 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(scan_tab.render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
-        # Click correction (ui/clicks.py): the click image follows the slider and every new or edited scan.
-        click_view = (clicks.scan_click_view, [scan_result, scan_clicks, scan_slider, scan_opacity],
-                      [scan_click_image, scan_clicks])
+        # Click correction (ui/clicks.py): the click image follows the slider and every new or edited scan. Its
+        # redraws queue with the clicks (one at a time, in order): a redraw that started before a click cannot
+        # answer after it, over the click's image. Only a new or edited scan rebinds the click state; the slider
+        # never writes it, so a click it did not see is not dropped.
+        click_inputs = [scan_result, scan_clicks, scan_slider, scan_opacity]
         for event in (scan_event.then, apply_edit_event.then):
-            event(*click_view, **quiet)
+            event(clicks.scan_click_view, click_inputs, [scan_click_image, scan_clicks], concurrency_id="clicks", **quiet)
         for control in (scan_slider, scan_opacity):
-            control.change(*click_view, api_visibility="private", queue=False, show_progress="hidden",
-                           trigger_mode="always_last")
+            control.change(clicks.scan_click_redraw, click_inputs, scan_click_image, concurrency_id="clicks",
+                           trigger_mode="always_last", **quiet)
         click_outputs = [scan_click_image, scan_clicks, scan_click_note]
         scan_click_image.select(clicks.scan_click, [scan_result, scan_clicks, scan_slider, scan_click_organ, scan_click_mode,
                                                     scan_opacity], click_outputs,

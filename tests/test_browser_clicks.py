@@ -11,6 +11,7 @@ a negative one at the middle of one of its components.
 from __future__ import annotations
 
 import csv
+import io
 
 import numpy as np
 import pytest
@@ -180,3 +181,69 @@ def test_a_click_on_the_slice_tab_changes_the_mask_png_and_undo_restores_it(serv
     page.locator("#slice-click-undo").click()
     expect(link).not_to_have_attribute("href", old, timeout=30_000)
     assert np.array_equal(mask_png(), before)
+
+
+@pytest.fixture
+def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, in-process, whose click image takes 1.5 s to redraw when the slider moves: the time a
+    loaded 2-vCPU server may take, so a click can land while that redraw is still running."""
+    import time
+    from types import SimpleNamespace
+
+    import app
+    from locations import free_port
+    from ui import clicks, server
+
+    redraw = clicks.scan_click_view
+
+    def slow_view(*args, **kwargs):
+        time.sleep(1.5)
+        return redraw(*args, **kwargs)
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr(clicks, "scan_click_view", slow_view)
+    server.MODEL.configure(str(softmax_ckpt))
+    demo = app.build_demo()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/")
+    finally:
+        demo.close()
+        server.MODEL.configure(None)
+
+
+def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, shared_data, browser, tmp_path):
+    """Move the slider, click before its redraw of the click image is back: the click stays pending (Apply
+    applies it) and the click image ends showing it, not the redraw that started before it."""
+    from playwright.sync_api import expect
+
+    from ui.clicks import CLICK_COLOURS
+
+    files = kaggle_slices(shared_data, "volume_360x310")[60:64]
+    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    _segment(page, slow_view_app, upload, "4 slices 360×310")
+    before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    expect(page.locator("#scan-click-image img")).to_have_count(1, timeout=30_000)
+    page.wait_for_timeout(2000)  # the redraw after the segmentation is back
+    _choose(page, "scan-click-organ", "Large bowel")
+    _choose(page, "scan-click-mode", "Add")
+    slider = page.locator("#scan-slider input[type=number]")
+    slider.fill("3")
+    slider.press("Enter")
+    d = 2
+    row, col = _far_from(before[d], np.asarray(Image.open(files[d])), LARGE_ID)
+    _click(page, "scan-click-image", row, col)  # on the image still shown: the click goes to the slider's slice
+    expect(page.locator("#scan-click-note")).to_contain_text("1 click on slice 3, not applied yet", timeout=30_000)
+    page.wait_for_timeout(2500)  # whatever was running has answered
+    shown = page.locator("#scan-click-image img").get_attribute("src")
+    zoom = zoom_for(SHAPE)
+    drawn = np.asarray(Image.open(io.BytesIO(page.request.get(shown).body())).convert("RGB"))
+    assert tuple(drawn[row * zoom + zoom // 2, col * zoom + zoom // 2]) == CLICK_COLOURS[True], "the click must stay shown"
+    labels_link = page.locator('#scan-downloads a[download$="_labels.nii.gz"]')
+    old = labels_link.get_attribute("href")
+    page.locator("#scan-click-apply").click()
+    _wait_downloads(page, old)
+    added = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    assert set(np.flatnonzero((added != before).any(axis=(1, 2)))) == {d} and added[d, row, col] == LARGE_ID

@@ -179,6 +179,12 @@ def scan_click_view(state, clicks: ScanClicks | None, position=1, opacity=0.5):
     return image, kept
 
 
+def scan_click_redraw(state, clicks: ScanClicks | None, position=1, opacity=0.5):
+    """The click image alone (the slider's and the opacity's redraw). It leaves the click state as it is: a
+    click that lands while a redraw runs must not be overwritten by the state the redraw read before it."""
+    return scan_click_view(state, clicks, position, opacity)[0]
+
+
 def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, opacity, evt: gr.SelectData = None):
     """One click on the Scan tab's click image: the image with the organ's new mask, the click state, a note."""
     with server.user_errors("a click", "The click could not be applied; click again."):
