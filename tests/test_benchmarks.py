@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,3 +135,21 @@ def test_fidelity_assertions_hold_on_other_kernels(tmp_path, shared_data, kernel
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     print(kernels, {r["measurement"]: r["value"] for r in rows})
     check_fidelity_rows(rows)
+
+
+def test_page_clicks_places_are_seeded_inside_the_body_and_apart(shared_data):
+    """``benchmarks.page_clicks`` clicks where a person would: on the body, never twice on one spot."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from benchmarks import page_clicks
+
+    files = sorted((shared_data / "scans" / page_clicks.VOLUME).glob("slice_*.png"))
+    image = np.asarray(Image.open(files[page_clicks.FIRST + page_clicks.CLICKED - 1]))
+    chosen = page_clicks.places(image, 30)
+    assert chosen == page_clicks.places(image, 30) and len(set(chosen)) == 30
+    body = ndimage.binary_erosion(image > np.percentile(image, 50), iterations=10)
+    assert all(body[r, c] for r, c in chosen)
+    assert min(abs(a - c) + abs(b - d) for i, (a, b) in enumerate(chosen) for c, d in chosen[i + 1:]) >= 8
+    row = page_clicks.summary([0.1, 0.2, 0.3])
+    assert (row["clicks"], row["ms_median"], row["ms_max"], row["ms"]) == (3, 200.0, 300.0, [100.0, 200.0, 300.0])

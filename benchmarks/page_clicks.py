@@ -1,0 +1,151 @@
+"""A click as a person sees it: real mouse clicks on the Scan tab, timed until the new mask is drawn.
+
+    python -m benchmarks.page_clicks [--data ../shared/data] [--clicks 30] [--out benchmarks/results/page_clicks.json]
+
+``docs/correct.md`` times :func:`model.interactive.click` alone (server side, the issue's 150 ms). A person
+waits for more: the browser sends the click through Gradio's queue, the page's handler replays the clicks
+and draws the click image, Gradio encodes it and the browser fetches and draws it. Here ``python app.py``
+serves on this machine (a tiny random model: the segmentation is not timed, and the clicks cost the same
+whatever drew the masks), headless Debian Chromium segments six real slices of the largest shared volume
+(360 x 310, the click image at its largest zoom) and clicks on the middle slice: ``--clicks`` clicks at
+seeded places inside the body, the organ and Add/Remove alternating, each timed from the mouse click until
+the click image shows the new mask (its ``<img>`` has a new source, loaded). Once with the app's default
+click refiner and once with ``--click-refiner none`` (the training-free corrector), one server after the
+other. The clicks of one slice stay pending (not applied), as a person's do until Apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.measure import REPO, Machine, benchmark_checkpoint
+from benchmarks.served import Server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VOLUME, FIRST, COUNT, CLICKED = "volume_360x310", 60, 6, 3  # slice 3 of the six (1-based), upper abdomen
+ORGANS = ("Stomach", "Small bowel", "Large bowel")
+OUT = REPO / "benchmarks" / "results" / "page_clicks.json"
+
+
+def places(image: np.ndarray, n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``n`` seeded pixels inside the body (well within the brighter half of ``image``), at least 8 px apart."""
+    from scipy import ndimage
+
+    body = ndimage.binary_erosion(image > np.percentile(image, 50), iterations=10)
+    rows, cols = np.nonzero(body)
+    rng = np.random.default_rng(seed)
+    chosen: list[tuple[int, int]] = []
+    for i in rng.permutation(rows.size):
+        r, c = int(rows[i]), int(cols[i])
+        if all(abs(r - a) + abs(c - b) >= 8 for a, b in chosen):
+            chosen.append((r, c))
+        if len(chosen) == n:
+            return chosen
+    raise ValueError(f"found only {len(chosen)} places to click")
+
+
+def _click_at(page, row: int, col: int, shape: tuple[int, int]) -> None:
+    """A real mouse click on slice pixel ``(row, col)`` of the Scan tab's click image (drawn ``object-fit: contain``)."""
+    img = page.locator("#scan-click-image img")
+    box = img.bounding_box()
+    width, height = page.evaluate("() => { const i = document.querySelector('#scan-click-image img');"
+                                  " return [i.naturalWidth, i.naturalHeight]; }")
+    zoom = width // shape[1]
+    scale = min(box["width"] / width, box["height"] / height)
+    left = box["x"] + (box["width"] - width * scale) / 2
+    top = box["y"] + (box["height"] - height * scale) / 2
+    page.mouse.click(left + (col + 0.5) * zoom * scale, top + (row + 0.5) * zoom * scale)
+
+
+def click_times(browser, server: Server, upload: Path, image: np.ndarray, n: int) -> list[float]:
+    """Seconds from each of ``n`` mouse clicks on slice :data:`CLICKED` until its new click image is drawn."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(server.url)
+    page.get_by_role("tab", name="Scan").click()
+    page.locator("#scan-files input[type=file]").set_input_files(upload)
+    expect(page.locator("#scan-files")).to_contain_text(upload.stem, timeout=30_000)
+    page.get_by_role("button", name="Segment scan").click()
+    expect(page.locator("#scan-note")).to_contain_text(f"{COUNT} slices", timeout=300_000)
+    slider = page.locator("#scan-slider input[type=number]")
+    slider.fill(str(CLICKED))
+    slider.press("Enter")
+    drawn = ("(before) => { const i = document.querySelector('#scan-click-image img');"
+             " return i && i.src !== before && i.complete && i.naturalWidth > 0; }")
+    page.wait_for_function("() => { const i = document.querySelector('#scan-click-image img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+    page.wait_for_timeout(1000)  # the slider's own redraw of the click image is done
+    times = []
+    for k, (row, col) in enumerate(places(image, n)):
+        page.locator("#scan-click-organ").get_by_label(ORGANS[k % 3], exact=True).check()
+        page.locator("#scan-click-mode").get_by_label("Add" if k % 2 == 0 else "Remove", exact=True).check()
+        before = page.locator("#scan-click-image img").get_attribute("src")
+        start = time.perf_counter()
+        _click_at(page, row, col, image.shape)
+        page.wait_for_function(drawn, arg=before, timeout=60_000, polling=5)
+        times.append(time.perf_counter() - start)
+    expect(page.locator("#scan-click-note")).to_contain_text(f"{n} clicks on slice {CLICKED}, not applied yet")
+    page.close()
+    return times
+
+
+def summary(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1000
+    return {"clicks": int(ms.size), "ms_median": round(float(np.median(ms)), 1),
+            "ms_p95": round(float(np.percentile(ms, 95)), 1), "ms_max": round(float(ms.max()), 1),
+            "ms": [round(float(x), 1) for x in ms]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--clicks", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    files = sorted((args.data / "scans" / VOLUME).glob("slice_*.png"))[FIRST:FIRST + COUNT]
+    if len(files) != COUNT:
+        parser.error(f"{args.data / 'scans' / VOLUME} holds no {COUNT} slices from {FIRST}")
+    image = np.asarray(Image.open(files[CLICKED - 1]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    record = {"command": "python -m benchmarks.page_clicks " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "machine": Machine.this().describe(), "volume": VOLUME, "slices": [f.name for f in files],
+              "clicked_slice": CLICKED, "slice_size": list(image.shape), "correctors": {}}
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
+        upload = Path(tmp) / "case9_day4.zip"
+        with zipfile.ZipFile(upload, "w") as archive:
+            for f in files:
+                archive.write(f, f"case9_day4/scans/{f.name}")
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for name, extra in (("click_refiner (the app's default)", []), ("training-free (--click-refiner none)",
+                                                                         ["--click-refiner", "none"])):
+            server = Server(["app.py", "--model", str(benchmark_checkpoint("tiny")), *extra], env, name=name)
+            try:
+                server.wait_ready()
+                record["correctors"][name] = summary(click_times(browser, server, upload, image, args.clicks))
+            finally:
+                server.stop()
+            print(name, {k: v for k, v in record["correctors"][name].items() if k != "ms"}, flush=True)
+        browser.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
