@@ -6,8 +6,8 @@
 waits for more: the browser sends the click through Gradio's queue, the page's handler replays the clicks
 and draws the click image, Gradio encodes it and the browser fetches and draws it. Here ``python app.py``
 serves on this machine (a tiny random model: the segmentation is not timed, and the clicks cost the same
-whatever drew the masks), headless Debian Chromium segments six real slices of the largest shared volume
-(360 x 310, the click image at its largest zoom) and clicks on the middle slice: ``--clicks`` clicks at
+whatever drew the masks, within the training-free corrector's zone caps), headless Debian Chromium segments six real slices of the largest shared volume
+(360 x 310: the click image is 1080 x 930 px) and clicks on the third: ``--clicks`` clicks at
 seeded places inside the body, the organ and Add/Remove alternating, each timed from the mouse click until
 the click image shows the new mask (its ``<img>`` has a new source, loaded). Once with the app's default
 click refiner and once with ``--click-refiner none`` (the training-free corrector), one server after the
