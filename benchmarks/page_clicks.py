@@ -5,9 +5,9 @@
 ``docs/correct.md`` times :func:`model.interactive.click` alone (server side, the issue's 150 ms). A person
 waits for more: the browser sends the click through Gradio's queue, the page's handler replays the clicks
 and draws the click image, Gradio encodes it and the browser fetches and draws it. Here ``python app.py``
-serves on this machine (a tiny random model: the segmentation is not timed, and the clicks cost the same
-whatever drew the masks, within the training-free corrector's zone caps), headless Debian Chromium segments six real slices of the largest shared volume
-(360 x 310: the click image is 1080 x 930 px) and clicks on the third: ``--clicks`` clicks at
+serves on this machine (a tiny random model: the segmentation is not timed, and the clicks cost about the
+same whatever drew the masks), headless Debian Chromium segments six real slices of the largest shared
+volume (360 x 310: the click image is 1080 x 930 px) and clicks on the third: ``--clicks`` clicks at
 seeded places inside the body, the organ and Add/Remove alternating, each timed from the mouse click until
 the click image shows the new mask (its ``<img>`` has a new source, loaded). Once with the app's default
 click refiner and once with ``--click-refiner none`` (the training-free corrector), one server after the
@@ -57,7 +57,7 @@ def places(image: np.ndarray, n: int, seed: int = 0) -> list[tuple[int, int]]:
 
 
 def _click_at(page, row: int, col: int, shape: tuple[int, int]) -> None:
-    """A real mouse click on slice pixel ``(row, col)`` of the Scan tab's click image (drawn ``object-fit: contain``)."""
+    """A real mouse click on slice pixel ``(row, col)`` of the Scan tab's click image (``object-fit: contain``)."""
     img = page.locator("#scan-click-image img")
     box = img.bounding_box()
     width, height = page.evaluate("() => { const i = document.querySelector('#scan-click-image img');"

@@ -240,7 +240,8 @@ def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, s
     shown = page.locator("#scan-click-image img").get_attribute("src")
     zoom = zoom_for(SHAPE)
     drawn = np.asarray(Image.open(io.BytesIO(page.request.get(shown).body())).convert("RGB"))
-    assert tuple(drawn[row * zoom + zoom // 2, col * zoom + zoom // 2]) == CLICK_COLOURS[True], "the click must stay shown"
+    at = (row * zoom + zoom // 2, col * zoom + zoom // 2)
+    assert tuple(drawn[at]) == CLICK_COLOURS[True], "the click must stay shown"
     labels_link = page.locator('#scan-downloads a[download$="_labels.nii.gz"]')
     old = labels_link.get_attribute("href")
     page.locator("#scan-click-apply").click()
