@@ -185,8 +185,8 @@ def test_a_click_on_the_slice_tab_changes_the_mask_png_and_undo_restores_it(serv
 
 @pytest.fixture
 def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
-    """The real demo, in-process, whose click image takes 1.5 s to redraw when the slider moves: the time a
-    loaded 2-vCPU server may take, so a click can land while that redraw is still running."""
+    """The real demo, in-process, whose click image takes 1.5 s to redraw (after a segmentation, and when the
+    slider moves): the time a loaded 2-vCPU server may take, so a click can land while a redraw still runs."""
     import time
     from types import SimpleNamespace
 
