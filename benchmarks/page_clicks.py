@@ -29,11 +29,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.measure import REPO, Machine, benchmark_checkpoint
-from benchmarks.served import Server
+from benchmarks.served import CHROMIUM, CHROMIUM_ARGS, Server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VOLUME, FIRST, COUNT, CLICKED = "volume_360x310", 60, 6, 3  # slice 3 of the six (1-based), upper abdomen
 ORGANS = ("Stomach", "Small bowel", "Large bowel")
 OUT = REPO / "benchmarks" / "results" / "page_clicks.json"

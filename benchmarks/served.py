@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
+#: Debian's Chromium (``playwright install`` cannot download browsers here) and the flags every headless run
+#: uses: the browser tests, the screenshots and ``benchmarks.page_clicks``.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def free_port() -> int:

@@ -42,6 +42,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.served import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from model.labels import DISPLAY_NAMES, ORGANS  # noqa: E402
 from model.rle import RleVolume, parse_slice_id, write_rle_csv  # noqa: E402
 from model.scans.kaggle import scan_folder  # noqa: E402
@@ -52,9 +53,6 @@ SLICE = Path("scans/volume_266x266/slice_0110_266_266_1.50_1.50.png")  # upper a
 SCAN = Path("scans/volume_266x266")
 #: Fold 1 of 3 by patient: trained on 15 slices, 6 held out (case101's 3 scans and case110).
 FOLD, FOLDS = 1, 3
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: The size of the piece the click step removes and propagates (pixels): a visible one, not a whole organ.
 MIN_PIECE_PX, MAX_PIECE_PX = 200, 1500
 #: The pairs were upscaled to 512² by their publisher; their true spacing is lost. Only names need it.

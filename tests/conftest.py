@@ -32,7 +32,7 @@ SESSION_HF_CACHE = Path(tempfile.mkdtemp(prefix="uwmgi-tests-hub-"))
 os.environ["HF_HUB_CACHE"] = str(SESSION_HF_CACHE)
 atexit.register(shutil.rmtree, SESSION_HF_CACHE, ignore_errors=True)
 
-from benchmarks.served import Server  # noqa: E402
+from benchmarks.served import CHROMIUM, CHROMIUM_ARGS, Server  # noqa: E402
 from locations import REPO, SHARED_DATA  # noqa: E402
 
 
@@ -181,9 +181,6 @@ def client(server):
 
 # --------------------------------------------------------------------------- headless Chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture()
