@@ -182,7 +182,6 @@ def client(server):
 # --------------------------------------------------------------------------- headless Chromium
 
 
-
 @pytest.fixture()
 def browser():
     """Debian's Chromium driven by Playwright (``playwright install`` cannot download browsers here).
