@@ -313,3 +313,53 @@ def test_the_slice_tab_click_changes_the_mask_png_at_once_and_undo_restores_it(t
         clicks.slice_click(state, None, name, clicks.ADD, 0.5, None, False, select(5000, 5))
     with pytest.raises(gr.Error, match="outside the slice"):
         clicks.slice_click(state, None, name, clicks.ADD, 0.5, None, False)
+
+
+def _painted(value: dict, organ: int, box: tuple[slice, slice]) -> dict:
+    """The editor's ``value`` with a block of ``organ`` painted at ``box``, as the brush leaves its layer."""
+    layers = [layer.copy() for layer in value["layers"]]
+    layers[organ][box] = (255, 0, 0, 255)
+    return {**value, "layers": layers}
+
+
+def test_an_editor_opened_before_clicks_keeps_them_and_adds_only_its_strokes(labelled, tiny_model, monkeypatch):
+    """The brush editor holds the slice as it was when opened. Clicks applied on that slice since (or a
+    propagation onto it) must survive the editor's Apply: only the pixels the brush changed are written."""
+    from ui import scan_tab
+
+    state, truth, _ = labelled
+    d, box = 4, (slice(200, 215), slice(20, 40))
+    value, editor = scan_tab.open_scan_editor(state, d + 1)
+    _, session, _ = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, d])))
+    clicked = clicks.apply_scan_clicks(state, session, d + 1, 0.5)[9]
+    assert clicked.organ_masks[STOMACH, d].sum() > state.organ_masks[STOMACH, d].sum() + 100
+    notes = []
+    monkeypatch.setattr(gr, "Info", notes.append)
+    out = scan_tab.apply_scan_edit(clicked, editor, _painted(value, SMALL, box))
+    expected = clicked.organ_masks[:, d].copy()
+    expected[SMALL][box] = True
+    assert np.array_equal(out[9].organ_masks[:, d], expected), "the clicks' stomach stays, the stroke lands"
+    assert np.array_equal(np.delete(out[9].organ_masks, d, axis=1), np.delete(clicked.organ_masks, d, axis=1))
+    assert notes == ["Slice 5 had changed since it was opened in the editor (clicks, a propagation, a fill or an "
+                     "undo): only the pixels you painted or erased were written over it."]
+    # An editor left untouched changes nothing, whatever happened to its slice since it was opened.
+    value, editor = scan_tab.open_scan_editor(state, d + 2)
+    propagated = clicks.propagate_scan(clicked, clicks.ScanClicks(clicked.token), d + 1, "Stomach")[9]
+    assert not np.array_equal(propagated.organ_masks[:, d + 1], state.organ_masks[:, d + 1])
+    assert scan_tab.apply_scan_edit(propagated, editor, value) == (gr.skip(),) * 11
+    assert notes[-1] == "Nothing changed on this slice."
+
+
+def test_a_slice_tab_editor_opened_before_clicks_keeps_them(tiny_model, shared_data):
+    image = kaggle_slices(shared_data, "volume_234x234")[70]
+    *_, state = slice_tab.segment(str(image), None, 0.5)
+    value, editor = slice_tab.open_slice_editor(state)
+    row, col = 117, 117
+    organ = next(o for o in range(3) if not state.organ_masks[o, row, col])
+    name = ["Stomach", "Small bowel", "Large bowel"][organ]
+    clicked = clicks.slice_click(state, None, name, clicks.ADD, 0.5, None, False, at(row, col))[3]
+    other, box = (organ + 1) % 3, (slice(5, 15), slice(5, 25))
+    new_state = slice_tab.apply_slice_edit(clicked, editor, _painted(value, other, box))[3]
+    expected = clicked.organ_masks.copy()
+    expected[other][box] = True
+    assert np.array_equal(new_state.organ_masks, expected) and new_state.organ_masks[organ, row, col]

@@ -54,10 +54,22 @@ class EditError(ImageError):
 
 @dataclass(frozen=True)
 class EditorState:
-    """What the editor was opened on: the tab state's ``token`` and, on the Scan tab, the slice (0-based)."""
+    """What the editor was opened on: the tab state's ``token``, on the Scan tab the slice (0-based), and the
+    slice's masks ``(O, H, W) bool`` at that moment (``opened``), so that Apply writes only the brush's strokes."""
 
     token: str
     slice_index: int | None = None
+    opened: np.ndarray | None = None
+
+
+def strokes_over(current: np.ndarray, opened: np.ndarray | None, edited: np.ndarray) -> np.ndarray:
+    """``(O, H, W) bool``: the editor's masks ``edited`` where they differ from the masks it was ``opened`` on (the
+    brush's strokes, a Reset's reverted pixels), the slice's ``current`` masks elsewhere.
+
+    The editor holds the slice as it was when opened; clicks, a propagation, a fill or an undo may have changed
+    the slice since. Writing the editor's masks whole would silently take those changes back.
+    """
+    return edited if opened is None else np.where(edited != opened, edited, current)
 
 
 def editor_value(display: np.ndarray, slice_masks: np.ndarray) -> dict:

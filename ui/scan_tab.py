@@ -16,7 +16,7 @@ from model.planning import PlanningRequest
 from model.scans import Scan, load_scan
 
 from . import server
-from .editor import EditError, EditorState, edited_masks, editor_value
+from .editor import EditError, EditorState, edited_masks, editor_value, strokes_over
 from .kept import RELEASED, KeptScans, array_bytes, budget_from_environment
 from .overlays import ORGAN_CHOICES, confusion_annotations, organ_annotations
 from .tables import area_plot_frame, comparison_rows, review_rows, volume_rows
@@ -150,8 +150,9 @@ def jump_to_flag(evt: gr.SelectData = None):
 def _editor(state: ScanState, index: int, reset: bool = False) -> tuple[dict, EditorState]:
     """The editor's value for slice ``index`` (the corrected masks, or the model's with ``reset``) and its state."""
     index = int(np.clip(index, 0, len(state.scan) - 1))
-    masks = state.edits.predicted_slice(index) if reset else state.organ_masks[:, index]
-    return editor_value(state.scan.display_slice(index), masks), EditorState(state.token, index)
+    current = state.organ_masks[:, index].copy()
+    masks = state.edits.predicted_slice(index) if reset else current
+    return editor_value(state.scan.display_slice(index), masks), EditorState(state.token, index, current)
 
 
 def open_scan_editor(state: ScanState | None, position=1):
@@ -175,10 +176,15 @@ def apply_scan_edit(state: ScanState | None, editor_state: EditorState | None, v
         state = _scan_state(state)
         index = _edited_slice(state, editor_state,
                               "This edit was opened on another scan; open the current slice in the editor again.")
-        done = state.edits.apply(index, edited_masks(value, state.scan.shape[1:]), server.scratch_dir())
+        current = state.organ_masks[:, index]
+        masks = strokes_over(current, editor_state.opened, edited_masks(value, state.scan.shape[1:]))
+        done = state.edits.apply(index, masks, server.scratch_dir())
     if done is None:
         gr.Info("Nothing changed on this slice.")
         return (gr.skip(),) * 11
+    if editor_state.opened is not None and not np.array_equal(current, editor_state.opened):
+        gr.Info(f"Slice {index + 1} had changed since it was opened in the editor (clicks, a propagation, a fill or "
+                "an undo): only the pixels you painted or erased were written over it.")
     edits, result = done
     return scan_view(result, ScanState(edits, state.truth, state.token), [], opacity, organs, index + 1)
 

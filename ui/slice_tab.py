@@ -15,7 +15,7 @@ from model.mask_png import save_mask_png
 from model.review import uncertainty_map
 
 from . import server
-from .editor import EditError, EditorState, edited_masks, editor_value
+from .editor import EditError, EditorState, edited_masks, editor_value, strokes_over
 from .overlays import ORGAN_CHOICES, organ_annotations, uncertainty_annotation
 from .tables import area_rows
 
@@ -74,7 +74,7 @@ def open_slice_editor(state: SliceState | None):
     """The segmented slice in the editor with its masks, and the editor's state (this slice's token)."""
     if not state:
         raise server.user_error("No slice: segment a slice first, then edit it.")
-    return editor_value(state.display, state.organ_masks), EditorState(state.token)
+    return editor_value(state.display, state.organ_masks), EditorState(state.token, opened=state.organ_masks.copy())
 
 
 def apply_slice_edit(state: SliceState | None, editor_state: EditorState | None, value, opacity=0.5,
@@ -85,7 +85,8 @@ def apply_slice_edit(state: SliceState | None, editor_state: EditorState | None,
             raise EditError("No slice: segment a slice first, then edit it.")
         if not editor_state or editor_state.token != state.token:
             raise EditError("This edit was opened on another slice; open the current slice in the editor again.")
-        state = replace(state, organ_masks=edited_masks(value, state.organ_masks.shape[1:]))
+        edited = edited_masks(value, state.organ_masks.shape[1:])
+        state = replace(state, organ_masks=strokes_over(state.organ_masks, editor_state.opened, edited))
     mask_path = save_mask_png(state.organ_masks, server.scratch_dir() / f"{state.name}_masks.png")
     return (render(state, opacity, organs, show_confidence), area_rows(state.organ_masks, state.spacing_mm),
             str(mask_path), state)
