@@ -39,6 +39,11 @@ BLOG = "https://learnopencv.com/medical-image-segmentation/"
 #: free Space); at most this many requests wait.
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE_SIZE = 16
+#: The queue of everything that reads or writes a tab's masks without the model: clicks, Undo, Apply (clicks and
+#: brush), Propagate, Fill between, opening the editor, the click images' redraws. One at a time, in the order they
+#: were made, beside the model's queue: each starts from what the one before it wrote, so an action made while
+#: another runs is not lost under its answer, and none waits for another person's segmentation.
+EDITS = "edits"
 #: Largest upload Gradio accepts. A 4096² float32 TIFF (our pixel cap) is 64 MiB; real slices are < 1 MiB.
 MAX_FILE_SIZE = "100mb"
 
@@ -196,18 +201,19 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         slice_click_outputs = [overlay, table, mask_file, result, slice_clicks, slice_click_image]
         slice_click_image.select(clicks.slice_click, [result, slice_clicks, slice_click_organ, slice_click_mode, opacity,
                                                       organs, show_confidence], slice_click_outputs,
-                                 api_visibility="private", concurrency_id="clicks", show_progress="hidden")
+                                 api_visibility="private", concurrency_id=EDITS, show_progress="hidden")
         slice_click_undo.click(clicks.undo_slice_click, [result, slice_clicks, opacity, organs, show_confidence],
-                               slice_click_outputs, api_visibility="private", concurrency_id="clicks", show_progress="hidden")
+                               slice_click_outputs, api_visibility="private", concurrency_id=EDITS, show_progress="hidden")
         demo.load(server.MODEL.about, None, about_md, api_visibility="private")
         # No progress overlay on an editor being filled: Gradio 6.31 can leave it up, over the canvas.
         quiet = dict(api_visibility="private", show_progress="hidden")
-        edit_one.click(slice_tab.open_slice_editor, result, [one_editor, one_editor_state], **quiet)
+        edit_one.click(slice_tab.open_slice_editor, result, [one_editor, one_editor_state], concurrency_id=EDITS, **quiet)
         apply_one_event = apply_one.click(slice_tab.apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs,
                                                                        show_confidence],
-                                          [overlay, table, mask_file, result], api_visibility="private")
+                                          [overlay, table, mask_file, result], api_visibility="private",
+                                          concurrency_id=EDITS)
         for event in (slice_event.then, apply_one_event.then, opacity.change):
-            event(clicks.slice_click_view, [result, opacity], slice_click_image, concurrency_id="clicks", **quiet)
+            event(clicks.slice_click_view, [result, opacity], slice_click_image, concurrency_id=EDITS, **quiet)
         scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
                         scan_result, review_table]
         scan_event = run_scan.click(
@@ -220,36 +226,38 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         course_run.click(course_tab.course_files, [*days_in, more_days, course_target, course_roi, course_dose,
                                                    course_constraints],
                          days_out + course_out, api_name="course", concurrency_id="model")
-        edit_slice.click(scan_tab.open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state], **quiet)
-        reset_edit.click(scan_tab.reset_scan_editor, [scan_result, editor_state], [scan_editor, editor_state], **quiet)
+        edit_slice.click(scan_tab.open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state],
+                         concurrency_id=EDITS, **quiet)
+        reset_edit.click(scan_tab.reset_scan_editor, [scan_result, editor_state], [scan_editor, editor_state],
+                         concurrency_id=EDITS, **quiet)
         apply_edit_event = apply_edit.click(scan_tab.apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity,
                                                                        scan_organs],
-                                            scan_outputs, api_visibility="private", concurrency_id="model")
+                                            scan_outputs, api_visibility="private", concurrency_id=EDITS)
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(scan_tab.render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
         # Click correction (ui/clicks.py): the click image follows the slider and every new or edited scan. Its
-        # redraws queue with the clicks (one at a time, in order): a redraw that started before a click cannot
-        # answer after it, over the click's image. Only a new or edited scan rebinds the click state; the slider
-        # never writes it, so a click it did not see is not dropped.
+        # redraws queue with the clicks and the edits (EDITS: one at a time, in order): a redraw that started before
+        # a click cannot answer after it, over the click's image. Only a new or edited scan rebinds the click state;
+        # the slider never writes it, so a click it did not see is not dropped.
         click_inputs = [scan_result, scan_clicks, scan_slider, scan_opacity]
         for event in (scan_event.then, apply_edit_event.then):
-            event(clicks.scan_click_view, click_inputs, [scan_click_image, scan_clicks], concurrency_id="clicks", **quiet)
+            event(clicks.scan_click_view, click_inputs, [scan_click_image, scan_clicks], concurrency_id=EDITS, **quiet)
         for control in (scan_slider, scan_opacity):
-            control.change(clicks.scan_click_redraw, click_inputs, scan_click_image, concurrency_id="clicks",
+            control.change(clicks.scan_click_redraw, click_inputs, scan_click_image, concurrency_id=EDITS,
                            trigger_mode="always_last", **quiet)
         click_outputs = [scan_click_image, scan_clicks, scan_click_note]
         scan_click_image.select(clicks.scan_click, [scan_result, scan_clicks, scan_slider, scan_click_organ, scan_click_mode,
                                                     scan_opacity], click_outputs,
-                                api_visibility="private", concurrency_id="clicks", show_progress="hidden")
+                                api_visibility="private", concurrency_id=EDITS, show_progress="hidden")
         click_edit = [scan_result, scan_clicks, scan_slider]
         scan_click_undo.click(clicks.undo_scan_click, [*click_edit, scan_opacity, scan_organs], scan_outputs + click_outputs,
-                              api_visibility="private", concurrency_id="model")
+                              api_visibility="private", concurrency_id=EDITS)
         scan_click_apply.click(clicks.apply_scan_clicks, [*click_edit, scan_opacity, scan_organs],
-                               scan_outputs + click_outputs, api_visibility="private", concurrency_id="model")
+                               scan_outputs + click_outputs, api_visibility="private", concurrency_id=EDITS)
         for button, verb in ((scan_propagate, clicks.propagate_scan), (scan_fill, clicks.fill_between_scan)):
             button.click(verb, [*click_edit, scan_click_organ, scan_opacity, scan_organs], scan_outputs + click_outputs,
-                         api_visibility="private", concurrency_id="model")
+                         api_visibility="private", concurrency_id=EDITS)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=MAX_QUEUE_SIZE)
     return demo
 

@@ -248,3 +248,83 @@ def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, s
     _wait_downloads(page, old)
     added = _labels(_download(page, tmp_path, "_labels.nii.gz"))
     assert set(np.flatnonzero((added != before).any(axis=(1, 2)))) == {d} and added[d, row, col] == LARGE_ID
+
+
+
+@pytest.fixture
+def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, in-process, whose scan segmentation can be held: once ``hold`` is set, the next one waits
+    (``entered`` says it has started) until ``release`` is set, as a long scan of another person's would."""
+    import functools
+    import threading
+    from types import SimpleNamespace
+
+    import app
+    from locations import free_port
+    from ui import scan_tab, server
+
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+    segment = scan_tab.segment_scan_files
+
+    @functools.wraps(segment)  # Gradio reads the signature (its progress tracker) through __wrapped__
+    def held(*args, **kwargs):
+        if hold.is_set():
+            entered.set()
+            release.wait(120)
+        yield from segment(*args, **kwargs)
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr(scan_tab, "segment_scan_files", held)
+    server.MODEL.configure(str(softmax_ckpt))
+    demo = app.build_demo()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", hold=hold, entered=entered, release=release)
+    finally:
+        release.set()
+        demo.close()
+        server.MODEL.configure(None)
+
+
+def test_apply_and_undo_do_not_wait_for_another_persons_segmentation(held_scan_app, shared_data, browser, tmp_path):
+    """The edits need no model: a person's Apply clicks and Undo answer while someone else's scan is being
+    segmented (before, they queued behind it with the model's calls, a minute or more on a busy Space)."""
+    from playwright.sync_api import expect
+
+    files = kaggle_slices(shared_data, "volume_360x310")[60:63]
+    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    _segment(page, held_scan_app, upload, "3 slices 360×310")
+    before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    expect(page.locator("#scan-click-image img")).to_have_count(1, timeout=30_000)
+    _choose(page, "scan-click-organ", "Large bowel")
+    _choose(page, "scan-click-mode", "Add")
+    slider = page.locator("#scan-slider input[type=number]")
+    slider.fill("2")
+    slider.press("Enter")
+    d = 1
+    row, col = _far_from(before[d], np.asarray(Image.open(files[d])), LARGE_ID)
+    _click(page, "scan-click-image", row, col)
+    expect(page.locator("#scan-click-note")).to_contain_text("1 click on slice 2, not applied yet", timeout=30_000)
+
+    held_scan_app.hold.set()  # another person's scan: segmenting, and held there
+    other = browser.new_page(viewport={"width": 1400, "height": 2400})
+    other.goto(held_scan_app.url)
+    other.get_by_role("tab", name="Scan").click()
+    other.locator("#scan-files input[type=file]").set_input_files(upload)
+    other.get_by_role("button", name="Segment scan").click()
+    assert held_scan_app.entered.wait(60), "the other person's segmentation never started"
+
+    labels_link = page.locator('#scan-downloads a[download$="_labels.nii.gz"]')
+    old = labels_link.get_attribute("href")
+    page.locator("#scan-click-apply").click()
+    expect(labels_link).not_to_have_attribute("href", old, timeout=20_000)
+    assert _labels(_download(page, tmp_path, "_labels.nii.gz"))[d, row, col] == LARGE_ID
+    old = labels_link.get_attribute("href")
+    page.locator("#scan-click-undo").click()
+    expect(labels_link).not_to_have_attribute("href", old, timeout=20_000)
+    assert np.array_equal(_labels(_download(page, tmp_path, "_labels.nii.gz")), before)
+    assert not held_scan_app.release.is_set()
+    held_scan_app.release.set()
+    expect(other.locator("#scan-note")).to_contain_text("3 slices 360×310", timeout=120_000)
