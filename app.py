@@ -230,9 +230,6 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                          concurrency_id=EDITS, **quiet)
         reset_edit.click(scan_tab.reset_scan_editor, [scan_result, editor_state], [scan_editor, editor_state],
                          concurrency_id=EDITS, **quiet)
-        apply_edit_event = apply_edit.click(scan_tab.apply_scan_edit, [scan_result, editor_state, scan_editor, scan_opacity,
-                                                                       scan_organs],
-                                            scan_outputs, api_visibility="private", concurrency_id=EDITS)
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(scan_tab.render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
                            api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
@@ -241,8 +238,8 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         # a click cannot answer after it, over the click's image. Only a new or edited scan rebinds the click state;
         # the slider never writes it, so a click it did not see is not dropped.
         click_inputs = [scan_result, scan_clicks, scan_slider, scan_opacity]
-        for event in (scan_event.then, apply_edit_event.then):
-            event(clicks.scan_click_view, click_inputs, [scan_click_image, scan_clicks], concurrency_id=EDITS, **quiet)
+        scan_event.then(clicks.scan_click_view, click_inputs, [scan_click_image, scan_clicks], concurrency_id=EDITS,
+                        **quiet)
         for control in (scan_slider, scan_opacity):
             control.change(clicks.scan_click_redraw, click_inputs, scan_click_image, concurrency_id=EDITS,
                            trigger_mode="always_last", **quiet)
@@ -253,6 +250,10 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         click_edit = [scan_result, scan_clicks, scan_slider]
         scan_click_undo.click(clicks.undo_scan_click, [*click_edit, scan_opacity, scan_organs], scan_outputs + click_outputs,
                               api_visibility="private", concurrency_id=EDITS)
+        # The brush's Apply edit is a step Undo takes back too (ui/clicks.py holds the undo point).
+        apply_edit.click(clicks.apply_scan_brush, [scan_result, scan_clicks, editor_state, scan_editor, scan_opacity,
+                                                   scan_organs], scan_outputs + click_outputs,
+                         api_visibility="private", concurrency_id=EDITS)
         scan_click_apply.click(clicks.apply_scan_clicks, [*click_edit, scan_opacity, scan_organs],
                                scan_outputs + click_outputs, api_visibility="private", concurrency_id=EDITS)
         for button, verb in ((scan_propagate, clicks.propagate_scan), (scan_fill, clicks.fill_between_scan)):

@@ -363,3 +363,28 @@ def test_a_slice_tab_editor_opened_before_clicks_keeps_them(tiny_model, shared_d
     expected = clicked.organ_masks.copy()
     expected[other][box] = True
     assert np.array_equal(new_state.organ_masks, expected) and new_state.organ_masks[organ, row, col]
+
+
+def test_undo_after_a_brush_edit_takes_back_the_brush_edit_only(labelled, tiny_model):
+    """Apply clicks, then Apply a brush edit on another slice, then Undo: the brush edit goes, the clicks stay
+    (before, Undo went back to before the clicks and silently took the brush edit with it)."""
+    from ui import scan_tab
+
+    state, truth, _ = labelled
+    d, box = 4, (slice(200, 215), slice(20, 40))
+    _, session, _ = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, d])))
+    out = clicks.apply_scan_clicks(state, session, d + 1, 0.5)
+    clicked, session = out[9], out[-2]
+    value, editor = scan_tab.open_scan_editor(clicked, 3)
+    brushed = clicks.apply_scan_brush(clicked, session, editor, _painted(value, SMALL, box))
+    assert brushed[9].organ_masks[SMALL, 2][box].all() and brushed[-2].undo is clicked.edits
+    assert brushed[-1] == "Applied: the brush edit on slice 3. **Undo** takes it back."
+    assert brushed[1].value == 3 and brushed[-3].shape == (234 * 4, 234 * 4, 3)
+    undone = clicks.undo_scan_click(brushed[9], brushed[-2], 3, 0.5)
+    assert np.array_equal(undone[9].organ_masks, clicked.organ_masks), "back to the clicks, brush stroke gone"
+    assert undone[-1] == "Undone: the brush edit on slice 3."
+    with pytest.raises(gr.Error, match="Nothing to undo"):
+        clicks.undo_scan_click(undone[9], undone[-2], 3, 0.5)
+    # An editor Apply that changes nothing leaves the click state (and its undo point) alone.
+    value, editor = scan_tab.open_scan_editor(clicked, 3)
+    assert clicks.apply_scan_brush(clicked, session, editor, value) == (gr.skip(),) * 14

@@ -173,6 +173,8 @@ def _distance_to_path(shape: tuple[int, int], path_px) -> np.ndarray:
 
 
 def test_a_stroke_and_an_eraser_change_that_slice_and_organ_where_they_went(server, shared_data, browser, tmp_path):
+    from playwright.sync_api import expect
+
     files = kaggle_slices(shared_data, "volume_360x310")[60:66]
     upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
     page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
@@ -215,6 +217,14 @@ def test_a_stroke_and_an_eraser_change_that_slice_and_organ_where_they_went(serv
     assert [row.split(",")[:4] for row in log[1:]] == [["1", "2", "83", "large_bowel"], ["2", "2", "83", "large_bowel"]]
     review = page.locator("#scan-review")
     assert "edited" in review.inner_text()
+
+    # Undo (under the click image) takes the last brush edit back: the downloads are those after the paint.
+    expect(page.locator("#scan-click-note")).to_contain_text("Applied: the brush edit on slice 3.")
+    labels = page.locator('#scan-downloads a[download$="_labels.nii.gz"]')
+    old = labels.get_attribute("href")
+    page.locator("#scan-click-undo").click()
+    expect(labels).not_to_have_attribute("href", old, timeout=60_000)
+    assert np.array_equal(_labels(_download(page, tmp_path, "_labels.nii.gz")), painted)
 
 
 def test_the_seg_of_an_edited_dicom_series_says_semiautomatic_for_that_organ_only(server, shared_data, browser,

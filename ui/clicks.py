@@ -9,7 +9,7 @@ that slice through :func:`model.interactive.click` (undo is one click fewer).
 - **Scan tab.** Clicks stay pending on their slice (the image shows them) until **Apply clicks**
   writes them into the scan as one edit: every download recomputed, the edit log with the clicks,
   the organs SEMIAUTOMATIC. **Propagate** and **Fill between** apply at once, as edits, and **Undo**
-  after them goes back to the scan before them. Clicking on another slice drops its pending clicks.
+  after them (or after the brush editor's Apply edit) goes back to the scan before them. Clicking on another slice drops its pending clicks.
 - **Slice tab.** Each click updates the masks, the measurements and the mask PNG at once.
 """
 
@@ -121,7 +121,8 @@ def _per_organ_text(clicks: tuple[OrganClick, ...]) -> dict[str, str]:
 class ScanClicks:
     """The Scan tab's click state: the scan it was drawn for (its token), the slice (0-based) and its
     masks ``(O, H, W) bool`` when the pending clicks started, the clicks, and the scan before the last
-    applied click, propagation or fill (``undo``) with what that was (``undo_what``), or what was just undone."""
+    applied click edit, propagation, fill or brush edit (``undo``) with what that was (``undo_what``), or what
+    was just undone."""
 
     token: str | None = None
     slice_index: int | None = None
@@ -216,8 +217,8 @@ def _pending_note(clicks: ScanClicks) -> str:
 
 
 def undo_scan_click(state, clicks: ScanClicks | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
-    """Undo: the last pending click; with none pending, the last applied click edit, propagation or fill
-    (the scan goes back to before it and every download is written again). Returns the Scan tab's outputs
+    """Undo: the last pending click; with none pending, the last applied click edit, propagation, fill or brush
+    edit (the scan goes back to before it and every download is written again). Returns the Scan tab's outputs
     (:func:`ui.scan_tab.scan_view`), then the click image, state and note."""
     from .scan_tab import ScanState, scan_view
 
@@ -232,8 +233,8 @@ def undo_scan_click(state, clicks: ScanClicks | None, position=1, opacity=0.5, o
             image, session = scan_click_view(state, session, position, opacity)
             return (*(gr.skip(),) * 11, image, session, _pending_note(session))
         if clicks.undo is None:
-            raise EditError("Nothing to undo: no pending clicks, and no click, propagation or fill applied since "
-                            "the last undo.")
+            raise EditError("Nothing to undo: no pending clicks, and no clicks, propagation, fill or brush edit "
+                            "applied since the last undo.")
         edits, result = clicks.undo.write(server.scratch_dir())
     state = ScanState(edits, state.truth, state.token)
     view = scan_view(result, state, [], opacity, organs, index + 1)
@@ -252,6 +253,21 @@ def _applied(state, before: ScanEdits, done, what: str, opacity, organs, positio
     session = ScanClicks(state.token, undo=before, undo_what=what)
     image, session = scan_click_view(new_state, session, position, opacity)
     return (*scan_view(result, new_state, [], opacity, organs, position), image, session, _pending_note(session))
+
+
+def apply_scan_brush(state, clicks: ScanClicks | None, editor_state, value, opacity=0.5, organs=ORGAN_CHOICES):
+    """Apply edit (the brush editor's layers, :func:`ui.scan_tab.apply_scan_edit`) as a step Undo takes back, as
+    it does applied clicks; clicks pending on other slices stay. The Scan tab's outputs, then the click ones."""
+    from .scan_tab import ScanState, apply_scan_edit
+
+    out = apply_scan_edit(state, editor_state, value, opacity, organs)
+    if not isinstance(out[9], ScanState):  # nothing changed: nothing to undo either
+        return (*out, gr.skip(), gr.skip(), gr.skip())
+    index = editor_state.slice_index
+    base = clicks if clicks and clicks.token == state.token else ScanClicks(state.token)
+    session = replace(base, undo=state.edits, undo_what=f"the brush edit on slice {index + 1}.")
+    image, session = scan_click_view(out[9], session, index + 1, opacity)
+    return (*out, image, session, _pending_note(session))
 
 
 def apply_scan_clicks(state, clicks: ScanClicks | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
