@@ -388,3 +388,33 @@ def test_undo_after_a_brush_edit_takes_back_the_brush_edit_only(labelled, tiny_m
     # An editor Apply that changes nothing leaves the click state (and its undo point) alone.
     value, editor = scan_tab.open_scan_editor(clicked, 3)
     assert clicks.apply_scan_brush(clicked, session, editor, value) == (gr.skip(),) * 14
+
+
+def test_clicks_pending_on_another_slice_outlive_an_edit_that_left_it_and_only_that(labelled, tiny_model, monkeypatch):
+    """Clicks wait on their slice until Apply. A propagation or brush edit elsewhere keeps them (before, any
+    applied edit silently dropped them); one that changed their slice drops them, and says so."""
+    from ui import scan_tab
+
+    state, truth, _ = labelled
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    d = 4
+    fixed = state.organ_masks[:, d].copy()
+    fixed[STOMACH] = truth[STOMACH, d]
+    edits, _ = state.edits.apply(d, fixed, tiny_model.scratch_dir())
+    corrected = ScanState(edits, None, state.token)
+    _, far, _ = clicks.scan_click(corrected, None, 1, "Large bowel", clicks.ADD, 0.5, at(100, 100))
+    _, near, _ = clicks.scan_click(corrected, None, d, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, d - 1])))
+
+    out = clicks.propagate_scan(corrected, far, d + 1, "Stomach")
+    assert 0 not in {int(i) for i in np.flatnonzero((out[9].organ_masks != corrected.organ_masks).any(axis=(0, 2, 3)))}
+    assert out[-2].clicks == far.clicks and out[-2].undo is corrected.edits and not warnings
+    assert "Applied: Stomach propagated from slice 5" in out[-1] and "1 click on slice 1, not applied yet" in out[-1]
+    assert clicks.apply_scan_clicks(out[9], out[-2], 1, 0.5)[9].organ_masks[LARGE, 0, 100, 100]
+
+    out = clicks.propagate_scan(corrected, near, d + 1, "Stomach")  # slice 4 is one it changes
+    assert out[-2].clicks == () and warnings == ["1 click not applied on slice 4 were dropped: the edit changed that "
+                                                 "slice."]
+    value, editor = scan_tab.open_scan_editor(corrected, 2)
+    out = clicks.apply_scan_brush(corrected, far, editor, _painted(value, SMALL, (slice(5, 9), slice(5, 9))))
+    assert out[-2].clicks == far.clicks and len(warnings) == 1

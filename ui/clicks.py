@@ -243,16 +243,38 @@ def undo_scan_click(state, clicks: ScanClicks | None, position=1, opacity=0.5, o
     return (*view, image, session, _pending_note(session))
 
 
-def _applied(state, before: ScanEdits, done, what: str, opacity, organs, position):
-    """The Scan tab's outputs after an applied click edit, propagation or fill, then the click ones; Undo
-    goes back to ``before``."""
+def _still_pending(state, clicks: ScanClicks | None) -> ScanClicks:
+    """The click state of ``state``, just edited: clicks pending on a slice the edit left as it was stay pending;
+    those on a slice it changed are dropped, and a warning says so."""
+    if not (clicks and clicks.clicks and clicks.token == state.token):
+        return ScanClicks(state.token)
+    if np.array_equal(clicks.before, state.organ_masks[:, clicks.slice_index]):
+        return ScanClicks(state.token, clicks.slice_index, clicks.before, clicks.clicks)
+    n = len(clicks.clicks)
+    gr.Warning(f"{n} click{'s' if n != 1 else ''} not applied on slice {clicks.slice_index + 1} were dropped: the "
+               "edit changed that slice.")
+    return ScanClicks(state.token)
+
+
+def _applied(state, before: ScanEdits, done, what: str, opacity, organs, position, clicks: ScanClicks | None = None):
+    """The Scan tab's outputs after an applied click edit, propagation, fill or brush edit, then the click ones;
+    Undo goes back to ``before``. ``clicks``: the click state before the edit, whose clicks pending on another
+    slice stay pending where the edit left that slice as it was."""
     from .scan_tab import ScanState, scan_view
 
     edits, result = done
     new_state = ScanState(edits, state.truth, state.token)
-    session = ScanClicks(state.token, undo=before, undo_what=what)
-    image, session = scan_click_view(new_state, session, position, opacity)
-    return (*scan_view(result, new_state, [], opacity, organs, position), image, session, _pending_note(session))
+    return (*scan_view(result, new_state, [], opacity, organs, position),
+            *_click_outputs_after(new_state, before, what, clicks, position, opacity))
+
+
+def _click_outputs_after(state, before: ScanEdits, what: str, clicks: ScanClicks | None, position, opacity):
+    """The click image, state and note of ``state`` just edited (:func:`_applied`): Undo goes back to ``before``;
+    the note says ``what`` was applied, and which clicks are still pending."""
+    session = replace(_still_pending(state, clicks), undo=before, undo_what=what)
+    image, session = scan_click_view(state, session, position, opacity)
+    note = _pending_note(replace(session, clicks=()))
+    return image, session, f"{note}\n\n{_pending_note(session)}" if session.clicks else note
 
 
 def apply_scan_brush(state, clicks: ScanClicks | None, editor_state, value, opacity=0.5, organs=ORGAN_CHOICES):
@@ -264,10 +286,8 @@ def apply_scan_brush(state, clicks: ScanClicks | None, editor_state, value, opac
     if not isinstance(out[9], ScanState):  # nothing changed: nothing to undo either
         return (*out, gr.skip(), gr.skip(), gr.skip())
     index = editor_state.slice_index
-    base = clicks if clicks and clicks.token == state.token else ScanClicks(state.token)
-    session = replace(base, undo=state.edits, undo_what=f"the brush edit on slice {index + 1}.")
-    image, session = scan_click_view(out[9], session, index + 1, opacity)
-    return (*out, image, session, _pending_note(session))
+    return (*out, *_click_outputs_after(out[9], state.edits, f"the brush edit on slice {index + 1}.", clicks,
+                                        index + 1, opacity))
 
 
 def apply_scan_clicks(state, clicks: ScanClicks | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
@@ -303,7 +323,13 @@ def _nothing_done(state, clicks, before: ScanEdits, clicked, message: str, opaci
     gr.Info(message)
     if clicked is None:
         return (*(gr.skip(),) * 11, *scan_click_view(state, clicks, position, opacity), gr.skip())
-    return _applied(state, before, clicked, f"the clicks on slice {position}. {message}", opacity, organs, position)
+    return _applied(state, before, clicked, f"the clicks on slice {position}. {message}", opacity, organs, position,
+                    _elsewhere(state, clicks, position - 1))
+
+
+def _elsewhere(state, clicks: ScanClicks | None, index: int) -> ScanClicks | None:
+    """``clicks`` unless they are pending on slice ``index`` (a propagation or fill from it applies them first)."""
+    return None if _pending(state, clicks, index) is not None else clicks
 
 
 def _runs(indices: list[int]) -> str:
@@ -345,7 +371,8 @@ def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opa
         return _nothing_done(state, clicks, before, clicked, f"The propagation from slice {index + 1} proposed no "
                              "change on the slices around it.", opacity, organs, index + 1)
     return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} propagated from slice {index + 1} to "
-                    f"slice{'s' if len(changed) > 1 else ''} {_runs(changed)}; look at them.", opacity, organs, index + 1)
+                    f"slice{'s' if len(changed) > 1 else ''} {_runs(changed)}; look at them.", opacity, organs, index + 1,
+                    _elsewhere(state, clicks, index))
 
 
 def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, opacity=0.5, organs=ORGAN_CHOICES):
@@ -374,7 +401,7 @@ def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, 
         return _nothing_done(state, clicks, before, clicked, "The fill changed nothing: the slices between already "
                              "hold the interpolated organ.", opacity, organs, index + 1)
     return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} filled on slices {_runs(filled)} between "
-                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1)
+                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1, _elsewhere(state, clicks, index))
 
 
 # --------------------------------------------------------------------------- the Slice tab
