@@ -9,7 +9,8 @@ that slice through :func:`model.interactive.click` (undo is one click fewer).
 - **Scan tab.** Clicks stay pending on their slice (the image shows them) until **Apply clicks**
   writes them into the scan as one edit: every download recomputed, the edit log with the clicks,
   the organs SEMIAUTOMATIC. **Propagate** and **Fill between** apply at once, as edits, and **Undo**
-  after them (or after the brush editor's Apply edit) goes back to the scan before them. Clicking on another slice drops its pending clicks.
+  after them (or after the brush editor's Apply edit) goes back to the scan before them. Clicking on
+  another slice drops its pending clicks; an edit applied elsewhere keeps them unless it changed their slice.
 - **Slice tab.** Each click updates the masks, the measurements and the mask PNG at once.
 """
 
@@ -371,8 +372,8 @@ def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opa
         return _nothing_done(state, clicks, before, clicked, f"The propagation from slice {index + 1} proposed no "
                              "change on the slices around it.", opacity, organs, index + 1)
     return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} propagated from slice {index + 1} to "
-                    f"slice{'s' if len(changed) > 1 else ''} {_runs(changed)}; look at them.", opacity, organs, index + 1,
-                    _elsewhere(state, clicks, index))
+                    f"slice{'s' if len(changed) > 1 else ''} {_runs(changed)}; look at them.", opacity, organs,
+                    index + 1, _elsewhere(state, clicks, index))
 
 
 def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, opacity=0.5, organs=ORGAN_CHOICES):
@@ -401,7 +402,8 @@ def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, 
         return _nothing_done(state, clicks, before, clicked, "The fill changed nothing: the slices between already "
                              "hold the interpolated organ.", opacity, organs, index + 1)
     return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} filled on slices {_runs(filled)} between "
-                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1, _elsewhere(state, clicks, index))
+                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1,
+                    _elsewhere(state, clicks, index))
 
 
 # --------------------------------------------------------------------------- the Slice tab
