@@ -213,7 +213,8 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                           [overlay, table, mask_file, result], api_visibility="private",
                                           concurrency_id=EDITS)
         for event in (slice_event.then, apply_one_event.then, opacity.change):
-            event(clicks.slice_click_view, [result, opacity], slice_click_image, concurrency_id=EDITS, **quiet)
+            event(clicks.slice_click_view, [result, slice_clicks, opacity], slice_click_image, concurrency_id=EDITS,
+                  **quiet)
         scan_outputs = [scan_note, scan_slider, scan_overlay, versus, scan_table, area_plot, mesh, downloads, comparison,
                         scan_result, review_table]
         scan_event = run_scan.click(

@@ -304,6 +304,9 @@ def test_the_slice_tab_click_changes_the_mask_png_at_once_and_undo_restores_it(t
     assert not (state.organ_masks & ~new_state.organ_masks).any()
     png = decode_mask_png(np.asarray(Image.open(new_path)))
     assert np.array_equal(png, new_state.organ_masks) and new_table != table
+    # A redraw (the opacity moved) keeps the click's marker while the click stands; not on another slice's masks.
+    assert np.array_equal(clicks.slice_click_view(new_state, session, 0.5), new_image)
+    assert np.array_equal(clicks.slice_click_view(state, session, 0.5), shown)
     back = clicks.undo_slice_click(new_state, session, 0.5)
     assert np.array_equal(back[3].organ_masks, state.organ_masks)
     assert np.array_equal(decode_mask_png(np.asarray(Image.open(back[2]))), state.organ_masks)

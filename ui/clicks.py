@@ -419,9 +419,16 @@ class SliceClicks:
     clicks: tuple[OrganClick, ...] = ()
 
 
-def slice_click_view(state, opacity=0.5):
-    """The Slice tab's click image of the segmented slice, or nothing."""
-    return None if not state else click_image(state.display, state.organ_masks, opacity)
+def _current(state, session: SliceClicks | None) -> bool:
+    """Whether ``session``'s clicks made ``state``'s masks (not another slice, nor an edit since)."""
+    return bool(session and session.token == state.token and np.array_equal(session.after, state.organ_masks))
+
+
+def slice_click_view(state, session: SliceClicks | None = None, opacity=0.5):
+    """The Slice tab's click image of the segmented slice with the clicks that made its masks, or nothing."""
+    if not state:
+        return None
+    return click_image(state.display, state.organ_masks, opacity, session.clicks if _current(state, session) else ())
 
 
 def _slice_outputs(state, masks: np.ndarray, session: SliceClicks | None, opacity, organs, show_confidence):
@@ -442,8 +449,8 @@ def slice_click(state, session: SliceClicks | None, organ_choice, mode, opacity,
         row, col = clicked_pixel(evt, state.display.shape)
         organ = organ_index(organ_choice)
         # The clicks go on from the last ones unless the masks changed since (another slice, or the editor).
-        current = session and session.token == state.token and np.array_equal(session.after, state.organ_masks)
-        session = session if current else SliceClicks(state.token, state.organ_masks.copy(), state.organ_masks)
+        session = session if _current(state, session) else SliceClicks(state.token, state.organ_masks.copy(),
+                                                                       state.organ_masks)
         clicks = (*session.clicks, (organ, row, col, mode != REMOVE))
         masks = replay(state.display, state.probabilities, session.before, clicks)
         session = replace(session, after=masks, clicks=clicks)
@@ -455,8 +462,7 @@ def undo_slice_click(state, session: SliceClicks | None, opacity=0.5, organs=ORG
     with server.user_errors("undo", "Nothing could be undone."):
         if not state:
             raise EditError("No slice: segment a slice first, then click on it.")
-        if not (session and session.token == state.token and session.clicks
-                and np.array_equal(session.after, state.organ_masks)):
+        if not (_current(state, session) and session.clicks):
             raise EditError("No click to undo on this slice.")
         clicks = session.clicks[:-1]
         masks = replay(state.display, state.probabilities, session.before, clicks)
