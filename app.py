@@ -251,7 +251,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         click_edit = [scan_result, scan_clicks, scan_slider]
         scan_click_undo.click(clicks.undo_scan_click, [*click_edit, scan_opacity, scan_organs], scan_outputs + click_outputs,
                               api_visibility="private", concurrency_id=EDITS)
-        # The brush's Apply edit is a step Undo takes back too (ui/clicks.py holds the undo point).
+        # The brush's Apply edit is a step Undo takes back too (ui/clicks.py keeps the undo steps).
         apply_edit.click(clicks.apply_scan_brush, [scan_result, scan_clicks, editor_state, scan_editor, scan_opacity,
                                                    scan_organs], scan_outputs + click_outputs,
                          api_visibility="private", concurrency_id=EDITS)

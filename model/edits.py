@@ -222,3 +222,40 @@ class ScanEdits:
                                                                 out_dir / f"{stem}_corrections.zip"))
         return (replace(self, flags=outputs.flags),
                 SegmentedScan(self.scan, masks, outputs, measure(masks, self.scan), self.probabilities))
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The way back from an applied edit, holding only what it changed: the masks ``(O, H, W) bool`` of the
+    slices it changed as they were before it (``slices``), and the edit log and review flags before it. An undo
+    step costs the slices an edit touched, not a second copy of the scan's masks, so a session can keep many.
+
+    ``after``: the edit log the edit left; the step fits only a state with that log (:meth:`fits`).
+    """
+
+    slices: dict[int, np.ndarray]
+    edits: tuple[SliceEdit, ...]
+    flags: tuple
+    after: tuple[SliceEdit, ...]
+
+    @classmethod
+    def between(cls, before: ScanEdits, after: ScanEdits) -> Undo:
+        """The step that takes ``after`` (an edit applied to ``before``) back to ``before``."""
+        changed = np.flatnonzero((before.organ_masks != after.organ_masks).any(axis=(0, 2, 3)))
+        return cls({int(d): before.organ_masks[:, d].copy() for d in changed}, before.edits, tuple(before.flags),
+                   after.edits)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in self.slices.values())
+
+    def fits(self, edits: ScanEdits) -> bool:
+        """Whether ``edits`` is the state this step was made from (nothing applied since)."""
+        return edits.edits == self.after
+
+    def back(self, edits: ScanEdits) -> ScanEdits:
+        """``edits`` as it was before the step's edit (call :meth:`ScanEdits.write` to write its downloads)."""
+        masks = edits.organ_masks.copy()
+        for index, slice_masks in self.slices.items():
+            masks[:, index] = slice_masks
+        return replace(edits, organ_masks=masks, edits=self.edits, flags=self.flags)

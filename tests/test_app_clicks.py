@@ -127,7 +127,8 @@ def test_a_positive_click_brings_the_missed_stomach_back_and_only_that_slice_and
     assert [(r["slice_index"], r["organ"], r["tool"], r["clicks"]) for r in rows] == [
         (str(d), "stomach", "click", f"+{row}:{col}")]
     assert [d + 1, "Stomach", "edited"] == review[[r[0] for r in review].index(d + 1)][:3]
-    assert "Applied: 1 click(s) on slice 5 (Stomach)." in out[-1] and out[-2].undo is state.edits
+    assert "Applied: 1 click(s) on slice 5 (Stomach)." in out[-1]
+    assert [what for _, what in out[-2].undo] == ["1 click(s) on slice 5 (Stomach)."]
 
     # Undo takes the applied clicks back: the masks and the label NIfTI are the model's again.
     undone = clicks.undo_scan_click(new_state, out[-2], d + 1, 0.5)
@@ -236,7 +237,8 @@ def test_pending_clicks_are_applied_before_a_propagation(labelled, tiny_model):
     out = clicks.propagate_scan(state, session, d + 1, "Stomach")
     tools = [r["tool"] for r in csv.DictReader(open(next(p for p in out[7] if p.endswith("_edits.csv"))))]
     assert tools[0] == "click" and "propagate" in tools
-    assert out[-2].undo is state.edits  # Undo goes back before both
+    assert len(out[-2].undo) == 1  # one Undo goes back before both
+    assert np.array_equal(clicks.undo_scan_click(out[9], out[-2], d + 1, 0.5)[9].organ_masks, state.organ_masks)
 
 
 def test_fill_between_interpolates_the_slices_between_two_corrected_ones(labelled, tiny_model):
@@ -368,26 +370,32 @@ def test_a_slice_tab_editor_opened_before_clicks_keeps_them(tiny_model, shared_d
     assert np.array_equal(new_state.organ_masks, expected) and new_state.organ_masks[organ, row, col]
 
 
-def test_undo_after_a_brush_edit_takes_back_the_brush_edit_only(labelled, tiny_model):
+def test_undo_takes_back_a_brush_edit_then_the_clicks_before_it(labelled, tiny_model):
     """Apply clicks, then Apply a brush edit on another slice, then Undo: the brush edit goes, the clicks stay
-    (before, Undo went back to before the clicks and silently took the brush edit with it)."""
+    (before, Undo went back to before the clicks and silently took the brush edit with it); Undo again takes
+    the clicks back too, exactly, downloads included."""
     from ui import scan_tab
 
-    state, truth, _ = labelled
+    state, truth, downloads = labelled
     d, box = 4, (slice(200, 215), slice(20, 40))
     _, session, _ = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, d])))
     out = clicks.apply_scan_clicks(state, session, d + 1, 0.5)
     clicked, session = out[9], out[-2]
     value, editor = scan_tab.open_scan_editor(clicked, 3)
     brushed = clicks.apply_scan_brush(clicked, session, editor, _painted(value, SMALL, box))
-    assert brushed[9].organ_masks[SMALL, 2][box].all() and brushed[-2].undo is clicked.edits
+    assert brushed[9].organ_masks[SMALL, 2][box].all() and len(brushed[-2].undo) == 2
     assert brushed[-1] == "Applied: the brush edit on slice 3. **Undo** takes it back."
     assert brushed[1].value == 3 and brushed[-3].shape == (234 * 4, 234 * 4, 3)
     undone = clicks.undo_scan_click(brushed[9], brushed[-2], 3, 0.5)
     assert np.array_equal(undone[9].organ_masks, clicked.organ_masks), "back to the clicks, brush stroke gone"
-    assert undone[-1] == "Undone: the brush edit on slice 3."
+    assert undone[-1] == ("Undone: the brush edit on slice 3. **Undo** again takes back 1 click(s) on slice 5 "
+                          "(Stomach).")
+    first = clicks.undo_scan_click(undone[9], undone[-2], 3, 0.5)
+    assert np.array_equal(first[9].organ_masks, state.organ_masks) and not first[9].edits.edits
+    assert first[9].edits.flags == state.edits.flags and first[-1] == "Undone: 1 click(s) on slice 5 (Stomach)."
+    assert np.array_equal(labels_nifti(first[7]), labels_nifti(downloads))
     with pytest.raises(gr.Error, match="Nothing to undo"):
-        clicks.undo_scan_click(undone[9], undone[-2], 3, 0.5)
+        clicks.undo_scan_click(first[9], first[-2], 3, 0.5)
     # An editor Apply that changes nothing leaves the click state (and its undo point) alone.
     value, editor = scan_tab.open_scan_editor(clicked, 3)
     assert clicks.apply_scan_brush(clicked, session, editor, value) == (gr.skip(),) * 14
@@ -411,7 +419,7 @@ def test_clicks_pending_on_another_slice_outlive_an_edit_that_left_it_and_only_t
 
     out = clicks.propagate_scan(corrected, far, d + 1, "Stomach")
     assert 0 not in {int(i) for i in np.flatnonzero((out[9].organ_masks != corrected.organ_masks).any(axis=(0, 2, 3)))}
-    assert out[-2].clicks == far.clicks and out[-2].undo is corrected.edits and not warnings
+    assert out[-2].clicks == far.clicks and len(out[-2].undo) == 1 and not warnings
     assert "Applied: Stomach propagated from slice 5" in out[-1] and "1 click on slice 1, not applied yet" in out[-1]
     assert clicks.apply_scan_clicks(out[9], out[-2], 1, 0.5)[9].organ_masks[LARGE, 0, 100, 100]
 
@@ -421,3 +429,25 @@ def test_clicks_pending_on_another_slice_outlive_an_edit_that_left_it_and_only_t
     value, editor = scan_tab.open_scan_editor(corrected, 2)
     out = clicks.apply_scan_brush(corrected, far, editor, _painted(value, SMALL, (slice(5, 9), slice(5, 9))))
     assert out[-2].clicks == far.clicks and len(warnings) == 1
+
+
+def test_undo_goes_back_edit_by_edit_up_to_its_limit(labelled, tiny_model, monkeypatch):
+    from ui import scan_tab
+
+    monkeypatch.setattr(clicks, "MAX_UNDO", 2)
+    state, truth, _ = labelled
+    d = 4
+    _, session, _ = clicks.scan_click(state, None, d + 1, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, d])))
+    states = [state, clicks.apply_scan_clicks(state, session, d + 1, 0.5)]
+    states.append(clicks.propagate_scan(states[1][9], states[1][-2], d + 1, "Stomach"))
+    value, editor = scan_tab.open_scan_editor(states[2][9], 1)
+    states.append(clicks.apply_scan_brush(states[2][9], states[2][-2], editor,
+                                          _painted(value, SMALL, (slice(5, 9), slice(5, 9)))))
+    assert [what.split(" ")[:2] for _, what in states[3][-2].undo] == [["Stomach", "propagated"], ["the", "brush"]]
+    out = states[3]
+    for back_to in (2, 1):
+        out = clicks.undo_scan_click(out[9], out[-2], d + 1, 0.5)
+        assert np.array_equal(out[9].organ_masks, states[back_to][9].organ_masks)
+        assert out[9].edits.edits == states[back_to][9].edits.edits
+    with pytest.raises(gr.Error, match="Undo goes back 2 at most"):
+        clicks.undo_scan_click(out[9], out[-2], d + 1, 0.5)

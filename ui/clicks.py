@@ -9,7 +9,7 @@ that slice through :func:`model.interactive.click` (undo is one click fewer).
 - **Scan tab.** Clicks stay pending on their slice (the image shows them) until **Apply clicks**
   writes them into the scan as one edit: every download recomputed, the edit log with the clicks,
   the organs SEMIAUTOMATIC. **Propagate** and **Fill between** apply at once, as edits, and **Undo**
-  after them (or after the brush editor's Apply edit) goes back to the scan before them. Clicking on
+  takes the applied edits (the brush editor's Apply edit too) back one at a time, newest first. Clicking on
   another slice drops its pending clicks; an edit applied elsewhere keeps them unless it changed their slice.
 - **Slice tab.** Each click updates the masks, the measurements and the mask PNG at once.
 """
@@ -25,7 +25,7 @@ from skimage.draw import disk
 
 from model import interactive, labels
 from model.checkpoint import CheckpointError
-from model.edits import ScanEdits, clicks_text
+from model.edits import ScanEdits, Undo, clicks_text
 from model.mask_png import save_mask_png
 
 from . import server
@@ -118,29 +118,33 @@ def _per_organ_text(clicks: tuple[OrganClick, ...]) -> dict[str, str]:
 # --------------------------------------------------------------------------- the Scan tab
 
 
+#: How many applied edits Undo can take back, newest first.
+MAX_UNDO = 20
+
+
 @dataclass(frozen=True)
 class ScanClicks:
     """The Scan tab's click state: the scan it was drawn for (its token), the slice (0-based) and its
-    masks ``(O, H, W) bool`` when the pending clicks started, the clicks, and the scan before the last
-    applied click edit, propagation, fill or brush edit (``undo``) with what that was (``undo_what``), or what
-    was just undone."""
+    masks ``(O, H, W) bool`` when the pending clicks started, the clicks, the applied edits Undo can take
+    back (``undo``: click edits, propagations, fills and brush edits, oldest first, each a
+    :class:`model.edits.Undo` and what it was), and what was just undone (``undone``)."""
 
     token: str | None = None
     slice_index: int | None = None
     before: np.ndarray | None = None
     clicks: tuple[OrganClick, ...] = ()
-    undo: ScanEdits | None = None
-    undo_what: str = ""
+    undo: tuple[tuple[Undo, str], ...] = ()
+    undone: str = ""
 
     def __post_init__(self):
-        if self.undo is not None and self.token is not None:  # the undo point holds the scan's arrays too,
-            from .scan_tab import KEPT                        # and masks of its own
+        if self.undo and self.token is not None:  # the undo steps hold slices of their own, counted with the scan
+            from .scan_tab import KEPT
 
-            KEPT.attach(self.token, self, self.undo.organ_masks.nbytes)
+            KEPT.attach(self.token, self, sum(step.nbytes for step, _ in self.undo))
 
     def release(self) -> None:
-        """Drop the undo point (its scan was released to keep the server's memory bounded, :mod:`ui.kept`)."""
-        object.__setattr__(self, "undo", None)
+        """Drop the undo steps (their scan was released to keep the server's memory bounded, :mod:`ui.kept`)."""
+        object.__setattr__(self, "undo", ())
 
 
 def _scan_state(state):
@@ -199,7 +203,7 @@ def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, o
         pending = _pending(state, clicks, index)
         dropped = len(clicks.clicks) if clicks and clicks.clicks and pending is None else 0
         base = clicks if clicks and clicks.token == state.token else ScanClicks(state.token)
-        session = replace(base, slice_index=index, before=state.organ_masks[:, index].copy(),
+        session = replace(base, slice_index=index, before=state.organ_masks[:, index].copy(), undone="",
                           clicks=((pending.clicks if pending else ()) + ((organ, row, col, mode != REMOVE),)))
         masks = _pending_masks(state, session, index)
     if dropped:
@@ -212,15 +216,19 @@ def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, o
 def _pending_note(clicks: ScanClicks) -> str:
     n = len(clicks.clicks)
     if not n:
-        return f"Applied: {clicks.undo_what} **Undo** takes it back." if clicks.undo else clicks.undo_what
+        if clicks.undone:
+            more = f" **Undo** again takes back {clicks.undo[-1][1]}" if clicks.undo else ""
+            return f"Undone: {clicks.undone}{more}"
+        return f"Applied: {clicks.undo[-1][1]} **Undo** takes it back." if clicks.undo else ""
     return (f"{n} click{'s' if n != 1 else ''} on slice {clicks.slice_index + 1}, not applied yet: "
             "**Apply clicks** keeps them, **Undo** takes back the last.")
 
 
 def undo_scan_click(state, clicks: ScanClicks | None, position=1, opacity=0.5, organs=ORGAN_CHOICES):
     """Undo: the last pending click; with none pending, the last applied click edit, propagation, fill or brush
-    edit (the scan goes back to before it and every download is written again). Returns the Scan tab's outputs
-    (:func:`ui.scan_tab.scan_view`), then the click image, state and note."""
+    edit not yet undone (the scan goes back to before it and every download is written again; up to
+    :data:`MAX_UNDO` of them, newest first). Returns the Scan tab's outputs (:func:`ui.scan_tab.scan_view`),
+    then the click image, state and note."""
     from .scan_tab import ScanState, scan_view
 
     with server.user_errors("undo", "Nothing could be undone; segment the scan again."):
@@ -233,13 +241,17 @@ def undo_scan_click(state, clicks: ScanClicks | None, position=1, opacity=0.5, o
                 raise EditError(f"The pending clicks are on slice {session.slice_index + 1}; go to it to undo them.")
             image, session = scan_click_view(state, session, position, opacity)
             return (*(gr.skip(),) * 11, image, session, _pending_note(session))
-        if clicks.undo is None:
-            raise EditError("Nothing to undo: no pending clicks, and no clicks, propagation, fill or brush edit "
-                            "applied since the last undo.")
-        edits, result = clicks.undo.write(server.scratch_dir())
+        if not clicks.undo:
+            raise EditError("Nothing to undo: no pending clicks, and no applied clicks, propagation, fill or brush "
+                            f"edit left to take back (Undo goes back {MAX_UNDO} at most).")
+        step, what = clicks.undo[-1]
+        if not step.fits(state.edits):
+            raise EditError("Nothing to undo: the scan was changed in another way since; segment it again to start "
+                            "over.")
+        edits, result = step.back(state.edits).write(server.scratch_dir())
     state = ScanState(edits, state.truth, state.token)
     view = scan_view(result, state, [], opacity, organs, index + 1)
-    session = ScanClicks(state.token, undo_what=f"Undone: {clicks.undo_what}")
+    session = ScanClicks(state.token, undo=clicks.undo[:-1], undone=what)
     image, session = scan_click_view(state, session, index + 1, opacity)
     return (*view, image, session, _pending_note(session))
 
@@ -257,22 +269,31 @@ def _still_pending(state, clicks: ScanClicks | None) -> ScanClicks:
     return ScanClicks(state.token)
 
 
-def _applied(state, before: ScanEdits, done, what: str, opacity, organs, position, clicks: ScanClicks | None = None):
+def _applied(state, before: ScanEdits, done, what: str, opacity, organs, position, clicks: ScanClicks | None,
+             pending: bool = True):
     """The Scan tab's outputs after an applied click edit, propagation, fill or brush edit, then the click ones;
-    Undo goes back to ``before``. ``clicks``: the click state before the edit, whose clicks pending on another
-    slice stay pending where the edit left that slice as it was."""
+    Undo goes back to ``before`` (:func:`_click_outputs_after`)."""
     from .scan_tab import ScanState, scan_view
 
     edits, result = done
     new_state = ScanState(edits, state.truth, state.token)
     return (*scan_view(result, new_state, [], opacity, organs, position),
-            *_click_outputs_after(new_state, before, what, clicks, position, opacity))
+            *_click_outputs_after(new_state, before, what, clicks, position, opacity, pending))
 
 
-def _click_outputs_after(state, before: ScanEdits, what: str, clicks: ScanClicks | None, position, opacity):
-    """The click image, state and note of ``state`` just edited (:func:`_applied`): Undo goes back to ``before``;
-    the note says ``what`` was applied, and which clicks are still pending."""
-    session = replace(_still_pending(state, clicks), undo=before, undo_what=what)
+def _undo_steps(state, clicks: ScanClicks | None) -> tuple[tuple[Undo, str], ...]:
+    """The undo steps of ``clicks`` when they belong to ``state``'s scan."""
+    return clicks.undo if clicks and clicks.token == state.token else ()
+
+
+def _click_outputs_after(state, before: ScanEdits, what: str, clicks: ScanClicks | None, position, opacity,
+                         pending: bool = True):
+    """The click image, state and note of ``state`` just edited from ``before``: Undo's newest step goes back to
+    ``before``; with ``pending``, clicks pending on another slice stay pending where the edit left that slice as it
+    was (:func:`_still_pending`; without, they were just applied). The note says ``what`` was applied, and which
+    clicks are still pending."""
+    steps = (*_undo_steps(state, clicks), (Undo.between(before, state.edits), what))[-MAX_UNDO:]
+    session = replace(_still_pending(state, clicks) if pending else ScanClicks(state.token), undo=steps)
     image, session = scan_click_view(state, session, position, opacity)
     note = _pending_note(replace(session, clicks=()))
     return image, session, f"{note}\n\n{_pending_note(session)}" if session.clicks else note
@@ -303,10 +324,11 @@ def apply_scan_clicks(state, clicks: ScanClicks | None, position=1, opacity=0.5,
         done = state.edits.apply(index, masks, server.scratch_dir(), tool="click", clicks=_per_organ_text(pending.clicks))
     if done is None:
         gr.Info("The clicks changed nothing on this slice.")
-        return (*(gr.skip(),) * 11, *scan_click_view(state, ScanClicks(state.token), position, opacity), "")
+        return (*(gr.skip(),) * 11,
+                *scan_click_view(state, ScanClicks(state.token, undo=_undo_steps(state, clicks)), position, opacity), "")
     organs_clicked = ", ".join(labels.DISPLAY_NAMES[labels.ORGANS[o]] for o in sorted({c[0] for c in pending.clicks}))
     return _applied(state, state.edits, done, f"{len(pending.clicks)} click(s) on slice {index + 1} ({organs_clicked}).",
-                    opacity, organs, index + 1)
+                    opacity, organs, index + 1, clicks, pending=False)
 
 
 def _with_pending_applied(state, clicks: ScanClicks | None, index: int):
@@ -325,12 +347,13 @@ def _nothing_done(state, clicks, before: ScanEdits, clicked, message: str, opaci
     if clicked is None:
         return (*(gr.skip(),) * 11, *scan_click_view(state, clicks, position, opacity), gr.skip())
     return _applied(state, before, clicked, f"the clicks on slice {position}. {message}", opacity, organs, position,
-                    _elsewhere(state, clicks, position - 1))
+                    clicks, _elsewhere(state, clicks, position - 1))
 
 
-def _elsewhere(state, clicks: ScanClicks | None, index: int) -> ScanClicks | None:
-    """``clicks`` unless they are pending on slice ``index`` (a propagation or fill from it applies them first)."""
-    return None if _pending(state, clicks, index) is not None else clicks
+def _elsewhere(state, clicks: ScanClicks | None, index: int) -> bool:
+    """Whether ``clicks`` are pending elsewhere than slice ``index`` (a propagation or fill from it applies the
+    clicks pending there first), so an edit from it may leave them pending."""
+    return _pending(state, clicks, index) is None
 
 
 def _runs(indices: list[int]) -> str:
@@ -373,7 +396,7 @@ def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opa
                              "change on the slices around it.", opacity, organs, index + 1)
     return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} propagated from slice {index + 1} to "
                     f"slice{'s' if len(changed) > 1 else ''} {_runs(changed)}; look at them.", opacity, organs,
-                    index + 1, _elsewhere(state, clicks, index))
+                    index + 1, clicks, _elsewhere(state, clicks, index))
 
 
 def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, opacity=0.5, organs=ORGAN_CHOICES):
@@ -402,7 +425,7 @@ def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, 
         return _nothing_done(state, clicks, before, clicked, "The fill changed nothing: the slices between already "
                              "hold the interpolated organ.", opacity, organs, index + 1)
     return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} filled on slices {_runs(filled)} between "
-                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1,
+                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1, clicks,
                     _elsewhere(state, clicks, index))
 
 

@@ -2,7 +2,7 @@
 
 A segmented scan stays in its session's ``gr.State`` so the page can re-draw, edit, click and review
 it: the scan, the model's masks and float16 probabilities, the corrected masks, any ground truth
-and an undo point's masks (13 to 16 bytes a voxel, so hundreds of MB for the largest scan allowed). Gradio
+and the slices its undo steps hold (13 to 16 bytes a voxel, so hundreds of MB for the largest scan allowed). Gradio
 keeps a session's state for its time to live (an hour) even after the tab is closed, and every new
 API client is a new session, so without a bound a few people with large scans would exhaust the
 server's memory within the hour.

@@ -11,7 +11,7 @@ import pytest
 
 import rt_series
 from model.dicom.export import AUTOMATIC, SEMIAUTOMATIC, algorithm_types
-from model.edits import ScanEdits, training_slice
+from model.edits import ScanEdits, Undo, training_slice
 from model.measure import measure
 from model.exports import SegmentedScan, write_outputs
 from model.planning import PlanningRequest, planning_structures
@@ -240,3 +240,23 @@ def test_writing_an_earlier_state_again_gives_its_downloads_back(kaggle_scan, tm
     first = nib.load(tmp_path / "first" / f"{scan.name}_labels.nii.gz").get_fdata()
     assert np.array_equal(nib.load(tmp_path / "undone" / f"{scan.name}_labels.nii.gz").get_fdata(), first)
     assert not back.edits and result.outputs.edit_log is None and np.array_equal(result.organ_masks, masks)
+
+
+def test_an_undo_step_holds_the_changed_slices_only_and_takes_the_edit_back_exactly(kaggle_scan, tmp_path):
+    """The page's Undo keeps one :class:`Undo` per applied edit: the slices it changed as they were, the log and the
+    flags before it (a flag the edit cleared comes back), not a copy of the whole scan's masks."""
+    scan, masks = kaggle_scan
+    flags = (ReviewFlag(scan.slice_numbers[1], "stomach", 0.8, "uncertain contour", 1),)
+    state = ScanEdits(scan, masks, np.packbits(masks), flags)
+    first = state.write(tmp_path / "first")[0]
+    changed = {d: masks[:, d].copy() for d in (1, 3)}
+    for d in changed:
+        changed[d][LARGE, :40, :40] = ~changed[d][LARGE, :40, :40]
+    edited, _ = first.apply_slices(changed, tmp_path / "edited", tool="propagate")
+    step = Undo.between(first, edited)
+    assert sorted(step.slices) == [1, 3] and step.nbytes == 2 * masks[:, 0].nbytes < masks.nbytes / 2
+    assert step.fits(edited) and not step.fits(first) and not edited.flags
+    back, result = step.back(edited).write(tmp_path / "undone")
+    assert np.array_equal(back.organ_masks, masks) and back.edits == () and back.flags == flags
+    labels = lambda folder: nib.load(folder / f"{scan.name}_labels.nii.gz").get_fdata()  # noqa: E731
+    assert np.array_equal(labels(tmp_path / "undone"), labels(tmp_path / "first")) and result.outputs.edit_log is None
