@@ -424,7 +424,7 @@ def test_clicks_pending_on_another_slice_outlive_an_edit_that_left_it_and_only_t
     assert clicks.apply_scan_clicks(out[9], out[-2], 1, 0.5)[9].organ_masks[LARGE, 0, 100, 100]
 
     out = clicks.propagate_scan(corrected, near, d + 1, "Stomach")  # slice 4 is one it changes
-    assert out[-2].clicks == () and warnings == ["1 click not applied on slice 4 were dropped: the edit changed that "
+    assert out[-2].clicks == () and warnings == ["1 click not applied on slice 4 was dropped: the edit changed that "
                                                  "slice."]
     value, editor = scan_tab.open_scan_editor(corrected, 2)
     out = clicks.apply_scan_brush(corrected, far, editor, _painted(value, SMALL, (slice(5, 9), slice(5, 9))))

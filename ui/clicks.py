@@ -207,10 +207,13 @@ def scan_click(state, clicks: ScanClicks | None, position, organ_choice, mode, o
                           clicks=((pending.clicks if pending else ()) + ((organ, row, col, mode != REMOVE),)))
         masks = _pending_masks(state, session, index)
     if dropped:
-        gr.Warning(f"{dropped} click{'s' if dropped != 1 else ''} not applied on slice {clicks.slice_index + 1} "
-                   "were dropped.")
+        gr.Warning(f"{_clicks_dropped(dropped, clicks.slice_index)}.")
     return (click_image(state.scan.display_slice(index), masks, opacity, session.clicks), session,
             _pending_note(session))
+
+
+def _clicks_dropped(n: int, index: int) -> str:
+    return f"{n} click{'s' if n != 1 else ''} not applied on slice {index + 1} {'were' if n != 1 else 'was'} dropped"
 
 
 def _pending_note(clicks: ScanClicks) -> str:
@@ -263,9 +266,7 @@ def _still_pending(state, clicks: ScanClicks | None) -> ScanClicks:
         return ScanClicks(state.token)
     if np.array_equal(clicks.before, state.organ_masks[:, clicks.slice_index]):
         return ScanClicks(state.token, clicks.slice_index, clicks.before, clicks.clicks)
-    n = len(clicks.clicks)
-    gr.Warning(f"{n} click{'s' if n != 1 else ''} not applied on slice {clicks.slice_index + 1} were dropped: the "
-               "edit changed that slice.")
+    gr.Warning(f"{_clicks_dropped(len(clicks.clicks), clicks.slice_index)}: the edit changed that slice.")
     return ScanClicks(state.token)
 
 
