@@ -203,11 +203,13 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
                                                       organs, show_confidence], slice_click_outputs,
                                  api_visibility="private", concurrency_id=EDITS, show_progress="hidden")
         slice_click_undo.click(clicks.undo_slice_click, [result, slice_clicks, opacity, organs, show_confidence],
-                               slice_click_outputs, api_visibility="private", concurrency_id=EDITS, show_progress="hidden")
+                               slice_click_outputs, api_visibility="private", concurrency_id=EDITS,
+                               show_progress="hidden")
         demo.load(server.MODEL.about, None, about_md, api_visibility="private")
         # No progress overlay on an editor being filled: Gradio 6.31 can leave it up, over the canvas.
         quiet = dict(api_visibility="private", show_progress="hidden")
-        edit_one.click(slice_tab.open_slice_editor, result, [one_editor, one_editor_state], concurrency_id=EDITS, **quiet)
+        edit_one.click(slice_tab.open_slice_editor, result, [one_editor, one_editor_state], concurrency_id=EDITS,
+                       **quiet)
         apply_one_event = apply_one.click(slice_tab.apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs,
                                                                        show_confidence],
                                           [overlay, table, mask_file, result], api_visibility="private",

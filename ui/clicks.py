@@ -325,8 +325,8 @@ def apply_scan_clicks(state, clicks: ScanClicks | None, position=1, opacity=0.5,
         done = state.edits.apply(index, masks, server.scratch_dir(), tool="click", clicks=_per_organ_text(pending.clicks))
     if done is None:
         gr.Info("The clicks changed nothing on this slice.")
-        return (*(gr.skip(),) * 11,
-                *scan_click_view(state, ScanClicks(state.token, undo=_undo_steps(state, clicks)), position, opacity), "")
+        unchanged = ScanClicks(state.token, undo=_undo_steps(state, clicks))
+        return (*(gr.skip(),) * 11, *scan_click_view(state, unchanged, position, opacity), "")
     organs_clicked = ", ".join(labels.DISPLAY_NAMES[labels.ORGANS[o]] for o in sorted({c[0] for c in pending.clicks}))
     return _applied(state, state.edits, done, f"{len(pending.clicks)} click(s) on slice {index + 1} ({organs_clicked}).",
                     opacity, organs, index + 1, clicks, pending=False)
