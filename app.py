@@ -222,7 +222,7 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         scan_event = run_scan.click(
             scan_tab.segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs, bowel_bag, margin],
             scan_outputs, api_name="segment_scan", concurrency_id="model")
-        review_table.select(scan_tab.jump_to_flag, None, scan_slider, queue=False, **quiet)
+        review_table.select(scan_tab.jump_to_flag, None, [scan_slider, scan_click_organ], queue=False, **quiet)
         cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
         days_run.click(days_tab.compare_days_files, days_in, days_out, api_name="compare_days", concurrency_id="model")
         course_target.change(course_tab.roi_choices, course_target, course_roi, queue=False, **quiet)

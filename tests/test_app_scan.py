@@ -132,10 +132,12 @@ def test_scan_tab_offers_dicom_seg_and_rtstruct_for_a_dicom_series(tiny_model, m
             assert not any(tag.encode() in data for tag in identifiers), path
 
 
-def test_a_click_on_a_review_row_moves_the_slider(tiny_model):
-    event = gr.SelectData(None, {"index": [2, 1], "value": "Stomach", "row_value": [7, "Stomach", "isolated"]})
-    assert scan_tab.jump_to_flag(event) == 7
-    assert scan_tab.jump_to_flag() == gr.skip()  # called without the event's data (a hand-made request)
+def test_a_click_on_a_review_row_moves_the_slider_and_picks_the_organ_to_correct(tiny_model):
+    event = gr.SelectData(None, {"index": [2, 1], "value": "Small bowel", "row_value": [7, "Small bowel", "isolated"]})
+    assert scan_tab.jump_to_flag(event) == (7, "Small bowel")
+    odd = gr.SelectData(None, {"index": [0, 1], "value": 7, "row_value": [7, "Bowel bag", "isolated"]})
+    assert scan_tab.jump_to_flag(odd) == (7, gr.skip())  # not an organ the clicks correct: the picker stays
+    assert scan_tab.jump_to_flag() == (gr.skip(), gr.skip())  # called without the event's data (a hand-made request)
 
 
 def test_a_negative_margin_is_one_line(tiny_model, mr_series):

@@ -105,8 +105,12 @@ def test_dicom_series_gets_seg_and_rtstruct_and_no_identifier_on_the_page(server
     slider.fill("8" if target != "8" else "1")
     slider.press("Enter")
     expect(slider).not_to_have_value(target)
+    organ = review.locator('[data-testid="cell-0-1"]').inner_text().strip()
+    other = next(o for o in ("Stomach", "Small bowel", "Large bowel") if o != organ)
+    page.locator("#scan-click-organ").get_by_label(other, exact=True).check()  # moved elsewhere by hand too
     review.locator('[data-testid="cell-0-1"]').click()
     expect(slider).to_have_value(target, timeout=30_000)
+    expect(page.locator("#scan-click-organ").get_by_label(organ, exact=True)).to_be_checked()  # ready to click on it
     page.screenshot(path=str(tmp_path / "scan_tab_dicom.png"), full_page=True)
 
     shown = page.content()

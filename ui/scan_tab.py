@@ -143,8 +143,12 @@ def scan_view(result: SegmentedScan, state: ScanState, truth_notes: list[str], o
 
 
 def jump_to_flag(evt: gr.SelectData = None):
-    """The slider position of the clicked review row (its "Slice" column); no change without one."""
-    return int(evt.row_value[0]) if evt is not None and evt.row_value else gr.skip()
+    """The clicked review row's slice and organ: the slider position (its "Slice" column) and the organ to correct
+    with clicks (its "Organ" column), so the next click goes to the flagged organ; no change without a row."""
+    if evt is None or not evt.row_value:
+        return gr.skip(), gr.skip()
+    organ = evt.row_value[1] if len(evt.row_value) > 1 and evt.row_value[1] in ORGAN_CHOICES else gr.skip()
+    return int(evt.row_value[0]), organ
 
 
 def _editor(state: ScanState, index: int, reset: bool = False) -> tuple[dict, EditorState]:
