@@ -313,6 +313,7 @@ def test_apply_and_undo_do_not_wait_for_another_persons_segmentation(held_scan_a
     other.goto(held_scan_app.url)
     other.get_by_role("tab", name="Scan").click()
     other.locator("#scan-files input[type=file]").set_input_files(upload)
+    expect(other.locator("#scan-files")).to_contain_text("case9_day4", timeout=30_000)
     other.get_by_role("button", name="Segment scan").click()
     assert held_scan_app.entered.wait(60), "the other person's segmentation never started"
 
