@@ -10,6 +10,7 @@ a negative one at the middle of one of its components.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 
@@ -183,6 +184,25 @@ def test_a_click_on_the_slice_tab_changes_the_mask_png_and_undo_restores_it(serv
     assert np.array_equal(mask_png(), before)
 
 
+@contextlib.contextmanager
+def _in_process_demo(softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, built and served in this process on the tiny model (after the test's patches), its URL."""
+    import app
+    from locations import free_port
+    from ui import server
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    server.MODEL.configure(str(softmax_ckpt))
+    demo = app.build_demo()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+        server.MODEL.configure(None)
+
+
 @pytest.fixture
 def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
     """The real demo, in-process, whose click image takes 1.5 s to redraw (after a segmentation, and when the
@@ -190,9 +210,7 @@ def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
     import time
     from types import SimpleNamespace
 
-    import app
-    from locations import free_port
-    from ui import clicks, server
+    from ui import clicks
 
     redraw = clicks.scan_click_view
 
@@ -200,17 +218,9 @@ def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
         time.sleep(1.5)
         return redraw(*args, **kwargs)
 
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     monkeypatch.setattr(clicks, "scan_click_view", slow_view)
-    server.MODEL.configure(str(softmax_ckpt))
-    demo = app.build_demo()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/")
-    finally:
-        demo.close()
-        server.MODEL.configure(None)
+    with _in_process_demo(softmax_ckpt, tmp_path, monkeypatch) as url:
+        yield SimpleNamespace(url=url)
 
 
 def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, shared_data, browser, tmp_path):
@@ -250,7 +260,6 @@ def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, s
     assert set(np.flatnonzero((added != before).any(axis=(1, 2)))) == {d} and added[d, row, col] == LARGE_ID
 
 
-
 @pytest.fixture
 def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
     """The real demo, in-process, whose scan segmentation can be held: once ``hold`` is set, the next one waits
@@ -259,9 +268,7 @@ def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
     import threading
     from types import SimpleNamespace
 
-    import app
-    from locations import free_port
-    from ui import scan_tab, server
+    from ui import scan_tab
 
     hold, entered, release = threading.Event(), threading.Event(), threading.Event()
     segment = scan_tab.segment_scan_files
@@ -273,18 +280,12 @@ def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
             release.wait(120)
         yield from segment(*args, **kwargs)
 
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     monkeypatch.setattr(scan_tab, "segment_scan_files", held)
-    server.MODEL.configure(str(softmax_ckpt))
-    demo = app.build_demo()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", hold=hold, entered=entered, release=release)
-    finally:
-        release.set()
-        demo.close()
-        server.MODEL.configure(None)
+    with _in_process_demo(softmax_ckpt, tmp_path, monkeypatch) as url:
+        try:
+            yield SimpleNamespace(url=url, hold=hold, entered=entered, release=release)
+        finally:
+            release.set()  # a held segmentation lets go before the server closes
 
 
 def test_apply_and_undo_do_not_wait_for_another_persons_segmentation(held_scan_app, shared_data, browser, tmp_path):
