@@ -46,7 +46,9 @@ def save_label_nifti(organ_masks: np.ndarray, scan: Scan, path: str | Path) -> P
     import nibabel as nib
 
     path = Path(path)
-    data = np.ascontiguousarray(label_volume(organ_masks).transpose(2, 1, 0))
+    # (col, row, slice) as a view: Fortran-ordered, the order NIfTI stores, so nibabel writes it without
+    # reordering (a C-ordered copy first took four times as long on a large scan, for the same bytes).
+    data = label_volume(organ_masks).transpose(2, 1, 0)
     img = nib.Nifti1Image(data, scan.affine)
     img.header.set_xyzt_units("mm")
     img.header.set_qform(scan.affine, code=1)  # scanner coordinates (for Kaggle PNGs: as assumed)
