@@ -153,3 +153,26 @@ def test_page_clicks_places_are_seeded_inside_the_body_and_apart(shared_data):
     assert min(abs(a - c) + abs(b - d) for i, (a, b) in enumerate(chosen) for c, d in chosen[i + 1:]) >= 8
     row = page_clicks.summary([0.1, 0.2, 0.3])
     assert (row["clicks"], row["ms_median"], row["ms_max"], row["ms"]) == (3, 200.0, 300.0, [100.0, 200.0, 300.0])
+
+
+def test_edits_benchmark_edits_one_organ_on_one_slice_and_spreads_its_slices():
+    """``benchmarks.edits`` removes half the large bowel on the slice of the round and nothing else, each round
+    on another slice where the large bowel is large."""
+    from benchmarks import edits
+
+    masks = np.zeros((3, 12, 40, 60), dtype=bool)
+    masks[2, 2:10, 5:35, 10:51] = True  # 1,230 px of large bowel a slice, columns 10 to 50, on slices 2 to 9
+    masks[2, 3, 5:35, 10:51] = False
+    masks[2, 3, 0:2, 0:2] = True  # slice 3: too little
+    masks[0, :, 20:30, 20:30] = True
+    big = [d for d in range(12) if masks[2, d].sum() >= 1000]
+    small = edits.LARGE_BOWEL_MIN_PX
+    edits.LARGE_BOWEL_MIN_PX = 1000
+    try:
+        chosen = edits.edited_slices(masks, 3)
+    finally:
+        edits.LARGE_BOWEL_MIN_PX = small
+    assert len(set(chosen)) == 4 and set(chosen) <= set(big) and chosen == sorted(chosen)
+    edited = edits.half_removed(masks, 5)
+    np.testing.assert_array_equal(edited[:2], masks[:2, 5])  # the other organs untouched
+    assert edited[2].sum() == 21 * 30 and not edited[2, :, :30].any() and edited[2, 5:35, 30:51].all()  # middle: 30
