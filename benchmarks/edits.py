@@ -11,10 +11,16 @@ to 512 pixels wide (MR series seldom come larger in-plane; the app takes up to 2
 ``model.scans.load_scan`` as a DICOM series and as NIfTI. The edit removes the half of the large bowel left
 of its middle on one slice (a different slice each round), as a negative click does.
 
-Each round applies one edit to each scan in turn (:func:`benchmarks.measure.round_robin`), on top of the
-edits before it, as a session does; then the DICOM scan's downloads are written once more one by one, to show
-where the time goes (``parts_s``; with ``label_nifti_as_before``, the label NIfTI written as it was until the
-volume was handed to nibabel in NIfTI's own order).
+The masks: one organ a voxel (the later organ where the labels overlap), as a softmax checkpoint draws them
+(the blog's, which the app serves by default), for ``dicom`` and ``nifti``; the labels as they are, some voxels
+in two organs, as a multi-label checkpoint may draw them, for ``dicom_overlapping`` (the DICOM SEG then goes
+to highdicom as stacked segments, which it checks for overlaps: :func:`model.dicom.seg._pixel_array`).
+
+Each round applies one edit to each in turn (:func:`benchmarks.measure.round_robin`), on top of the edits
+before it, as a session does; then the downloads of the ``dicom`` state are written once more one by one, to
+show where the time goes (``parts_s``; with ``seg_stacked``, the SEG as it was written before, with the stacked
+segments, and ``label_nifti_as_before``, the label NIfTI written as it was until the volume was handed to
+nibabel in NIfTI's own order).
 
 Writes ``benchmarks/results/edits.json``: the machine, the scan, every time and their medians.
 Scratch runs with a memo of the RTSTRUCT's contours (tracing only the edited slice again) saved nothing on
@@ -31,6 +37,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from model import labels
 
 from .measure import RESULTS, SHARED_DATA, Machine, medians, round_robin
 
@@ -77,12 +85,31 @@ def edited_slices(masks: np.ndarray, rounds: int) -> list[int]:
     return [int(big[i]) for i in np.linspace(0, len(big) - 1, rounds + 1).round().astype(int)]
 
 
+def one_organ_a_voxel(masks: np.ndarray) -> np.ndarray:
+    """The masks with one organ a voxel, the later organ where the labels overlap (as the label NIfTI has them):
+    what a softmax checkpoint draws, the blog's that the app serves by default."""
+    from model.exports import label_volume
+
+    ids = label_volume(masks)
+    return np.stack([ids == labels.ORGAN_IDS[organ] for organ in labels.ORGANS])
+
+
 def half_removed(masks: np.ndarray, index: int) -> np.ndarray:
     """Slice ``index``'s masks ``(O, H, W)`` with the large bowel left of its middle column removed."""
     edited = masks[:, index].copy()
     middle = int(np.median(np.nonzero(edited[LARGE_BOWEL])[1]))
     edited[LARGE_BOWEL, :, :middle] = False
     return edited
+
+
+def seg_stacked(structures, source, path: Path, kinds) -> Path:
+    """:func:`model.dicom.seg.write_seg` with the stacked segments, as it was written before the label map."""
+    from unittest import mock
+
+    from model.dicom import seg
+
+    with mock.patch.object(seg, "_pixel_array", seg._stacked):
+        return seg.write_seg(structures, source, path, algorithm_types=kinds)
 
 
 def download_parts(state, out: Path) -> dict:
@@ -105,6 +132,7 @@ def download_parts(state, out: Path) -> dict:
     return {
         "review_flags": lambda: review_flags(masks, scan.spacing_mm, state.probabilities, scan.slice_numbers),
         "seg": lambda: write_seg(structures, scan.source, out / "seg.dcm", algorithm_types=kinds),
+        "seg_stacked": lambda: seg_stacked(structures, scan.source, out / "seg_stacked.dcm", kinds),
         "rtstruct": lambda: write_rtstruct(structures, scan.source, out / "rtstruct.dcm", algorithm_types=kinds),
         "label_nifti": lambda: save_label_nifti(masks, scan, out / "labels.nii.gz"),
         # The label NIfTI as it was written before: a C-ordered copy of the (col, row, slice) volume, which
@@ -132,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edits-bench-") as tmp:
         work = Path(tmp)
         dicom, nifti, masks = large_scans(args.data, work)
-        probabilities = np.where(masks, 0.9, 0.05).astype(np.float16)  # the flags are scored; values do not matter
-        states = {}
-        for name, scan in (("dicom", dicom), ("nifti", nifti)):
-            outputs = write_outputs(masks, scan, work / f"{name}-first", probabilities=probabilities)
-            states[name] = ScanEdits.of(SegmentedScan(scan, masks, outputs, measure(masks, scan), probabilities))
+        exclusive = one_organ_a_voxel(masks)
+        variants = {"dicom": (dicom, exclusive), "dicom_overlapping": (dicom, masks), "nifti": (nifti, exclusive)}
+        states, base = {}, {}
+        for name, (scan, organ_masks) in variants.items():
+            # The flags are scored on these; their values do not matter here.
+            probabilities = np.where(organ_masks, 0.9, 0.05).astype(np.float16)
+            outputs = write_outputs(organ_masks, scan, work / f"{name}-first", probabilities=probabilities)
+            states[name] = ScanEdits.of(SegmentedScan(scan, organ_masks, outputs, measure(organ_masks, scan),
+                                                      probabilities))
+            base[name] = organ_masks
         slices = iter(edited_slices(masks, args.rounds))
         index = {"slice": next(slices)}
         written = []
@@ -144,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         def apply(name):
             def run():
                 out = work / f"{name}-{len(written)}"
-                done = states[name].apply(index["slice"], half_removed(masks, index["slice"]), out, tool="click")
+                done = states[name].apply(index["slice"], half_removed(base[name], index["slice"]), out, tool="click")
                 assert done is not None
                 states[name] = done[0]  # edits pile up, as in a session
                 written.append(out)
@@ -153,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             return run
 
         times = round_robin({name: apply(name) for name in states}, repeats=args.rounds)
-        dicom_files = sorted(p.name for p in written[-2].iterdir())
+        dicom_files = sorted(p.name for p in written[-3].iterdir())
         parts = round_robin(download_parts(states["dicom"], work / "parts"), repeats=args.rounds, warmup=0)
 
     median = medians(times)
@@ -161,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.edits" + (f" --rounds {args.rounds}" if args.rounds != 7 else ""),
         "machine": Machine.this().describe(),
         "scan": {"case_day": CASE_DAY, "shape": list(dicom.shape), "spacing_mm": [round(v, 4) for v in dicom.spacing_mm],
-                 "voxels_with_an_organ": int(masks.any(axis=0).sum())},
+                 "voxels_with_an_organ": int(masks.any(axis=0).sum()),
+                 "voxels_with_two_organs": int((masks.sum(axis=0) > 1).sum())},
         "edit": "the large bowel left of its middle removed on one slice, a different slice each round",
         "dicom_downloads": dicom_files,
         "seconds": {name: [round(t, 4) for t in samples] for name, samples in times.items()},

@@ -176,3 +176,9 @@ def test_edits_benchmark_edits_one_organ_on_one_slice_and_spreads_its_slices():
     edited = edits.half_removed(masks, 5)
     np.testing.assert_array_equal(edited[:2], masks[:2, 5])  # the other organs untouched
     assert edited[2].sum() == 21 * 30 and not edited[2, :, :30].any() and edited[2, 5:35, 30:51].all()  # middle: 30
+    overlapping = masks.copy()
+    overlapping[1, 0, 20:30, 20:25] = True  # small bowel over the stomach (no large bowel on slice 0)
+    exclusive = edits.one_organ_a_voxel(overlapping)
+    assert (exclusive.sum(axis=0) <= 1).all() and (exclusive.any(axis=0) == overlapping.any(axis=0)).all()
+    assert exclusive[1, 0, 20:30, 20:25].all() and not exclusive[0, 0, 20:30, 20:25].any()  # the later organ wins
+    assert exclusive[0, 0, 20:30, 25:30].all()
