@@ -141,8 +141,10 @@ def download_parts(state, out: Path) -> dict:
             np.ascontiguousarray(label_volume(masks).transpose(2, 1, 0)), scan.affine), out / "before.nii.gz"),
         "mask_png_zip": lambda: save_mask_png_zip(masks, scan, out / "masks.zip"),
         "surfaces": lambda: save_organ_meshes(masks, scan, out / "organs.glb"),
-        "edit_log_and_corrections_zip": lambda: (write_edit_log(list(state.edits), out / "edits.csv"),
-                                                 write_corrections_zip(masks, scan, edited, out / "corrections.zip")),
+        "edit_log": lambda: write_edit_log(list(state.edits), out / "edits.csv"),
+        "corrections_zip": lambda: write_corrections_zip(masks, scan, edited, out / "corrections.zip"),
+        # Once every slice was corrected (a whole-scan review): the zip then holds them all.
+        "corrections_zip_every_slice": lambda: write_corrections_zip(masks, scan, range(len(scan)), out / "all.zip"),
     }
 
 

@@ -85,20 +85,32 @@ def write_edit_log(edits: list[SliceEdit], path: str | Path) -> Path:
     return path
 
 
-def training_slice(voxels: np.ndarray) -> np.ndarray:
-    """A scan's voxels ``(..., H, W)`` as ``uint16`` for a 16-bit PNG.
+def training_slice(voxels: np.ndarray, indices=None) -> np.ndarray:
+    """A scan's voxels ``(D, H, W)`` (or any array) as ``uint16`` for a 16-bit PNG; ``indices``: only those slices.
 
     Integer scans within 0..65535 keep their values. Others (rescaled DICOM, float NIfTI) are
-    stretched linearly from the scan's minimum to maximum onto 0..65535: training normalises
-    each slice by its own minimum and maximum (:func:`model.image.normalize_intensity`), so a
-    linear map of the whole scan changes what the model sees by rounding only.
+    stretched linearly from the scan's minimum to maximum onto 0..65535 (NaN counts as 0, as
+    :func:`numpy.nan_to_num` has it): training normalises each slice by its own minimum and maximum
+    (:func:`model.image.normalize_intensity`), so a linear map of the whole scan changes what the model
+    sees by rounding only. The range is always the whole scan's; only the slices asked for are converted.
     """
     voxels = np.asarray(voxels)
+    chosen = voxels if indices is None else voxels[list(indices)]
     if np.issubdtype(voxels.dtype, np.integer) and voxels.min() >= 0 and voxels.max() <= 65535:
-        return voxels.astype(np.uint16)
-    values = np.nan_to_num(voxels.astype(np.float64))
-    lo, hi = float(values.min()), float(values.max())
+        return chosen.astype(np.uint16)
+    lo, hi = _nan_to_num_range(voxels)
+    values = np.nan_to_num(chosen.astype(np.float64))
     return np.round((values - lo) * (65535.0 / (hi - lo) if hi > lo else 0.0)).astype(np.uint16)
+
+
+def _nan_to_num_range(voxels: np.ndarray) -> tuple[float, float]:
+    """The minimum and maximum of ``numpy.nan_to_num(voxels.astype(float64))``, without that float64 copy."""
+    lo, hi = np.min(voxels), np.max(voxels)
+    if np.isnan(lo) or np.isnan(hi):  # NaN becomes 0
+        finite = voxels[~np.isnan(voxels)]
+        lo, hi = (min(finite.min(), 0), max(finite.max(), 0)) if finite.size else (0, 0)
+    lo, hi = np.nan_to_num(np.array([lo, hi], dtype=np.float64))  # ±inf become float64's extremes, as there
+    return float(lo), float(hi)
 
 
 def write_corrections_zip(organ_masks: np.ndarray, scan: Scan, slice_indices, path: str | Path) -> Path:
@@ -116,17 +128,19 @@ def write_corrections_zip(organ_masks: np.ndarray, scan: Scan, slice_indices, pa
     height, width = scan.shape[1:]
     row_mm, col_mm = scan.spacing_mm[1], scan.spacing_mm[2]
     folder = scan_folder(case_day)
-    pixels = training_slice(scan.voxels)
+    pixels = training_slice(scan.voxels, indices)
     path = Path(path)
     rle_csv = path.with_suffix(".csv.tmp")
     write_rle_csv(rle_csv, [RleVolume(case_day, numbers, organ_masks[:, indices])], column="segmentation")
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.write(rle_csv, "train.csv")
-        for i, number in zip(indices, numbers):
+        for image, number in zip(pixels, numbers):
+            # Written again after every edit, for every slice edited so far: zlib's fastest level (several
+            # times faster than its default, a little larger), stored as it is (a PNG is compressed already).
             buffer = io.BytesIO()
-            Image.fromarray(pixels[i]).save(buffer, format="PNG")
+            Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
             archive.writestr(f"{folder}/slice_{number:04d}_{width}_{height}_{col_mm:.2f}_{row_mm:.2f}.png",
-                             buffer.getvalue())
+                             buffer.getvalue(), compress_type=zipfile.ZIP_STORED)
     rle_csv.unlink()
     return path
 

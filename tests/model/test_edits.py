@@ -99,6 +99,28 @@ def test_float_scans_are_stretched_onto_16_bits_and_integer_ones_kept():
     np.testing.assert_array_equal(training_slice(np.array([[-1.5, 0.0, 1.5]])), [[0, 32768, 65535]])
 
 
+@pytest.mark.parametrize("kind", ["float32", "float_nan", "float_inf", "all_nan", "int16_negative", "int32_large",
+                                  "uint16", "constant"])
+def test_some_slices_for_training_are_the_whole_scans_stretch_cut_to_them(kind):
+    """Only the slices asked for are converted, with the whole scan's range: the same as converting the whole
+    scan ``numpy.nan_to_num`` in float64 and cutting (how it was done, and cost a second a write on a float scan)."""
+    rng = np.random.default_rng(0)
+    voxels = {"float32": lambda: rng.normal(100, 40, (6, 5, 7)).astype(np.float32),
+              "float_nan": lambda: np.where(rng.random((6, 5, 7)) < 0.1, np.nan, rng.normal(5, 2, (6, 5, 7))),
+              "float_inf": lambda: np.where(rng.random((6, 5, 7)) < 0.05, np.inf, rng.normal(5, 2, (6, 5, 7))),
+              "all_nan": lambda: np.full((6, 5, 7), np.nan, np.float32),
+              "int16_negative": lambda: rng.integers(-1000, 3000, (6, 5, 7)).astype(np.int16),
+              "int32_large": lambda: rng.integers(0, 200_000, (6, 5, 7)).astype(np.int32),
+              "uint16": lambda: rng.integers(0, 65536, (6, 5, 7)).astype(np.uint16),
+              "constant": lambda: np.full((6, 5, 7), 3.5)}[kind]()
+    values = np.nan_to_num(voxels.astype(np.float64))
+    lo, hi = values.min(), values.max()
+    whole = (voxels.astype(np.uint16) if kind == "uint16" else  # integers within 0..65535 are kept as they are
+             np.round((values - lo) * (65535.0 / (hi - lo) if hi > lo else 0.0)).astype(np.uint16))
+    np.testing.assert_array_equal(training_slice(voxels), whole)
+    np.testing.assert_array_equal(training_slice(voxels, [4, 1]), whole[[4, 1]])
+
+
 def test_no_change_is_no_edit_and_a_wrong_shape_is_refused(kaggle_scan, tmp_path):
     scan, masks = kaggle_scan
     state = segmented(scan, masks, tmp_path / "first")
