@@ -125,7 +125,7 @@ def test_seg_reads_back_with_highdicom_voxel_for_voxel(exported):
 
 def test_organs_that_do_not_overlap_go_to_highdicom_as_a_label_map_for_the_same_file(exported, tmp_path, monkeypatch):
     """A label map spares highdicom its overlap check (most of a SEG's time on a large scan); the file is the one
-    the stacked segments give, element for element (UIDs, dates and times aside), with an organ empty too."""
+    the stacked segments give, element for element (UIDs, dates and times aside), with an organ empty, or all."""
     import highdicom as hd
 
     from benchmarks.same_outputs import dicom_elements
@@ -139,7 +139,8 @@ def test_organs_that_do_not_overlap_go_to_highdicom_as_a_label_map_for_the_same_
     overlapping = [s.mask for s in exported["structures"]]  # the bowel bag holds both bowels, a PRV its organ
     assert seg._pixel_array([source.to_source(m) for m in overlapping]).ndim == 4
     assert seg._pixel_array([source.to_source(m) for m in masks]).ndim == 3
-    for name, organs in (("all", masks), ("no_stomach", masks * np.array([0, 1, 1], bool)[:, None, None, None])):
+    for name, organs in (("all", masks), ("no_stomach", masks * np.array([0, 1, 1], bool)[:, None, None, None]),
+                         ("none", np.zeros_like(masks))):
         structures = organ_structures(organs)
         label_map = seg.write_seg(structures, source, tmp_path / f"{name}_label_map.dcm")
         with monkeypatch.context() as m:
@@ -147,12 +148,12 @@ def test_organs_that_do_not_overlap_go_to_highdicom_as_a_label_map_for_the_same_
             stacked = seg.write_seg(structures, source, tmp_path / f"{name}_stacked.dcm")
         assert dicom_elements(label_map) == dicom_elements(stacked), name
         read = hd.seg.segread(label_map)
-        assert read.SegmentsOverlap == "NO"
         pixels = read.get_pixels_by_source_instance(
             source_sop_instance_uids=[str(ds.SOPInstanceUID) for ds in source.datasets], segment_numbers=[1, 2, 3],
             ignore_spatial_locations=True, skip_overlap_checks=True)
         for i, mask in enumerate(organs):
             np.testing.assert_array_equal(pixels[..., i] > 0, source.to_source(mask))
+        assert read.SegmentsOverlap == "NO"
 
 
 @pytest.mark.slow
