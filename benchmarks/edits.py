@@ -19,8 +19,9 @@ to highdicom as stacked segments, which it checks for overlaps: :func:`model.dic
 Each round applies one edit to each in turn (:func:`benchmarks.measure.round_robin`), on top of the edits
 before it, as a session does; then the downloads of the ``dicom`` state are written once more one by one, to
 show where the time goes (``parts_s``; with ``seg_stacked``, the SEG as it was written before, with the stacked
-segments, and ``label_nifti_as_before``, the label NIfTI written as it was until the volume was handed to
-nibabel in NIfTI's own order).
+segments, ``label_nifti_as_before``, the label NIfTI written as it was until the volume was handed to
+nibabel in NIfTI's own order, and ``review_flags``, the review scored over the whole scan as every edit did
+before ``review_flags_after_an_edit``: the state's per-slice sums, the edited slice summed again).
 
 Writes ``benchmarks/results/edits.json``: the machine, the scan, every time and their medians.
 Scratch runs with a memo of the RTSTRUCT's contours (tracing only the edited slice again) saved nothing
@@ -130,6 +131,10 @@ def download_parts(state, out: Path) -> dict:
     kinds = algorithm_types(structures, state.edited_organs)
     return {
         "review_flags": lambda: review_flags(masks, scan.spacing_mm, state.probabilities, scan.slice_numbers),
+        # As an edit scores them: the state's per-slice sums, one slice summed again (model.review.SliceSums).
+        "review_flags_after_an_edit": lambda: review_flags(
+            masks, scan.spacing_mm, state.probabilities, scan.slice_numbers,
+            sums=state.review_sums.updated(masks, state.probabilities, edited[:1])),
         "seg": lambda: write_seg(structures, scan.source, out / "seg.dcm", algorithm_types=kinds),
         "seg_stacked": lambda: seg_stacked(structures, scan.source, out / "seg_stacked.dcm", kinds),
         "rtstruct": lambda: write_rtstruct(structures, scan.source, out / "rtstruct.dcm", algorithm_types=kinds),

@@ -101,25 +101,62 @@ def check_shapes(organ_masks: np.ndarray, probabilities: np.ndarray) -> None:
         raise ValueError(f"probabilities are {np.shape(probabilities)}; the masks are {np.shape(organ_masks)}")
 
 
+@dataclass(frozen=True)
+class SliceSums:
+    """Per slice and organ, ``(O, D) float64`` each: the probability mass (pixels at or above the floor) and its
+    part under the drawn mask, what :func:`organ_scores` scores from besides the areas.
+
+    A person's edit changes the masks of a few slices and never the probabilities, so :meth:`updated` sums
+    those slices again and keeps the rest: the same numbers as summing the whole scan, for a fraction of its
+    time (:class:`model.edits.ScanEdits` keeps them for its scan).
+    """
+
+    mass: np.ndarray
+    overlap: np.ndarray
+    probability_floor: float = PROBABILITY_FLOOR
+
+    @classmethod
+    def of(cls, organ_masks: np.ndarray, probabilities: np.ndarray,
+           probability_floor: float = PROBABILITY_FLOOR) -> SliceSums:
+        """Every slice's sums; ``organ_masks`` ``(O, D, H, W) bool`` and ``probabilities`` as in :func:`organ_scores`."""
+        check_shapes(organ_masks, probabilities)
+        shape = np.shape(organ_masks)[:2]
+        sums = cls(np.zeros(shape), np.zeros(shape), probability_floor)
+        sums._fill(organ_masks, probabilities, range(shape[1]))
+        return sums
+
+    def updated(self, organ_masks: np.ndarray, probabilities: np.ndarray, slices) -> SliceSums:
+        """The sums with ``slices`` (indices) summed again from ``organ_masks``, the others kept."""
+        sums = SliceSums(self.mass.copy(), self.overlap.copy(), self.probability_floor)
+        sums._fill(organ_masks, probabilities, sorted({int(d) for d in slices}))
+        return sums
+
+    def _fill(self, organ_masks: np.ndarray, probabilities: np.ndarray, slices) -> None:
+        for d in slices:  # a slice at a time: a whole scan in float64 is ~400 MB
+            p = np.asarray(probabilities[:, d], dtype=np.float64)
+            p = np.where(p >= self.probability_floor, p, 0.0)
+            self.mass[:, d] = p.sum(axis=(1, 2))
+            self.overlap[:, d] = np.where(np.asarray(organ_masks[:, d], dtype=bool), p, 0.0).sum(axis=(1, 2))
+
+
 def organ_scores(organ_masks: np.ndarray, probabilities: np.ndarray, *,
                  probability_floor: float = PROBABILITY_FLOOR, min_organ_px: int = MIN_ORGAN_PX,
-                 profile_weight: float = PROFILE_WEIGHT) -> OrganScores:
+                 profile_weight: float = PROFILE_WEIGHT, sums: SliceSums | None = None) -> OrganScores:
     """The error score of every slice and organ and its three signs (module docstring).
 
     ``organ_masks``: ``(O, D, H, W) bool``, organs in :data:`model.labels.ORGANS` order.
     ``probabilities``: ``(O, D, H, W)`` float in 0..1 (float16 is fine), each organ's probability
-    as the masks were decided from (:func:`model.engines.torch.organ_probabilities`).
+    as the masks were decided from (:func:`model.engines.torch.organ_probabilities`). ``sums``: these
+    masks' and probabilities' :class:`SliceSums` at ``probability_floor``, when already summed.
     """
     check_shapes(organ_masks, probabilities)
     organ_masks = np.asarray(organ_masks, dtype=bool)
-    organs, depth = organ_masks.shape[:2]
-    overlap = np.zeros((organs, depth))
-    mass = np.zeros((organs, depth))
-    for d in range(depth):  # a slice at a time: a whole scan in float64 is ~400 MB
-        p = np.asarray(probabilities[:, d], dtype=np.float64)
-        p = np.where(p >= probability_floor, p, 0.0)
-        mass[:, d] = p.sum(axis=(1, 2))
-        overlap[:, d] = np.where(organ_masks[:, d], p, 0.0).sum(axis=(1, 2))
+    if sums is None:
+        sums = SliceSums.of(organ_masks, probabilities, probability_floor)
+    elif sums.probability_floor != probability_floor or sums.mass.shape != organ_masks.shape[:2]:
+        raise ValueError(f"the sums are of {sums.mass.shape} at floor {sums.probability_floor}; "
+                         f"the masks are {organ_masks.shape[:2]}, the floor {probability_floor}")
+    mass, overlap = sums.mass, sums.overlap
     areas = np.count_nonzero(organ_masks, axis=(2, 3))
     drawn = areas > 0
     total = mass + areas
@@ -147,7 +184,7 @@ def expected_areas(areas: np.ndarray, neighbours: int = PROFILE_SLICES) -> np.nd
 def review_flags(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float],
                  probabilities: np.ndarray | None = None, slice_numbers: tuple[int, ...] | None = None, *,
                  budget: float = BUDGET, min_score: float = MIN_SCORE,
-                 reviewed: frozenset[tuple[int, str]] = frozenset()) -> list[ReviewFlag]:
+                 reviewed: frozenset[tuple[int, str]] = frozenset(), sums: SliceSums | None = None) -> list[ReviewFlag]:
     """The slices to review first, worst first: one :class:`ReviewFlag` per slice, at most ``budget`` of them.
 
     ``organ_masks`` ``(O, D, H, W) bool`` and ``probabilities`` ``(O, D, H, W)`` float as in
@@ -158,10 +195,12 @@ def review_flags(organ_masks: np.ndarray, spacing_mm: tuple[float, float, float]
     ``max(1, floor(budget * D))`` slices; ties go to the earlier slice. ``reviewed``: ``(slice_index,
     organ)`` pairs a person corrected by hand; their score is 0 (the model's probabilities disagree
     with a correction by design), while their new areas still count in their neighbours' area jumps.
+    ``sums``: the masks' and probabilities' :class:`SliceSums`, when already summed.
     """
     if not 0 < budget <= 1:
         raise ValueError(f"budget is a share of the slices, in (0, 1]; got {budget}")
-    scores = organ_scores(organ_masks, organ_masks if probabilities is None else probabilities)
+    scores = organ_scores(organ_masks, organ_masks if probabilities is None else probabilities,
+                          sums=sums if probabilities is not None else None)
     for index, organ in reviewed:
         scores.score[labels.ORGANS.index(organ), index] = 0.0
     depth = scores.score.shape[1]

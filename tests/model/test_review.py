@@ -12,6 +12,7 @@ from model.review import (
     CSV_HEADER,
     MIN_ORGAN_PX,
     PROFILE_WEIGHT,
+    SliceSums,
     expected_areas,
     max_flagged_slices,
     organ_scores,
@@ -172,3 +173,28 @@ def test_real_labels_with_one_organ_taken_out(shared_data):
     assert flags[0].score == pytest.approx(0.4 * areas[LARGE_BOWEL, d] / (0.4 * areas[LARGE_BOWEL, d] + MIN_ORGAN_PX),
                                            abs=1e-3)
     assert len(flags) <= max_flagged_slices(masks.shape[1])
+
+
+def test_slice_sums_summed_again_on_some_slices_are_those_of_the_whole_scan():
+    """An edit's sums: the changed slices summed again, the others kept, the very numbers of summing it all."""
+    rng = np.random.default_rng(3)
+    probabilities = rng.random((3, 7, 20, 24)).astype(np.float16)
+    masks = probabilities > 0.5
+    before = SliceSums.of(masks, probabilities)
+    edited = masks.copy()
+    edited[1, 2] = ~edited[1, 2]
+    edited[0, 5, :10] = True
+    after = before.updated(edited, probabilities, [2, 5])
+    whole = SliceSums.of(edited, probabilities)
+    np.testing.assert_array_equal(after.mass, whole.mass)
+    np.testing.assert_array_equal(after.overlap, whole.overlap)
+    assert not np.array_equal(after.overlap, before.overlap)  # the edit changed what is summed
+    np.testing.assert_array_equal(before.overlap, SliceSums.of(masks, probabilities).overlap)  # untouched
+    scores = organ_scores(edited, probabilities, sums=after)
+    np.testing.assert_array_equal(scores.score, organ_scores(edited, probabilities).score)
+    assert review_flags(edited, (3.0, 1.5, 1.5), probabilities, sums=after) == review_flags(
+        edited, (3.0, 1.5, 1.5), probabilities)
+    with pytest.raises(ValueError, match="floor"):
+        organ_scores(edited, probabilities, sums=after, probability_floor=0.1)
+    with pytest.raises(ValueError, match="sums are of"):
+        organ_scores(edited[:, :6], probabilities[:, :6], sums=after)
