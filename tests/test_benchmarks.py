@@ -182,3 +182,28 @@ def test_edits_benchmark_edits_one_organ_on_one_slice_and_spreads_its_slices():
     assert (exclusive.sum(axis=0) <= 1).all() and (exclusive.any(axis=0) == overlapping.any(axis=0)).all()
     assert exclusive[1, 0, 20:30, 20:25].all() and not exclusive[0, 0, 20:30, 20:25].any()  # the later organ wins
     assert exclusive[0, 0, 20:30, 25:30].all()
+
+
+def test_same_outputs_compares_dicom_files_whatever_the_length_of_their_fresh_uids(tmp_path):
+    """Two writes of one file differ in their UIDs, and so in the lengths the group length elements count;
+    ``benchmarks.same_outputs`` blanks both, and still sees a changed value."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from benchmarks.same_outputs import dicom_elements
+
+    def write(path, uid: str, label: str):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.ContentLabel = ds.file_meta.MediaStorageSOPClassUID, uid, label
+        ds.save_as(path, enforce_file_format=True)
+        return path
+
+    a = write(tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.1234", "GI_ORGANS")
+    b = write(tmp_path / "b.dcm", "1.2.826.0.1.3680043.8.498.123456", "GI_ORGANS")
+    c = write(tmp_path / "c.dcm", "1.2.826.0.1.3680043.8.498.1234", "OTHER")
+    assert any(line.startswith("meta.(0002,0000) UL") for line in dicom_elements(a))
+    assert dicom_elements(a) == dicom_elements(b) != dicom_elements(c)
