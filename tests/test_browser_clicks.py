@@ -223,6 +223,31 @@ def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
         yield SimpleNamespace(url=url)
 
 
+def _one_large_bowel_click_pending(app, shared_data, browser, tmp_path, count: int, d: int):
+    """``count`` real 360×310 slices segmented by ``app``; the slider moved to slice ``d`` (0-based) and, at once,
+    before its redraw is back, one Add click for the large bowel far from where the model drew it, pending.
+    Returns the page, the label NIfTI's ids ``(D, H, W)`` before it and the clicked ``(row, col)``."""
+    from playwright.sync_api import expect
+
+    files = kaggle_slices(shared_data, "volume_360x310")[60:60 + count]
+    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    _segment(page, app, upload, f"{count} slices 360×310")
+    before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
+    expect(page.locator("#scan-click-image img")).to_have_count(1, timeout=30_000)
+    page.wait_for_timeout(2000)  # the redraw after the segmentation is back
+    _choose(page, "scan-click-organ", "Large bowel")
+    _choose(page, "scan-click-mode", "Add")
+    slider = page.locator("#scan-slider input[type=number]")
+    slider.fill(str(d + 1))
+    slider.press("Enter")
+    row, col = _far_from(before[d], np.asarray(Image.open(files[d])), LARGE_ID)
+    _click(page, "scan-click-image", row, col)  # on the image still shown: the click goes to the slider's slice
+    expect(page.locator("#scan-click-note")).to_contain_text(f"1 click on slice {d + 1}, not applied yet",
+                                                             timeout=30_000)
+    return page, before, (row, col)
+
+
 def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, shared_data, browser, tmp_path):
     """Move the slider, click before its redraw of the click image is back: the click stays pending (Apply
     applies it) and the click image ends showing it, not the redraw that started before it."""
@@ -230,22 +255,8 @@ def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, s
 
     from ui.clicks import CLICK_COLOURS
 
-    files = kaggle_slices(shared_data, "volume_360x310")[60:64]
-    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
-    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-    _segment(page, slow_view_app, upload, "4 slices 360×310")
-    before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
-    expect(page.locator("#scan-click-image img")).to_have_count(1, timeout=30_000)
-    page.wait_for_timeout(2000)  # the redraw after the segmentation is back
-    _choose(page, "scan-click-organ", "Large bowel")
-    _choose(page, "scan-click-mode", "Add")
-    slider = page.locator("#scan-slider input[type=number]")
-    slider.fill("3")
-    slider.press("Enter")
     d = 2
-    row, col = _far_from(before[d], np.asarray(Image.open(files[d])), LARGE_ID)
-    _click(page, "scan-click-image", row, col)  # on the image still shown: the click goes to the slider's slice
-    expect(page.locator("#scan-click-note")).to_contain_text("1 click on slice 3, not applied yet", timeout=30_000)
+    page, before, (row, col) = _one_large_bowel_click_pending(slow_view_app, shared_data, browser, tmp_path, 4, d)
     page.wait_for_timeout(2500)  # whatever was running has answered
     shown = page.locator("#scan-click-image img").get_attribute("src")
     zoom = zoom_for(SHAPE)
@@ -293,27 +304,14 @@ def test_apply_and_undo_do_not_wait_for_another_persons_segmentation(held_scan_a
     segmented (before, they queued behind it with the model's calls, a minute or more on a busy Space)."""
     from playwright.sync_api import expect
 
-    files = kaggle_slices(shared_data, "volume_360x310")[60:63]
-    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
-    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-    _segment(page, held_scan_app, upload, "3 slices 360×310")
-    before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
-    expect(page.locator("#scan-click-image img")).to_have_count(1, timeout=30_000)
-    _choose(page, "scan-click-organ", "Large bowel")
-    _choose(page, "scan-click-mode", "Add")
-    slider = page.locator("#scan-slider input[type=number]")
-    slider.fill("2")
-    slider.press("Enter")
     d = 1
-    row, col = _far_from(before[d], np.asarray(Image.open(files[d])), LARGE_ID)
-    _click(page, "scan-click-image", row, col)
-    expect(page.locator("#scan-click-note")).to_contain_text("1 click on slice 2, not applied yet", timeout=30_000)
+    page, before, (row, col) = _one_large_bowel_click_pending(held_scan_app, shared_data, browser, tmp_path, 3, d)
 
     held_scan_app.hold.set()  # another person's scan: segmenting, and held there
     other = browser.new_page(viewport={"width": 1400, "height": 2400})
     other.goto(held_scan_app.url)
     other.get_by_role("tab", name="Scan").click()
-    other.locator("#scan-files input[type=file]").set_input_files(upload)
+    other.locator("#scan-files input[type=file]").set_input_files(tmp_path / "case9_day4.zip")  # the same scan
     expect(other.locator("#scan-files")).to_contain_text("case9_day4", timeout=30_000)
     other.get_by_role("button", name="Segment scan").click()
     assert held_scan_app.entered.wait(60), "the other person's segmentation never started"
