@@ -251,8 +251,6 @@ def _one_large_bowel_click_pending(app, shared_data, browser, tmp_path, count: i
 def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, shared_data, browser, tmp_path):
     """Move the slider, click before its redraw of the click image is back: the click stays pending (Apply
     applies it) and the click image ends showing it, not the redraw that started before it."""
-    from playwright.sync_api import expect
-
     from ui.clicks import CLICK_COLOURS
 
     d = 2
