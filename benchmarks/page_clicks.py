@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.measure import REPO, Machine, benchmark_checkpoint
-from benchmarks.served import CHROMIUM, CHROMIUM_ARGS, Server
+from benchmarks.served import CHROMIUM, CHROMIUM_ARGS, Server, click_slice_pixel
 
 VOLUME, FIRST, COUNT, CLICKED = "volume_360x310", 60, 6, 3  # slice 3 of the six (1-based), upper abdomen
 ORGANS = ("Stomach", "Small bowel", "Large bowel")
@@ -51,19 +51,6 @@ def places(image: np.ndarray, n: int, seed: int = 0) -> list[tuple[int, int]]:
         if len(chosen) == n:
             return chosen
     raise ValueError(f"found only {len(chosen)} places to click")
-
-
-def _click_at(page, row: int, col: int, shape: tuple[int, int]) -> None:
-    """A real mouse click on slice pixel ``(row, col)`` of the Scan tab's click image (``object-fit: contain``)."""
-    img = page.locator("#scan-click-image img")
-    box = img.bounding_box()
-    width, height = page.evaluate("() => { const i = document.querySelector('#scan-click-image img');"
-                                  " return [i.naturalWidth, i.naturalHeight]; }")
-    zoom = width // shape[1]
-    scale = min(box["width"] / width, box["height"] / height)
-    left = box["x"] + (box["width"] - width * scale) / 2
-    top = box["y"] + (box["height"] - height * scale) / 2
-    page.mouse.click(left + (col + 0.5) * zoom * scale, top + (row + 0.5) * zoom * scale)
 
 
 def click_times(browser, server: Server, upload: Path, image: np.ndarray, n: int) -> list[float]:
@@ -91,7 +78,7 @@ def click_times(browser, server: Server, upload: Path, image: np.ndarray, n: int
         page.locator("#scan-click-mode").get_by_label("Add" if k % 2 == 0 else "Remove", exact=True).check()
         before = page.locator("#scan-click-image img").get_attribute("src")
         start = time.perf_counter()
-        _click_at(page, row, col, image.shape)
+        click_slice_pixel(page, "scan-click-image", row, col, image.shape)
         page.wait_for_function(drawn, arg=before, timeout=60_000, polling=5)
         times.append(time.perf_counter() - start)
     expect(page.locator("#scan-click-note")).to_contain_text(f"{n} clicks on slice {CLICKED}, not applied yet")

@@ -100,3 +100,28 @@ class Server:
         if self._final is None:
             self._final = self.output(tail=10**7)
             self._log.close()
+
+
+def click_slice_pixel(page, image_id: str, row: int, col: int, shape: tuple[int, int], timeout_ms: int = 60_000):
+    """A real mouse click, through Playwright's ``page``, on pixel ``(row, col)`` of a slice of ``shape``
+    ``(H, W)`` drawn as the ``<img>`` of ``#image_id`` (the click images of ui/clicks.py: the slice at a
+    whole-pixel zoom, drawn with ``object-fit: contain``): at the middle of the pixel's zoomed square.
+
+    Waits for the image to be loaded at a whole zoom of ``shape``, and reads its size and box in that same
+    step: a slider redraw may swap the image's source at any moment, and an image still loading reads 0 x 0.
+    """
+    page.locator(f"#{image_id} img").scroll_into_view_if_needed()
+    drawn = page.wait_for_function(
+        "([id, rows, cols]) => { const i = document.querySelector(`#${id} img`);"
+        " if (!i || !i.complete || i.naturalWidth === 0 || i.naturalWidth % cols"
+        "     || i.naturalWidth / cols !== i.naturalHeight / rows) return null;"
+        " const r = i.getBoundingClientRect(); if (r.width === 0) return null;"
+        " return {zoom: i.naturalWidth / cols, width: i.naturalWidth, height: i.naturalHeight,"
+        "         x: r.x, y: r.y, box_width: r.width, box_height: r.height}; }",
+        arg=[image_id, shape[0], shape[1]], timeout=timeout_ms).json_value()
+    scale = min(drawn["box_width"] / drawn["width"], drawn["box_height"] / drawn["height"])
+    left = drawn["x"] + (drawn["box_width"] - drawn["width"] * scale) / 2
+    top = drawn["y"] + (drawn["box_height"] - drawn["height"] * scale) / 2
+    zoom = drawn["zoom"]
+    page.mouse.click(left + (col + 0.5) * zoom * scale, top + (row + 0.5) * zoom * scale)
+    return zoom

@@ -42,7 +42,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.served import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from benchmarks.served import CHROMIUM, CHROMIUM_ARGS, click_slice_pixel  # noqa: E402
 from model.labels import DISPLAY_NAMES, ORGANS  # noqa: E402
 from model.rle import RleVolume, parse_slice_id, write_rle_csv  # noqa: E402
 from model.scans.kaggle import scan_folder  # noqa: E402
@@ -293,17 +293,7 @@ def photograph(checkpoint: Path, data: Path, shots: Path) -> None:
             row, col = np.unravel_index(int(np.argmax(inside)), inside.shape)
             page.locator("#scan-click-organ").get_by_label(organ, exact=True).check()
             page.locator("#scan-click-mode").get_by_label("Remove", exact=True).check()
-            image = page.locator("#scan-click-image img")
-            image.scroll_into_view_if_needed()
-            page.wait_for_function("() => { const i = document.querySelector('#scan-click-image img');"
-                                   " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
-            box = image.bounding_box()
-            size = page.evaluate("() => { const i = document.querySelector('#scan-click-image img');"
-                                 " return [i.naturalWidth, i.naturalHeight]; }")
-            scale = min(box["width"] / size[0], box["height"] / size[1])  # drawn with object-fit: contain
-            left, top = box["x"] + (box["width"] - size[0] * scale) / 2, box["y"] + (box["height"] - size[1] * scale) / 2
-            page.mouse.click(left + (col + 0.5) / ids.shape[2] * size[0] * scale,
-                             top + (row + 0.5) / ids.shape[1] * size[1] * scale)
+            click_slice_pixel(page, "scan-click-image", int(row), int(col), ids.shape[1:])
             note = page.locator("#scan-click-note")
             expect(note).to_contain_text("1 click on slice", timeout=60_000)
             page.locator("#scan-click-apply").click()

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from benchmarks.served import click_slice_pixel
 from scan_fixtures import kaggle_slices, zip_files
 from test_browser_edit import _download, _labels, _segment, segmented_slice_page, slice_mask_png
 from ui.clicks import zoom_for
@@ -30,20 +31,8 @@ SHAPE = (310, 360)
 
 
 def _click(page, image_id: str, row: int, col: int, shape=SHAPE) -> None:
-    """A real mouse click on slice pixel ``(row, col)`` of the click image ``#image_id``."""
-    page.wait_for_function(f"() => {{ const i = document.querySelector('#{image_id} img');"
-                           " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
-    img = page.locator(f"#{image_id} img")
-    img.scroll_into_view_if_needed()
-    box = img.bounding_box()
-    natural = page.evaluate(f"() => {{ const i = document.querySelector('#{image_id} img');"
-                            " return [i.naturalWidth, i.naturalHeight]; }")
-    zoom = zoom_for(shape)
-    assert natural == [shape[1] * zoom, shape[0] * zoom]
-    scale = min(box["width"] / natural[0], box["height"] / natural[1])
-    left = box["x"] + (box["width"] - natural[0] * scale) / 2
-    top = box["y"] + (box["height"] - natural[1] * scale) / 2
-    page.mouse.click(left + (col + 0.5) * zoom * scale, top + (row + 0.5) * zoom * scale)
+    """A real mouse click on slice pixel ``(row, col)`` of the click image ``#image_id``, drawn at the app's zoom."""
+    assert click_slice_pixel(page, image_id, row, col, shape, timeout_ms=30_000) == zoom_for(shape)
 
 
 def _choose(page, elem_id: str, choice: str) -> None:
