@@ -27,7 +27,7 @@ from PIL import Image
 from . import labels
 from .measure import measure
 from .planning import PlanningRequest
-from .exports import SegmentedScan, write_outputs
+from .exports import SegmentedScan, WrittenParts, write_outputs
 from .review import SliceSums, review_flags
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, check_organ_masks
@@ -156,7 +156,9 @@ class ScanEdits:
     probabilities when they were kept (the app keeps them for the session: 96 MB for the largest
     scan), so that every applied edit scores the review flags again (:meth:`apply`). ``review_sums``: their
     :class:`model.review.SliceSums` for these masks once a write has summed them; an edit sums again only the
-    slices it changed (summing the whole scan took 0.22 s of every edit on a large scan).
+    slices it changed (summing the whole scan took 0.22 s of every edit on a large scan). ``parts``: the slice
+    PNGs and organ surfaces of these masks' downloads (:class:`model.exports.WrittenParts`), likewise made
+    again only where an edit changed them.
     """
 
     scan: Scan
@@ -167,11 +169,12 @@ class ScanEdits:
     edits: tuple[SliceEdit, ...] = ()
     probabilities: np.ndarray | None = None
     review_sums: SliceSums | None = field(default=None, compare=False, repr=False)
+    parts: WrittenParts = field(default_factory=WrittenParts, compare=False, repr=False)
 
     @classmethod
     def of(cls, result: SegmentedScan, planning: PlanningRequest = PlanningRequest()) -> ScanEdits:
         return cls(result.scan, result.organ_masks, np.packbits(result.organ_masks), tuple(result.outputs.flags),
-                   planning, probabilities=result.probabilities)
+                   planning, probabilities=result.probabilities, parts=result.outputs.parts)
 
     def predicted_slice(self, index: int) -> np.ndarray:
         """The model's own masks of slice ``index``, ``(O, H, W) bool``."""
@@ -218,7 +221,8 @@ class ScanEdits:
         for index, slice_mask in slice_masks.items():
             masks[:, index] = slice_mask
         return replace(self, organ_masks=masks, edits=(*self.edits, *rows),
-                       review_sums=self.sums_after(masks, slice_masks)).write(out_dir)
+                       review_sums=self.sums_after(masks, slice_masks),
+                       parts=self.parts.without(self.organ_masks, masks, slice_masks)).write(out_dir)
 
     def sums_after(self, masks: np.ndarray, changed) -> SliceSums | None:
         """:attr:`review_sums` for ``masks``, which differ from this state's on the slices ``changed`` only."""
@@ -241,13 +245,13 @@ class ScanEdits:
             flags = [f for f in self.flags if f.slice_index not in {index for index, _ in edited}]
         out_dir = Path(out_dir)
         outputs = write_outputs(masks, self.scan, out_dir, planning=self.planning, flags=flags,
-                                edited_organs=self.edited_organs)
+                                edited_organs=self.edited_organs, parts=self.parts)
         if edits:
             stem = self.scan.name
             outputs = replace(outputs, edit_log=write_edit_log(list(edits), out_dir / f"{stem}_edits.csv"),
                               corrections=write_corrections_zip(masks, self.scan, sorted({e.slice_index for e in edits}),
                                                                 out_dir / f"{stem}_corrections.zip"))
-        return (replace(self, flags=outputs.flags, review_sums=sums),
+        return (replace(self, flags=outputs.flags, review_sums=sums, parts=outputs.parts),
                 SegmentedScan(self.scan, masks, outputs, measure(masks, self.scan), self.probabilities))
 
 
@@ -286,4 +290,5 @@ class Undo:
         for index, slice_masks in self.slices.items():
             masks[:, index] = slice_masks
         return replace(edits, organ_masks=masks, edits=self.edits, flags=self.flags,
-                       review_sums=edits.sums_after(masks, self.slices))
+                       review_sums=edits.sums_after(masks, self.slices),
+                       parts=edits.parts.without(edits.organ_masks, masks, self.slices))

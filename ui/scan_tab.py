@@ -36,7 +36,7 @@ class ScanState:
     def __init__(self, edits: ScanEdits, truth: np.ndarray | None = None, token: str | None = None):
         self.token = token or uuid.uuid4().hex
         self._edits, self._truth, self.released = edits, truth, False
-        KEPT.keep(self.token, self, array_bytes(edits.scan, edits, truth))
+        KEPT.keep(self.token, self, array_bytes(edits.scan, edits, truth) + edits.parts.nbytes)
 
     def release(self) -> None:
         self.released = True  # first: a reader in another thread sees a released state, never a half-empty one

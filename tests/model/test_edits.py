@@ -263,6 +263,56 @@ def test_flags_after_edits_and_an_undo_are_those_scored_from_scratch_though_only
         np.testing.assert_array_equal(s.review_sums.mass, whole.mass)
 
 
+def _zip_members(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_downloads_after_edits_and_an_undo_are_those_written_from_scratch_though_only_changed_parts_are_made(
+        kaggle_scan, tmp_path, monkeypatch):
+    """The state keeps each slice's mask PNG and each organ's surface; an edit or undo makes again only the PNGs
+    of the slices it changed and the surfaces of the organs it changed there. The mask zip and the surfaces are
+    those that writing the same masks from scratch gives."""
+    import model.exports as exports
+
+    scan, masks = kaggle_scan
+    state = segmented(scan, masks, tmp_path / "first")
+    assert sorted(state.parts.slice_pngs) == list(range(6)) and sorted(state.parts.surfaces) == [0, 1, 2]
+    encoded, meshed = [], []
+    encode, surface = exports.encode_mask_png, exports.organ_surface
+    monkeypatch.setattr(exports, "encode_mask_png", lambda m: encoded.append(m.copy()) or encode(m))
+    monkeypatch.setattr(exports, "organ_surface", lambda m, *a: meshed.append(m.copy()) or surface(m, *a))
+
+    def as_from_scratch(s: ScanEdits, result, name: str) -> None:
+        scratch = write_outputs(s.organ_masks, scan, tmp_path / f"{name}-scratch")
+        assert _zip_members(result.outputs.masks_zip) == _zip_members(scratch.masks_zip)
+        assert result.outputs.mesh.read_bytes() == scratch.mesh.read_bytes()
+
+    def made(s: ScanEdits, slices, organs) -> None:
+        """Only the PNGs of ``slices`` and the surfaces of ``organs`` were made (before the scratch writes)."""
+        assert [m.tobytes() for m in encoded] == [s.organ_masks[:, d].tobytes() for d in slices]
+        assert [m.tobytes() for m in meshed] == [s.organ_masks[o].tobytes() for o in organs]
+        encoded.clear(), meshed.clear()
+
+    corrected = masks[:, 1].copy()
+    corrected[LARGE, 0:40, 0:60] = ~corrected[LARGE, 0:40, 0:60]
+    one, result = state.apply(1, corrected, tmp_path / "one")
+    made(one, [1], [LARGE])
+    as_from_scratch(one, result, "one")
+    encoded.clear(), meshed.clear()
+    two_masks = {d: one.organ_masks[:, d].copy() for d in (0, 4, 5)}
+    for d in (0, 4):  # the small bowel changes on two slices; slice 5 is proposed as it was
+        two_masks[d][SMALL, 100:120, 100:140] = ~two_masks[d][SMALL, 100:120, 100:140]
+    two, result = one.apply_slices(two_masks, tmp_path / "two", tool="propagate")
+    made(two, [0, 4, 5], [SMALL])
+    as_from_scratch(two, result, "two")
+    encoded.clear(), meshed.clear()
+    back, result = Undo.between(one, two).back(two).write(tmp_path / "back")
+    made(back, [0, 4], [SMALL])
+    as_from_scratch(back, result, "back")
+    assert _zip_members(result.outputs.masks_zip) == _zip_members(tmp_path / "one" / "case9_day4_masks.zip")
+
+
 def test_several_slices_are_one_edit_and_the_log_names_the_tool_and_the_clicks(kaggle_scan, tmp_path):
     scan, masks = kaggle_scan
     state = segmented(scan, masks, tmp_path / "first")
