@@ -20,8 +20,11 @@ Each round applies one edit to each in turn (:func:`benchmarks.measure.round_rob
 before it, as a session does; then the downloads of the ``dicom`` state are written once more one by one, to
 show where the time goes (``parts_s``; with ``seg_stacked``, the SEG as it was written before, with the stacked
 segments, ``label_nifti_as_before``, the label NIfTI written as it was until the volume was handed to
-nibabel in NIfTI's own order, and ``review_flags``, the review scored over the whole scan as every edit did
-before ``review_flags_after_an_edit``: the state's per-slice sums, the edited slice summed again).
+nibabel in NIfTI's own order, ``review_flags``, the review scored over the whole scan as every edit did
+before ``review_flags_after_an_edit``: the state's per-slice sums, the edited slice summed again, and
+``mask_png_zip`` and ``surfaces`` made whole, as every edit did before ``..._after_an_edit``: the state's slice
+PNGs and organ surfaces, the edited slice's PNG and the edited organ's surface made again,
+:class:`model.exports.WrittenParts`).
 
 Writes ``benchmarks/results/edits.json``: the machine, the scan, every time and their medians.
 Scratch runs with a memo of the RTSTRUCT's contours (tracing only the edited slice again) saved nothing
@@ -112,8 +115,9 @@ def seg_stacked(structures, source, path: Path, kinds) -> Path:
         return seg.write_seg(structures, source, path, algorithm_types=kinds)
 
 
-def download_parts(state, out: Path) -> dict:
-    """Each part of :meth:`model.edits.ScanEdits.write` of ``state`` on its own (``name: fn``), in its order."""
+def download_parts(state, first: np.ndarray, out: Path) -> dict:
+    """Each part of :meth:`model.edits.ScanEdits.write` of ``state`` on its own (``name: fn``), in its order.
+    ``first``: the masks before any edit (those of the first edited slice as they were)."""
     import nibabel as nib
 
     from model.dicom.export import algorithm_types
@@ -129,6 +133,8 @@ def download_parts(state, out: Path) -> dict:
     edited = sorted({e.slice_index for e in state.edits})
     structures = organ_structures(masks)
     kinds = algorithm_types(structures, state.edited_organs)
+    # As an edit writes them: the state's slice PNGs and surfaces, less the edited slice's and organ's.
+    kept = state.parts.without(first, masks, edited[:1])
     return {
         "review_flags": lambda: review_flags(masks, scan.spacing_mm, state.probabilities, scan.slice_numbers),
         # As an edit scores them: the state's per-slice sums, one slice summed again (model.review.SliceSums).
@@ -144,7 +150,11 @@ def download_parts(state, out: Path) -> dict:
         "label_nifti_as_before": lambda: nib.save(nib.Nifti1Image(
             np.ascontiguousarray(label_volume(masks).transpose(2, 1, 0)), scan.affine), out / "before.nii.gz"),
         "mask_png_zip": lambda: save_mask_png_zip(masks, scan, out / "masks.zip"),
+        "mask_png_zip_after_an_edit": lambda: save_mask_png_zip(masks, scan, out / "masks.zip",
+                                                                dict(kept.slice_pngs)),
         "surfaces": lambda: save_organ_meshes(masks, scan, out / "organs.glb"),
+        "surfaces_after_an_edit": lambda: save_organ_meshes(masks, scan, out / "organs.glb",
+                                                            surfaces=dict(kept.surfaces)),
         "edit_log": lambda: write_edit_log(list(state.edits), out / "edits.csv"),
         "corrections_zip": lambda: write_corrections_zip(masks, scan, edited, out / "corrections.zip"),
         # Once every slice was corrected (a whole-scan review): the zip then holds them all.
@@ -193,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
         times = round_robin({name: apply(name) for name in states}, repeats=args.rounds)
         dicom_files = sorted(p.name for p in written[-3].iterdir())
-        parts = round_robin(download_parts(states["dicom"], work / "parts"), repeats=args.rounds, warmup=0)
+        parts = round_robin(download_parts(states["dicom"], base["dicom"], work / "parts"), repeats=args.rounds,
+                            warmup=0)
         edited = sorted({e.slice_index for e in states["dicom"].edits})  # what the corrections zip holds
 
     median = medians(times)
