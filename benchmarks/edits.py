@@ -133,14 +133,14 @@ def download_parts(state, first: np.ndarray, out: Path) -> dict:
     edited = sorted({e.slice_index for e in state.edits})
     structures = organ_structures(masks)
     kinds = algorithm_types(structures, state.edited_organs)
-    # As an edit writes them: the state's slice PNGs and surfaces, less the edited slice's and organ's.
+    # As an edit writes them: the state's slice PNGs, surfaces and review sums, less the edited slice's and organ's.
     kept = state.parts.without(first, masks, edited[:1])
     return {
         "review_flags": lambda: review_flags(masks, scan.spacing_mm, state.probabilities, scan.slice_numbers),
-        # As an edit scores them: the state's per-slice sums, one slice summed again (model.review.SliceSums).
+        # As an edit scores them: the state's per-slice sums, one slice summed again (WrittenParts.sums).
         "review_flags_after_an_edit": lambda: review_flags(
             masks, scan.spacing_mm, state.probabilities, scan.slice_numbers,
-            sums=state.review_sums.updated(masks, state.probabilities, edited[:1])),
+            sums=kept.sums(masks, state.probabilities)),
         "seg": lambda: write_seg(structures, scan.source, out / "seg.dcm", algorithm_types=kinds),
         "seg_stacked": lambda: seg_stacked(structures, scan.source, out / "seg_stacked.dcm", kinds),
         "rtstruct": lambda: write_rtstruct(structures, scan.source, out / "rtstruct.dcm", algorithm_types=kinds),

@@ -28,7 +28,6 @@ from . import labels
 from .measure import measure
 from .planning import PlanningRequest
 from .exports import SegmentedScan, WrittenParts, write_outputs
-from .review import SliceSums, review_flags
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, check_organ_masks
 from .scans.kaggle import scan_folder
@@ -154,11 +153,9 @@ class ScanEdits:
     ``planning``: the planning structures asked for when the scan was segmented, kept for every
     rewrite. ``edits``: the log. ``probabilities``: the model's ``(O, D, H, W) float16`` organ
     probabilities when they were kept (the app keeps them for the session: 96 MB for the largest
-    scan), so that every applied edit scores the review flags again (:meth:`apply`). ``review_sums``: their
-    :class:`model.review.SliceSums` for these masks once a write has summed them; an edit sums again only the
-    slices it changed (summing the whole scan took 0.22 s of every edit on a large scan). ``parts``: the slice
-    PNGs and organ surfaces of these masks' downloads (:class:`model.exports.WrittenParts`), likewise made
-    again only where an edit changed them.
+    scan), so that every applied edit scores the review flags again (:meth:`apply`). ``parts``: the slice
+    PNGs, organ surfaces and review sums of these masks' downloads (:class:`model.exports.WrittenParts`): an
+    edit makes them again only where it changed the masks.
     """
 
     scan: Scan
@@ -168,7 +165,6 @@ class ScanEdits:
     planning: PlanningRequest = PlanningRequest()
     edits: tuple[SliceEdit, ...] = ()
     probabilities: np.ndarray | None = None
-    review_sums: SliceSums | None = field(default=None, compare=False, repr=False)
     parts: WrittenParts = field(default_factory=WrittenParts, compare=False, repr=False)
 
     @classmethod
@@ -221,37 +217,26 @@ class ScanEdits:
         for index, slice_mask in slice_masks.items():
             masks[:, index] = slice_mask
         return replace(self, organ_masks=masks, edits=(*self.edits, *rows),
-                       review_sums=self.sums_after(masks, slice_masks),
                        parts=self.parts.without(self.organ_masks, masks, slice_masks)).write(out_dir)
-
-    def sums_after(self, masks: np.ndarray, changed) -> SliceSums | None:
-        """:attr:`review_sums` for ``masks``, which differ from this state's on the slices ``changed`` only."""
-        if self.review_sums is None or self.probabilities is None:
-            return None
-        return self.review_sums.updated(masks, self.probabilities, changed)
 
     def write(self, out_dir: str | Path) -> tuple[ScanEdits, SegmentedScan]:
         """Every download of these masks into ``out_dir`` (the review flags scored again), and the state with
         those flags. :meth:`apply` calls it; so does an undo that goes back to an earlier state."""
         masks, edits = self.organ_masks, self.edits
         edited = frozenset((e.slice_index, e.organ) for e in edits)
-        sums = self.review_sums
-        if self.probabilities is not None:  # scored again: the corrected masks with the model's probabilities
-            if sums is None:
-                sums = SliceSums.of(masks, self.probabilities)
-            flags = review_flags(masks, self.scan.spacing_mm, self.probabilities, self.scan.slice_numbers,
-                                 reviewed=edited, sums=sums)
-        else:  # the probabilities were not kept: the model's flags, but none on a slice someone corrected
-            flags = [f for f in self.flags if f.slice_index not in {index for index, _ in edited}]
+        # Scored again from the corrected masks and the model's probabilities; when the probabilities were not
+        # kept, the model's flags, but none on a slice someone corrected.
+        flags = None if self.probabilities is not None else \
+            [f for f in self.flags if f.slice_index not in {index for index, _ in edited}]
         out_dir = Path(out_dir)
-        outputs = write_outputs(masks, self.scan, out_dir, planning=self.planning, flags=flags,
-                                edited_organs=self.edited_organs, parts=self.parts)
+        outputs = write_outputs(masks, self.scan, out_dir, probabilities=self.probabilities, planning=self.planning,
+                                flags=flags, reviewed=edited, edited_organs=self.edited_organs, parts=self.parts)
         if edits:
             stem = self.scan.name
             outputs = replace(outputs, edit_log=write_edit_log(list(edits), out_dir / f"{stem}_edits.csv"),
                               corrections=write_corrections_zip(masks, self.scan, sorted({e.slice_index for e in edits}),
                                                                 out_dir / f"{stem}_corrections.zip"))
-        return (replace(self, flags=outputs.flags, review_sums=sums, parts=outputs.parts),
+        return (replace(self, flags=outputs.flags, parts=outputs.parts),
                 SegmentedScan(self.scan, masks, outputs, measure(masks, self.scan), self.probabilities))
 
 
@@ -290,5 +275,4 @@ class Undo:
         for index, slice_masks in self.slices.items():
             masks[:, index] = slice_masks
         return replace(edits, organ_masks=masks, edits=self.edits, flags=self.flags,
-                       review_sums=edits.sums_after(masks, self.slices),
                        parts=edits.parts.without(edits.organ_masks, masks, self.slices))

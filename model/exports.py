@@ -21,6 +21,7 @@ from .measure import OrganVolume, measure, summary_line
 from .mask_png import encode_mask_png
 from .metric import bounding_box
 from .planning import PlanningRequest
+from .review import SliceSums, review_flags, write_review_csv
 from .rle import RleVolume, write_rle_csv
 from .scans.base import Scan, ScanError, check_organ_masks
 
@@ -166,20 +167,26 @@ def organ_surface(mask: np.ndarray, affine: np.ndarray, max_faces: int = MAX_FAC
 class WrittenParts:
     """What writing one scan's masks computed slice by slice or organ by organ, for a later write of the same
     masks edited on a few slices to take again: each slice's mask PNG (``slice_pngs``, by slice index; the mask
-    zip) and each organ's surface (``surfaces``, by organ index; the ``.glb``).
+    zip), each organ's surface (``surfaces``, by organ index; the ``.glb``) and, when the review was scored from
+    the model's probabilities, its per-slice sums (``review_sums``, :class:`model.review.SliceSums`).
 
-    An edit that changes a slice makes its PNG and the surfaces of the organs it changed stale:
-    :meth:`without` drops them, and the next :func:`write_outputs` computes only those again (a large scan's
-    mask zip and surfaces took 0.23 s of every edit). Never changed once made: each write makes its own.
+    An edit that changes a slice makes its PNG, its sums and the surfaces of the organs it changed stale:
+    :meth:`without` drops those and marks the sums (``stale_sums``), and the next :func:`write_outputs` computes
+    only those again, for the same files and flags (on a large scan, the mask zip and surfaces took 0.23 s of
+    every edit, and summing the review 0.22 s). Never changed once made: each write makes its own.
     """
 
     slice_pngs: dict[int, bytes] = field(default_factory=dict)
     surfaces: dict[int, Surface] = field(default_factory=dict)
+    review_sums: SliceSums | None = None
+    stale_sums: frozenset[int] = frozenset()
 
     @property
     def nbytes(self) -> int:
         """The memory they hold: a few MB for a large scan (the surfaces' vertices and faces, mostly)."""
-        return sum(map(len, self.slice_pngs.values())) + sum(a.nbytes for s in self.surfaces.values() if s for a in s)
+        sums = self.review_sums.mass.nbytes + self.review_sums.overlap.nbytes if self.review_sums else 0
+        return sum(map(len, self.slice_pngs.values())) + sum(a.nbytes for s in self.surfaces.values() if s
+                                                             for a in s) + sums
 
     def without(self, before: np.ndarray, after: np.ndarray, slices) -> WrittenParts:
         """These parts for masks ``after`` ``(O, D, H, W) bool``, which differ from ``before`` (those these parts
@@ -187,7 +194,15 @@ class WrittenParts:
         slices = sorted({int(d) for d in slices})
         changed = (np.asarray(before[:, slices]) != np.asarray(after[:, slices])).any(axis=(1, 2, 3))
         return WrittenParts({d: png for d, png in self.slice_pngs.items() if d not in slices},
-                            {o: surface for o, surface in self.surfaces.items() if not changed[o]})
+                            {o: surface for o, surface in self.surfaces.items() if not changed[o]},
+                            self.review_sums, self.stale_sums | frozenset(slices))
+
+    def sums(self, organ_masks: np.ndarray, probabilities: np.ndarray) -> SliceSums:
+        """The review's per-slice sums of ``organ_masks`` with ``probabilities`` (those these parts were scored
+        with): the kept ones with the stale slices summed again, or all of them the first time."""
+        if self.review_sums is None:
+            return SliceSums.of(organ_masks, probabilities)
+        return self.review_sums.updated(organ_masks, probabilities, self.stale_sums)
 
 
 @dataclass(frozen=True)
@@ -223,7 +238,8 @@ class ScanOutputs:
 
 def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
                   probabilities: np.ndarray | None = None, planning: PlanningRequest = PlanningRequest(),
-                  flags=None, edited_organs=frozenset(), parts: WrittenParts = WrittenParts()) -> ScanOutputs:
+                  flags=None, reviewed: frozenset[tuple[int, str]] = frozenset(), edited_organs=frozenset(),
+                  parts: WrittenParts = WrittenParts()) -> ScanOutputs:
     """Write every download for a scan into ``out_dir``, named after the scan.
 
     Always: the label NIfTI (organ ids 1-3 only; planning structures are not in it), the mask
@@ -234,22 +250,26 @@ def write_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path, *,
     ``<scan>_rtstruct.dcm`` with the organs and those structures (:mod:`model.dicom.export`);
     other scans get a note saying why not.
 
-    After edits by hand (:mod:`model.edits`): ``flags`` are the review flags to write instead of
-    scoring again (the probabilities are gone by then), and ``edited_organs`` are marked
+    After edits by hand (:mod:`model.edits`): ``reviewed``, the ``(slice index, organ)`` pairs corrected, which
+    the review does not flag (:func:`model.review.review_flags`), or ``flags``, the review flags to write
+    instead of scoring again (when the probabilities were not kept); ``edited_organs`` are marked
     SEMIAUTOMATIC in the DICOM exports (the others stay AUTOMATIC); ``parts``: what an earlier write of
     these masks computed and is still true of them (:meth:`WrittenParts.without`), taken instead of computed.
     """
-    from .review import review_flags, write_review_csv
 
     check_organ_masks(organ_masks, scan.shape)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = scan.name
     structures = planning.structures(organ_masks, scan.spacing_mm)
+    sums = None
     if flags is None:
-        flags = review_flags(organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers)
+        sums = None if probabilities is None else parts.sums(organ_masks, probabilities)
+        flags = review_flags(organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers, reviewed=reviewed,
+                             sums=sums)
     dicom, notes = _write_dicom(organ_masks, scan, out_dir, structures, frozenset(edited_organs))
-    written = WrittenParts(dict(parts.slice_pngs), dict(parts.surfaces))  # filled in by the writers below
+    # The PNGs and surfaces are filled in by the writers below.
+    written = WrittenParts(dict(parts.slice_pngs), dict(parts.surfaces), sums)
     return ScanOutputs(
         nifti=save_label_nifti(organ_masks, scan, out_dir / f"{stem}_labels.nii.gz"),
         masks_zip=save_mask_png_zip(organ_masks, scan, out_dir / f"{stem}_masks.zip", written.slice_pngs),

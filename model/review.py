@@ -108,7 +108,7 @@ class SliceSums:
 
     A person's edit changes the masks of a few slices and never the probabilities, so :meth:`updated` sums
     those slices again and keeps the rest: the same numbers as summing the whole scan, for a fraction of its
-    time (:class:`model.edits.ScanEdits` keeps them for its scan).
+    time (:class:`model.exports.WrittenParts` keeps them with a scan's downloads).
     """
 
     mass: np.ndarray

@@ -228,27 +228,30 @@ def test_dicom_exports_mark_the_edited_organ_semiautomatic_and_the_rest_automati
 
 def test_flags_after_edits_and_an_undo_are_those_scored_from_scratch_though_only_changed_slices_are_summed(
         kaggle_scan, tmp_path, monkeypatch):
-    """The state keeps the review's per-slice sums and sums again only the slices an edit or undo changed; the
-    flags are the ones scoring the whole scan anew gives."""
+    """The segmentation's write sums the review over the whole scan and the state keeps the per-slice sums;
+    an edit or undo sums again only the slices it changed. The flags are the ones scoring the whole scan anew
+    gives."""
     from model.review import SliceSums, review_flags
 
     scan, masks = kaggle_scan
     rng = np.random.default_rng(1)
     probabilities = np.clip(np.where(masks, 0.8, 0.1) + rng.normal(0, 0.15, masks.shape), 0, 1).astype(np.float16)
+    summed = []
+    fill = SliceSums._fill
+    monkeypatch.setattr(SliceSums, "_fill", lambda self, m, p, slices: summed.append(list(slices)) or fill(self, m, p, slices))
     outputs = write_outputs(masks, scan, tmp_path / "first", probabilities=probabilities)
     state = ScanEdits.of(SegmentedScan(scan, masks, outputs, measure(masks, scan), probabilities))
+    assert summed == [list(range(6))]
 
     def scratch(s: ScanEdits) -> tuple:
         reviewed = frozenset((e.slice_index, e.organ) for e in s.edits)
         return tuple(review_flags(s.organ_masks, scan.spacing_mm, probabilities, scan.slice_numbers, reviewed=reviewed))
 
-    summed = []
-    fill = SliceSums._fill
-    monkeypatch.setattr(SliceSums, "_fill", lambda self, m, p, slices: summed.append(list(slices)) or fill(self, m, p, slices))
     corrected = masks[:, 1].copy()
     corrected[LARGE, 0:40, 0:60] = ~corrected[LARGE, 0:40, 0:60]
-    one, _ = state.apply(1, corrected, tmp_path / "one")  # the first write sums the whole scan
-    assert summed == [list(range(6))] and one.flags == scratch(one)
+    summed.clear()
+    one, _ = state.apply(1, corrected, tmp_path / "one")
+    assert summed == [[1]] and one.flags == scratch(one)
     two_masks = {d: np.where(rng.random(one.organ_masks[:, d].shape) < 0.02, ~one.organ_masks[:, d],
                              one.organ_masks[:, d]) for d in (0, 4, 5)}
     summed.clear()
@@ -257,10 +260,11 @@ def test_flags_after_edits_and_an_undo_are_those_scored_from_scratch_though_only
     summed.clear()
     back, _ = Undo.between(one, two).back(two).write(tmp_path / "back")
     assert summed == [[0, 4, 5]] and back.flags == one.flags == scratch(back)
-    for s in (one, two, back):
+    for s in (state, one, two, back):
         whole = SliceSums.of(s.organ_masks, probabilities)
-        np.testing.assert_array_equal(s.review_sums.overlap, whole.overlap)
-        np.testing.assert_array_equal(s.review_sums.mass, whole.mass)
+        np.testing.assert_array_equal(s.parts.review_sums.overlap, whole.overlap)
+        np.testing.assert_array_equal(s.parts.review_sums.mass, whole.mass)
+        assert not s.parts.stale_sums
 
 
 def _zip_members(path) -> dict[str, bytes]:
