@@ -41,7 +41,7 @@ def algorithm_types(structures: Sequence[Structure], edited_organs=frozenset()) 
 
 
 def write_dicom_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path,
-                        structures: Sequence[Structure] = (), edited_organs=frozenset()) -> list[Path]:
+                        structures: Sequence[Structure] = (), edited_organs=frozenset(), traced=None) -> list[Path]:
     """Write ``<scan>_seg.dcm`` and ``<scan>_rtstruct.dcm`` into ``out_dir``; returns their paths.
 
     ``organ_masks``: ``(O, D, H, W) bool`` on the scan's grid. ``scan``: read from a DICOM series
@@ -50,6 +50,7 @@ def write_dicom_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path
     the source's patient and study identifiers. Raises :class:`ScanError` (one line, no tag
     values) when the series cannot be referenced. Structures made from ``edited_organs`` (organ
     keys corrected by hand) are SEMIAUTOMATIC in both files, the others AUTOMATIC (:func:`algorithm_types`).
+    ``traced``: the RTSTRUCT's slices traced before (:class:`model.dicom.rtstruct.TracedSlices`).
     """
     if scan.kind != "dicom":
         raise ScanError(NOT_DICOM_NOTE)
@@ -67,5 +68,6 @@ def write_dicom_outputs(organ_masks: np.ndarray, scan: Scan, out_dir: str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds = algorithm_types(all_structures, edited_organs)
     seg = write_seg(all_structures, source, out_dir / f"{scan.name}_seg.dcm", algorithm_types=kinds)
-    rtstruct = write_rtstruct(all_structures, source, out_dir / f"{scan.name}_rtstruct.dcm", algorithm_types=kinds)
+    rtstruct = write_rtstruct(all_structures, source, out_dir / f"{scan.name}_rtstruct.dcm", algorithm_types=kinds,
+                              traced=traced)
     return [seg, rtstruct]

@@ -20,6 +20,7 @@ and both rules give the same mask. Values are written with at most 3 decimals (Â
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,20 +138,54 @@ def _keyhole(outer: np.ndarray, holes: list[np.ndarray]) -> list[np.ndarray]:
     return [rings[0], *leftover]
 
 
+class TracedSlices:
+    """The Contour Data of slices already traced for one series, by slice and mask, for the next RTSTRUCT of
+    the same series to take where a slice's mask is the same.
+
+    After an edit, tracing every slice again (:func:`mask_contours`, then its points formatted) took most of
+    an RTSTRUCT's time on a large scan, though the edit changed a slice or a few. A slice is looked up by its
+    index in the series and a BLAKE2b digest of its mask (identical masks trace identically on one slice, for
+    whichever structure), so an organ, the bowel bag and a PRV each find their unchanged slices; what a write
+    used is what the next one can take (:attr:`earlier`), nothing older. Use one per series: the points are
+    in its patient coordinates.
+    """
+
+    def __init__(self, earlier: TracedSlices | None = None):
+        self.earlier = {} if earlier is None else earlier.used
+        self.used: dict[tuple[int, bytes], list] = {}
+
+    def contours(self, source: SourceSeries, index: int, mask: np.ndarray) -> list:
+        """Slice ``index``'s ``(H, W) bool`` mask (in the series' order) as ``(points, Contour Data)`` pairs."""
+        key = (int(index), hashlib.blake2b(np.packbits(mask).tobytes() + repr(mask.shape).encode(),
+                                           digest_size=16).digest())
+        found = self.used.get(key, self.earlier.get(key))
+        if found is None:
+            found = [(len(points), _contour_data(source.to_patient(int(index), points[:, 0], points[:, 1])))
+                     for points in mask_contours(mask)]
+        self.used[key] = found
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return sum(element.length for pairs in self.used.values() for _, element in pairs)
+
+
 def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: str | Path, *,
                    series_description: str = "Research segmentation, not for diagnostic use",
-                   algorithm_types: Sequence[str] | None = None) -> Path:
+                   algorithm_types: Sequence[str] | None = None, traced: TracedSlices | None = None) -> Path:
     """Write ``structures`` (masks ``(D, H, W) bool`` on the scan's grid) as an RTSTRUCT on ``source``'s images.
 
     The file references the source series image by image and its Frame of Reference, and carries
     the source's patient and study identifiers (:data:`PATIENT_STUDY_KEYWORDS`). Empty structures
     are kept as ROIs without contours, so every file lists the same ROIs. ``algorithm_types``:
-    each ROI's ROI Generation Algorithm, ``"AUTOMATIC"`` (the default) or ``"SEMIAUTOMATIC"``.
+    each ROI's ROI Generation Algorithm, ``"AUTOMATIC"`` (the default) or ``"SEMIAUTOMATIC"``. ``traced``:
+    the slices traced for this series before (:class:`TracedSlices`; it records this file's), else all are traced.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+    traced = TracedSlices() if traced is None else traced
     kinds = list(algorithm_types or ["AUTOMATIC"] * len(structures))
     if len(kinds) != len(structures):
         raise ValueError(f"{len(kinds)} algorithm types for {len(structures)} structures")
@@ -218,12 +253,12 @@ def write_rtstruct(structures: Sequence[Structure], source: SourceSeries, path: 
         rois.append(roi)
         contours = []
         for s in np.flatnonzero(mask.any(axis=(1, 2))):
-            for points in mask_contours(mask[s]):
+            for count, data in traced.contours(source, s, mask[s]):
                 contour = Dataset()
                 contour.ContourImageSequence = DicomSequence([image_ref(source.datasets[s])])
                 contour.ContourGeometricType = "CLOSED_PLANAR"
-                contour.NumberOfContourPoints = len(points)
-                contour[_CONTOUR_DATA] = _contour_data(source.to_patient(int(s), points[:, 0], points[:, 1]))
+                contour.NumberOfContourPoints = count
+                contour[_CONTOUR_DATA] = data
                 contours.append(contour)
         roi_contour = Dataset()
         roi_contour.ROIDisplayColor = list(structure.rgb)

@@ -157,6 +157,46 @@ def test_organs_that_do_not_overlap_go_to_highdicom_as_a_label_map_for_the_same_
 
 
 @pytest.mark.slow
+def test_an_rtstruct_after_an_edit_traces_only_changed_slices_for_the_same_file(exported, tmp_path, monkeypatch):
+    """The RTSTRUCT's slices traced for an earlier write are found again by their masks (model.dicom.rtstruct.
+    TracedSlices): after an edit on one slice only the slices whose masks it changed (the organ's, the bowel
+    bag's, the PRVs' within the margin) are traced again, and the file is the one tracing everything gives,
+    element for element (UIDs, dates and times aside), in every geometry (the series' order need not be the
+    scan's)."""
+    from benchmarks.same_outputs import dicom_elements
+    from model.dicom import rtstruct
+    from model.planning import organ_structures
+
+    scan, masks = exported["scan"], exported["masks"]
+    source = scan.source
+
+    def structures(organs):
+        return [*organ_structures(organs),
+                *planning_structures(organs, scan.spacing_mm, bowel_bag_structure=True, margin_mm=5.0)]
+
+    first = rtstruct.TracedSlices()
+    rtstruct.write_rtstruct(structures(masks), source, tmp_path / "first.dcm", traced=first)
+    edited = masks.copy()
+    d = int(np.argmax(masks[2].sum(axis=(1, 2))))
+    middle = int(np.median(np.nonzero(masks[2, d])[1]))
+    edited[2, d, :, :middle] = False  # half the large bowel removed on one slice
+    assert (edited != masks).any()
+    changed = sum(int(np.count_nonzero((source.to_source(a.mask) != source.to_source(b.mask)).any(axis=(1, 2))
+                                       & source.to_source(a.mask).any(axis=(1, 2))))
+                  for a, b in zip(structures(edited), structures(masks)))
+    traced = []
+    trace = rtstruct.mask_contours
+    monkeypatch.setattr(rtstruct, "mask_contours", lambda mask: traced.append(mask.copy()) or trace(mask))
+    again = rtstruct.TracedSlices(first)
+    path = rtstruct.write_rtstruct(structures(edited), source, tmp_path / "again.dcm", traced=again)
+    assert 0 < len(traced) <= changed < len(first.used)
+    monkeypatch.undo()
+    scratch = rtstruct.write_rtstruct(structures(edited), source, tmp_path / "scratch.dcm")
+    assert dicom_elements(path) == dicom_elements(scratch)
+    assert dicom_elements(path) != dicom_elements(tmp_path / "first.dcm")
+    assert set(first.used) - set(again.used), "the slices as they were before the edit are not kept"
+
+
 def test_plastimatch_rasterises_the_rtstruct_in_patient_space(exported):
     import nibabel as nib
 
