@@ -22,13 +22,11 @@ show where the time goes (``parts_s``; with ``seg_stacked``, the SEG as it was w
 segments, ``label_nifti_as_before``, the label NIfTI written as it was until the volume was handed to
 nibabel in NIfTI's own order, ``review_flags``, the review scored over the whole scan as every edit did
 before ``review_flags_after_an_edit``: the state's per-slice sums, the edited slice summed again, and
-``mask_png_zip`` and ``surfaces`` made whole, as every edit did before ``..._after_an_edit``: the state's slice
-PNGs and organ surfaces, the edited slice's PNG and the edited organ's surface made again,
-:class:`model.exports.WrittenParts`).
+``mask_png_zip``, ``surfaces`` and ``rtstruct`` made whole, as every edit did before ``..._after_an_edit``:
+the state's slice PNGs, organ surfaces and traced slices, the edited slice's PNG, the edited organ's surface
+and the edited slice's contours made again, :class:`model.exports.WrittenParts`).
 
 Writes ``benchmarks/results/edits.json``: the machine, the scan, every time and their medians.
-Scratch runs with a memo of the RTSTRUCT's contours (tracing only the edited slice again) saved nothing
-measurable on these real organ outlines, so there is none.
 """
 
 from __future__ import annotations
@@ -121,7 +119,7 @@ def download_parts(state, first: np.ndarray, out: Path) -> dict:
     import nibabel as nib
 
     from model.dicom.export import algorithm_types
-    from model.dicom.rtstruct import write_rtstruct
+    from model.dicom.rtstruct import TracedSlices, write_rtstruct
     from model.dicom.seg import write_seg
     from model.edits import write_corrections_zip, write_edit_log
     from model.exports import label_volume, save_label_nifti, save_mask_png_zip, save_organ_meshes
@@ -135,6 +133,12 @@ def download_parts(state, first: np.ndarray, out: Path) -> dict:
     kinds = algorithm_types(structures, state.edited_organs)
     # As an edit writes them: the state's slice PNGs, surfaces and review sums, less the edited slice's and organ's.
     kept = state.parts.without(first, masks, edited[:1])
+    # The RTSTRUCT as an edit writes it: the slices traced for the masks before the edit of one slice.
+    previous = masks.copy()
+    previous[:, edited[0]] = first[:, edited[0]]
+    before_edit = TracedSlices()
+    write_rtstruct(organ_structures(previous), scan.source, out / "previous.dcm", algorithm_types=kinds,
+                   traced=before_edit)
     return {
         "review_flags": lambda: review_flags(masks, scan.spacing_mm, state.probabilities, scan.slice_numbers),
         # As an edit scores them: the state's per-slice sums, one slice summed again (WrittenParts.sums).
@@ -144,6 +148,8 @@ def download_parts(state, first: np.ndarray, out: Path) -> dict:
         "seg": lambda: write_seg(structures, scan.source, out / "seg.dcm", algorithm_types=kinds),
         "seg_stacked": lambda: seg_stacked(structures, scan.source, out / "seg_stacked.dcm", kinds),
         "rtstruct": lambda: write_rtstruct(structures, scan.source, out / "rtstruct.dcm", algorithm_types=kinds),
+        "rtstruct_after_an_edit": lambda: write_rtstruct(structures, scan.source, out / "rtstruct.dcm",
+                                                         algorithm_types=kinds, traced=TracedSlices(before_edit)),
         "label_nifti": lambda: save_label_nifti(masks, scan, out / "labels.nii.gz"),
         # The label NIfTI as it was written before: a C-ordered copy of the (col, row, slice) volume, which
         # nibabel must then reorder again into NIfTI's Fortran order (the same bytes).
