@@ -224,6 +224,15 @@ def test_dicom_exports_mark_the_edited_organ_semiautomatic_and_the_rest_automati
     # Before the edit, everything was automatic.
     first = pydicom.dcmread(tmp_path / "first" / "series_rtstruct.dcm")
     assert {r.ROIGenerationAlgorithm for r in first.StructureSetROISequence} == {"AUTOMATIC"}
+    # The edit's files, made from what the first write traced and encoded, are those a write from scratch gives.
+    from benchmarks.same_outputs import dicom_elements
+
+    scratch = {p.name: p for p in write_outputs(result.organ_masks, scan, tmp_path / "scratch",
+                                                planning=PlanningRequest(bowel_bag=True),
+                                                edited_organs={"stomach"}).files()}
+    for name in ("series_rtstruct.dcm", "series_seg.dcm"):
+        assert dicom_elements(files[name]) == dicom_elements(scratch[name]), name
+    assert state.parts.traced.used and result.outputs.parts.traced.used
 
 
 def test_flags_after_edits_and_an_undo_are_those_scored_from_scratch_though_only_changed_slices_are_summed(
