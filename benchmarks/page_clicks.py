@@ -1,6 +1,7 @@
 """A click as a person sees it: real mouse clicks on the Scan tab, timed until the new mask is drawn.
 
-    python -m benchmarks.page_clicks [--data ../shared/data] [--clicks 30] [--out benchmarks/results/page_clicks.json]
+    python -m benchmarks.page_clicks [--data ../shared/data] [--clicks 30] [--applies 8]
+                                     [--out benchmarks/results/page_clicks.json]
 
 ``docs/correct.md`` times :func:`model.interactive.click` alone (server side, the issue's 150 ms). A person
 waits for more: the browser sends the click through Gradio's queue, the page's handler replays the clicks
@@ -12,6 +13,13 @@ seeded places inside the body, the organ and Add/Remove alternating, each timed 
 the click image shows the new mask (its ``<img>`` has a new source, loaded). Once with the app's default
 click refiner and once with ``--click-refiner none`` (the training-free corrector), one server after the
 other. The clicks of one slice stay pending (not applied), as a person's do until Apply.
+
+Then, with the app's default refiner, what a person waits for once their clicks are right: the whole
+volume (115 slices) segmented, and ``--applies`` times, on slices spread over its middle half, one Add
+click for the large bowel and **Apply clicks**, each timed from the press until the page's note says it was
+applied (the handler rewrites every download of the scan, ``benchmarks.edits`` times that part alone, and
+the page redraws the scan's view, tables, plot and surfaces). The tiny random model draws ragged organs, so
+the surfaces cost more here than on a trained model's.
 """
 
 from __future__ import annotations
@@ -86,6 +94,50 @@ def click_times(browser, server: Server, upload: Path, image: np.ndarray, n: int
     return times
 
 
+def apply_times(browser, server: Server, upload: Path, images: list[np.ndarray], n: int) -> list[float]:
+    """Seconds from each of ``n`` presses of Apply clicks, each after one pending Add click for the large bowel on
+    another slice of the whole scan ``upload`` (``images``: its slices), where the model drew none, until the
+    page says it was applied: the handler rewrites every download of the scan
+    (:meth:`model.edits.ScanEdits.write`) and the page redraws the scan's view, tables, plot and 3D surfaces."""
+    import gzip
+
+    import nibabel as nib
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(server.url)
+    page.get_by_role("tab", name="Scan").click()
+    page.locator("#scan-files input[type=file]").set_input_files(upload)
+    expect(page.locator("#scan-files")).to_contain_text(upload.stem, timeout=30_000)
+    page.get_by_role("button", name="Segment scan").click()
+    expect(page.locator("#scan-note")).to_contain_text(f"{len(images)} slices", timeout=600_000)
+    # Where the model drew the large bowel (label 3 wins every overlap in the label NIfTI): clicks go elsewhere.
+    href = page.locator('#scan-downloads a[download$="_labels.nii.gz"]').get_attribute("href")
+    labels_nii = nib.Nifti1Image.from_bytes(gzip.decompress(page.request.get(href).body()))
+    large_bowel = np.asarray(labels_nii.dataobj).transpose(2, 1, 0) == 3
+    page.wait_for_timeout(3000)  # the click image drawn after the segmentation
+    slider = page.locator("#scan-slider input[type=number]")
+    note = page.locator("#scan-click-note")
+    page.locator("#scan-click-organ").get_by_label("Large bowel", exact=True).check()
+    page.locator("#scan-click-mode").get_by_label("Add", exact=True).check()
+    applied = "(text) => document.querySelector('#scan-click-note').textContent.includes(text)"
+    times = []
+    for k, d in enumerate(np.linspace(len(images) // 4, 3 * len(images) // 4, n).round().astype(int)):
+        slider.fill(str(d))
+        slider.press("Enter")
+        page.wait_for_timeout(1500)  # the slider's redraw of the click image is done
+        row, col = next((r, c) for r, c in places(images[d - 1], 50, seed=k) if not large_bowel[d - 1, r, c])
+        click_slice_pixel(page, "scan-click-image", row, col, images[d - 1].shape)
+        expect(note).to_contain_text(f"1 click on slice {d}, not applied yet", timeout=60_000)
+        page.wait_for_timeout(1000)
+        start = time.perf_counter()
+        page.locator("#scan-click-apply").click()
+        page.wait_for_function(applied, arg=f"Applied: 1 click(s) on slice {d} ", timeout=60_000, polling=5)
+        times.append(time.perf_counter() - start)
+    page.close()
+    return times
+
+
 def summary(seconds: list[float]) -> dict:
     ms = np.array(seconds) * 1000
     return {"clicks": int(ms.size), "ms_median": round(float(np.median(ms)), 1),
@@ -97,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--clicks", type=int, default=30)
+    parser.add_argument("--applies", type=int, default=8)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    files = sorted((args.data / "scans" / VOLUME).glob("slice_*.png"))[FIRST:FIRST + COUNT]
+    every = sorted((args.data / "scans" / VOLUME).glob("slice_*.png"))
+    files = every[FIRST:FIRST + COUNT]
     if len(files) != COUNT:
         parser.error(f"{args.data / 'scans' / VOLUME} holds no {COUNT} slices from {FIRST}")
     image = np.asarray(Image.open(files[CLICKED - 1]))
@@ -110,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
               "machine": Machine.this().describe(), "volume": VOLUME, "slices": [f.name for f in files],
               "clicked_slice": CLICKED, "slice_size": list(image.shape), "correctors": {}}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
-        upload = Path(tmp) / "case9_day4.zip"
-        with zipfile.ZipFile(upload, "w") as archive:
-            for f in files:
-                archive.write(f, f"case9_day4/scans/{f.name}")
+        upload, whole = Path(tmp) / "case9_day4.zip", Path(tmp) / "case9_day5.zip"
+        for zipped, folder, members in ((upload, "case9_day4", files), (whole, "case9_day5", every)):
+            with zipfile.ZipFile(zipped, "w") as archive:
+                for f in members:
+                    archive.write(f, f"{folder}/scans/{f.name}")
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for name, extra in (("click_refiner (the app's default)", []), ("training-free (--click-refiner none)",
                                                                          ["--click-refiner", "none"])):
@@ -121,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 server.wait_ready()
                 record["correctors"][name] = summary(click_times(browser, server, upload, image, args.clicks))
+                if not extra and args.applies:
+                    images = [np.asarray(Image.open(f)) for f in every]
+                    applied = summary(apply_times(browser, server, whole, images, args.applies))
+                    applied["applies"] = applied.pop("clicks")
+                    record["apply"] = {"slices": len(every), "clicks_per_apply": 1, **applied}
+                    print("apply", {k: v for k, v in record["apply"].items() if k != "ms"}, flush=True)
             finally:
                 server.stop()
             print(name, {k: v for k, v in record["correctors"][name].items() if k != "ms"}, flush=True)
