@@ -61,8 +61,8 @@ def places(image: np.ndarray, n: int, seed: int = 0) -> list[tuple[int, int]]:
     raise ValueError(f"found only {len(chosen)} places to click")
 
 
-def click_times(browser, server: Server, upload: Path, image: np.ndarray, n: int) -> list[float]:
-    """Seconds from each of ``n`` mouse clicks on slice :data:`CLICKED` until its new click image is drawn."""
+def segmented_page(browser, server: Server, upload: Path, slices: int):
+    """A new page of ``server`` whose Scan tab has segmented ``upload`` (``slices`` slices) through the page."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
@@ -71,7 +71,15 @@ def click_times(browser, server: Server, upload: Path, image: np.ndarray, n: int
     page.locator("#scan-files input[type=file]").set_input_files(upload)
     expect(page.locator("#scan-files")).to_contain_text(upload.stem, timeout=30_000)
     page.get_by_role("button", name="Segment scan").click()
-    expect(page.locator("#scan-note")).to_contain_text(f"{COUNT} slices", timeout=300_000)
+    expect(page.locator("#scan-note")).to_contain_text(f"{slices} slices", timeout=600_000)
+    return page
+
+
+def click_times(browser, server: Server, upload: Path, image: np.ndarray, n: int) -> list[float]:
+    """Seconds from each of ``n`` mouse clicks on slice :data:`CLICKED` until its new click image is drawn."""
+    from playwright.sync_api import expect
+
+    page = segmented_page(browser, server, upload, COUNT)
     slider = page.locator("#scan-slider input[type=number]")
     slider.fill(str(CLICKED))
     slider.press("Enter")
@@ -104,13 +112,7 @@ def apply_times(browser, server: Server, upload: Path, images: list[np.ndarray],
     import nibabel as nib
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1400, "height": 2400})
-    page.goto(server.url)
-    page.get_by_role("tab", name="Scan").click()
-    page.locator("#scan-files input[type=file]").set_input_files(upload)
-    expect(page.locator("#scan-files")).to_contain_text(upload.stem, timeout=30_000)
-    page.get_by_role("button", name="Segment scan").click()
-    expect(page.locator("#scan-note")).to_contain_text(f"{len(images)} slices", timeout=600_000)
+    page = segmented_page(browser, server, upload, len(images))
     # Where the model drew the large bowel (label 3 wins every overlap in the label NIfTI): clicks go elsewhere.
     href = page.locator('#scan-downloads a[download$="_labels.nii.gz"]').get_attribute("href")
     labels_nii = nib.Nifti1Image.from_bytes(gzip.decompress(page.request.get(href).body()))
