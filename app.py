@@ -69,6 +69,11 @@ def click_controls(prefix: str) -> tuple[gr.Radio, gr.Radio, gr.Image]:
     return organ, mode, image
 
 
+def page_head() -> str:
+    """The page's ``<head>``: the click images' style (:data:`ui.clicks.STYLE`), the editors' script and style."""
+    return f"<style>{clicks.STYLE}</style>\n{editor_head()}"
+
+
 def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(server.CACHE_SECONDS, server.CACHE_SECONDS)) as demo:
         gr.Markdown(f"# {TITLE}\nStomach, small bowel and large bowel on UW-Madison GI tract MRI, "
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     # down cleanly, below, once it has loaded); Ctrl-C keeps stopping at once until then.
     signalled: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: signalled.append(signum))
-    demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, head=editor_head())
+    demo.launch(max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, head=page_head())
     try:
         # The click refiner loads in this process while the model loads in its own, so clicks are ready when
         # the model is; a folder without a refiner ends the app here, not at the first click.

@@ -131,13 +131,33 @@ def test_clicks_add_and_remove_an_organ_propagate_and_undo_in_the_downloads(serv
     assert removed[d, row, col] != LARGE_ID and gone[d].sum() >= 20
 
 
-def test_bad_clicks_in_the_page_get_one_line(server, shared_data, browser, tmp_path):
+def test_bad_clicks_get_one_line_and_clicks_on_the_corner_pixels_count(server, shared_data, browser, tmp_path):
     from playwright.sync_api import expect
+    from skimage.draw import disk
+
+    from ui.clicks import CLICK_COLOURS, MARKER_PX
 
     files = kaggle_slices(shared_data, "volume_360x310")[60:63]
     upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
     page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
     _segment(page, server, upload, "3 slices 360×310")
+    # A click on each corner pixel of the slice is that pixel's (Gradio's empty button bar over the image's
+    # top-right corner took those clicks, ui.clicks.STYLE): the click image marks it, Undo takes it back.
+    image = page.locator("#scan-click-image img")
+    zoom = zoom_for(SHAPE)
+    shown_slice = page.locator("#scan-slider input[type=number]").input_value()
+    for row, col in ((0, SHAPE[1] - 1), (0, 0), (SHAPE[0] - 1, SHAPE[1] - 1), (SHAPE[0] - 1, 0)):
+        expect(page.locator("#scan-click-note")).not_to_contain_text("not applied yet")
+        shown = image.get_attribute("src")
+        _click(page, "scan-click-image", row, col)
+        expect(page.locator("#scan-click-note")).to_contain_text(f"1 click on slice {shown_slice}, not applied yet")
+        expect(image).not_to_have_attribute("src", shown)
+        drawn = np.asarray(Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body())).convert("RGB"))
+        marked = np.all(drawn == CLICK_COLOURS[True], axis=-1)
+        marker = np.zeros_like(marked)
+        marker[disk((row * zoom + zoom // 2, col * zoom + zoom // 2), MARKER_PX, shape=marked.shape)] = True
+        assert np.array_equal(marked, marker), f"the click on {row, col} must be marked there"
+        page.locator("#scan-click-undo").click()
     page.locator("#scan-propagate").click()
     expect(page.get_by_text("Nothing to propagate: the stomach on slice").first).to_be_visible(timeout=30_000)
     page.locator("#scan-fill-between").click()
@@ -184,7 +204,7 @@ def _in_process_demo(softmax_ckpt, tmp_path, monkeypatch):
     server.MODEL.configure(str(softmax_ckpt))
     demo = app.build_demo()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, head=app.page_head())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

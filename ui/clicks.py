@@ -41,6 +41,10 @@ SHOWN_PX = 768
 #: Radius of a drawn click, in shown pixels.
 MARKER_PX = 5
 CLICK_COLOURS = {True: (0, 230, 0), False: (255, 40, 40)}
+#: The click images' page style (``{prefix}-click-image``, in the page's ``<head>``): they show no buttons, but
+#: Gradio 6.31 still lays its empty button bar (3 x 3 CSS px) over their top-right corner, where it took the
+#: clicks meant for the slice's corner pixels; they go through it to the image.
+STYLE = "[id$='-click-image'] .icon-button-wrapper { pointer-events: none; }"
 
 #: A pending click: ``(organ index, row, col, positive)``.
 OrganClick = tuple[int, int, int, bool]
