@@ -105,12 +105,19 @@ class Server:
 def click_slice_pixel(page, image_id: str, row: int, col: int, shape: tuple[int, int], timeout_ms: int = 60_000):
     """A real mouse click, through Playwright's ``page``, on pixel ``(row, col)`` of a slice of ``shape``
     ``(H, W)`` drawn as the ``<img>`` of ``#image_id`` (the click images of ui/clicks.py: the slice at a
-    whole-pixel zoom, drawn with ``object-fit: contain``): at the middle of the pixel's zoomed square.
+    whole-pixel zoom, drawn with ``object-fit: contain``), near the middle of the pixel's zoomed square.
+    Returns the zoom.
 
     Waits for the image to be loaded at a whole zoom of ``shape``, and reads its size and box in that same
     step: a slider redraw may swap the image's source at any moment, and an image still loading reads 0 x 0.
+    The click is Playwright's element click at a point of the image (not a click at screen coordinates): it
+    waits until the image is still and that point is not covered, and if the page moves under the click (a
+    panel above redrawn at another height) so that the press lands on something else, it clicks again. The
+    point is a whole CSS pixel of the screen: Chromium gives a click event whole-pixel coordinates (it cuts
+    off the fraction), so a point with a fraction could land in the next slice pixel.
     """
-    page.locator(f"#{image_id} img").scroll_into_view_if_needed()
+    image = page.locator(f"#{image_id} img")
+    image.scroll_into_view_if_needed(timeout=timeout_ms)
     drawn = page.wait_for_function(
         "([id, rows, cols]) => { const i = document.querySelector(`#${id} img`);"
         " if (!i || !i.complete || i.naturalWidth === 0 || i.naturalWidth % cols"
@@ -120,8 +127,8 @@ def click_slice_pixel(page, image_id: str, row: int, col: int, shape: tuple[int,
         "         x: r.x, y: r.y, box_width: r.width, box_height: r.height}; }",
         arg=[image_id, shape[0], shape[1]], timeout=timeout_ms).json_value()
     scale = min(drawn["box_width"] / drawn["width"], drawn["box_height"] / drawn["height"])
-    left = drawn["x"] + (drawn["box_width"] - drawn["width"] * scale) / 2
-    top = drawn["y"] + (drawn["box_height"] - drawn["height"] * scale) / 2
     zoom = drawn["zoom"]
-    page.mouse.click(left + (col + 0.5) * zoom * scale, top + (row + 0.5) * zoom * scale)
+    x = drawn["x"] + (drawn["box_width"] - drawn["width"] * scale) / 2 + (col + 0.5) * zoom * scale
+    y = drawn["y"] + (drawn["box_height"] - drawn["height"] * scale) / 2 + (row + 0.5) * zoom * scale
+    image.click(position={"x": round(x) - drawn["x"], "y": round(y) - drawn["y"]}, timeout=timeout_ms)
     return zoom
