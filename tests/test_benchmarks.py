@@ -153,6 +153,8 @@ def test_page_clicks_places_are_seeded_inside_the_body_and_apart(shared_data):
     assert min(abs(a - c) + abs(b - d) for i, (a, b) in enumerate(chosen) for c, d in chosen[i + 1:]) >= 8
     row = page_clicks.summary([0.1, 0.2, 0.3])
     assert (row["clicks"], row["ms_median"], row["ms_max"], row["ms"]) == (3, 200.0, 300.0, [100.0, 200.0, 300.0])
+    rounds = page_clicks.pooled([[0.1, 0.2, 0.3], [0.5, 0.7]])
+    assert (rounds["clicks"], rounds["ms_median"], rounds["round_ms_median"]) == (5, 300.0, [200.0, 600.0])
 
 
 def test_edits_benchmark_edits_one_organ_on_one_slice_and_spreads_its_slices():
