@@ -30,7 +30,7 @@ ORGAN_NAMES = [labels.DISPLAY_NAMES[o] for o in labels.ORGANS]
 
 
 def _download(page, tmp_path, suffix: str):
-    with page.expect_download() as download:
+    with page.expect_download(timeout=60_000) as download:  # a loaded 2-vCPU machine can be slow to answer
         page.locator(f'#scan-downloads a[download$="{suffix}"]').click()
     saved = tmp_path / f"{len(list(tmp_path.iterdir()))}_{download.value.suggested_filename}"
     download.value.save_as(saved)
@@ -292,7 +292,7 @@ def slice_mask_png(page, tmp_path) -> np.ndarray:
 
     from model.mask_png import decode_mask_png
 
-    with page.expect_download() as download:
+    with page.expect_download(timeout=60_000) as download:  # a loaded 2-vCPU machine can be slow to answer
         page.locator('a[download$="_masks.png"]').click()
     saved = tmp_path / f"{len(list(tmp_path.iterdir()))}.png"
     download.value.save_as(saved)

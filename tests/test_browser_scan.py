@@ -55,7 +55,7 @@ def test_scan_tab_in_a_browser(server, shared_data, browser, tmp_path):
     assert page.locator("#scan-slider input[type=range]").input_value() == str(target)
 
     link = page.locator('#scan-downloads a[download$="_labels.nii.gz"]')
-    with page.expect_download() as download:
+    with page.expect_download(timeout=60_000) as download:  # a loaded 2-vCPU machine can be slow to answer
         link.click()
     saved = tmp_path / download.value.suggested_filename
     download.value.save_as(saved)
