@@ -9,20 +9,21 @@ and draws the click image, Gradio encodes it and the browser fetches and draws i
 serves on this machine (a tiny random model: the segmentation is not timed, and the clicks cost about the
 same whatever drew the masks), headless Debian Chromium segments six real slices of the largest shared
 volume (360 x 310: the click image is 1080 x 930 px) and clicks on the third: ``--clicks`` clicks at
-seeded places inside the body, the organ and Add/Remove alternating, each timed in the page from the click
-event until the click image shows the new mask (its ``<img>`` has a new source, loaded). With the app's default
-click refiner and with ``--click-refiner none`` (the training-free corrector), one server after the other,
-``--rounds`` times in turn, each round a fresh server: one server's clicks agree with each other, but the
-median moved by tens of milliseconds between servers in scratch runs, so the record pools the rounds and
-keeps each round's median. The clicks of one slice stay pending
-(not applied), as a person's do until Apply.
+seeded places inside the body, the organ and Add/Remove alternating, each timed in the page from the
+click event until the click image shows the new mask (its ``<img>`` has a new source, loaded). With the
+app's default click refiner and with ``--click-refiner none`` (the training-free corrector), one server
+after the other, ``--rounds`` times in turn, each round a fresh server: one server's clicks agree with each
+other, but the median moved by tens of milliseconds between servers in scratch runs, so the record pools
+the rounds and keeps each round's median. The clicks of one slice stay pending (not applied), as a
+person's do until Apply.
 
 Then, with the app's default refiner (in each round, on the same server), what a person waits for once
-their clicks are right: the whole volume (115 slices) segmented, and ``--applies`` times, on slices spread over its middle half, one Add
-click for the large bowel and **Apply clicks**, each timed from the press until the page's note says it was
-applied (the handler rewrites every download of the scan, ``benchmarks.edits`` times that part alone, and
-the page redraws the scan's view, tables, plot and surfaces). The tiny random model draws ragged organs, so
-the surfaces cost more here than on a trained model's.
+their clicks are right: the whole volume (115 slices) segmented, and ``--applies`` times, on slices spread
+over its middle half, one Add click for the large bowel and **Apply clicks**, each timed from the press
+until the page's note says it was applied (the handler rewrites every download of the scan,
+``benchmarks.edits`` times that part alone, and the page redraws the scan's view, tables, plot and
+surfaces). The tiny random model draws ragged organs, so the surfaces cost more here than on a trained
+model's.
 """
 
 from __future__ import annotations
