@@ -70,8 +70,9 @@ def click_controls(prefix: str) -> tuple[gr.Radio, gr.Radio, gr.Image]:
 
 
 def page_head() -> str:
-    """The page's ``<head>``: the click images' style (:data:`ui.clicks.STYLE`), the editors' script and style."""
-    return f"<style>{clicks.STYLE}</style>\n{editor_head()}"
+    """The page's ``<head>``: the click images' style and script (:func:`ui.clicks.click_head`), the editors' script
+    and style."""
+    return f"{clicks.click_head()}\n{editor_head()}"
 
 
 def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.Blocks:

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 #: Debian's Chromium (``playwright install`` cannot download browsers here) and the flags every headless run
@@ -102,22 +102,27 @@ class Server:
             self._log.close()
 
 
-def click_slice_pixel(page, image_id: str, row: int, col: int, shape: tuple[int, int], timeout_ms: int = 60_000):
-    """A real mouse click, through Playwright's ``page``, on pixel ``(row, col)`` of a slice of ``shape``
-    ``(H, W)`` drawn as the ``<img>`` of ``#image_id`` (the click images of ui/clicks.py: the slice at a
-    whole-pixel zoom, drawn with ``object-fit: contain``), near the middle of the pixel's zoomed square.
-    Returns the zoom.
+class SlicePoint(NamedTuple):
+    """A slice pixel's place on the screen: ``x, y`` in the page, ``left, top`` the image's box (the same moment)."""
+    x: int
+    y: int
+    zoom: int
+    left: float
+    top: float
+
+
+def slice_pixel_point(page, image_id: str, row: int, col: int, shape: tuple[int, int],
+                      timeout_ms: int = 60_000) -> SlicePoint:
+    """Where pixel ``(row, col)`` of a slice of ``shape`` ``(H, W)`` is on the screen, drawn as the ``<img>`` of
+    ``#image_id`` (the click images of ui/clicks.py: the slice at a whole-pixel zoom, drawn with
+    ``object-fit: contain``): the whole CSS pixel of the page nearest the middle of the pixel's zoomed square.
 
     Waits for the image to be loaded at a whole zoom of ``shape``, and reads its size and box in that same
     step: a slider redraw may swap the image's source at any moment, and an image still loading reads 0 x 0.
-    The click is Playwright's element click at a point of the image (not a click at screen coordinates): it
-    waits until the image is still and that point is not covered, and if the page moves under the click (a
-    panel above redrawn at another height) so that the press lands on something else, it clicks again. The
-    point is a whole CSS pixel of the screen: Chromium gives a click event whole-pixel coordinates (it cuts
-    off the fraction), so a point with a fraction could land in the next slice pixel.
+    The point is a whole CSS pixel: Chromium gives a click event whole-pixel coordinates (it cuts off the
+    fraction), so a point with a fraction could land in the next slice pixel.
     """
-    image = page.locator(f"#{image_id} img")
-    image.scroll_into_view_if_needed(timeout=timeout_ms)
+    page.locator(f"#{image_id} img").scroll_into_view_if_needed(timeout=timeout_ms)
     drawn = page.wait_for_function(
         "([id, rows, cols]) => { const i = document.querySelector(`#${id} img`);"
         " if (!i || !i.complete || i.naturalWidth === 0 || i.naturalWidth % cols"
@@ -130,5 +135,18 @@ def click_slice_pixel(page, image_id: str, row: int, col: int, shape: tuple[int,
     zoom = drawn["zoom"]
     x = drawn["x"] + (drawn["box_width"] - drawn["width"] * scale) / 2 + (col + 0.5) * zoom * scale
     y = drawn["y"] + (drawn["box_height"] - drawn["height"] * scale) / 2 + (row + 0.5) * zoom * scale
-    image.click(position={"x": round(x) - drawn["x"], "y": round(y) - drawn["y"]}, timeout=timeout_ms)
-    return zoom
+    return SlicePoint(round(x), round(y), zoom, drawn["x"], drawn["y"])
+
+
+def click_slice_pixel(page, image_id: str, row: int, col: int, shape: tuple[int, int], timeout_ms: int = 60_000):
+    """A real mouse click, through Playwright's ``page``, on pixel ``(row, col)`` of a slice of ``shape``
+    ``(H, W)`` drawn as the ``<img>`` of ``#image_id``, at :func:`slice_pixel_point`. Returns the zoom.
+
+    The click is Playwright's element click at a point of the image (not a click at screen coordinates): it
+    waits until the image is still and that point is not covered, and if the page moves under the click (a
+    panel above redrawn at another height) so that the press lands on something else, it clicks again. A
+    click that lands while a redraw's new image still loads is the page's to keep (ui/click_images.js).
+    """
+    at = slice_pixel_point(page, image_id, row, col, shape, timeout_ms)
+    page.locator(f"#{image_id} img").click(position={"x": at.x - at.left, "y": at.y - at.top}, timeout=timeout_ms)
+    return at.zoom

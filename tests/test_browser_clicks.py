@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
+from skimage.draw import disk
 
-from benchmarks.served import click_slice_pixel
+from benchmarks.served import click_slice_pixel, slice_pixel_point
 from scan_fixtures import kaggle_slices, zip_files
 from test_browser_edit import _download, _labels, _segment, segmented_slice_page, slice_mask_png
 from ui.clicks import zoom_for
@@ -133,7 +134,6 @@ def test_clicks_add_and_remove_an_organ_propagate_and_undo_in_the_downloads(serv
 
 def test_bad_clicks_get_one_line_and_clicks_on_the_corner_pixels_count(server, shared_data, browser, tmp_path):
     from playwright.sync_api import expect
-    from skimage.draw import disk
 
     from ui.clicks import CLICK_COLOURS, MARKER_PX
 
@@ -165,6 +165,48 @@ def test_bad_clicks_get_one_line_and_clicks_on_the_corner_pixels_count(server, s
     page.locator("#scan-click-apply").click()
     expect(page.get_by_text("No clicks to apply on this slice").first).to_be_visible(timeout=30_000)
     expect(page.locator('#scan-downloads a[download$="_edits.csv"]')).to_have_count(0)
+
+
+def test_a_click_while_the_new_slice_image_loads_counts_once_it_is_drawn(server, shared_data, browser, tmp_path):
+    """Move the slider and click while the click image's new source is still loading: Gradio 6.31 drops that
+    click (the image's natural size reads 0), and the page's script (ui/click_images.js) makes it again once the
+    image is drawn. The image requests are held here, so the click lands while the image loads every time."""
+    from playwright.sync_api import expect
+
+    from ui.clicks import CLICK_COLOURS, MARKER_PX
+
+    files = kaggle_slices(shared_data, "volume_360x310")[60:63]
+    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    _segment(page, server, upload, "3 slices 360×310")
+    note, image = page.locator("#scan-click-note"), page.locator("#scan-click-image img")
+    expect(note).not_to_contain_text("not applied yet")
+    row, col = 150, 180
+    at = slice_pixel_point(page, "scan-click-image", row, col, SHAPE)
+    shown = image.get_attribute("src")
+
+    held = []
+    page.route(lambda url: "/file=" in url, lambda route: held.append(route))  # every file the page fetches waits
+    slider = page.locator("#scan-slider input[type=number]")
+    slider.fill("2")
+    slider.press("Enter")
+    expect(image).not_to_have_attribute("src", shown, timeout=30_000)
+    page.wait_for_function("() => { const i = document.querySelector('#scan-click-image img');"
+                           " return i && !i.complete && i.naturalWidth === 0; }", timeout=30_000)
+    page.mouse.click(at.x, at.y)
+    page.wait_for_timeout(500)
+    assert "not applied yet" not in note.inner_text(), "no click can count before its image is drawn"
+    for route in held:  # the list grows while they go: each call lets the page go on
+        route.continue_()
+    page.unroute_all()  # a request still waiting goes on too
+
+    expect(note).to_contain_text("1 click on slice 2, not applied yet", timeout=30_000)
+    expect(image).to_have_js_property("complete", True)
+    drawn = np.asarray(Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body())).convert("RGB"))
+    marked = np.all(drawn == CLICK_COLOURS[True], axis=-1)
+    marker = np.zeros_like(marked)
+    marker[disk((row * at.zoom + at.zoom // 2, col * at.zoom + at.zoom // 2), MARKER_PX, shape=marked.shape)] = True
+    assert np.array_equal(marked, marker), "the click must count once, on its pixel"
 
 
 def test_a_click_on_the_slice_tab_changes_the_mask_png_and_undo_restores_it(server, shared_data, browser, tmp_path):

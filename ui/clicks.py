@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -46,8 +47,17 @@ CLICK_COLOURS = {True: (0, 230, 0), False: (255, 40, 40)}
 #: clicks meant for the slice's corner pixels; they go through it to the image.
 STYLE = "[id$='-click-image'] .icon-button-wrapper { pointer-events: none; }"
 
+
 #: A pending click: ``(organ index, row, col, positive)``.
 OrganClick = tuple[int, int, int, bool]
+
+
+def click_head() -> str:
+    """The click images' part of the page ``<head>``: :data:`STYLE`, and the script (``ui/click_images.js``) that
+    keeps a click landing while a redrawn slice image still loads (Gradio 6.31 drops it) and makes it again once
+    the image is drawn."""
+    script = Path(__file__).with_name("click_images.js").read_text(encoding="utf-8")
+    return f"<style>{STYLE}</style>\n<script>\n{script}</script>"
 
 
 def zoom_for(shape: tuple[int, int]) -> int:
