@@ -44,6 +44,9 @@ MAX_QUEUE_SIZE = 16
 #: were made, beside the model's queue: each starts from what the one before it wrote, so an action made while
 #: another runs is not lost under its answer, and none waits for another person's segmentation.
 EDITS = "edits"
+#: The clicks on the click images and the Undo presses: every one counts, each queued after the one before (Gradio's
+#: default for an event, "once", dropped a click or an Undo made while the one before was still answering).
+EVERY_PRESS = "multiple"
 #: Largest upload Gradio accepts. A 4096² float32 TIFF (our pixel cap) is 64 MiB; real slices are < 1 MiB.
 MAX_FILE_SIZE = "100mb"
 
@@ -207,10 +210,11 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         slice_click_outputs = [overlay, table, mask_file, result, slice_clicks, slice_click_image]
         slice_click_image.select(clicks.slice_click, [result, slice_clicks, slice_click_organ, slice_click_mode, opacity,
                                                       organs, show_confidence], slice_click_outputs,
-                                 api_visibility="private", concurrency_id=EDITS, show_progress="hidden")
+                                 api_visibility="private", concurrency_id=EDITS, show_progress="hidden",
+                                 trigger_mode=EVERY_PRESS)
         slice_click_undo.click(clicks.undo_slice_click, [result, slice_clicks, opacity, organs, show_confidence],
                                slice_click_outputs, api_visibility="private", concurrency_id=EDITS,
-                               show_progress="hidden")
+                               show_progress="hidden", trigger_mode=EVERY_PRESS)
         demo.load(server.MODEL.about, None, about_md, api_visibility="private")
         # No progress overlay on an editor being filled: Gradio 6.31 can leave it up, over the canvas.
         quiet = dict(api_visibility="private", show_progress="hidden")
@@ -255,10 +259,11 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         click_outputs = [scan_click_image, scan_clicks, scan_click_note]
         scan_click_image.select(clicks.scan_click, [scan_result, scan_clicks, scan_slider, scan_click_organ, scan_click_mode,
                                                     scan_opacity], click_outputs,
-                                api_visibility="private", concurrency_id=EDITS, show_progress="hidden")
+                                api_visibility="private", concurrency_id=EDITS, show_progress="hidden",
+                                trigger_mode=EVERY_PRESS)
         click_edit = [scan_result, scan_clicks, scan_slider]
         scan_click_undo.click(clicks.undo_scan_click, [*click_edit, scan_opacity, scan_organs], scan_outputs + click_outputs,
-                              api_visibility="private", concurrency_id=EDITS)
+                              api_visibility="private", concurrency_id=EDITS, trigger_mode=EVERY_PRESS)
         # The brush's Apply edit is a step Undo takes back too (ui/clicks.py keeps the undo steps).
         apply_edit.click(clicks.apply_scan_brush, [scan_result, scan_clicks, editor_state, scan_editor, scan_opacity,
                                                    scan_organs], scan_outputs + click_outputs,

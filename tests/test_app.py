@@ -157,3 +157,13 @@ def test_browser_upload_and_segment(server, shared_data, browser, tmp_path):
     assert {"Stomach", "Small bowel", "Large bowel"} <= set(legend.inner_text().split("\n"))
     page.screenshot(path=str(tmp_path / "slice_tab.png"), full_page=True)
     assert (tmp_path / "slice_tab.png").stat().st_size > 10_000
+
+
+def test_every_click_and_undo_press_counts_on_both_tabs():
+    """A click, or an Undo press, made while the one before is still answering is queued after it, not dropped:
+    Gradio's default for an event ("once") drops it. tests/test_browser_clicks.py clicks so in the browser."""
+    import app
+
+    presses = ("scan_click", "slice_click", "undo_scan_click", "undo_slice_click")
+    modes = {f.fn.__name__: f.trigger_mode for f in app.demo.fns.values() if f.fn is not None}
+    assert {name: modes[name] for name in presses} == dict.fromkeys(presses, "multiple")

@@ -57,14 +57,21 @@ def _far_from(labels_slice: np.ndarray, image: np.ndarray, label: int) -> tuple[
     return int(row), int(col)
 
 
+def _scan_page(app, shared_data, browser, tmp_path, count: int):
+    """A page with ``count`` real 360×310 slices (from slice 61 of the shared volume, zipped as
+    ``tmp_path/case9_day4.zip``) segmented by ``app``; the page and the slices' files."""
+    files = kaggle_slices(shared_data, "volume_360x310")[60:60 + count]
+    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
+    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
+    _segment(page, app, upload, f"{count} slices 360×310")
+    return page, files
+
+
 def test_clicks_add_and_remove_an_organ_propagate_and_undo_in_the_downloads(server, shared_data, browser, tmp_path):
     from playwright.sync_api import expect
 
-    files = kaggle_slices(shared_data, "volume_360x310")[60:66]
+    page, files = _scan_page(server, shared_data, browser, tmp_path, 6)
     voxels = np.stack([np.asarray(Image.open(f)) for f in files])
-    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
-    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-    _segment(page, server, upload, "6 slices 360×310")
     before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
     labels_link = page.locator('#scan-downloads a[download$="_labels.nii.gz"]')
 
@@ -137,10 +144,7 @@ def test_bad_clicks_get_one_line_and_clicks_on_the_corner_pixels_count(server, s
 
     from ui.clicks import CLICK_COLOURS, MARKER_PX
 
-    files = kaggle_slices(shared_data, "volume_360x310")[60:63]
-    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
-    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-    _segment(page, server, upload, "3 slices 360×310")
+    page, _ = _scan_page(server, shared_data, browser, tmp_path, 3)
     # A click on each corner pixel of the slice is that pixel's (Gradio's empty button bar over the image's
     # top-right corner took those clicks, ui.clicks.STYLE): the click image marks it, Undo takes it back.
     image = page.locator("#scan-click-image img")
@@ -175,10 +179,7 @@ def test_a_click_while_the_new_slice_image_loads_counts_once_it_is_drawn(server,
 
     from ui.clicks import CLICK_COLOURS, MARKER_PX
 
-    files = kaggle_slices(shared_data, "volume_360x310")[60:63]
-    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
-    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-    _segment(page, server, upload, "3 slices 360×310")
+    page, _ = _scan_page(server, shared_data, browser, tmp_path, 3)
     note, image = page.locator("#scan-click-note"), page.locator("#scan-click-image img")
     expect(note).not_to_contain_text("not applied yet")
     row, col = 150, 180
@@ -254,24 +255,65 @@ def _in_process_demo(softmax_ckpt, tmp_path, monkeypatch):
         server.MODEL.configure(None)
 
 
-@pytest.fixture
-def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
-    """The real demo, in-process, whose click image takes 1.5 s to redraw (after a segmentation, and when the
-    slider moves): the time a loaded 2-vCPU server may take, so a click can land while a redraw still runs."""
+@contextlib.contextmanager
+def _slowed_demo(handler: str, seconds: float, softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, in-process, whose ``ui.clicks`` handler ``handler`` waits ``seconds`` before it answers."""
+    import functools
     import time
     from types import SimpleNamespace
 
     from ui import clicks
 
-    redraw = clicks.scan_click_view
+    answer = getattr(clicks, handler)
 
-    def slow_view(*args, **kwargs):
-        time.sleep(1.5)
-        return redraw(*args, **kwargs)
+    @functools.wraps(answer)  # Gradio reads the signature (a click's SelectData) through __wrapped__
+    def slowed(*args, **kwargs):
+        time.sleep(seconds)
+        return answer(*args, **kwargs)
 
-    monkeypatch.setattr(clicks, "scan_click_view", slow_view)
+    monkeypatch.setattr(clicks, handler, slowed)
     with _in_process_demo(softmax_ckpt, tmp_path, monkeypatch) as url:
         yield SimpleNamespace(url=url)
+
+
+@pytest.fixture
+def slow_view_app(softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, in-process, whose click image takes 1.5 s to redraw (after a segmentation, and when the
+    slider moves): the time a loaded 2-vCPU server may take, so a click can land while a redraw still runs."""
+    with _slowed_demo("scan_click_view", 1.5, softmax_ckpt, tmp_path, monkeypatch) as app:
+        yield app
+
+
+@pytest.fixture
+def slow_click_app(softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, in-process, whose Scan tab clicks take a second each on the server (a busy Space, or a click
+    queued behind another person's Apply): a person's next click comes before the answer."""
+    with _slowed_demo("scan_click", 1.0, softmax_ckpt, tmp_path, monkeypatch) as app:
+        yield app
+
+
+def test_clicks_made_before_the_first_answers_all_count(slow_click_app, shared_data, browser, tmp_path):
+    """Three clicks in a row, the second and third before the first has answered: all three count, in order
+    (Gradio's default for an event, "once", dropped every click made while one was pending)."""
+    from playwright.sync_api import expect
+
+    from ui.clicks import CLICK_COLOURS
+
+    page, _ = _scan_page(slow_click_app, shared_data, browser, tmp_path, 3)
+    note, image = page.locator("#scan-click-note"), page.locator("#scan-click-image img")
+    expect(note).not_to_contain_text("not applied yet")
+    page.wait_for_timeout(2000)  # the redraw after the segmentation is back
+    shown_slice = page.locator("#scan-slider input[type=number]").input_value()
+    pixels = [(100, 120), (150, 180), (200, 240)]
+    points = [slice_pixel_point(page, "scan-click-image", row, col, SHAPE) for row, col in pixels]
+    for at in points:
+        page.mouse.click(at.x, at.y)
+    expect(note).to_contain_text(f"3 clicks on slice {shown_slice}, not applied yet", timeout=30_000)
+    expect(image).to_have_js_property("complete", True)
+    drawn = np.asarray(Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body())).convert("RGB"))
+    zoom = points[0].zoom
+    for row, col in pixels:
+        assert tuple(drawn[row * zoom + zoom // 2, col * zoom + zoom // 2]) == CLICK_COLOURS[True]
 
 
 def _one_large_bowel_click_pending(app, shared_data, browser, tmp_path, count: int, d: int):
@@ -280,10 +322,7 @@ def _one_large_bowel_click_pending(app, shared_data, browser, tmp_path, count: i
     Returns the page, the label NIfTI's ids ``(D, H, W)`` before it and the clicked ``(row, col)``."""
     from playwright.sync_api import expect
 
-    files = kaggle_slices(shared_data, "volume_360x310")[60:60 + count]
-    upload = zip_files(files, tmp_path / "case9_day4.zip", folder="case9_day4/scans")
-    page = browser.new_page(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
-    _segment(page, app, upload, f"{count} slices 360×310")
+    page, files = _scan_page(app, shared_data, browser, tmp_path, count)
     before = _labels(_download(page, tmp_path, "_labels.nii.gz"))
     expect(page.locator("#scan-click-image img")).to_have_count(1, timeout=30_000)
     page.wait_for_timeout(2000)  # the redraw after the segmentation is back
