@@ -44,8 +44,8 @@ MAX_QUEUE_SIZE = 16
 #: were made, beside the model's queue: each starts from what the one before it wrote, so an action made while
 #: another runs is not lost under its answer, and none waits for another person's segmentation.
 EDITS = "edits"
-#: The clicks on the click images and the Undo presses: every one counts, each queued after the one before (Gradio's
-#: default for an event, "once", dropped a click or an Undo made while the one before was still answering).
+#: The clicks on the click images and the Undo presses: every one counts, each queued as it reaches the server
+#: (Gradio's default for an event, "once", dropped a click or an Undo made while the one before was still answering).
 EVERY_PRESS = "multiple"
 #: Largest upload Gradio accepts. A 4096² float32 TIFF (our pixel cap) is 64 MiB; real slices are < 1 MiB.
 MAX_FILE_SIZE = "100mb"

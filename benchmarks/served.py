@@ -103,7 +103,8 @@ class Server:
 
 
 class SlicePoint(NamedTuple):
-    """A slice pixel's place on the screen: ``x, y`` in the page, ``left, top`` the image's box (the same moment)."""
+    """A slice pixel's place on the screen: ``x, y`` in the viewport (what ``page.mouse.click`` takes), ``left, top``
+    the image's box there at the same moment."""
     x: int
     y: int
     zoom: int
@@ -115,7 +116,7 @@ def slice_pixel_point(page, image_id: str, row: int, col: int, shape: tuple[int,
                       timeout_ms: int = 60_000) -> SlicePoint:
     """Where pixel ``(row, col)`` of a slice of ``shape`` ``(H, W)`` is on the screen, drawn as the ``<img>`` of
     ``#image_id`` (the click images of ui/clicks.py: the slice at a whole-pixel zoom, drawn with
-    ``object-fit: contain``): the whole CSS pixel of the page nearest the middle of the pixel's zoomed square.
+    ``object-fit: contain``): the whole CSS pixel of the viewport nearest the middle of the pixel's zoomed square.
 
     Waits for the image to be loaded at a whole zoom of ``shape``, and reads its size and box in that same
     step: a slider redraw may swap the image's source at any moment, and an image still loading reads 0 x 0.

@@ -174,35 +174,50 @@ def test_bad_clicks_get_one_line_and_clicks_on_the_corner_pixels_count(server, s
 def test_a_click_while_the_new_slice_image_loads_counts_once_it_is_drawn(server, shared_data, browser, tmp_path):
     """Move the slider and click while the click image's new source is still loading: Gradio 6.31 drops that
     click (the image's natural size reads 0), and the page's script (ui/click_images.js) makes it again once the
-    image is drawn. The image requests are held here, so the click lands while the image loads every time."""
+    image is drawn, at the same place in the image though the page has scrolled meanwhile. The image requests
+    are held here, so the click lands while the image loads every time."""
     from playwright.sync_api import expect
 
     from ui.clicks import CLICK_COLOURS, MARKER_PX
 
     page, _ = _scan_page(server, shared_data, browser, tmp_path, 3)
+    page.set_viewport_size({"width": 1400, "height": 1000})  # a page that scrolls, to move under a waiting click
     note, image = page.locator("#scan-click-note"), page.locator("#scan-click-image img")
     expect(note).not_to_contain_text("not applied yet")
     row, col = 150, 180
     at = slice_pixel_point(page, "scan-click-image", row, col, SHAPE)
     shown = image.get_attribute("src")
 
-    held = []
-    page.route(lambda url: "/file=" in url, lambda route: held.append(route))  # every file the page fetches waits
+    gate = {"holding": True, "held": []}
+
+    def hold(route):  # the page's file requests wait until the test lets them go
+        if gate["holding"]:
+            gate["held"].append(route)
+        else:
+            route.continue_()
+
+    page.route(lambda url: "/file=" in url, hold)
     slider = page.locator("#scan-slider input[type=number]")
     slider.fill("2")
     slider.press("Enter")
     expect(image).not_to_have_attribute("src", shown, timeout=30_000)
     page.wait_for_function("() => { const i = document.querySelector('#scan-click-image img');"
                            " return i && !i.complete && i.naturalWidth === 0; }", timeout=30_000)
-    page.mouse.click(at.x, at.y)
+    image.scroll_into_view_if_needed()  # the slider's fill scrolled the page up to it
+    box = image.bounding_box()  # the loading image keeps its box: the same place in it as before
+    page.mouse.click(round(box["x"] + at.x - at.left), round(box["y"] + at.y - at.top))
     page.wait_for_timeout(500)
     assert "not applied yet" not in note.inner_text(), "no click can count before its image is drawn"
-    for route in held:  # the list grows while they go: each call lets the page go on
+    moved = page.evaluate("() => { const y = window.scrollY; window.scrollBy(0, 40); return window.scrollY - y; }")
+    assert moved == 40, "the page must move under the waiting click"
+    gate["holding"] = False  # from here the handler lets each new request go; the held ones go now
+    for route in gate["held"]:
         route.continue_()
-    page.unroute_all()  # a request still waiting goes on too
 
     expect(note).to_contain_text("1 click on slice 2, not applied yet", timeout=30_000)
     expect(image).to_have_js_property("complete", True)
+    page.wait_for_timeout(1000)
+    expect(note).to_contain_text("1 click on slice 2, not applied yet")  # made again once, not twice
     drawn = np.asarray(Image.open(io.BytesIO(page.request.get(image.get_attribute("src")).body())).convert("RGB"))
     marked = np.all(drawn == CLICK_COLOURS[True], axis=-1)
     marker = np.zeros_like(marked)
@@ -293,8 +308,8 @@ def slow_click_app(softmax_ckpt, tmp_path, monkeypatch):
 
 
 def test_clicks_made_before_the_first_answers_all_count(slow_click_app, shared_data, browser, tmp_path):
-    """Three clicks in a row, the second and third before the first has answered: all three count, in order
-    (Gradio's default for an event, "once", dropped every click made while one was pending)."""
+    """Three clicks in a row, the second and third before the first has answered: all three count (Gradio's
+    default for an event, "once", dropped every click made while one was pending)."""
     from playwright.sync_api import expect
 
     from ui.clicks import CLICK_COLOURS
