@@ -47,6 +47,9 @@ EDITS = "edits"
 #: The clicks on the click images and the Undo presses: every one counts, each queued as it reaches the server
 #: (Gradio's default for an event, "once", dropped a click or an Undo made while the one before was still answering).
 EVERY_PRESS = "multiple"
+#: The edit events' handlers: a refused edit ("Nothing to undo", no clicks to apply, …) is a one-line warning and
+#: changes nothing on the page (raised, Gradio drew "Error" over every output of the event, the click image too).
+refusing = server.warn_refusals
 #: Largest upload Gradio accepts. A 4096² float32 TIFF (our pixel cap) is 64 MiB; real slices are < 1 MiB.
 MAX_FILE_SIZE = "100mb"
 
@@ -208,20 +211,22 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             control.change(slice_tab.render, [result, opacity, organs, show_confidence], overlay, api_visibility="private",
                            queue=False, show_progress="hidden")
         slice_click_outputs = [overlay, table, mask_file, result, slice_clicks, slice_click_image]
-        slice_click_image.select(clicks.slice_click, [result, slice_clicks, slice_click_organ, slice_click_mode, opacity,
-                                                      organs, show_confidence], slice_click_outputs,
+        slice_click_image.select(refusing(clicks.slice_click),
+                                 [result, slice_clicks, slice_click_organ, slice_click_mode, opacity, organs,
+                                  show_confidence], slice_click_outputs,
                                  api_visibility="private", concurrency_id=EDITS, show_progress="hidden",
                                  trigger_mode=EVERY_PRESS)
-        slice_click_undo.click(clicks.undo_slice_click, [result, slice_clicks, opacity, organs, show_confidence],
+        slice_click_undo.click(refusing(clicks.undo_slice_click),
+                               [result, slice_clicks, opacity, organs, show_confidence],
                                slice_click_outputs, api_visibility="private", concurrency_id=EDITS,
                                show_progress="hidden", trigger_mode=EVERY_PRESS)
         demo.load(server.MODEL.about, None, about_md, api_visibility="private")
         # No progress overlay on an editor being filled: Gradio 6.31 can leave it up, over the canvas.
         quiet = dict(api_visibility="private", show_progress="hidden")
-        edit_one.click(slice_tab.open_slice_editor, result, [one_editor, one_editor_state], concurrency_id=EDITS,
-                       **quiet)
-        apply_one_event = apply_one.click(slice_tab.apply_slice_edit, [result, one_editor_state, one_editor, opacity, organs,
-                                                                       show_confidence],
+        edit_one.click(refusing(slice_tab.open_slice_editor), result, [one_editor, one_editor_state],
+                       concurrency_id=EDITS, **quiet)
+        apply_one_event = apply_one.click(refusing(slice_tab.apply_slice_edit),
+                                          [result, one_editor_state, one_editor, opacity, organs, show_confidence],
                                           [overlay, table, mask_file, result], api_visibility="private",
                                           concurrency_id=EDITS)
         for event in (slice_event.then, apply_one_event.then, opacity.change):
@@ -233,15 +238,16 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
             scan_tab.segment_scan_files, [scan_files, thickness, truth_files, scan_opacity, scan_organs, bowel_bag, margin],
             scan_outputs, api_name="segment_scan", concurrency_id="model")
         review_table.select(scan_tab.jump_to_flag, None, [scan_slider, scan_click_organ], queue=False, **quiet)
-        cancel_scan.click(None, None, None, cancels=[scan_event], api_visibility="private")
+        cancel_scan.click(scan_tab.cancelled_note, [scan_result, scan_note], scan_note, cancels=[scan_event],
+                          queue=False, **quiet)
         days_run.click(days_tab.compare_days_files, days_in, days_out, api_name="compare_days", concurrency_id="model")
         course_target.change(course_tab.roi_choices, course_target, course_roi, queue=False, **quiet)
         course_run.click(course_tab.course_files, [*days_in, more_days, course_target, course_roi, course_dose,
                                                    course_constraints],
                          days_out + course_out, api_name="course", concurrency_id="model")
-        edit_slice.click(scan_tab.open_scan_editor, [scan_result, scan_slider], [scan_editor, editor_state],
+        edit_slice.click(refusing(scan_tab.open_scan_editor), [scan_result, scan_slider], [scan_editor, editor_state],
                          concurrency_id=EDITS, **quiet)
-        reset_edit.click(scan_tab.reset_scan_editor, [scan_result, editor_state], [scan_editor, editor_state],
+        reset_edit.click(refusing(scan_tab.reset_scan_editor), [scan_result, editor_state], [scan_editor, editor_state],
                          concurrency_id=EDITS, **quiet)
         for control in (scan_slider, scan_opacity, scan_organs):
             control.change(scan_tab.render_scan, [scan_result, scan_slider, scan_opacity, scan_organs], [scan_overlay, versus],
@@ -251,28 +257,31 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         # a click cannot answer after it, over the click's image. Only a new or edited scan rebinds the click state;
         # the slider never writes it, so a click it did not see is not dropped.
         click_inputs = [scan_result, scan_clicks, scan_slider, scan_opacity]
-        scan_event.then(clicks.scan_click_view, click_inputs, [scan_click_image, scan_clicks], concurrency_id=EDITS,
-                        **quiet)
+        scan_event.then(clicks.scan_click_start, click_inputs, [scan_click_image, scan_clicks, scan_click_note],
+                        concurrency_id=EDITS, **quiet)
         for control in (scan_slider, scan_opacity):
             control.change(clicks.scan_click_redraw, click_inputs, scan_click_image, concurrency_id=EDITS,
                            trigger_mode="always_last", **quiet)
         click_outputs = [scan_click_image, scan_clicks, scan_click_note]
-        scan_click_image.select(clicks.scan_click, [scan_result, scan_clicks, scan_slider, scan_click_organ, scan_click_mode,
-                                                    scan_opacity], click_outputs,
+        scan_click_image.select(refusing(clicks.scan_click),
+                                [scan_result, scan_clicks, scan_slider, scan_click_organ, scan_click_mode, scan_opacity],
+                                click_outputs,
                                 api_visibility="private", concurrency_id=EDITS, show_progress="hidden",
                                 trigger_mode=EVERY_PRESS)
         click_edit = [scan_result, scan_clicks, scan_slider]
-        scan_click_undo.click(clicks.undo_scan_click, [*click_edit, scan_opacity, scan_organs], scan_outputs + click_outputs,
-                              api_visibility="private", concurrency_id=EDITS, trigger_mode=EVERY_PRESS)
+        scan_click_undo.click(refusing(clicks.undo_scan_click), [*click_edit, scan_opacity, scan_organs],
+                              scan_outputs + click_outputs, api_visibility="private", concurrency_id=EDITS,
+                              trigger_mode=EVERY_PRESS)
         # The brush's Apply edit is a step Undo takes back too (ui/clicks.py keeps the undo steps).
-        apply_edit.click(clicks.apply_scan_brush, [scan_result, scan_clicks, editor_state, scan_editor, scan_opacity,
-                                                   scan_organs], scan_outputs + click_outputs,
+        apply_edit.click(refusing(clicks.apply_scan_brush),
+                         [scan_result, scan_clicks, editor_state, scan_editor, scan_opacity, scan_organs],
+                         scan_outputs + click_outputs,
                          api_visibility="private", concurrency_id=EDITS)
-        scan_click_apply.click(clicks.apply_scan_clicks, [*click_edit, scan_opacity, scan_organs],
+        scan_click_apply.click(refusing(clicks.apply_scan_clicks), [*click_edit, scan_opacity, scan_organs],
                                scan_outputs + click_outputs, api_visibility="private", concurrency_id=EDITS)
         for button, verb in ((scan_propagate, clicks.propagate_scan), (scan_fill, clicks.fill_between_scan)):
-            button.click(verb, [*click_edit, scan_click_organ, scan_opacity, scan_organs], scan_outputs + click_outputs,
-                         api_visibility="private", concurrency_id=EDITS)
+            button.click(refusing(verb), [*click_edit, scan_click_organ, scan_opacity, scan_organs],
+                         scan_outputs + click_outputs, api_visibility="private", concurrency_id=EDITS)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=MAX_QUEUE_SIZE)
     return demo
 

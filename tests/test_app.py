@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
@@ -157,6 +158,47 @@ def test_browser_upload_and_segment(server, shared_data, browser, tmp_path):
     assert {"Stomach", "Small bowel", "Large bowel"} <= set(legend.inner_text().split("\n"))
     page.screenshot(path=str(tmp_path / "slice_tab.png"), full_page=True)
     assert (tmp_path / "slice_tab.png").stat().st_size > 10_000
+
+
+def test_a_refused_edit_is_a_warning_and_changes_no_output_on_either_tab():
+    """A refusal ("Nothing to undo", …) raised from an edit event made Gradio draw "Error" over every output of the
+    event, the click image too, whose clicks then went nowhere. The page's edit handlers warn instead and change
+    nothing; a failure that is not a refusal stays an error. tests/test_browser_clicks.py presses so in the browser."""
+    import app
+    from ui import server
+
+    def refusing(*_):
+        raise server.refused("Nothing to undo: no pending clicks.")
+
+    with pytest.warns(UserWarning, match="Nothing to undo: no pending clicks."):
+        assert server.warn_refusals(refusing)(1, 2) == gr.skip()
+
+    def failing():
+        raise server.user_error("The propagation failed; correct the slice again and retry.")
+
+    with pytest.raises(gr.Error, match="The propagation failed"):
+        server.warn_refusals(failing)()
+    edits = {"slice_click", "undo_slice_click", "open_slice_editor", "apply_slice_edit", "open_scan_editor",
+             "reset_scan_editor", "scan_click", "undo_scan_click", "apply_scan_brush", "apply_scan_clicks",
+             "propagate_scan", "fill_between_scan"}
+    warned = {f.fn.__name__ for f in app.demo.fns.values()
+              if f.fn is not None and f.fn.__code__ is server.warn_refusals(failing).__code__}
+    assert warned == edits
+
+
+def test_cancel_says_the_segmentation_was_cancelled_and_what_the_page_still_shows(tiny_model, shared_data, tmp_path):
+    from scan_fixtures import kaggle_slices
+
+    from ui import scan_tab
+
+    files = [str(f) for f in kaggle_slices(shared_data, "volume_234x234")[:3]]
+    *_, state, _ = list(scan_tab.segment_scan_files(files))[-1]
+    assert scan_tab.cancelled_note(state, "- 3 slices …") == gr.skip()  # nothing was running: the note stays
+    running = "Segmenting case9_day1: 115 slices of 360×310 px, voxel 1.5 × 1.5 × 3 mm (slices): 16/115 slices…"
+    assert scan_tab.cancelled_note(state, running) == (
+        f"- Segmenting was cancelled: the page still shows {state.scan.describe()}, with its edits and downloads as "
+        "they were.")
+    assert scan_tab.cancelled_note(None, running) == "- Segmenting was cancelled: no scan is shown."
 
 
 def test_every_click_and_undo_press_counts_on_both_tabs():

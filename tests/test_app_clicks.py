@@ -237,8 +237,20 @@ def test_pending_clicks_are_applied_before_a_propagation(labelled, tiny_model):
     out = clicks.propagate_scan(state, session, d + 1, "Stomach")
     tools = [r["tool"] for r in csv.DictReader(open(next(p for p in out[7] if p.endswith("_edits.csv"))))]
     assert tools[0] == "click" and "propagate" in tools
-    assert len(out[-2].undo) == 1  # one Undo goes back before both
-    assert np.array_equal(clicks.undo_scan_click(out[9], out[-2], d + 1, 0.5)[9].organ_masks, state.organ_masks)
+    assert len(out[-2].undo) == 1  # one Undo goes back before both, and the notes say both
+    assert out[-1].startswith("Applied: 1 click(s) on slice 5 (Stomach), then stomach propagated from slice 5 to ")
+    undone = clicks.undo_scan_click(out[9], out[-2], d + 1, 0.5)
+    assert np.array_equal(undone[9].organ_masks, state.organ_masks)
+    assert undone[-1].startswith("Undone: 1 click(s) on slice 5 (Stomach), then stomach propagated from slice 5 to ")
+
+
+def test_a_new_scan_starts_with_a_click_note_of_its_own(labelled, tiny_model):
+    state, truth, _ = labelled
+    _, session, note = clicks.scan_click(state, None, 5, "Stomach", clicks.ADD, 0.5, at(*deepest(truth[STOMACH, 4])))
+    assert note.startswith("1 click on slice 5, not applied yet")
+    assert clicks.scan_click_start(state, session, 5)[1:] == (session, note)  # the same scan: as it was
+    image, kept, note = clicks.scan_click_start(ScanState(state.edits, None), session, 5)  # segmented again
+    assert image.shape == (936, 936, 3) and kept.token != session.token and not kept.clicks and note == ""
 
 
 def test_fill_between_interpolates_the_slices_between_two_corrected_ones(labelled, tiny_model):
@@ -260,6 +272,49 @@ def test_fill_between_interpolates_the_slices_between_two_corrected_ones(labelle
     assert changed == set(MISSED)
     assert np.mean([dice(masks[STOMACH, d], truth[STOMACH, d]) for d in MISSED]) > 0.7
     assert "Stomach filled on slices 3–7 between the corrected slices 2, 8." in out[-1]
+
+
+def _corrected(state, truth, slices, tmp, empty=False):
+    """``state`` with the stomach of ``slices`` (0-based) set by hand to its truth eroded by a pixel (or removed)."""
+    edits = state.edits
+    for d in slices:
+        fixed = edits.organ_masks[:, d].copy()
+        fixed[STOMACH] = False if empty else ndimage.binary_erosion(truth[STOMACH, d], iterations=1)
+        edits, _ = edits.apply(d, fixed, tmp)
+    return ScanState(edits, None, state.token)
+
+
+def _stomach_changed(out, state) -> list[int]:
+    return [int(d) for d in np.flatnonzero((out[9].organ_masks != state.organ_masks)[STOMACH].any(axis=(1, 2)))]
+
+
+def test_fill_between_fills_only_around_the_slider_and_never_makes_an_undone_fill_again(labelled, tiny_model):
+    state, truth, _ = labelled
+    corrected = _corrected(state, truth, (1, 4, 7), tiny_model.scratch_dir())  # slices 2, 5 and 8 on the slider
+    between = clicks.fill_between_scan(corrected, None, 3, "Stomach")  # slider on 3: between 2 and 5
+    assert _stomach_changed(between, corrected) == [2, 3]
+    assert "Stomach filled on slices 3–4 between the corrected slices 2, 5." in between[-1]
+    undone = clicks.undo_scan_click(between[9], between[-2], 3, 0.5)
+    assert np.array_equal(undone[9].organ_masks, corrected.organ_masks)
+    again = clicks.fill_between_scan(undone[9], undone[-2], 7, "Stomach")  # slider on 7: between 5 and 8
+    assert _stomach_changed(again, corrected) == [5, 6]  # the fill undone on 3–4 is not made again
+    both = clicks.fill_between_scan(corrected, None, 5, "Stomach")  # on a corrected slice: both sides of it
+    assert _stomach_changed(both, corrected) == [2, 3, 5, 6]
+    assert "between the corrected slices 2, 5, 8." in both[-1]
+    with pytest.raises(gr.Error, match=r"Slice 9 is not between two slices where the stomach was corrected and shows "
+                                       r"\(2, 5, 8\); move the slider"):
+        clicks.fill_between_scan(corrected, None, 9, "Stomach")
+    with pytest.raises(gr.Error, match=r"No slice lies between slice 2 and the corrected slices next to it"):
+        clicks.fill_between_scan(_corrected(state, truth, (1, 2), tiny_model.scratch_dir()), None, 2, "Stomach")
+
+
+def test_fill_between_says_when_the_corrected_slices_no_longer_show_the_organ(labelled, tiny_model):
+    state, truth, _ = labelled
+    removed = _corrected(state, truth, (0, 8), tiny_model.scratch_dir(), empty=True)  # corrected, to no stomach
+    with pytest.raises(gr.Error, match="Fill between interpolates the stomach between two corrected slices that show "
+                                       "it: it was corrected on 1, 9, and shows on none of them."):
+        clicks.fill_between_scan(removed, None, 5, "Stomach")
+    assert [e.slice_index for e in removed.edits.edits] == [0, 8]  # refused: no fill logged
 
 
 def test_bad_clicks_get_one_line_and_change_nothing(labelled, tiny_model, shared_data, tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from scan_fixtures import kaggle_slices, zip_files
-from ui import overlays, scan_tab, slice_tab
+from ui import overlays, scan_tab, server, slice_tab
 from ui.editor import layers_to_masks
 
 STOMACH, SMALL, LARGE = range(3)
@@ -100,8 +100,11 @@ def test_edits_never_land_in_another_scan_and_bad_sizes_are_one_line(tiny_model,
         scan_tab.apply_scan_edit(new_state, editor, {"background": None, "layers": [], "composite": None})
     with pytest.raises(gr.Error, match="No scan"):
         scan_tab.apply_scan_edit(None, editor, value)
-    with pytest.raises(gr.Error, match="Open a slice of this scan"):
+    not_opened = "Open a slice of this scan in the editor first: Edit this slice"  # not "opened on another scan"
+    with pytest.raises(server.Refusal, match=not_opened):
         scan_tab.reset_scan_editor(new_state, None)
+    with pytest.raises(server.Refusal, match=not_opened):
+        scan_tab.apply_scan_edit(new_state, None, value)
     assert not new_state.edits.edits
     unchanged, editor = scan_tab.open_scan_editor(new_state, 2)
     assert scan_tab.apply_scan_edit(new_state, editor, unchanged) == (gr.skip(),) * 11
@@ -132,6 +135,8 @@ def test_slice_tab_editor_writes_the_corrected_mask_png_and_table(tiny_model, sh
     _, _, _, _, next_state = slice_tab.segment(str(image))
     with pytest.raises(gr.Error, match="opened on another slice"):
         slice_tab.apply_slice_edit(next_state, editor, {**value, "layers": layers})
+    with pytest.raises(server.Refusal, match="Open the slice in the editor first: Edit this slice"):
+        slice_tab.apply_slice_edit(next_state, None, {**value, "layers": layers})
     with pytest.raises(gr.Error, match="the slice is 360×310"):
         slice_tab.apply_slice_edit(new_state, editor, {**value, "layers": [layer[:300] for layer in layers]})
     with pytest.raises(gr.Error, match="No slice"):

@@ -168,7 +168,14 @@ def test_bad_clicks_get_one_line_and_clicks_on_the_corner_pixels_count(server, s
     expect(page.get_by_text("Fill between needs the stomach corrected on two slices").first).to_be_visible(timeout=30_000)
     page.locator("#scan-click-apply").click()
     expect(page.get_by_text("No clicks to apply on this slice").first).to_be_visible(timeout=30_000)
+    page.locator("#scan-click-undo").click()
+    expect(page.get_by_text("Nothing to undo: no pending clicks").first).to_be_visible(timeout=30_000)
     expect(page.locator('#scan-downloads a[download$="_edits.csv"]')).to_have_count(0)
+    # Refused, nothing changed: no "Error" drawn over the outputs (Gradio drew it over every output of a failed
+    # event, the click image too, whose clicks then went nowhere), and the next click counts.
+    expect(page.locator('[data-testid="status-tracker"] .error')).to_have_count(0)
+    _click(page, "scan-click-image", SHAPE[0] // 2, SHAPE[1] // 2)
+    expect(page.locator("#scan-click-note")).to_contain_text(f"1 click on slice {shown_slice}, not applied yet")
 
 
 def test_a_click_while_the_new_slice_image_loads_counts_once_it_is_drawn(server, shared_data, browser, tmp_path):
@@ -374,10 +381,10 @@ def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, s
     assert set(np.flatnonzero((added != before).any(axis=(1, 2)))) == {d} and added[d, row, col] == LARGE_ID
 
 
-@pytest.fixture
-def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _held_scan_demo(softmax_ckpt, tmp_path, monkeypatch, lines_first: int):
     """The real demo, in-process, whose scan segmentation can be held: once ``hold`` is set, the next one waits
-    (``entered`` says it has started) until ``release`` is set, as a long scan of another person's would."""
+    after its first ``lines_first`` outputs (``entered`` says it got there) until ``release`` is set."""
     import functools
     import threading
     from types import SimpleNamespace
@@ -389,10 +396,12 @@ def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
 
     @functools.wraps(segment)  # Gradio reads the signature (its progress tracker) through __wrapped__
     def held(*args, **kwargs):
-        if hold.is_set():
-            entered.set()
-            release.wait(120)
-        yield from segment(*args, **kwargs)
+        held_here = hold.is_set()
+        for n, out in enumerate(segment(*args, **kwargs)):
+            if held_here and n == lines_first:
+                entered.set()
+                release.wait(120)
+            yield out
 
     monkeypatch.setattr(scan_tab, "segment_scan_files", held)
     with _in_process_demo(softmax_ckpt, tmp_path, monkeypatch) as url:
@@ -400,6 +409,59 @@ def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
             yield SimpleNamespace(url=url, hold=hold, entered=entered, release=release)
         finally:
             release.set()  # a held segmentation lets go before the server closes
+
+
+@pytest.fixture
+def held_scan_app(softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, in-process, whose next scan segmentation, once ``hold`` is set, waits before it starts, as a
+    long scan of another person's would."""
+    with _held_scan_demo(softmax_ckpt, tmp_path, monkeypatch, 0) as app:
+        yield app
+
+
+@pytest.fixture
+def paused_scan_app(softmax_ckpt, tmp_path, monkeypatch):
+    """The real demo, in-process, whose next scan segmentation, once ``hold`` is set, waits after its first progress
+    line (the note says "Segmenting …"), as a long scan does between its chunks."""
+    with _held_scan_demo(softmax_ckpt, tmp_path, monkeypatch, 1) as app:
+        yield app
+
+
+def test_cancel_and_a_new_scan_leave_notes_that_say_what_the_page_shows(paused_scan_app, shared_data, browser,
+                                                                         tmp_path):
+    """Cancel left "Segmenting …" in the note for good while the page still showed the scan before; and the click
+    note of a scan segmented anew still spoke of the clicks on the scan before, which Apply and Undo no longer
+    knew."""
+    from playwright.sync_api import expect
+
+    page, _ = _scan_page(paused_scan_app, shared_data, browser, tmp_path, 3)
+    note, click_note = page.locator("#scan-note"), page.locator("#scan-click-note")
+    page.wait_for_timeout(1000)  # the click image drawn after the segmentation
+    _click(page, "scan-click-image", SHAPE[0] // 2, SHAPE[1] // 2)
+    expect(click_note).to_contain_text("1 click on slice", timeout=30_000)
+
+    paused_scan_app.hold.set()
+    page.locator("#scan-files button[aria-label='Clear']").first.click()
+    other = zip_files(kaggle_slices(shared_data, "volume_360x310")[70:74], tmp_path / "case9_day5.zip",
+                      folder="case9_day5/scans")
+    page.locator("#scan-files input[type=file]").set_input_files(other)
+    expect(page.locator("#scan-files")).to_contain_text("case9_day5", timeout=30_000)
+    page.get_by_role("button", name="Segment scan").click()
+    assert paused_scan_app.entered.wait(60), "the segmentation never reached its first progress line"
+    expect(note).to_contain_text("Segmenting case9_day5", timeout=30_000)
+    page.get_by_role("button", name="Cancel").click()
+    expect(note).to_have_text("Segmenting was cancelled: the page still shows case9_day4: 3 slices of 360×310 px, "
+                              "voxel 1.5 × 1.5 × 3 mm (slices), with its edits and downloads as they were.",
+                              timeout=30_000)
+    paused_scan_app.hold.clear()
+    paused_scan_app.release.set()  # the cancelled segmentation's next lines never reach the page
+    page.wait_for_timeout(2000)
+    expect(note).to_contain_text("Segmenting was cancelled")
+    expect(click_note).to_contain_text("1 click on slice")  # still the scan shown, its click still pending
+
+    page.get_by_role("button", name="Segment scan").click()
+    expect(note).to_contain_text("4 slices 360×310", timeout=120_000)
+    expect(click_note).to_have_text("", timeout=30_000)
 
 
 def test_apply_and_undo_do_not_wait_for_another_persons_segmentation(held_scan_app, shared_data, browser, tmp_path):

@@ -199,6 +199,13 @@ def scan_click_view(state, clicks: ScanClicks | None, position=1, opacity=0.5):
     return image, kept
 
 
+def scan_click_start(state, clicks: ScanClicks | None, position=1, opacity=0.5):
+    """After a scan is segmented: its click image, the click state bound to it and the click note, which no longer
+    speaks of the clicks or the Undo steps of the scan before it (they are gone with it)."""
+    image, kept = scan_click_view(state, clicks, position, opacity)
+    return image, kept, _pending_note(kept)
+
+
 def scan_click_redraw(state, clicks: ScanClicks | None, position=1, opacity=0.5):
     """The click image alone (the slider's and the opacity's redraw). It leaves the click state as it is: a
     click that lands while a redraw runs must not be overwritten by the state the redraw read before it."""
@@ -341,9 +348,20 @@ def apply_scan_clicks(state, clicks: ScanClicks | None, position=1, opacity=0.5,
         gr.Info("The clicks changed nothing on this slice.")
         unchanged = ScanClicks(state.token, undo=_undo_steps(state, clicks))
         return (*(gr.skip(),) * 11, *scan_click_view(state, unchanged, position, opacity), "")
+    return _applied(state, state.edits, done, f"{_clicks_what(pending, index)}.", opacity, organs, index + 1, clicks,
+                    pending=False)
+
+
+def _clicks_what(pending: ScanClicks, index: int) -> str:
+    """The pending clicks of slice ``index``, as the note and Undo name them once applied."""
     organs_clicked = ", ".join(labels.DISPLAY_NAMES[labels.ORGANS[o]] for o in sorted({c[0] for c in pending.clicks}))
-    return _applied(state, state.edits, done, f"{len(pending.clicks)} click(s) on slice {index + 1} ({organs_clicked}).",
-                    opacity, organs, index + 1, clicks, pending=False)
+    return f"{len(pending.clicks)} click(s) on slice {index + 1} ({organs_clicked})"
+
+
+def _after_clicks(pending: ScanClicks | None, clicked, index: int, what: str) -> str:
+    """``what`` a propagation or fill did, after the clicks pending on its slice when they were applied first (one
+    edit, one Undo step: the note says Undo takes back both)."""
+    return f"{_clicks_what(pending, index)}, then {what[0].lower()}{what[1:]}" if clicked else what
 
 
 def _with_pending_applied(state, clicks: ScanClicks | None, index: int):
@@ -392,6 +410,7 @@ def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opa
         index, organ = _slice_at(state, position), organ_index(organ_choice)
         name = labels.ORGANS[organ]
         before = state.edits
+        pending = _pending(state, clicks, index)
         clicked = _with_pending_applied(state, clicks, index)
         edits = clicked[0] if clicked else before
         if index not in edits.corrected(name):
@@ -409,28 +428,50 @@ def propagate_scan(state, clicks: ScanClicks | None, position, organ_choice, opa
     if done is None:
         return _nothing_done(state, clicks, before, clicked, f"The propagation from slice {index + 1} proposed no "
                              "change on the slices around it.", opacity, organs, index + 1)
-    return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} propagated from slice {index + 1} to "
-                    f"slice{'s' if len(changed) > 1 else ''} {_runs(changed)}; look at them.", opacity, organs,
-                    index + 1, clicks, _elsewhere(state, clicks, index))
+    what = (f"{labels.DISPLAY_NAMES[name]} propagated from slice {index + 1} to slice{'s' if len(changed) > 1 else ''} "
+            f"{_runs(changed)}; look at them.")
+    return _applied(state, before, done, _after_clicks(pending, clicked, index, what), opacity, organs, index + 1,
+                    clicks, _elsewhere(state, clicks, index))
+
+
+def _fill_ends(index: int, drawn: list[int]) -> list[tuple[int, int]]:
+    """The pairs of consecutive slices of ``drawn`` (ascending) that Fill between fills from slice ``index``: the
+    pair around it when it lies between two, else the pairs on either side of it when it is one of them."""
+    below, above = [d for d in drawn if d < index], [d for d in drawn if d > index]
+    if index in drawn:
+        return [*([(below[-1], index)] if below else []), *([(index, above[0])] if above else [])]
+    return [(below[-1], above[0])] if below and above else []
 
 
 def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, opacity=0.5, organs=ORGAN_CHOICES):
-    """Fill between: the organ interpolated (:func:`model.interactive.fill_between`) on every slice between
-    two consecutive slices on which it was corrected, applied as one edit (Undo takes it back)."""
+    """Fill between: the organ interpolated (:func:`model.interactive.fill_between`) on the slices between the
+    slider's slice and the corrected slices next to it that show the organ (or between the two around it), applied
+    as one edit (Undo takes it back). Only around the slider: a fill elsewhere (one a person undid, say) is not
+    made again."""
     with server.user_errors("fill between", "The fill failed; correct the slices again and retry."):
         state = _scan_state(state)
         index, organ = _slice_at(state, position), organ_index(organ_choice)
         name, shown = labels.ORGANS[organ], labels.DISPLAY_NAMES[labels.ORGANS[organ]].lower()
         before = state.edits
+        pending = _pending(state, clicks, index)
         clicked = _with_pending_applied(state, clicks, index)
         edits = clicked[0] if clicked else before
-        drawn = [d for d in edits.corrected(name) if edits.organ_masks[organ, d].any()]
-        if len(drawn) < 2:
+        corrected = edits.corrected(name)
+        drawn = [d for d in corrected if edits.organ_masks[organ, d].any()]
+        if len(corrected) < 2:
             raise EditError(f"Fill between needs the {shown} corrected on two slices; it is on "
-                            f"{len(drawn)} ({_runs(drawn) or 'none'}). Correct another slice, then fill.")
-        gaps = [(a, b) for a, b in zip(drawn, drawn[1:]) if b - a > 1]
+                            f"{len(corrected)} ({_runs(corrected) or 'none'}). Correct another slice, then fill.")
+        if len(drawn) < 2:
+            raise EditError(f"Fill between interpolates the {shown} between two corrected slices that show it: it was "
+                            f"corrected on {_runs(corrected)}, and shows on {_runs(drawn) or 'none of them'}.")
+        ends = _fill_ends(index, drawn)
+        if not ends:
+            raise EditError(f"Slice {index + 1} is not between two slices where the {shown} was corrected and shows "
+                            f"({_runs(drawn)}); move the slider to one of them, or between two, then fill.")
+        gaps = [(a, b) for a, b in ends if b - a > 1]
         if not gaps:
-            raise EditError(f"No slice lies between the slices where the {shown} was corrected ({_runs(drawn)}).")
+            raise EditError(f"No slice lies between slice {index + 1} and the corrected slices next to it "
+                            f"({_runs(sorted({d for pair in ends for d in pair}))}).")
         masks = edits.organ_masks
         for a, b in gaps:
             masks = interactive.fill_between(masks, organ, a, b)
@@ -439,9 +480,10 @@ def fill_between_scan(state, clicks: ScanClicks | None, position, organ_choice, 
     if done is None:
         return _nothing_done(state, clicks, before, clicked, "The fill changed nothing: the slices between already "
                              "hold the interpolated organ.", opacity, organs, index + 1)
-    return _applied(state, before, done, f"{labels.DISPLAY_NAMES[name]} filled on slices {_runs(filled)} between "
-                    f"the corrected slices {_runs(drawn)}.", opacity, organs, index + 1, clicks,
-                    _elsewhere(state, clicks, index))
+    what = (f"{labels.DISPLAY_NAMES[name]} filled on slices {_runs(filled)} between the corrected slices "
+            f"{_runs(sorted({d for pair in gaps for d in pair}))}.")
+    return _applied(state, before, done, _after_clicks(pending, clicked, index, what), opacity, organs, index + 1,
+                    clicks, _elsewhere(state, clicks, index))
 
 
 # --------------------------------------------------------------------------- the Slice tab

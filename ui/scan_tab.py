@@ -77,10 +77,16 @@ def _scan_state(state: ScanState | None, action: str = "edit its slices") -> Sca
     return state
 
 
-def _edited_slice(state: ScanState, editor_state: EditorState | None, message: str) -> int:
-    """The slice the editor was opened on; :class:`EditError` (``message``) if it was opened on another scan."""
-    if not editor_state or editor_state.token != state.token or editor_state.slice_index is None:
-        raise EditError(message)
+#: Apply edit or Reset before the editor was opened (Edit this slice).
+NOT_OPENED = "Open a slice of this scan in the editor first: Edit this slice, paint, then Apply edit."
+
+
+def _edited_slice(state: ScanState, editor_state: EditorState | None) -> int:
+    """The slice the editor was opened on; :class:`EditError` if it was not opened, or opened on another scan."""
+    if not editor_state or editor_state.slice_index is None:
+        raise EditError(NOT_OPENED)
+    if editor_state.token != state.token:
+        raise EditError("This edit was opened on another scan; open the current slice in the editor again.")
     return editor_state.slice_index
 
 
@@ -107,11 +113,25 @@ def segment_scan_files(scan_files, slice_thickness_mm=None, truth_files=None, op
     with server.user_errors("scan prediction", "The model failed on this scan; try another."):
         for done in segmentation:
             progress((done, len(scan)), desc="Segmenting", unit="slices")
-            yield (f"Segmenting {scan.describe()}: {done}/{len(scan)} slices…", *(gr.skip(),) * 10)
+            yield (f"{SEGMENTING}{scan.describe()}: {done}/{len(scan)} slices…", *(gr.skip(),) * 10)
     progress(1.0, desc="Writing files")
     result = export_scan(segmentation, scan, server.scratch_dir(), planning)
     state = ScanState(ScanEdits.of(result, planning), truth)
     yield scan_view(result, state, truth_notes, opacity, organs)
+
+
+#: How the note starts while a scan is being segmented (:func:`segment_scan_files`'s progress lines).
+SEGMENTING = "Segmenting "
+
+
+def cancelled_note(state: ScanState | None, note: str | None):
+    """The note after Cancel: while a segmentation ran (its progress line is the note), that it was cancelled and
+    what the page still shows; otherwise (nothing to cancel) the note as it is."""
+    if not (note or "").startswith(SEGMENTING):
+        return gr.skip()
+    shown = (f"the page still shows {state.scan.describe()}, with its edits and downloads as they were"
+             if state else "no scan is shown")
+    return f"- Segmenting was cancelled: {shown}."
 
 
 def edit_notes(edits: ScanEdits) -> list[str]:
@@ -169,7 +189,7 @@ def reset_scan_editor(state: ScanState | None, editor_state: EditorState | None)
     """The editor's own slice again as the model predicted it (Reset)."""
     with server.user_errors("opening the editor", "The slice could not be opened in the editor."):
         state = _scan_state(state)
-        index = _edited_slice(state, editor_state, "Open a slice of this scan in the editor first.")
+        index = _edited_slice(state, editor_state)
         return _editor(state, index, reset=True)
 
 
@@ -178,8 +198,7 @@ def apply_scan_edit(state: ScanState | None, editor_state: EditorState | None, v
     """Write the editor's layers into their slice and recompute every output (:meth:`ScanEdits.apply`)."""
     with server.user_errors("applying an edit", "The edit could not be applied; open the slice in the editor again."):
         state = _scan_state(state)
-        index = _edited_slice(state, editor_state,
-                              "This edit was opened on another scan; open the current slice in the editor again.")
+        index = _edited_slice(state, editor_state)
         current = state.organ_masks[:, index]
         masks = strokes_over(current, editor_state.opened, edited_masks(value, state.scan.shape[1:]))
         done = state.edits.apply(index, masks, server.scratch_dir())

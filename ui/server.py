@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import tempfile
 from pathlib import Path
@@ -20,6 +21,8 @@ from model.checkpoint import CheckpointError
 from model.image import ImageError
 from model.serving import ModelHolder, Scratch, publish_file
 from model.engines.process import ModelProcessError
+
+from .editor import EditError
 
 log = logging.getLogger("uwmgi.app")
 
@@ -79,19 +82,48 @@ def user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+class Refusal(gr.Error):
+    """An edit refused (nothing to undo, no clicks to apply, a fill without two corrected slices, …): one line a
+    person can act on, and nothing changed. A ``gr.Error``, so a caller of the handler sees it fail; the page
+    shows it as a warning instead (:func:`warn_refusals`)."""
+
+
+def refused(message: str) -> Refusal:
+    return Refusal(message, print_exception=False)
+
+
+def warn_refusals(handler):
+    """``handler`` for the page's edit events: its :class:`Refusal` becomes a one-line warning and the event
+    changes no output. Raised, Gradio would mark every output of the event as failed: a red "Error" over the
+    overlay, the tables, the downloads and the click image (whose click events then went nowhere) until
+    the next edit, for a press that only had nothing to do."""
+
+    @functools.wraps(handler)
+    def refusing_in_a_warning(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except Refusal as refusal:
+            gr.Warning(refusal.message)
+            return gr.skip()  # one skip: Gradio leaves every output as it is
+
+    return refusing_in_a_warning
+
+
 @contextlib.contextmanager
 def user_errors(step: str, failure: str):
     """The handlers' one error mapping: whatever goes wrong in ``step`` becomes one line for the user.
 
     Our domain errors (``ImageError`` and its ``ScanError`` and ``EditError``, ``CheckpointError``,
-    ``ModelProcessError``) carry their own message; anything else is logged by type only, never with
-    content, and the user reads ``failure``. The server keeps serving either way."""
+    ``ModelProcessError``) carry their own message (an ``EditError`` as a :class:`Refusal`); anything else is
+    logged by type only, never with content, and the user reads ``failure``. The server keeps serving either way."""
     try:
         yield
     except gr.Error:
         raise
     except CheckpointError as err:
         raise user_error(f"The model is not available: {err}") from None
+    except EditError as err:
+        raise refused(str(err)) from None
     except (ImageError, ModelProcessError) as err:
         raise user_error(str(err)) from None
     except Exception as err:  # noqa: BLE001 - keep serving; never log image content

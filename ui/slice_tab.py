@@ -73,7 +73,7 @@ def preview_slice(image_file):
 def open_slice_editor(state: SliceState | None):
     """The segmented slice in the editor with its masks, and the editor's state (this slice's token)."""
     if not state:
-        raise server.user_error("No slice: segment a slice first, then edit it.")
+        raise server.refused("No slice: segment a slice first, then edit it.")
     return editor_value(state.display, state.organ_masks), EditorState(state.token, opened=state.organ_masks.copy())
 
 
@@ -83,7 +83,9 @@ def apply_slice_edit(state: SliceState | None, editor_state: EditorState | None,
     with server.user_errors("applying an edit", "The edit could not be applied; open the slice in the editor again."):
         if not state:
             raise EditError("No slice: segment a slice first, then edit it.")
-        if not editor_state or editor_state.token != state.token:
+        if not editor_state:
+            raise EditError("Open the slice in the editor first: Edit this slice, paint, then Apply edit.")
+        if editor_state.token != state.token:
             raise EditError("This edit was opened on another slice; open the current slice in the editor again.")
         edited = edited_masks(value, state.organ_masks.shape[1:])
         state = replace(state, organ_masks=strokes_over(state.organ_masks, editor_state.opened, edited))
