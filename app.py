@@ -240,7 +240,9 @@ def build_demo(samples: list[Path] | None = None, samples_note: str = "") -> gr.
         review_table.select(scan_tab.jump_to_flag, None, [scan_slider, scan_click_organ], queue=False, **quiet)
         cancel_scan.click(scan_tab.cancelled_note, [scan_result, scan_note], scan_note, cancels=[scan_event],
                           queue=False, **quiet)
-        days_run.click(days_tab.compare_days_files, days_in, days_out, api_name="compare_days", concurrency_id="model")
+        days_event = days_run.click(days_tab.compare_days_files, days_in, days_out, api_name="compare_days",
+                                    concurrency_id="model")
+        days_event.then(course_tab.no_course, None, course_out, **quiet)  # the last course's table and plots go
         course_target.change(course_tab.roi_choices, course_target, course_roi, queue=False, **quiet)
         course_run.click(course_tab.course_files, [*days_in, more_days, course_target, course_roi, course_dose,
                                                    course_constraints],

@@ -49,3 +49,11 @@ def test_course_tab_in_a_browser(server, shared_data, browser, tmp_path):
     expect(downloads.locator('a[download="dvh.csv"]')).to_have_count(1)
     expect(downloads.locator('a[download$="_course_rtstruct.dcm"]')).to_have_count(3)
     page.screenshot(path=str(tmp_path / "course_tab.png"), full_page=True)
+
+    # Compare days next: its answer replaces the course's, whose table and plots go with it (they stayed).
+    page.get_by_role("button", name="Compare days (B against A)").click()
+    expect(downloads.locator('a[download="course.csv"]')).to_have_count(0, timeout=300_000)
+    expect(page.locator("#days-note")).not_to_contain_text("Day A is the reference", timeout=30_000)
+    expect(page.locator("#course-plots img")).to_have_count(0, timeout=30_000)
+    expect(table).not_to_contain_text("Small bowel")
+    expect(table).to_contain_text("Volume (ml)")  # the empty table keeps its header

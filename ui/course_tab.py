@@ -71,6 +71,11 @@ def roi_choices(target_file) -> gr.Dropdown:
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
+def no_course() -> tuple:
+    """The course table and plots when no course was run: empty (after Compare days, the last course's are gone)."""
+    return course_table(None), []
+
+
 def course_files(files_a, files_b, more_days=None, target_file=None, roi=None, dose_file=None, constraints_text=None):
     """The tab's outputs: note, A-vs-B table, picture, downloads, course table and plots. Everything after the
     two days is optional, as in the page (the API lists these as optional)."""
@@ -78,7 +83,7 @@ def course_files(files_a, files_b, more_days=None, target_file=None, roi=None, d
         note, rows, picture, downloads = days_tab.compare_days_files(files_a, files_b)
         if server.upload_paths(more_days) or server.upload_paths(dose_file) or (constraints_text or "").strip():
             note += "\n\nFurther days, a dose and constraints are used only in a course: upload a target on day A."
-        return note, rows, picture, downloads, course_table(None), []
+        return note, rows, picture, downloads, *no_course()
     with server.user_errors("running the course", "This course could not be computed; try other days or another target."):
         return run_course(files_a, files_b, more_days, target_file, roi, dose_file, constraints_text)
 
