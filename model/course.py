@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import labels
-from .registration import Registration, check_3d, patient_affine, register, registration_from_matrix, resample
+from .registration import (Registration, check_3d, origins_note, patient_affine, register, registration_from_matrix,
+                           resample)
 from .dicom.rtdose import Dose
 from .measure import volume_ml
 from .metric import bounding_box
@@ -410,6 +411,8 @@ def course(reference: str, target: np.ndarray, days: Sequence[tuple[str, Scan, n
             on_day = target
         else:
             check_3d(scan, label)
+            if origins := origins_note(ref_scan, scan, reference, label):
+                notes.append(origins)
             reg = registrations.get(label) or register(ref_scan, scan)
             # a_to_b carries a reference point to the same anatomy on the day; sampling needs the way back.
             day_to_reference = np.linalg.inv(reg.a_to_b)

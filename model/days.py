@@ -35,7 +35,8 @@ from . import metric
 from .labels import ORGANS
 from .exports import save_label_nifti
 from .measure import organ_volumes_ml
-from .registration import Registration, RegistrationSettings, check_3d, patient_affine, register, resample
+from .registration import (Registration, RegistrationSettings, check_3d, origins_note, patient_affine, register,
+                           resample)
 from .scans import Scan, ScanError, check_organ_masks, load_scan
 from .scans.kaggle import case_and_day, case_of
 
@@ -193,6 +194,8 @@ def compare_days(scan_a: Scan, masks_a: np.ndarray, scan_b: Scan, masks_b: np.nd
             and np.allclose(scan_a.affine, scan_b.affine):
         notes.append("Day A and day B are the same scan (the same voxels at the same place): every change below "
                      "is zero by construction; upload another day as B.")
+    if origins := origins_note(scan_a, scan_b):
+        notes.append(origins)
     for day, scan, masks in (("A", scan_a, masks_a), ("B", scan_b, masks_b)):
         if not masks.any():
             notes.append(f"No organ was found on day {day} ({scan.name}): its organs are reported absent.")

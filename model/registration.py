@@ -20,6 +20,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .scans import Scan, ScanError
+from .scans.base import centred_affine
 
 #: Fewest slices a scan needs to be registered in 3D (the coarsest level shrinks by 4).
 MIN_SLICES = 8
@@ -85,14 +86,22 @@ def patient_affine(scan: Scan) -> np.ndarray:
     """``(4, 4)`` from voxel ``(col, row, slice, 1)`` to patient RAS mm (see the module doc).
 
     The scan's own affine where its file has an origin (NIfTI, DICOM); for Kaggle slice files
-    the same axes with the stack's middle voxel at the origin.
+    the same axes with the stack's middle voxel at the origin (as :mod:`model.scans.slices` reads
+    them; a :class:`Scan` of slices made otherwise is centred here too).
     """
-    affine = np.array(scan.affine, dtype=np.float64)
-    if scan.kind == "slices":
-        d, h, w = scan.shape
-        centre = affine[:3, :3] @ np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
-        affine[:3, 3] = -centre
-    return affine
+    return centred_affine(scan.affine, scan.shape) if scan.kind == "slices" else np.array(scan.affine, np.float64)
+
+
+def origins_note(scan_a: Scan, scan_b: Scan, a: str = "A", b: str = "B") -> str | None:
+    """A note when one scan is slice files (no patient coordinates: the image centre is the origin, as
+    :func:`patient_affine` puts it) and the other has its scanner's: a reported motion between them includes
+    the distance between the two origins. ``None`` for two scans of one kind."""
+    if (scan_a.kind == "slices") == (scan_b.kind == "slices"):
+        return None
+    files, scanner = (a, b) if scan_a.kind == "slices" else (b, a)
+    return (f"Day {files} is slice files, which carry no patient coordinates (its image centre is taken as the "
+            f"origin), and day {scanner} has its scanner's: the motion and the raw shifts reported between them "
+            "include the distance between the two origins, not only the organs' motion. Compare days of one format.")
 
 
 def register(scan_a: Scan, scan_b: Scan, settings: RegistrationSettings = RegistrationSettings()) -> Registration:

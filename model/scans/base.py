@@ -193,6 +193,16 @@ def to_standard_axes(voxels: np.ndarray, affine: np.ndarray, spacing_mm: tuple[f
             tuple(xyz_mm[::-1]), stored)
 
 
+def centred_affine(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``affine`` ``(4, 4)`` with the middle voxel of a ``(D, H, W)`` stack at the origin: the patient coordinates
+    of slice files, which carry none of their own (the label NIfTI, the surfaces, Compare days and the course
+    all use them)."""
+    d, h, w = shape
+    centred = np.array(affine, dtype=np.float64)
+    centred[:3, 3] = -centred[:3, :3] @ np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
+    return centred
+
+
 def stack_voxels(slices: list[np.ndarray]) -> np.ndarray:
     """Slices ``(H, W)`` of one size → ``(D, H, W)``, refused when too big or blank (:func:`check_not_blank`)."""
     voxels = np.stack(slices)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..image import DEFAULT_PIXEL_SPACING_MM, ImageError, KaggleSliceName, parse_kaggle_name, read_slice
-from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, natural_key, stack_voxels
+from .base import DEFAULT_SLICE_THICKNESS_MM, MAX_SLICES, Scan, ScanError, centred_affine, natural_key, stack_voxels
 from .kaggle import case_day_in
 
 
@@ -84,8 +84,9 @@ def read_slice_files(files: list[Path], name: str, slice_thickness_mm: float | N
                 raise ScanError(f"{files[i].name} is {slices[-1].shape[1]}×{slices[-1].shape[0]} px, "
                                 "not the size its name gives.")
     voxels = stack_voxels(slices)
-    # Radiological view: columns run towards the patient's left (−x in RAS), rows towards posterior (−y).
-    affine = np.diag([-col_mm, -row_mm, thickness, 1.0])
+    # Radiological view: columns run towards the patient's left (−x in RAS), rows towards posterior (−y). The
+    # files carry no origin: the stack's middle voxel is put there.
+    affine = centred_affine(np.diag([-col_mm, -row_mm, thickness, 1.0]), voxels.shape)
     rel = [(f.relative_to(root) if root else f).as_posix() for f in files]
     case_days = {cd for cd in (case_day_in(f"{context}/{r}") for r in rel) if cd}
     if len(case_days) > 1:

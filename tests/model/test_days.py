@@ -257,6 +257,36 @@ def test_kaggle_coordinates_put_the_image_centre_at_the_origin():
     np.testing.assert_array_equal(registration.patient_affine(nifti), nifti.affine)  # a real origin is kept
 
 
+def test_slice_files_their_label_nifti_and_compare_days_share_one_origin(day_a, tmp_path):
+    """Slice files carry no origin. The label NIfTI download put the first voxel there and Compare days and the
+    course the image centre, so a target or dose placed in the download's coordinates missed by half the field
+    of view; now both put the middle voxel of the stack at the origin."""
+    import nibabel as nib
+
+    from model.exports import save_label_nifti
+
+    scan, masks = day_a
+    d, h, w = scan.shape
+    np.testing.assert_allclose(scan.affine @ [(w - 1) / 2, (h - 1) / 2, (d - 1) / 2, 1], [0, 0, 0, 1], atol=1e-9)
+    np.testing.assert_allclose(registration.patient_affine(scan), scan.affine)
+    written = nib.load(save_label_nifti(masks, scan, tmp_path / "labels.nii.gz"))
+    np.testing.assert_allclose(written.affine, registration.patient_affine(scan), atol=1e-5)
+
+
+def test_a_day_of_slice_files_against_one_with_scanner_coordinates_says_the_origins_differ(day_a):
+    scan, masks = day_a
+    first_voxel_origin = np.diag([-1.5, -1.5, 3.0, 1.0])  # the same anatomy, as a NIfTI written elsewhere
+    nifti = Scan(scan.voxels, scan.spacing_mm, first_voxel_origin, scan.slice_numbers, "case47_day29", "nifti")
+    result = days.compare_days(scan, masks, nifti, masks)
+    assert [n for n in result.notes if "no patient coordinates" in n] == [
+        "Day A is slice files, which carry no patient coordinates (its image centre is taken as the origin), and day "
+        "B has its scanner's: the motion and the raw shifts reported between them include the distance between the "
+        "two origins, not only the organs' motion. Compare days of one format."]
+    assert not any("no patient coordinates" in n for n in days.compare_days(scan, masks, scan, masks).notes)
+    assert registration.origins_note(nifti, scan, "A", "C").startswith("Day C is slice files")  # the course's days
+    assert registration.origins_note(nifti, nifti) is None
+
+
 def test_simpleitk_is_imported_only_when_comparing():
     code = "import sys, model.days; assert 'SimpleITK' not in sys.modules, 'imported at module load'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
