@@ -153,9 +153,11 @@ def read_target(spec: str, scan: Scan) -> tuple[np.ndarray, list[str]]:
 
     kind = kind_of(path)
     if kind == "dicom":
+        from .dicom.truth import named_structure, structure_header
+
         if not name:
+            structure_header(path)  # an RTDOSE or an image given as the target is named as such
             raise ScanError(f"Name the target's structure in {path.name} (its ROI name; on the command line --target FILE:ROI).")
-        from .dicom.truth import named_structure
 
         mask, header = named_structure(path, name, scan)
         # An RTSTRUCT names its frame in three places (a SEG in the first): every one must be the scan's.

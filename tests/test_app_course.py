@@ -100,6 +100,13 @@ def test_course_table_matches_the_model_run_directly(tiny_model, uploads, ran):
 def test_a_target_without_the_named_roi_lists_the_names(tiny_model, uploads):
     with pytest.raises(gr.Error, match="no ROI named 'CTV'; its ROIs: PTV, GTV"):
         course_tab.course_files(uploads["a"], uploads["b"], [], uploads["target"], "CTV", None, "")
+    with pytest.raises(gr.Error, match=r"Name the target's structure in \S+ \(its ROI name"):
+        course_tab.course_files(uploads["a"], uploads["b"], [], uploads["target"], None, None, "")
+    # An RTDOSE given as the target is named as such, not asked for a structure it does not have.
+    dose = Path(uploads["dose"]).name
+    for roi in (None, "PTV"):
+        with pytest.raises(gr.Error, match=f"{dose} is a DICOM file but neither an RTSTRUCT nor a DICOM SEG"):
+            course_tab.course_files(uploads["a"], uploads["b"], [], uploads["dose"], roi, None, "")
 
 
 def test_bad_constraints_and_a_missing_dose_are_one_line(tiny_model, uploads):

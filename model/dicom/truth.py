@@ -225,13 +225,9 @@ def _read_seg(path: Path, scan: Scan):
     return seg, 0.5 * float(seg.get("MaximumFractionalValue", 1) or 1) if fractional else 0.5
 
 
-def named_structure(path: Path, name: str, scan: Scan) -> tuple[np.ndarray, object]:
-    """The RTSTRUCT ROI or DICOM SEG segment called ``name`` (case and spaces ignored) on ``scan``'s grid.
-
-    Returns ``(D, H, W) bool`` and the file's header (for its patient and frame of reference).
-    Raises :class:`ScanError` naming the structures the file has when none is called ``name``, and
-    when its contours or frames lie off the scan's slices.
-    """
+def structure_header(path: Path):
+    """The header of an RTSTRUCT or DICOM SEG file (no pixel data); :class:`ScanError` for an unreadable file or
+    another kind of DICOM (an image, an RTDOSE, …)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -240,6 +236,20 @@ def named_structure(path: Path, name: str, scan: Scan) -> tuple[np.ndarray, obje
         sop_class = str(header.get("SOPClassUID", ""))
     except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError):
         raise ScanError(f"{path.name} is not a readable DICOM file.") from None
+    if sop_class not in (RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE):
+        raise ScanError(f"{path.name} is a DICOM file but neither an RTSTRUCT nor a DICOM SEG.")
+    return header
+
+
+def named_structure(path: Path, name: str, scan: Scan) -> tuple[np.ndarray, object]:
+    """The RTSTRUCT ROI or DICOM SEG segment called ``name`` (case and spaces ignored) on ``scan``'s grid.
+
+    Returns ``(D, H, W) bool`` and the file's header (for its patient and frame of reference).
+    Raises :class:`ScanError` naming the structures the file has when none is called ``name``, and
+    when its contours or frames lie off the scan's slices.
+    """
+    header = structure_header(path)
+    sop_class = str(header.get("SOPClassUID", ""))
 
     def same(a: str) -> bool:
         return "".join(a.lower().split()) == "".join(name.lower().split())
@@ -265,8 +275,6 @@ def named_structure(path: Path, name: str, scan: Scan) -> tuple[np.ndarray, obje
                 off_grid += 1
             else:
                 mask[index] |= frame
-    else:
-        raise ScanError(f"{path.name} is a DICOM file but neither an RTSTRUCT nor a DICOM SEG.")
     if not mask.any():
         where = "lie off the scan's slices; is it from another series?" if off_grid else "are empty."
         raise ScanError(f"The contours of {name!r} in {path.name} {where}")
