@@ -109,7 +109,9 @@ def parse_constraint(text: str) -> Constraint:
     at = float(match["dcc"] or match["vgy"]) if metric != "dmax" else None
     if at is not None and at <= 0:
         raise ValueError(f"constraint {text!r}: {match['metric']} needs a positive volume or dose")
-    return Constraint("".join(text.split()), organ, metric, at, float(match["limit"]), match["op"] == "<")
+    # Its name in the tables: the organ's key (a display name's space would be lost), the rest without spaces.
+    return Constraint(f"{organ}:{''.join(text.split(':', 1)[1].split())}", organ, metric, at, float(match["limit"]),
+                      match["op"] == "<")
 
 
 # --------------------------------------------------------------------------- settings and results

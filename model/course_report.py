@@ -94,7 +94,7 @@ def course_settings(constraint_texts, ring_mm=(10.0, 20.0), v_gy=(), with_dose: 
                     dose_hint: str = "give an RTDOSE") -> CourseSettings:
     """The settings from the user's constraints (``ValueError`` with one line when one does not parse, or
     when there are constraints and no dose), ring edges (mm, after 0) and VxGy thresholds."""
-    constraints = tuple(parse_constraint(text) for text in constraint_texts)
+    constraints = tuple(dict.fromkeys(parse_constraint(text) for text in constraint_texts))  # each once, in order
     if constraints and not with_dose:
         raise ValueError(f"constraints need a dose: {dose_hint}")
     return CourseSettings(ring_edges_mm=(0.0, *ring_mm), v_gy=tuple(v_gy), constraints=constraints)

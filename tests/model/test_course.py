@@ -45,9 +45,18 @@ FINE = K.Phantom(shape=(110, 150, 150), spacing_mm=(1.5, 1.25, 1.25))
 def test_constraints_parse(text, organ, metric, at, limit, unit):
     c = C.parse_constraint(text)
     assert (c.organ, c.metric, c.at, c.limit, c.unit) == (organ, metric, at, limit, unit)
+    assert c.text.split(":")[0] == organ  # named by the organ's key: "Small bowel" lost its space before
     assert c.check(limit - 0.25) == ("pass", 0.25)
     assert c.check(limit + 1.0) == ("fail", -1.0)
     assert c.check(limit) == (("fail" if c.strict else "pass"), 0.0)
+
+
+def test_a_constraint_entered_twice_counts_once():
+    from model.course_report import course_settings
+
+    texts = ["Large bowel:Dmax<45Gy", "large_bowel: Dmax < 45Gy", "stomach:Dmax<=38Gy"]
+    settings = course_settings(texts, with_dose=True)
+    assert [c.text for c in settings.constraints] == ["large_bowel:Dmax<45Gy", "stomach:Dmax<=38Gy"]
 
 
 @pytest.mark.parametrize("text, says", [
