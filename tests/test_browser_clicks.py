@@ -384,7 +384,8 @@ def test_a_click_while_the_slider_redraw_runs_is_kept_and_shown(slow_view_app, s
 @contextlib.contextmanager
 def _held_scan_demo(softmax_ckpt, tmp_path, monkeypatch, lines_first: int):
     """The real demo, in-process, whose scan segmentation can be held: once ``hold`` is set, the next one waits
-    after its first ``lines_first`` outputs (``entered`` says it got there) until ``release`` is set."""
+    once it has sent its first ``lines_first`` outputs (0: before it starts; ``entered`` says it got there) until
+    ``release`` is set."""
     import functools
     import threading
     from types import SimpleNamespace
@@ -397,11 +398,16 @@ def _held_scan_demo(softmax_ckpt, tmp_path, monkeypatch, lines_first: int):
     @functools.wraps(segment)  # Gradio reads the signature (its progress tracker) through __wrapped__
     def held(*args, **kwargs):
         held_here = hold.is_set()
-        for n, out in enumerate(segment(*args, **kwargs)):
+
+        def wait_at(n: int) -> None:
             if held_here and n == lines_first:
                 entered.set()
                 release.wait(120)
+
+        wait_at(0)
+        for n, out in enumerate(segment(*args, **kwargs), 1):
             yield out
+            wait_at(n)
 
     monkeypatch.setattr(scan_tab, "segment_scan_files", held)
     with _in_process_demo(softmax_ckpt, tmp_path, monkeypatch) as url:
