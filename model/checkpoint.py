@@ -291,7 +291,7 @@ def resolve(model: str | None = None, revision: str | None = None) -> tuple[Path
     except Exception as err:  # noqa: BLE001
         raise CheckpointError(
             f"Could not download {model}{'@' + revision if revision else ''} from the Hub ({type(err).__name__}); "
-            "check the name and your connection, or use --model DIR with a local checkpoint."
+            "check the name and your connection, or give a local checkpoint folder instead."
         ) from None
     read_contract(folder)
     return folder, CheckpointInfo(model, revision or folder.name, sha256_file(folder / WEIGHTS), folder)

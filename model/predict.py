@@ -51,12 +51,15 @@ def add_cohort_options(parser) -> None:
 
 
 def check_cohort_options(parser, args) -> None:
-    """Refuse option values :func:`add_cohort_options` added that cannot be used (exits through ``parser.error``);
+    """Refuse option values :func:`add_cohort_options` added that cannot be used (exits through ``parser.error``,
+    before any scan is segmented);
     sets ``args.planning``, the :class:`~model.planning.PlanningRequest` of ``--bowel-bag`` and ``--margin-mm``."""
     try:
         args.planning = PlanningRequest(args.bowel_bag, args.margin_mm)
     except ValueError:
         parser.error(f"--margin-mm must be a number of mm ≥ 0, got {args.margin_mm:g}")
+    if args.truth is not None and not args.truth.is_file():  # before a cohort is segmented, not after
+        parser.error(f"--truth {args.truth}: no such file (a train.csv, or .csv.gz)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -242,8 +242,11 @@ class ClickRefinerModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=1e-4)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=self.hparams.steps,
-                                                       pct_start=0.1)
+        steps = self.hparams.steps
+        # A tenth of the steps warms up, at least two from 4 steps on: torch's OneCycleLR divides by zero when the
+        # warm-up ends on its first step (10 steps at 0.1 did).
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=steps,
+                                                       pct_start=max(0.1, 2 / steps) if steps >= 4 else 0.1)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

@@ -82,3 +82,10 @@ def test_cli_refuses_a_negative_margin(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path), "--out", str(tmp_path / "out"), "--margin-mm", "-2"])
     assert exit_.value.code == 2 and "--margin-mm must be" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_missing_truth_file_before_segmenting(capsys, tmp_path):
+    """It segmented the whole cohort, then said the --truth file did not exist."""
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path), "--out", str(tmp_path / "out"), "--truth", str(tmp_path / "train.csv")])
+    assert exit_.value.code == 2 and "--truth" in capsys.readouterr().err and not (tmp_path / "out").exists()

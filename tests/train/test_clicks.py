@@ -122,6 +122,18 @@ def test_pretraining_on_synthetic_slices_starts_the_real_training(synthetic_kagg
     assert np.abs(weights - 0.01).max() < 1e-3
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 9, 10, 11, 20, 3000])
+def test_the_one_cycle_schedule_runs_for_any_number_of_steps(steps):
+    """torch's OneCycleLR divided by zero at 10 steps (its warm-up, a tenth, ended on its first step)."""
+    module = clicks.ClickRefinerModule(widths=(4,), steps=steps)
+    optimizer, schedule = module.configure_optimizers().values()
+    schedule = schedule["scheduler"]
+    for _ in range(steps - 1):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] > 0
+
+
 def test_refiner_training_is_pinned_to_fp32_whatever_the_cpu(tmp_path, monkeypatch):
     """Lightning's precision default could change under us (and bf16 is native on some CPUs): fit asks for
     "32-true" itself, and the one training step it runs is in fp32."""
