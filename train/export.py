@@ -37,9 +37,13 @@ def load_network(checkpoint: dict):
 
 def export(ckpt_path: str | Path, dst: str | Path, push_to_hub: str | None = None) -> Path:
     """Export ``ckpt_path`` into the contract directory ``dst`` (and upload it to ``push_to_hub``)."""
-    # Only tensors and plain containers: the module's hparams are plain values by design.
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    if "segformer_config" not in checkpoint:
+    if not Path(ckpt_path).is_file():
+        raise ExportError(f"{ckpt_path}: no such checkpoint file (a .ckpt written by `python -m train fit`).")
+    try:  # only tensors and plain containers: the module's hparams are plain values by design
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises pickle, zip and runtime errors for a file that is none
+        raise ExportError(f"{ckpt_path} is not a checkpoint torch can read ({type(err).__name__}).") from None
+    if not isinstance(checkpoint, dict) or "segformer_config" not in checkpoint:
         raise ExportError(f"{ckpt_path} was not written by `python -m train fit` (no segformer_config).")
     hparams = checkpoint["hyper_parameters"]
     dst = save_contract(load_network(checkpoint), dst, size=hparams["size"], slice_offsets=hparams["slice_offsets"])
