@@ -314,7 +314,6 @@ def test_fill_between_says_when_the_corrected_slices_no_longer_show_the_organ(la
     with pytest.raises(gr.Error, match="Fill between interpolates the stomach between two corrected slices that show "
                                        "it: it was corrected on 1, 9, and shows on none of them."):
         clicks.fill_between_scan(removed, None, 5, "Stomach")
-    assert [e.slice_index for e in removed.edits.edits] == [0, 8]  # refused: no fill logged
 
 
 def test_bad_clicks_get_one_line_and_change_nothing(labelled, tiny_model, shared_data, tmp_path):
